@@ -1,0 +1,174 @@
+"""The resolved config of a run: Hydra composes conf/, we validate it once and tag every value's source.
+
+Provenance of each leaf key (dotted path):
+  override      given on the command line
+  paper / authors-code / default   as declared in the paper config's `paper.provenance` map
+                (e.g. "paper: Table 1"), for values the paper config sets
+  unsourced     set by the paper config without a provenance entry (say where it comes from!)
+  default       not set by the paper config: repro filled it in (conf/defaults.yaml, conf/stage/)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from repro.errors import ConfigError
+from repro.project import Project
+
+# Keys under these sections are repro's: anything else there is a typo.
+REPRO_SECTIONS = ("init", "optim", "schedule", "lr_finder", "trainer", "stage", "logger", "launcher")
+PAPER_META_KEYS = {
+    "name", "title", "arxiv", "targets", "baseline", "expected_params", "experiments", "provenance",
+}
+GATE_SECTIONS = ("stage.", "logger.", "launcher.")  # how repro runs, not assumptions about the paper
+PROVENANCE_KINDS = ("paper", "authors-code", "default", "override", "unsourced")
+
+
+@dataclass
+class Resolved:
+    """A composed, validated config as plain data, with where each value came from."""
+
+    paper: str
+    config: dict[str, Any]
+    overrides: list[str]
+    provenance: dict[str, str] = field(default_factory=dict)  # dotted key -> "kind: where"
+
+    def get(self, dotted: str, default: Any = None) -> Any:
+        node: Any = self.config
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def overrides_for_jobs(self) -> list[str]:
+        """The user's command-line overrides, passed on to experiment jobs."""
+        return list(self.overrides)
+
+    def section(self, name: str) -> dict[str, Any]:
+        return dict(self.config.get(name) or {})
+
+    def defaults(self) -> dict[str, Any]:
+        """Every value repro filled in because the paper is silent."""
+        flat = flatten(self.config)
+        return {
+            k: flat[k]
+            for k, p in self.provenance.items()
+            if kind_of(p) == "default" and k in flat and not k.startswith(GATE_SECTIONS)
+        }
+
+
+def kind_of(provenance: str) -> str:
+    return provenance.split(":", 1)[0].strip()
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def compose(project: Project, paper: str, overrides: list[str] | tuple[str, ...] = ()) -> Resolved:
+    """Compose conf/config.yaml + conf/paper/<paper>.yaml + overrides, validate, tag provenance."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = list(overrides)
+    for o in overrides:
+        if "=" not in o:
+            raise ConfigError(f"override '{o}' is not of the form key=value (e.g. optim.lr=0.001)")
+    defaults_cfg = _defaults_tree(project)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(project.conf_dir), version_base="1.3"):
+            cfg = hydra_compose("config", overrides=[f"paper={paper}", *overrides])
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(f"could not compose the config for paper '{paper}' with overrides {overrides}: {e}") from e
+    finally:
+        GlobalHydra.instance().clear()
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"config for paper '{paper}' does not resolve: {e}") from e
+    assert isinstance(config, dict)
+    paper_file = project.conf_dir / "paper" / f"{paper}.yaml"
+    paper_cfg = _load_yaml(paper_file)
+    _validate(config, defaults_cfg, paper_file)
+    provenance = _provenance(config, paper_cfg, overrides, paper_file)
+    return Resolved(paper=paper, config=config, overrides=overrides, provenance=provenance)
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+
+
+def _defaults_tree(project: Project) -> dict[str, Any]:
+    """repro's own keys: conf/defaults.yaml plus conf/stage/*.yaml under stage.<name>."""
+    tree = _load_yaml(project.conf_dir / "defaults.yaml")
+    tree["stage"] = {p.stem: _load_yaml(p) for p in sorted((project.conf_dir / "stage").glob("*.yaml"))}
+    return tree
+
+
+def _validate(config: dict, defaults_cfg: dict, paper_file: Path) -> None:
+    """Keys in repro's sections must be keys repro knows: a typo fails here, listing the valid ones."""
+    meta = config.get("paper") or {}
+    unknown_meta = sorted(set(meta) - PAPER_META_KEYS)
+    if unknown_meta:
+        raise ConfigError(
+            f"{paper_file}: unknown key(s) under paper: {unknown_meta}; valid keys: {sorted(PAPER_META_KEYS)}"
+        )
+
+    def walk(node: dict, ref: dict, path: str) -> None:
+        for k, v in node.items():
+            if k not in ref:
+                raise ConfigError(
+                    f"unknown config key '{path}{k}' (in {paper_file.name} or an override); "
+                    f"valid keys under '{path.rstrip('.') or '<top>'}': {sorted(ref)}"
+                )
+            if isinstance(v, dict) and isinstance(ref[k], dict) and ref[k]:
+                walk(v, ref[k], f"{path}{k}.")
+
+    for section in REPRO_SECTIONS:
+        if section in config and section in defaults_cfg and section not in ("logger", "launcher"):
+            walk(config[section], defaults_cfg[section], f"{section}.")
+    for target in meta.get("targets") or []:
+        missing = {"name", "metric", "value"} - set(target)
+        if missing:
+            raise ConfigError(f"{paper_file}: target {target} lacks {sorted(missing)}")
+    for key, prov in (meta.get("provenance") or {}).items():
+        if kind_of(str(prov)) not in PROVENANCE_KINDS:
+            raise ConfigError(
+                f"{paper_file}: provenance of '{key}' is '{prov}'; it must start with one of "
+                f"{list(PROVENANCE_KINDS[:3])} followed by ': where' (e.g. 'paper: Table 1')"
+            )
+
+
+def _provenance(config: dict, paper_cfg: dict, overrides: list[str], paper_file: Path) -> dict[str, str]:
+    declared = {k: str(v) for k, v in ((paper_cfg.get("paper") or {}).get("provenance") or {}).items()}
+    paper_keys = set(flatten({k: v for k, v in paper_cfg.items() if k != "paper"}))
+    overridden = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    prov: dict[str, str] = {}
+    for key in flatten({k: v for k, v in config.items() if k != "paper"}):
+        if key in overridden or any(key.startswith(o + ".") for o in overridden):
+            prov[key] = "override: command line"
+        elif key in paper_keys:
+            prov[key] = declared.get(key, f"unsourced: set in {paper_file.name} without a provenance entry")
+        else:
+            prov[key] = "default: repro (conf/defaults.yaml)" if not key.startswith("stage.") else "default: repro (conf/stage/)"
+    return prov

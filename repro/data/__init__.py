@@ -1,0 +1,1 @@
+"""Data plumbing shared by every paper: the seeded split, the datamodule base, example hashing."""

@@ -1,0 +1,156 @@
+"""How verdicts, status tables, the run log and one run look in the terminal (Rich)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+STATE_STYLE = {"PASS": "bold green", "FAIL": "bold red", "STALE": "yellow", "ERROR": "red", "INTERRUPTED": "magenta",
+               "RUNNING": "cyan", "not run": "dim", "passed": "green", "failed": "red", "error": "red",
+               "interrupted": "magenta", "running": "cyan", "corrupt": "red"}
+
+
+def _when(iso: str | None) -> str:
+    return (iso or "")[:19].replace("T", " ")
+
+
+def _short(text: str, n: int = 110) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def print_verdict(console: Console, record: dict[str, Any]) -> None:
+    v = record.get("verdict") or {}
+    label = "PASS" if v.get("passed") else "FAIL"
+    console.print(f"[{STATE_STYLE[label]}]{record['stage']}: {label}[/] — {v.get('reason', '')}", highlight=False)
+    checks = v.get("checks") or []
+    if checks:
+        t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        t.add_column("check")
+        t.add_column("")
+        t.add_column("measured")
+        for c in checks:
+            t.add_row(c["name"], "[green]ok[/]" if c["passed"] else "[red]FAIL[/]", c["reason"])
+        console.print(t)
+    ev = v.get("evidence") or {}
+    if record["stage"] == "full":
+        _print_full(console, ev)
+
+
+def _print_full(console: Console, ev: dict[str, Any]) -> None:
+    summary = ev.get("summary") or {}
+    base = (ev.get("baseline") or {}).get("metrics") or {}
+    if not summary:
+        return
+    t = Table(title="test/val metrics (best checkpoint)", header_style="bold")
+    t.add_column("metric")
+    t.add_column("ours")
+    if base:
+        t.add_column(f"baseline ({(ev.get('baseline') or {}).get('name', '').split(':')[-1]})")
+    for k, s in summary.items():
+        ours = f"{s['mean']:.2f}" + (f" ± {s['std']:.2f}" if s.get("std") is not None else "")
+        row = [k, ours]
+        if base:
+            row.append(f"{base[k]:.2f}" if k in base else "—")
+        t.add_row(*row)
+    console.print(t)
+
+
+def print_status(console: Console, paper: str, rows) -> None:
+    t = Table(title=f"repro status · {paper}", header_style="bold")
+    t.add_column("stage", no_wrap=True, min_width=11)
+    t.add_column("state", no_wrap=True, min_width=7)
+    t.add_column("when (UTC)", no_wrap=True, min_width=11)
+    t.add_column("run", no_wrap=True, min_width=20)
+    room = max(20, console.width - 70)  # the other columns take ~70 characters
+    t.add_column("reason", no_wrap=True)
+    for r in rows:
+        t.add_row(r.stage, f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]", _when(r.when)[5:16], r.run_id or "",
+                  _short(r.reason.removeprefix("all "), room))
+    console.print(t)
+
+
+def print_log(console: Console, runs) -> None:
+    t = Table(title="repro log (newest first)", header_style="bold")
+    for col in ("run", "paper", "stage", "status", "started (UTC)", "took", "reason"):
+        t.add_column(col)
+    for r in runs:
+        rec = r.record
+        st = r.effective_status
+        took = rec.get("duration_s")
+        reason = (rec.get("verdict") or {}).get("reason") or r.status_reason or ""
+        forced = " (forced)" if rec.get("forced") else ""
+        t.add_row(r.id, r.paper, r.stage, f"[{STATE_STYLE.get(st, '')}]{st}[/]{forced}", _when(rec.get("started")),
+                  f"{took:.1f}s" if isinstance(took, (int, float)) else "", _short(reason, 70))
+    console.print(t)
+
+
+def print_run(console: Console, run) -> None:
+    rec = run.record
+    st = run.effective_status
+    console.rule(f"run {run.id} · {run.paper} · {run.stage}")
+    console.print(f"status: [{STATE_STYLE.get(st, '')}]{st}[/]" + (f" ({run.status_reason})" if run.status_reason else "")
+                  + ("  [yellow]forced: ran without its prerequisites[/]" if rec.get("forced") else ""))
+    console.print(f"dir: {run.dir}")
+    console.print(f"started {_when(rec.get('started'))} UTC, took {rec.get('duration_s') or 0:.1f}s")
+    if rec.get("links"):
+        console.print(f"links: {rec['links']}")
+    if rec.get("verdict"):
+        print_verdict(console, rec)
+    if rec.get("error"):
+        console.print("[red]error:[/]")
+        console.print(rec["error"], markup=False, highlight=False)
+    if rec.get("metrics"):
+        console.print("metrics: " + json.dumps(rec["metrics"], default=str))
+
+    prov = rec.get("provenance") or {}
+    flat = _flatten(rec.get("config") or {})
+    defaults = {k: flat.get(k) for k, p in prov.items() if p.split(":")[0] == "default"
+                and not k.startswith(("stage.", "logger.", "launcher."))}
+    t = Table(title=f"values repro filled in because the paper is silent ({len(defaults)})", header_style="bold")
+    t.add_column("key")
+    t.add_column("value")
+    t.add_column("why")
+    for k, v in defaults.items():
+        t.add_row(k, json.dumps(v, default=str), prov[k].split(":", 1)[1].strip())
+    console.print(t)
+    t = Table(title="resolved config with provenance", header_style="bold")
+    t.add_column("key")
+    t.add_column("value")
+    t.add_column("source")
+    for k, v in flat.items():
+        if k.startswith("paper."):
+            continue
+        p = prov.get(k, "")
+        kind = p.split(":")[0]
+        style = {"paper": "green", "authors-code": "cyan", "default": "yellow", "override": "magenta",
+                 "unsourced": "red"}.get(kind, "")
+        t.add_row(k, _short(json.dumps(v, default=str), 40), f"[{style}]{p}[/]" if style else p)
+    console.print(t)
+    if rec.get("init"):
+        n = len(rec["init"])
+        kinds = sorted({v.split()[0] for v in rec["init"].values()})
+        console.print(f"init: {n} parameters initialised by repro ({', '.join(kinds)}); see record.json 'init'")
+    git = rec.get("git") or {}
+    console.print(f"git: commit {git.get('commit') or '-'} on {git.get('branch') or '-'}"
+                  + (" [yellow](dirty: see git.diff)[/]" if git.get("dirty") else " (clean)"))
+    env = rec.get("env") or {}
+    pk = env.get("packages") or {}
+    console.print("env: python " + str(env.get("python", "?")).split()[0] + ", "
+                  + ", ".join(f"{k} {v}" for k, v in pk.items() if v) + (f", device {env['device']}" if env.get("device") else ""))
+    plots = sorted(p.name for p in run.dir.rglob("*.png"))
+    if plots:
+        console.print("plots: " + ", ".join(str(p.relative_to(run.dir)) for p in sorted(run.dir.rglob("*.png"))))
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -1,0 +1,1 @@
+"""The five gates: each measures, judges (pure functions returning Checks) and returns a Verdict."""

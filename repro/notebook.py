@@ -1,0 +1,78 @@
+"""The lab notebook `notes/<paper>.md`: one appended line per gate run, people's notes between."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+MAX_REASON_CHARS = 160
+
+
+def notebook_path(notes_dir: Path, paper: str) -> Path:
+    return Path(notes_dir) / f"{paper}.md"
+
+
+def append_entry(notes_dir: Path, paper: str, line: str) -> Path:
+    """Append one line to `notes/<paper>.md`, creating it with a header; never rewrites the file."""
+    path = notebook_path(notes_dir, paper)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = " ".join(line.split())  # one entry is one line, whatever the reason text held
+    try:
+        with path.open("x", encoding="utf-8") as f:
+            f.write(f"# {paper} — lab notebook\n\n")
+    except FileExistsError:
+        pass
+    needs_newline = False
+    with path.open("rb") as f:  # a hand-edited file may lack its final newline
+        if f.seek(0, 2) > 0:
+            f.seek(-1, 2)
+            needs_newline = f.read(1) != b"\n"
+    with path.open("a", encoding="utf-8") as f:
+        f.write(("\n" if needs_newline else "") + line + "\n")
+    return path
+
+
+def _shorten(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _label(record: dict[str, Any]) -> str:
+    verdict = record.get("verdict")
+    status = record.get("status") or "unknown"
+    if isinstance(verdict, dict) and "passed" in verdict and status in ("passed", "failed"):
+        label = "PASS" if verdict["passed"] else "FAIL"
+    else:
+        label = {"passed": "PASS", "failed": "FAIL"}.get(status, status.upper())
+    return label + (" (forced)" if record.get("forced") else "")
+
+
+def _reason(record: dict[str, Any]) -> str:
+    verdict = record.get("verdict")
+    if isinstance(verdict, dict) and verdict.get("reason"):
+        return verdict["reason"]
+    if record.get("status_reason"):
+        return record["status_reason"]
+    error = record.get("error")
+    if error:  # a traceback: its last line names the exception
+        lines = [ln for ln in str(error).strip().splitlines() if ln.strip()]
+        return lines[-1] if lines else ""
+    return ""
+
+
+def format_entry(run_record: dict[str, Any]) -> str:
+    """`- 2026-11-22 05:40 UTC · overfit · PASS · 20261122-054012-ab12 · <reason>`."""
+    when = run_record.get("ended") or run_record.get("started")
+    try:
+        moment = datetime.fromisoformat(when)
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(timezone.utc)
+        stamp = moment.strftime("%Y-%m-%d %H:%M UTC")
+    except (TypeError, ValueError):
+        stamp = "????-??-?? ??:?? UTC"
+    parts = [stamp, run_record.get("stage", "?"), _label(run_record), run_record.get("id", "?")]
+    reason = _shorten(_reason(run_record))
+    if reason:
+        parts.append(reason)
+    return "- " + " · ".join(parts)

@@ -1,0 +1,93 @@
+"""Where things are: the project root, the papers in it, and which paper a command is about."""
+
+from __future__ import annotations
+
+import keyword
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from repro.errors import PaperError, ReproError
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.root / "conf"
+
+    @property
+    def papers_dir(self) -> Path:
+        return self.root / "papers"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def notes_dir(self) -> Path:
+        return self.root / "notes"
+
+    def papers(self) -> list[str]:
+        """Papers that have both a config and a code folder."""
+        confs = {p.stem for p in (self.conf_dir / "paper").glob("*.yaml")}
+        return sorted(n for n in confs if (self.papers_dir / n).is_dir())
+
+    def paper_dir(self, paper: str) -> Path:
+        return self.papers_dir / paper
+
+    def resolve_paper(self, paper: str | None) -> str:
+        """--paper, else [tool.repro] paper in pyproject.toml, else the only paper."""
+        known = self.papers()
+        if paper:
+            if paper not in known:
+                raise PaperError(
+                    f"no paper '{paper}': expected conf/paper/{paper}.yaml and papers/{paper}/ "
+                    f"(papers here: {', '.join(known) or 'none'}); create it with `repro new {paper}`"
+                )
+            return paper
+        configured = self.configured_paper()
+        if configured and configured in known:
+            return configured
+        if len(known) == 1:
+            return known[0]
+        if not known:
+            raise PaperError("no papers yet: create one with `repro new <paper>`")
+        raise PaperError(
+            f"several papers ({', '.join(known)}): pass --paper or set [tool.repro] paper in pyproject.toml"
+        )
+
+    def configured_paper(self) -> str | None:
+        pyproject = self.root / "pyproject.toml"
+        if not pyproject.exists():
+            return None
+        with pyproject.open("rb") as f:
+            return tomllib.load(f).get("tool", {}).get("repro", {}).get("paper")
+
+    def activate(self) -> None:
+        """Make `papers.<name>` importable."""
+        if str(self.root) not in sys.path:
+            sys.path.insert(0, str(self.root))
+
+
+def find_project(start: Path | None = None) -> Project:
+    """The nearest folder at or above `start` holding conf/config.yaml."""
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "conf" / "config.yaml").is_file():
+            return Project(d)
+    raise ReproError(
+        f"no repro project found in {here} or its parents (looked for conf/config.yaml); "
+        "run repro from inside the repro checkout"
+    )
+
+
+def check_paper_name(name: str) -> None:
+    if not name.isidentifier() or keyword.iskeyword(name) or name != name.lower():
+        raise PaperError(
+            f"'{name}' is not a valid paper name: use a lower-case Python identifier "
+            "(letters, digits, underscores; not starting with a digit), e.g. resnet or bimpm"
+        )

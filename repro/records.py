@@ -1,0 +1,437 @@
+"""The run record: one directory per stage run, with a `record.json` that is always valid JSON.
+
+Layout: `<runs_root>/<paper>/<stage>/<run-id>/record.json`, run-id `YYYYMMDD-HHMMSS-xxxx` (UTC
+time + 4 random hex chars). The directory is the source of truth; reading never writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from repro.errors import ReproError
+
+STATUSES = ("running", "passed", "failed", "error", "interrupted")
+RECORD_FILE = "record.json"
+RUN_ID_RE = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # paper and stage become directory names
+_MAX_ID_TRIES = 1000  # 65536 suffixes per second: running out means something else is wrong
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _suffix() -> str:
+    return secrets.token_hex(2)
+
+
+def _pid_start(pid: int) -> int | None:
+    """Start time of `pid` in clock ticks since boot (/proc/<pid>/stat field 22), None if unknown.
+
+    Together with the pid it names one process: a recycled pid has a different start time.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 2 (comm) is in parentheses and may contain spaces: split after the last ')'.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    try:
+        return int(fields[19])  # fields[0] is field 3 (state), so field 22 is fields[19]
+    except (IndexError, ValueError):
+        return None
+
+
+def _process_state(pid: int) -> str | None:
+    """One-letter state from /proc/<pid>/stat ('Z' for a zombie), None if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[0] if fields else None
+
+
+def _pid_alive(pid: int, pid_start: int | None) -> bool:
+    """Whether the process that wrote a record (pid + its start time) still runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    except OSError:
+        return False
+    if _process_state(pid) == "Z":  # killed but not yet reaped by its parent: it will never finish
+        return False
+    if pid_start is not None:
+        now_start = _pid_start(pid)
+        if now_start is not None and now_start != pid_start:
+            return False  # the pid was reused by another process
+    return True
+
+
+def _json_default(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        try:
+            return obj.item()
+        except (TypeError, ValueError):
+            pass
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see either the old file or the whole new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _check_name(kind: str, value: str) -> None:
+    if not _NAME_RE.match(value or ""):
+        raise ReproError(
+            f"{kind} name {value!r} is not usable as a directory name: "
+            "expected letters, digits, '_', '-' or '.', starting with a letter or digit"
+        )
+
+
+class Run:
+    """One stage run: its directory and its record (a plain dict saved as record.json)."""
+
+    def __init__(self, dir: Path, record: dict[str, Any], corrupt: str | None = None):
+        self.dir = Path(dir)
+        self.record = record
+        self.corrupt = corrupt  # why record.json could not be read; None when it could
+        self._t0: float | None = None  # monotonic start, set by create_run in this process
+        self._signal: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Run({self.id!r}, paper={self.paper!r}, stage={self.stage!r}, status={self.effective_status!r})"
+
+    @property
+    def id(self) -> str:
+        return self.record.get("id") or self.dir.name
+
+    @property
+    def paper(self) -> str:
+        return self.record.get("paper") or self.dir.parent.parent.name
+
+    @property
+    def stage(self) -> str:
+        return self.record.get("stage") or self.dir.parent.name
+
+    @property
+    def status(self) -> str:
+        """The status as written in record.json ('corrupt' when it cannot be read)."""
+        if self.corrupt is not None:
+            return "corrupt"
+        return self.record.get("status", "corrupt")
+
+    @property
+    def effective_status(self) -> str:
+        """The status to show: a 'running' record whose process is gone is 'interrupted'."""
+        status = self.status
+        if status == "running" and self._dead_reason() is not None:
+            return "interrupted"
+        return status
+
+    @property
+    def status_reason(self) -> str | None:
+        """Why the run has its effective status, when that is not plain from the record."""
+        if self.corrupt is not None:
+            return self.corrupt
+        if self.status == "running":
+            return self._dead_reason()
+        return self.record.get("status_reason")
+
+    def _dead_reason(self) -> str | None:
+        pid = self.record.get("pid")
+        if not isinstance(pid, int):
+            return "record has no pid: the process that wrote it is unknown"
+        if self.record.get("host") not in (None, socket.gethostname()):
+            return None  # another machine's process: we cannot tell, so trust the record
+        if _pid_alive(pid, self.record.get("pid_start")):
+            return None
+        return f"process {pid} died without finishing"
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def save(self) -> None:
+        """Write record.json atomically (temp file in the same directory, fsync, rename)."""
+        text = json.dumps(self.record, indent=2, default=_json_default, ensure_ascii=False)
+        _atomic_write(self.path(RECORD_FILE), text + "\n")
+
+    def write_text(self, name: str, text: str) -> Path:
+        path = self.path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, text)
+        return path
+
+    def write_yaml(self, name: str, obj: Any) -> Path:
+        import yaml  # ~40 ms to import: only pay it when a run writes YAML
+
+        return self.write_text(name, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
+
+    def finish(
+        self,
+        verdict: dict[str, Any] | Any | None,
+        status: str,
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
+        """Record the outcome: verdict (a dict, a Verdict or None), final status, summary metrics."""
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {STATUSES}")
+        if verdict is not None and not isinstance(verdict, dict):
+            verdict = verdict.to_dict()
+        self.record["verdict"] = verdict
+        if verdict is not None and not self.record.get("evidence"):
+            self.record["evidence"] = verdict.get("evidence", {})
+        if metrics is not None:
+            self.record["metrics"] = dict(metrics)
+        self.record["status"] = status
+        ended = _utcnow()
+        self.record["ended"] = ended.isoformat()
+        if self._t0 is not None:
+            self.record["duration_s"] = round(time.monotonic() - self._t0, 3)
+        elif self.record.get("started"):
+            started = datetime.fromisoformat(self.record["started"])
+            self.record["duration_s"] = round((ended - started).total_seconds(), 3)
+        self.save()
+
+    @contextmanager
+    def guard(self) -> Iterator[Run]:
+        """Make sure the record ends with a final status, whatever happens inside the block.
+
+        Ctrl-C and SIGTERM -> 'interrupted' (KeyboardInterrupt re-raised); any other exception ->
+        'error' with its traceback (re-raised); a block that sets no status -> 'error'.
+        """
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = None
+        if in_main:
+            previous = signal.signal(signal.SIGTERM, self._on_signal)
+        try:
+            yield self
+        except KeyboardInterrupt:
+            reason = f"interrupted by {self._signal or 'SIGINT (Ctrl-C)'}"
+            self._finish_quietly("interrupted", reason, in_main)
+            raise
+        except BaseException as exc:
+            if isinstance(exc, SystemExit) and exc.code in (0, None):
+                if self.status == "running":
+                    self._finish_quietly("error", "run ended without a verdict", in_main)
+                raise
+            self.record["error"] = traceback.format_exc()
+            self._finish_quietly("error", f"{type(exc).__name__}: {exc}", in_main)
+            raise
+        else:
+            if self.record.get("status") == "running":
+                self._finish_quietly("error", "run ended without a verdict", in_main)
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signal = signal.Signals(signum).name
+        raise KeyboardInterrupt(f"received {self._signal}")
+
+    def _finish_quietly(self, status: str, reason: str, in_main: bool) -> None:
+        """Save the final status with SIGINT/SIGTERM held off, so a second Ctrl-C cannot lose it."""
+        held = {}
+        if in_main:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                held[sig] = signal.signal(sig, signal.SIG_IGN)
+        try:
+            self.record["status_reason"] = reason
+            if status == "error" and not self.record.get("error"):
+                self.record["error"] = reason
+            self.finish(self.record.get("verdict"), status)
+        finally:
+            for sig, handler in held.items():
+                if handler is not None:  # None: a handler set outside Python, cannot be restored
+                    signal.signal(sig, handler)
+
+
+def create_run(runs_root: Path, paper: str, stage: str, **initial: Any) -> Run:
+    """Create `<runs_root>/<paper>/<stage>/<run-id>/` and its record.json with status 'running'.
+
+    `initial` overrides or extends the record fields (config=..., git=..., env=..., links=...).
+    A git dict with a non-empty "diff" has that text moved to `git.diff` next to the record.
+    """
+    _check_name("paper", paper)
+    _check_name("stage", stage)
+    stage_dir = Path(runs_root) / paper / stage
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(_MAX_ID_TRIES):
+        now = _utcnow()
+        run_id = f"{now:%Y%m%d-%H%M%S}-{_suffix()}"
+        try:
+            os.mkdir(stage_dir / run_id)  # atomic: exactly one creator wins a given id
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise RuntimeError(f"could not create a unique run directory under {stage_dir}")
+    t0 = time.monotonic()
+
+    pid = os.getpid()
+    record: dict[str, Any] = {
+        "id": run_id,
+        "paper": paper,
+        "stage": stage,
+        "status": "running",
+        "verdict": None,
+        "evidence": {},
+        "metrics": {},
+        "fingerprint": {},
+        "config": {},
+        "overrides": [],
+        "provenance": {},
+        "forced": False,
+        "git": {},
+        "env": {},
+        "pid": pid,
+        "host": socket.gethostname(),
+        "pid_start": _pid_start(pid),
+        "started": now.isoformat(),
+        "ended": None,
+        "duration_s": None,
+        "error": None,
+        "links": {},
+    }
+    record.update(initial)
+    run = Run(stage_dir / run_id, record)
+    run._t0 = t0
+    git = record.get("git")
+    if isinstance(git, dict) and git.get("diff"):
+        git = dict(git)
+        run.write_text("git.diff", git.pop("diff"))
+        git["diff_file"] = "git.diff"
+        record["git"] = git
+    run.save()
+    return run
+
+
+def _read_run(run_dir: Path) -> Run:
+    """A Run from its directory; an unreadable record.json gives a Run with status 'corrupt'."""
+    path = run_dir / RECORD_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return _corrupt(run_dir, "record.json is missing")
+    except (OSError, ValueError) as exc:
+        return _corrupt(run_dir, f"record.json is unreadable: {exc}")
+    if not isinstance(record, dict):
+        return _corrupt(run_dir, f"record.json holds a {type(record).__name__}, not an object")
+    return Run(run_dir, record)
+
+
+def _corrupt(run_dir: Path, why: str) -> Run:
+    record = {
+        "id": run_dir.name,
+        "paper": run_dir.parent.parent.name,
+        "stage": run_dir.parent.name,
+        "status": "corrupt",
+    }
+    return Run(run_dir, record, corrupt=why)
+
+
+def _run_dirs(runs_root: Path, paper: str | None = None, stage: str | None = None) -> list[Path]:
+    root = Path(runs_root)
+    papers = [root / paper] if paper else _subdirs(root)
+    dirs = []
+    for paper_dir in papers:
+        stages = [paper_dir / stage] if stage else _subdirs(paper_dir)
+        for stage_dir in stages:
+            dirs += [d for d in _subdirs(stage_dir) if RUN_ID_RE.match(d.name)]
+    return dirs
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _newest_first_key(run: Run) -> tuple[str, str, str]:
+    # The id starts with the UTC second; `started` (microseconds) orders runs within a second.
+    started = run.record.get("started")
+    return (run.id[:15], started if isinstance(started, str) else "", run.id)
+
+
+def list_runs(runs_root: Path, paper: str | None = None, stage: str | None = None) -> list[Run]:
+    """All runs under `runs_root` (optionally one paper / one stage), newest first. Never writes."""
+    runs = [_read_run(d) for d in _run_dirs(runs_root, paper, stage)]
+    return sorted(runs, key=_newest_first_key, reverse=True)
+
+
+def load_run(runs_root: Path, run_id: str) -> Run:
+    """The run with this id, or the only one whose id starts with it."""
+    dirs = _run_dirs(runs_root)
+    exact = [d for d in dirs if d.name == run_id]
+    matches = exact or [d for d in dirs if run_id and d.name.startswith(run_id)]
+    if len(matches) == 1:
+        return _read_run(matches[0])
+    if not matches:
+        raise ReproError(
+            f"no run with id {run_id!r} under {runs_root}; run `repro log` to list the runs"
+        )
+    names = ", ".join(sorted(d.name for d in matches)[:10])
+    raise ReproError(
+        f"run id prefix {run_id!r} matches {len(matches)} runs ({names}); "
+        "give more characters of the id (see `repro log`)"
+    )
+
+
+def latest_run(runs_root: Path, paper: str, stage: str, status: str | None = None) -> Run | None:
+    """The newest run of `paper`/`stage`, optionally only among those with this effective status."""
+    for run in list_runs(runs_root, paper, stage):
+        if status is None or run.effective_status == status:
+            return run
+    return None
+
+
+def mark_dead_runs(runs_root: Path) -> list[Run]:
+    """Persist 'interrupted' for running records whose process is gone; returns those runs."""
+    marked = []
+    for run in list_runs(runs_root):
+        if run.status == "running" and run.effective_status == "interrupted":
+            run.record["status"] = "interrupted"
+            run.record["status_reason"] = run._dead_reason()
+            run.save()
+            marked.append(run)
+    return marked

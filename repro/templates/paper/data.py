@@ -1,0 +1,48 @@
+"""{{title}}: the data, as a LightningDataModule that repro's gates inspect.
+
+TODO: replace the toy Gaussian-cluster dataset with the paper's. Return the official
+train/val/test split from load_examples when the dataset has one; return {"all": [...]} and
+repro applies a seeded, stratified 80/10/10 split.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from repro.data.datamodule import PaperDataModule
+
+
+class ToyDataModule(PaperDataModule):
+    num_classes = 3
+    class_names = ["a", "b", "c"]
+    input_fields = ("x",)
+
+    def load_examples(self) -> dict[str, list[dict]]:
+        n, d, noise = int(self.cfg["n_examples"]), int(self.cfg["n_features"]), float(self.cfg["noise"])
+        rng = random.Random(1234)  # the dataset is fixed; the run's seed only affects the split
+        centers = [[rng.gauss(0, 1.0) for _ in range(d)] for _ in range(self.num_classes)]
+        examples = []
+        for i in range(n):
+            y = i % self.num_classes
+            x = [c + rng.gauss(0, noise) for c in centers[y]]
+            # scale to roughly unit variance: unscaled inputs give an overconfident init (the
+            # shapes gate's loss-at-init check catches it)
+            examples.append({"x": [v / (1 + noise) for v in x], "label": y})
+        return {"all": examples}
+
+    def encode(self, example: dict) -> dict[str, torch.Tensor]:
+        return {"x": torch.tensor(example["x"]), "label": torch.tensor(example["label"])}
+
+    def decode(self, batch: dict[str, torch.Tensor], i: int) -> str:
+        x = batch["x"][i]
+        return f"x[:4]={[round(v, 2) for v in x[:4].tolist()]}... label={self.class_names[int(batch['label'][i])]}"
+
+    def model_kwargs(self) -> dict:
+        return {"n_features": int(self.cfg["n_features"]), "num_classes": self.num_classes}
+
+
+def build_datamodule(cfg: dict, seed: int) -> ToyDataModule:
+    """What repro calls: cfg is the config's `data:` section."""
+    return ToyDataModule(cfg, seed)

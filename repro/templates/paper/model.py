@@ -1,0 +1,47 @@
+"""{{title}}: the whole model lives in this file (pure torch: no Lightning, Hydra or file IO).
+
+TODO: replace the toy MLP with the paper's model, one nn.Module per layer in paper order, a
+shape comment on each tensor line, and `# DEVIATION:` / `# UNSTATED:` where the paper is silent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModelConfig:
+    hidden: int = 64  # TODO: the paper's width
+    dropout: float = 0.0  # TODO: the paper's dropout
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - valid)
+        if unknown:
+            raise ValueError(f"unknown model config key(s) {unknown}; valid keys: {sorted(valid)}")
+        return cls(**d)
+
+
+class Classifier(nn.Module):
+    """TODO: the paper's model. Here: a one-hidden-layer MLP."""
+
+    def __init__(self, cfg: ModelConfig, n_features: int, num_classes: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(n_features, cfg.hidden),
+            nn.ReLU(),  # repro's default init gives the layer before a ReLU He init
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, C) logits
+
+
+def build_model(cfg: dict, *, n_features: int, num_classes: int) -> nn.Module:
+    """What repro calls: cfg is the config's `model:` section; the rest comes from the data."""
+    return Classifier(ModelConfig.from_dict(cfg), n_features, num_classes)

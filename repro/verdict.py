@@ -1,0 +1,48 @@
+"""The result of a gate: PASS or FAIL, the numbers behind it, and one sentence with those numbers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Check:
+    """One named measurement inside a gate and whether it held."""
+
+    name: str
+    passed: bool
+    reason: str  # one sentence carrying the numbers, e.g. "loss at init 1.12 vs ln(3)=1.10 (tol 0.27)"
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Verdict:
+    """A gate's decision: passed iff every check passed; reason names the first failure's numbers."""
+
+    stage: str
+    passed: bool
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+
+    @classmethod
+    def from_checks(cls, stage: str, checks: list[Check], evidence: dict | None = None) -> Verdict:
+        failed = [c for c in checks if not c.passed]
+        if failed:
+            reason = "; ".join(f"{c.name}: {c.reason}" for c in failed)
+        else:
+            reason = f"all {len(checks)} checks passed: " + "; ".join(c.reason for c in checks)
+        return cls(stage, not failed, reason, dict(evidence or {}), list(checks))
+
+    @property
+    def label(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Verdict:
+        checks = [Check(**c) for c in d.get("checks", [])]
+        return cls(d["stage"], d["passed"], d["reason"], d.get("evidence", {}), checks)

@@ -1,0 +1,380 @@
+"""Tests for repro/gates/shapes.py: each check passes on a good model and fails for its reason."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from repro.errors import ConfigError
+from repro.gates.shapes import (
+    check_batch_independence,
+    check_dummy_batch,
+    check_finite,
+    check_grad_flow,
+    check_init_loss,
+    check_output_shape,
+    check_param_count,
+    check_zero_input,
+    make_dummy_batch,
+    run_shapes,
+    zeroed_batch,
+)
+
+C = 3  # classes of the float-input models
+
+
+# ---- models -----------------------------------------------------------------------------------
+class MLP(nn.Module):
+    """A good model on float inputs: x (B, 10) -> logits (B, C)."""
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.scale = scale
+        self.net = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, C))
+
+    def forward(self, x):
+        return self.net(x) * self.scale  # (B, C)
+
+
+class BagOfWords(nn.Module):
+    """A good text model: ids (B, T) with 0 = pad -> mean of non-pad embeddings -> logits (B, 2)."""
+
+    def __init__(self, vocab: int = 50):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, 16, padding_idx=0)
+        self.out = nn.Linear(16, 2)
+
+    def forward(self, ids):
+        mask = (ids != 0).float().unsqueeze(-1)  # (B, T, 1)
+        h = (self.emb(ids) * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, 16)
+        return self.out(h)  # (B, 2)
+
+
+class Unused(MLP):
+    def __init__(self):
+        super().__init__()
+        self.never_called = nn.Linear(4, 4)
+
+
+class BatchMean(MLP):
+    def forward(self, x):
+        h = self.net[1](self.net[0](x))  # (B, 32)
+        h = h - h.mean(0, keepdim=True)  # mixes the examples
+        return self.net[3](h)
+
+
+class BatchStats(MLP):
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(10, track_running_stats=False)  # batch statistics even in eval
+
+    def forward(self, x):
+        return self.net(self.norm(x))
+
+
+class IgnoresInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(C))
+
+    def forward(self, x):
+        return self.bias.expand(x.shape[0], C)  # (B, C)
+
+
+class Batch32(MLP):
+    def forward(self, x):
+        return self.net(x.reshape(32, -1))  # hard-codes the batch size
+
+
+class NaNs(MLP):
+    def forward(self, x):
+        return self.net(x) * torch.tensor(float("nan"))
+
+
+class WrongShape(MLP):
+    def forward(self, x):
+        return self.net(x)[:, :2]  # (B, 2) instead of (B, 3)
+
+
+class Crashes(MLP):
+    def forward(self, x):
+        return self.net(x.t())  # (10, B) into Linear(10, ...)
+
+
+# ---- batches ----------------------------------------------------------------------------------
+def float_batch(size: int = 16, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "x": torch.randn(size, 10, generator=g),
+        "label": torch.randint(0, C, (size,), generator=g),
+    }
+
+
+def text_batch(size: int = 8, length: int = 12, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, 50, (size, length), generator=g)
+    lengths = torch.randint(3, length + 1, (size,), generator=g)
+    ids[torch.arange(length) >= lengths[:, None]] = 0  # pad the tail of each row
+    ids[0, 1] = 1  # an unknown word
+    return {"ids": ids, "label": torch.randint(0, 2, (size,), generator=g)}
+
+
+def run(model: nn.Module, batch: dict | None = None, num_classes: int = C, **cfg):
+    torch.manual_seed(0)
+    return run_shapes(model, float_batch() if batch is None else batch, num_classes, cfg)
+
+
+def check(verdict, name: str):
+    (found,) = [c for c in verdict.checks if c.name == name]
+    return found
+
+
+# ---- the gate on good models ------------------------------------------------------------------
+def test_good_mlp_passes_every_check():
+    torch.manual_seed(0)
+    v = run(MLP())
+    assert v.stage == "shapes"
+    assert v.passed, v.reason
+    names = {c.name for c in v.checks}
+    assert names == {
+        "param_count",
+        "output_shape",
+        "init_loss",
+        "grad_flow",
+        "batch_independence",
+        "zero_input",
+        "dummy_batch",
+        "finite",
+    }
+    ev = v.evidence
+    assert ev["output_shape"] == [16, C]
+    assert ev["ln_c"] == pytest.approx(math.log(C))
+    assert ev["params_trainable"] == ev["params_total"] == 10 * 32 + 32 + 32 * C + C
+    assert ev["no_grad_params"] == []
+    assert ev["max_leak"] == 0.0
+    assert ev["zero_input_change"] > 0 and math.isfinite(ev["zero_input_loss"])
+    assert ev["dummy_output_shape"] == [3, C]
+    assert f"ln({C}) = {math.log(C):.4g}" in v.reason  # the reason carries the numbers
+
+
+def test_good_text_model_passes_and_sees_the_embedding():
+    torch.manual_seed(0)
+    v = run(BagOfWords(), text_batch(), num_classes=2)
+    assert v.passed, v.reason
+    assert v.evidence["independence_inputs"] == ["emb output"]
+    assert (
+        "max |d loss_i / d input_j| (j != i) = 0 <= 1e-10" in check(v, "batch_independence").reason
+    )
+
+
+def test_gate_restores_modes_requires_grad_and_grads():
+    torch.manual_seed(0)
+    model = MLP()
+    model.train()
+    model.net[2].eval()
+    model.net[0].bias.requires_grad_(False)
+    run(model)
+    assert model.training and model.net[0].training and not model.net[2].training
+    assert not model.net[0].bias.requires_grad and model.net[0].weight.requires_grad
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_unknown_cfg_key_is_a_config_error():
+    with pytest.raises(ConfigError, match="'leak_tol'.*valid keys"):
+        run(MLP(), leak_tol=1.0)
+
+
+# ---- each check fails for its own reason ------------------------------------------------------
+def test_unused_parameter_fails_grad_flow_naming_it():
+    v = run(Unused())
+    c = check(v, "grad_flow")
+    assert not c.passed and not v.passed
+    assert "2 of 6 parameters get no gradient: never_called.weight, never_called.bias" in c.reason
+    assert v.evidence["no_grad_params"] == ["never_called.weight", "never_called.bias"]
+
+
+def test_no_parameter_used_fails_grad_flow_without_raising():
+    class UsesNone(MLP):
+        def forward(self, x):
+            return x[:, :C]  # (B, C), no parameter on the path
+
+    c = check(run(UsesNone()), "grad_flow")
+    assert not c.passed and c.reason.startswith("4 of 4 parameters get no gradient")
+    c = check(run(MLP().requires_grad_(False)), "grad_flow")
+    assert not c.passed and c.reason == "the model has no trainable parameters"
+
+
+@pytest.mark.parametrize("model_cls", [BatchMean, BatchStats])
+def test_mixing_examples_fails_batch_independence(model_cls):
+    v = run(model_cls())
+    c = check(v, "batch_independence")
+    assert not c.passed
+    assert "examples in the batch mix" in c.reason
+    assert v.evidence["max_leak"] > 1e-6
+
+
+class BagOfWordsBatchMean(BagOfWords):
+    def forward(self, ids):
+        h = self.emb(ids).mean(1)  # (B, 16)
+        return self.out(h - h.mean(0))  # mixes the examples
+
+
+class BagOfWordsPositions(BagOfWords):
+    def __init__(self):
+        super().__init__()
+        self.pos = nn.Embedding(12, 16)
+
+    def forward(self, ids):
+        h = self.emb(ids) + self.pos(torch.arange(ids.shape[1]))  # (B, T, 16)
+        return self.out(h.mean(1))  # (B, 2)
+
+
+def test_mixing_examples_after_an_embedding_fails_batch_independence():
+    v = run(BagOfWordsBatchMean(), text_batch(), num_classes=2)
+    assert "examples in the batch mix" in check(v, "batch_independence").reason
+
+
+def test_position_embedding_is_not_taken_for_an_input():
+    v = run(BagOfWordsPositions(), text_batch(size=12), num_classes=2)  # T == B: a trap
+    assert check(v, "batch_independence").passed, v.reason
+    assert v.evidence["independence_inputs"] == ["emb output"]
+    assert v.evidence["independence_ignored"] == ["pos (output (12, 16))"]
+
+
+def test_frozen_model_on_ids_cannot_be_seen():
+    model = BagOfWords().requires_grad_(False)
+    c = check(run(model, text_batch(), num_classes=2), "batch_independence")
+    assert c.passed  # the embedding output is still a representation we differentiate against
+    c = check(run(IgnoresInput().requires_grad_(False)), "batch_independence")
+    assert not c.passed and "could not see the input" in c.reason
+
+
+def test_batchnorm_with_running_stats_is_independent_in_eval():
+    class WithBN(MLP):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.BatchNorm1d(10)
+
+        def forward(self, x):
+            return self.net(self.norm(x))
+
+    assert check(run(WithBN()), "batch_independence").passed
+
+
+def test_scaled_logits_fail_init_loss():
+    c = check(run(MLP(scale=50.0)), "init_loss")
+    assert not c.passed
+    assert f"vs ln({C}) = 1.099" in c.reason and "> tol 0.2747 (0.25 x ln C)" in c.reason
+
+
+def test_model_ignoring_its_input_fails_zero_input():
+    v = run(IgnoresInput())
+    c = check(v, "zero_input")
+    assert not c.passed
+    assert "= 0 <= 1e-06: the output ignores the input" in c.reason
+    assert "could not see the input" in check(v, "batch_independence").reason
+
+
+def test_hard_coded_batch_size_fails_dummy_batch():
+    v = run(Batch32(), float_batch(size=32))
+    assert check(v, "output_shape").passed
+    c = check(v, "dummy_batch")
+    assert not c.passed
+    assert c.reason.startswith("dummy batch of 3 raised RuntimeError: shape '[32, -1]' is invalid")
+
+
+def test_nan_model_fails_finite_naming_what():
+    v = run(NaNs())
+    c = check(v, "finite")
+    assert not c.passed
+    assert "non-finite values in logits (48), loss at init (1), dummy logits (9)" == c.reason
+    assert not check(v, "init_loss").passed
+    assert "non-finite gradient" in check(v, "grad_flow").reason
+    assert "non-finite input gradients" in check(v, "batch_independence").reason
+
+
+def test_expected_params_mismatch_fails_param_count():
+    v = run(MLP(), expected_params=1000)
+    c = check(v, "param_count")
+    assert not c.passed
+    assert (
+        "451 trainable / 451 total parameters vs the paper's 1,000: off by 54.9% > 5.0%" == c.reason
+    )
+    assert check(run(MLP(), expected_params=460), "param_count").passed
+
+
+def test_wrong_output_shape_fails_and_stops():
+    v = run(WrongShape())
+    assert not v.passed
+    assert "logits shape (16, 2) != expected (B, C) = (16, 3)" in v.reason
+    assert "grad_flow" not in {c.name for c in v.checks}
+
+
+def test_model_that_raises_fails_forward_with_the_error():
+    v = run(Crashes())
+    c = check(v, "forward")
+    assert not c.passed and c.reason.startswith("the model raised RuntimeError")
+    assert "Traceback" in v.evidence["forward_traceback"]
+
+
+# ---- the judgements on synthetic numbers ------------------------------------------------------
+def test_check_init_loss_boundaries():
+    ln2 = math.log(2)
+    assert check_init_loss(ln2 * 1.2, 2, 0.25).passed
+    assert not check_init_loss(ln2 * 0.7, 2, 0.25).passed
+    assert not check_init_loss(float("nan"), 2, 0.25).passed
+
+
+def test_check_grad_flow_lists_first_few_and_count():
+    grads = {f"p{i}": 0.0 for i in range(8)} | {"ok": 1.0}
+    c = check_grad_flow(grads, atol=0.0)
+    assert not c.passed
+    assert "8 of 9 parameters get no gradient: p0, p1, p2, p3, p4 ... and 3 more" in c.reason
+    assert check_grad_flow({"a": 1e-3}, atol=0.0).passed
+    assert not check_grad_flow({"a": 1e-3}, atol=1e-2).passed
+    assert not check_grad_flow({}, atol=0.0).passed
+
+
+def test_check_batch_independence_numbers():
+    assert check_batch_independence(0.0, 1e-10, max_self=0.5).passed
+    assert not check_batch_independence(1e-3, 1e-10, max_self=0.5).passed
+    assert "could not see the input" in check_batch_independence(0.0, 1e-10, max_self=0.0).reason
+    assert not check_batch_independence(float("nan"), 1e-10).passed
+    assert "non-finite" in check_batch_independence(0.0, 1e-10, max_self=float("nan")).reason
+
+
+def test_check_zero_input_dummy_shape_finite_and_count():
+    assert check_zero_input(0.5, 1e-6).passed and not check_zero_input(1e-7, 1e-6).passed
+    assert check_dummy_batch((3, 2), 3, 2).passed
+    assert "(3, 1) != (3, 2)" in check_dummy_batch((3, 1), 3, 2).reason
+    assert "2 non-finite logits" in check_dummy_batch((3, 2), 3, 2, nonfinite=2).reason
+    assert check_output_shape((4, 2), 4, 2).passed and not check_output_shape((4,), 4, 2).passed
+    assert check_finite({"logits": 0}).passed and not check_finite({"logits": 1}).passed
+    assert check_param_count(100, 120, None).passed
+    assert check_param_count(104, 120, 100, 0.05).passed
+
+
+# ---- the batches the gate makes ---------------------------------------------------------------
+def test_zeroed_batch_keeps_pad_and_maps_ids_to_unk():
+    b = text_batch() | {"x": torch.randn(8, 3)}
+    z = zeroed_batch(b)
+    assert torch.equal(z["ids"] == 0, b["ids"] == 0)
+    assert set(z["ids"].unique().tolist()) == {0, 1}
+    assert torch.count_nonzero(z["x"]) == 0
+    assert torch.equal(z["label"], b["label"])
+
+
+def test_dummy_batch_follows_the_templates():
+    b = text_batch() | {"x": torch.randn(8, 3), "lengths": torch.arange(8)}
+    d = make_dummy_batch(b, num_classes=2, size=3)
+    assert set(d) == set(b)
+    assert {k: (v.dtype, v.shape[1:]) for k, v in d.items()} == {
+        k: (v.dtype, v.shape[1:]) for k, v in b.items()
+    }
+    assert d["ids"].shape[0] == 3
+    assert torch.equal(d["ids"] == 0, b["ids"][:3] == 0)  # same padding as rows 0..2
+    nonpad = d["ids"][d["ids"] != 0]
+    assert nonpad.min() >= 2 and nonpad.max() <= b["ids"].max()
+    assert torch.equal(d["lengths"], b["lengths"][:3])
+    assert d["label"].min() >= 0 and d["label"].max() < 2
