@@ -78,7 +78,71 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def compose(project: Project, paper: str, overrides: list[str] | tuple[str, ...] = ()) -> Resolved:
-    """Compose conf/config.yaml + conf/paper/<paper>.yaml + overrides, validate, tag provenance."""
+    """Compose conf/config.yaml + conf/paper/<paper>.yaml + overrides, validate, tag provenance.
+
+    Without overrides and interpolations the composition is a plain merge of YAML files in the
+    defaults-list order, done without importing Hydra (0.4 s here) so `repro status` starts fast;
+    tests check it equals Hydra's result.
+    """
+    overrides = list(overrides)
+    fast = None if overrides else _compose_plain(project, paper)
+    if fast is not None:
+        defaults_cfg = _defaults_tree(project)
+        paper_file = project.conf_dir / "paper" / f"{paper}.yaml"
+        _validate(fast, defaults_cfg, paper_file)
+        return Resolved(paper, fast, [], _provenance(fast, _load_yaml(paper_file), [], paper_file))
+    return compose_hydra(project, paper, overrides)
+
+
+def _merge(base: dict, new: dict) -> dict:
+    out = dict(base)
+    for k, v in new.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _package_of(path: Path, default: str) -> str:
+    first = path.read_text(encoding="utf-8").splitlines()[:3]
+    for line in first:
+        if line.startswith("# @package"):
+            return line.split(None, 2)[2].strip()
+    return default
+
+
+def _compose_plain(project: Project, paper: str) -> dict | None:
+    """The defaults list of conf/config.yaml merged in order, or None if Hydra is needed."""
+    conf = project.conf_dir
+    top = _load_yaml(conf / "config.yaml")
+    merged: dict = {}
+    for entry in top.get("defaults", []):
+        if entry == "_self_":
+            rest = {k: v for k, v in top.items() if k != "defaults"}
+            merged = _merge(merged, rest)
+            continue
+        if isinstance(entry, str):
+            path, package = conf / f"{entry}.yaml", "_global_"
+        elif isinstance(entry, dict) and len(entry) == 1:
+            group, option = next(iter(entry.items()))
+            option = paper if group == "paper" else option
+            path, package = conf / group / f"{option}.yaml", group
+        else:
+            return None
+        if not path.exists():
+            return None
+        text = path.read_text(encoding="utf-8")
+        if "${" in text:
+            return None
+        node = yaml.safe_load(text) or {}
+        package = _package_of(path, package)
+        if package != "_global_":
+            for part in reversed(package.split(".")):
+                node = {part: node}
+        merged = _merge(merged, node)
+    return merged
+
+
+def compose_hydra(project: Project, paper: str, overrides: list[str]) -> Resolved:
+    """The same composition through Hydra (command-line overrides use Hydra's grammar)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -86,7 +150,6 @@ def compose(project: Project, paper: str, overrides: list[str] | tuple[str, ...]
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides = list(overrides)
     for o in overrides:
         if "=" not in o:
             raise ConfigError(f"override '{o}' is not of the form key=value (e.g. optim.lr=0.001)")

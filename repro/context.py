@@ -86,4 +86,16 @@ class StageContext:
             raise PaperError(f"papers/{self.paper}/model.py build_model failed with the model config: {e}") from e
         applied = apply_init(model, str(self.resolved.get("init.scheme", "he_xavier")))
         self.extra["init"] = applied
+        self.extra["model"] = model_summary(model)
         return model
+
+
+def model_summary(model) -> dict[str, Any]:
+    """Parameter names, shapes and counts: what `repro diff` compares between two runs."""
+    params = {n: list(p.shape) for n, p in model.named_parameters()}
+    return {
+        "class": type(model).__name__,
+        "params": params,
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total": sum(p.numel() for p in model.parameters()),
+    }

@@ -21,7 +21,7 @@ STAGE_CONFIG = {
     "data": ("seed", "data", "stage.data"),
     "shapes": ("model", "init", "stage.shapes", "paper.expected_params"),
     "overfit": ("optim", "stage.overfit"),
-    "full": ("schedule", "lr_finder", "trainer", "stage.full", "paper.targets", "paper.baseline"),
+    "full": ("schedule", "lr_finder", "trainer", "seeds", "stage.full", "paper.targets", "paper.baseline"),
     "experiments": ("paper.experiments", "stage.experiments"),
 }
 CONTENT_HASH_LIMIT = 64 * 2**20  # larger data files are fingerprinted by size + mtime

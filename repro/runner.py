@@ -116,6 +116,7 @@ def run_stage(project: Project, paper: str, stage: str, overrides: list[str] | N
 
             run.record["env"] = _env()
             run.record["init"] = ctx.extra.get("init")
+            run.record["model"] = ctx.extra.get("model")
             run.finish(verdict.to_dict(), "passed" if verdict.passed else "failed", metrics=_metrics(verdict))
             if stage == "data" and "data_files" in ctx.extra:
                 cache = data_files_cache(project.runs_dir, paper)

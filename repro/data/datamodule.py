@@ -32,6 +32,29 @@ class ListDataset(Dataset):
         return self.items[i]
 
 
+class EpochSeededSampler(torch.utils.data.Sampler[int]):
+    """A shuffling sampler whose order depends only on (seed, epoch).
+
+    Lightning calls set_epoch() each epoch, so a run resumed from a checkpoint at epoch k sees the
+    same order for epoch k as an uninterrupted run (a generator seeded once would restart).
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1  # callers that never call set_epoch still get a new order each pass
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class PaperDataModule(pl.LightningDataModule):
     """Subclass and implement load_examples, encode, collate, decode, model_kwargs, data_files."""
 
@@ -115,15 +138,13 @@ class PaperDataModule(pl.LightningDataModule):
         self._is_setup = True
 
     def _loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
-        g = torch.Generator()
-        g.manual_seed(self.seed)
+        ds = self.datasets[split]
         return DataLoader(
-            self.datasets[split],
+            ds,
             batch_size=batch_size or (self.batch_size if split == "train" else self.eval_batch_size),
-            shuffle=shuffle,
+            sampler=EpochSeededSampler(len(ds), self.seed) if shuffle else None,
             collate_fn=self.collate,
             num_workers=self.num_workers,
-            generator=g,
             persistent_workers=self.num_workers > 0,
         )
 

@@ -111,6 +111,10 @@ def run(ctx) -> Verdict:
     console.print("[bold]Examples just before the net[/bold] (decoded from the first training batch):")
     for e in examples:
         console.print(f"  {e}", markup=False, highlight=False)
+    stats = dm.stats()
+    if stats:
+        console.print("[bold]Data statistics[/bold]: " + ", ".join(f"{k}={v}" for k, v in stats.items()),
+                      markup=True, highlight=False)
     batch_shapes = {k: list(v.shape) for k, v in first.items()}
     evidence: dict[str, Any] = {
         "sizes": sizes,
@@ -119,7 +123,7 @@ def run(ctx) -> Verdict:
         "num_classes": dm.num_classes,
         "batch_shapes": batch_shapes,
         "examples": examples,
-        "stats": dm.stats(),
+        "stats": stats,
         "data_files": [str(p) for p in dm.data_files()],
     }
     ctx.extra["data_files"] = evidence["data_files"]

@@ -61,7 +61,7 @@ def check_targets(targets: list[dict[str, Any]], dataset: str | None,
 def run(ctx) -> Verdict:
     from repro.train.fit import fit_and_test
 
-    n_seeds = int(ctx.stage_cfg("full").get("seeds", 1))
+    n_seeds = int(ctx.resolved.get("seeds", 1))
     seeds = [ctx.seed + i for i in range(n_seeds)]
     per_seed, infos = [], []
     for s in seeds:
@@ -76,7 +76,7 @@ def run(ctx) -> Verdict:
     evidence: dict[str, Any] = {"seeds": seeds, "per_seed": per_seed, "runs": infos, "dataset": dataset}
     keys = sorted({k for m in per_seed for k in m})
     evidence["summary"] = {k: dict(zip(("mean", "std"), mean_std([m[k] for m in per_seed if k in m]))) for k in keys}
-    spec = ctx.resolved.get("paper.baseline")
+    spec = ctx.resolved.get("paper.baseline") if ctx.stage_cfg("full").get("show_baseline", True) else None
     if spec:
         from repro.context import import_object
 
