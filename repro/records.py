@@ -249,6 +249,20 @@ class Run:
             reason = f"interrupted by {self._signal or 'SIGINT (Ctrl-C)'}"
             self._finish_quietly("interrupted", reason, in_main)
             raise
+        except SystemExit as exc:
+            # Lightning catches Ctrl-C / SIGTERM itself and calls sys.exit(1) from its handler:
+            # the SystemExit then carries the KeyboardInterrupt as its context.
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                reason = f"interrupted by {self._signal or 'SIGINT (Ctrl-C)'}"
+                self._finish_quietly("interrupted", reason, in_main)
+                raise KeyboardInterrupt(reason) from exc
+            if exc.code in (0, None):
+                if self.status == "running":
+                    self._finish_quietly("error", "run ended without a verdict", in_main)
+                raise
+            self.record["error"] = traceback.format_exc()
+            self._finish_quietly("error", f"SystemExit: {exc.code}", in_main)
+            raise
         except BaseException as exc:
             if isinstance(exc, SystemExit) and exc.code in (0, None):
                 if self.status == "running":

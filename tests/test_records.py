@@ -439,3 +439,24 @@ def test_env_info_reads_versions_without_importing():
     assert env["hostname"] and env["cpu_count"] >= 1
     assert set(env["packages"]) >= {"torch", "pytorch-lightning", "hydra-core", "numpy", "wandb"}
     assert ("device" in env) == ("torch" in sys.modules)
+
+
+def test_guard_marks_lightning_style_interrupt_as_interrupted(tmp_path):
+    """Lightning catches Ctrl-C and calls sys.exit(1): the run is interrupted, not an error."""
+    run = create_run(tmp_path, "p", "full")
+    with pytest.raises(KeyboardInterrupt):
+        with run.guard():
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                sys.exit(1)
+    assert load_run(tmp_path, run.id).record["status"] == "interrupted"
+
+
+def test_guard_marks_plain_nonzero_exit_as_error(tmp_path):
+    run = create_run(tmp_path, "p", "full")
+    with pytest.raises(SystemExit):
+        with run.guard():
+            sys.exit(3)
+    rec = load_run(tmp_path, run.id).record
+    assert rec["status"] == "error" and "SystemExit: 3" in rec["status_reason"]
