@@ -1,0 +1,396 @@
+"""The whole BiMPM model (Wang, Hamza & Florian 2017, arXiv:1702.03814) lives in this one file.
+
+Layers run in paper order: word representation -> context representation -> multi-perspective
+matching -> aggregation -> prediction. Pure torch: no Lightning, Hydra or file IO.
+
+Shape letters: B batch, T sentence length (Tp, Tq for P and Q), W characters per word,
+D word-representation width, H context-LSTM units per direction, L perspectives (paper's l),
+M matching-vector width, A aggregation-LSTM units per direction, C classes.
+Inputs use id 0 as padding, and padding sits at the end of each row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+# Guards every cosine norm and the attentive-mean denominator against division by zero.
+# UNSTATED: the paper gives no epsilon; 1e-8 matches torch.nn.functional.cosine_similarity.
+EPS = 1e-8
+
+STRATEGIES = ("full", "maxpool", "attentive", "max_attentive")
+HALVES = ("fw", "bw")
+DIRECTIONS = ("both", "p2q", "q2p")
+
+
+@dataclass
+class BiMPMConfig:
+    word_dim: int = 300  # paper, Model Overview / Word Representation Layer: 300-d GloVe
+    char_dim: int = 20  # paper, Model Overview / Word Representation Layer
+    char_hidden: int = 50  # paper, Model Overview / Word Representation Layer: char LSTM
+    hidden: int = 100  # paper, Model Overview / Context Representation Layer
+    agg_hidden: int = 100  # paper, Model Overview / Aggregation Layer
+    perspectives: int = 20  # paper, Experiments: l = 20 in the main results (Figure 3 varies it)
+    dropout: float = 0.1  # paper, Experiment Settings: dropout 0.1 on every layer's output
+    # UNSTATED by the paper: authors-code uses a hidden layer of half the input width
+    # (match_dim/2 = 4*agg_hidden/2 = 200) with tanh.
+    mlp_hidden: int = 200
+    use_chars: bool = True  # paper, Table 1 ablation "w/o character"
+    full: bool = True  # paper, Matching Layer (Table 1 ablates each strategy)
+    maxpool: bool = True  # paper, Matching Layer
+    attentive: bool = True  # paper, Matching Layer
+    max_attentive: bool = True  # paper, Matching Layer
+    # paper, Table 1 ablation: "both" = bilateral; "p2q" = only P->Q (each time step of P is
+    # matched against all of Q, so only P's matching sequence exists); "q2p" = only Q->P.
+    direction: str = "both"
+    # UNSTATED by the paper: authors-code keeps separate W's for the two matching directions
+    # (False); most reimplementations share them (True).
+    share_w_across_directions: bool = False
+    freeze_word_vectors: bool = True  # paper, Experiment Settings: word vectors fixed
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        if not any(getattr(self, s) for s in STRATEGIES):
+            raise ValueError(f"at least one matching strategy of {STRATEGIES} must be True")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BiMPMConfig:
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"unknown BiMPM model config key(s) {unknown}; valid keys are: {', '.join(valid)}"
+            )
+        return cls(**d)
+
+    @property
+    def strategies(self) -> tuple[str, ...]:
+        return tuple(s for s in STRATEGIES if getattr(self, s))
+
+    @property
+    def matching_dim(self) -> int:
+        """Width of one matching vector: l per enabled strategy, for forward and backward."""
+        return 2 * self.perspectives * len(self.strategies)
+
+
+def lengths_and_mask(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real lengths (>= 1, so an empty row never crashes packing) and the matching mask."""
+    lengths = (ids != 0).sum(-1).clamp_min(1)  # (B,)
+    mask = torch.arange(ids.size(-1), device=ids.device) < lengths[:, None]  # (B, T)
+    return lengths, mask
+
+
+def run_lstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor):
+    """Run `lstm` over the real tokens only (packing), so the backward half starts at the last
+    real token. Returns per-step outputs (zeros at padding) and final states h_n."""
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    out, (h_n, _) = lstm(packed)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+    return out, h_n  # (B, T, dirs*units), (dirs, B, units)
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-perspective cosine f_m: m_k = cos(W_k o v1, W_k o v2), W in R^{l x d}.
+#   cos(W_k o a, W_k o b) = sum_d W2_kd a_d b_d / (sqrt(sum_d W2_kd a_d^2) sqrt(sum_d W2_kd b_d^2))
+# with W2 = W^2, so every term is a matrix product with W2 and no l-fold copy of the hidden
+# states is built (an l-fold copy is what makes the straightforward version slow and big).
+# ---------------------------------------------------------------------------------------------
+
+
+def mp_norm(v: torch.Tensor, W2: torch.Tensor) -> torch.Tensor:
+    """||W_k o v|| for every perspective k, clamped away from 0 (zero grad at padding)."""
+    return (v * v).matmul(W2.t()).clamp_min(EPS * EPS).sqrt()  # (..., L)
+
+
+def mp_cosine(v1: torch.Tensor, v2: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """f_m for aligned pairs: v1 (B, T, d), v2 (B, T or 1, d) -> (B, T, L)."""
+    W2 = W * W  # (L, d)
+    num = (v1 * v2).matmul(W2.t())  # (B, T, L)
+    return num / (mp_norm(v1, W2) * mp_norm(v2, W2))  # (B, T, L)
+
+
+def mp_cosine_pairwise(v1: torch.Tensor, v2: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """f_m for every pair (i, j): v1 (B, Ti, d), v2 (B, Tj, d) -> (B, Ti, L, Tj).
+
+    The last axis is j so that the max over j reads contiguous memory."""
+    B, Ti, d = v1.shape
+    W2 = W * W  # (L, d)
+    a = (v1[:, :, None, :] * W2).reshape(B, Ti * W.size(0), d)  # (B, Ti*L, d)
+    num = torch.bmm(a, v2.transpose(1, 2)).view(B, Ti, W.size(0), -1)  # (B, Ti, L, Tj)
+    n1 = mp_norm(v1, W2)  # (B, Ti, L)
+    n2 = mp_norm(v2, W2).transpose(1, 2)  # (B, L, Tj)
+    return num / (n1[..., None] * n2[:, None])  # (B, Ti, L, Tj)
+
+
+def cosine_matrix(v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+    """Plain cosine alpha_ij = cos(v1_i, v2_j): (B, Ti, d), (B, Tj, d) -> (B, Ti, Tj)."""
+    n1 = v1.norm(dim=-1, keepdim=True).clamp_min(EPS)  # (B, Ti, 1)
+    n2 = v2.norm(dim=-1, keepdim=True).clamp_min(EPS)  # (B, Tj, 1)
+    return torch.bmm(v1 / n1, (v2 / n2).transpose(1, 2))  # (B, Ti, Tj)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers, in paper order.
+# ---------------------------------------------------------------------------------------------
+
+
+class WordRepresentation(nn.Module):
+    """paper, Model Overview / Word Representation Layer: each token is
+    [fixed word vector ; final state of an LSTM over the word's characters]."""
+
+    def __init__(self, cfg: BiMPMConfig, word_vectors: torch.Tensor, num_chars: int):
+        super().__init__()
+        self.word_emb = nn.Embedding.from_pretrained(
+            word_vectors, freeze=cfg.freeze_word_vectors, padding_idx=0
+        )
+        self.use_chars = cfg.use_chars
+        if cfg.use_chars:
+            self.char_emb = nn.Embedding(num_chars, cfg.char_dim, padding_idx=0)
+            # UNSTATED: the character LSTM is unidirectional (its direction is not given).
+            self.char_lstm = nn.LSTM(cfg.char_dim, cfg.char_hidden, batch_first=True)
+        self.char_hidden = cfg.char_hidden
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.out_dim = cfg.word_dim + (cfg.char_hidden if cfg.use_chars else 0)
+
+    def forward(self, words: torch.Tensor, chars: torch.Tensor | None) -> torch.Tensor:
+        x = self.word_emb(words)  # (B, T, word_dim)
+        if self.use_chars:
+            c = self.char_emb(chars)  # (B, T, W, char_dim), batch first for the batch-leak hook
+            char_len = (chars != 0).sum(-1)  # (B, T)
+            real = char_len > 0  # (B, T) words with at least one character
+            # Only real words go through the LSTM; packing makes h_n the state after the last
+            # real character. Padded word positions keep a zero character vector (no NaN).
+            c_real = c[real]  # (N, W, char_dim)
+            h = torch.zeros(*words.shape, self.char_hidden, dtype=c.dtype, device=c.device)
+            if c_real.size(0) > 0:
+                packed = pack_padded_sequence(
+                    c_real, char_len[real].cpu(), batch_first=True, enforce_sorted=False
+                )
+                _, (h_n, _) = self.char_lstm(packed)  # h_n: (1, N, char_hidden)
+                h = h.index_put((real,), h_n[0])  # (B, T, char_hidden)
+            x = torch.cat([x, h], dim=-1)  # (B, T, D)
+        return self.dropout(x)  # (B, T, D)
+
+
+class ContextRepresentation(nn.Module):
+    """paper, Model Overview / Context Representation Layer: one BiLSTM shared by P and Q."""
+
+    def __init__(self, cfg: BiMPMConfig, in_dim: int):
+        super().__init__()
+        self.lstm = nn.LSTM(in_dim, cfg.hidden, batch_first=True, bidirectional=True)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x_p, x_q, len_p, len_q) -> tuple[torch.Tensor, torch.Tensor]:
+        # P and Q go through the shared BiLSTM as one batch of 2B rows (row-wise, so this
+        # only saves time).
+        B, Tp, Tq = x_p.size(0), x_p.size(1), x_q.size(1)
+        T = max(Tp, Tq)
+        x = torch.cat([F.pad(x_p, (0, 0, 0, T - Tp)), F.pad(x_q, (0, 0, 0, T - Tq))])  # (2B, T, D)
+        h, _ = run_lstm(self.lstm, x, torch.cat([len_p, len_q]))  # (2B, T, 2H), 0 at padding
+        h = self.dropout(h)  # (2B, T, 2H)
+        return h[:B, :Tp], h[B:, :Tq]  # (B, Tp, 2H), (B, Tq, 2H)
+
+
+class MultiPerspectiveMatching(nn.Module):
+    """paper, Model Overview / Matching Layer and Multi-perspective Matching Operation.
+
+    Four strategies, each applied separately to the forward and the backward context states
+    with its own W (l x H), in one or both matching directions."""
+
+    def __init__(self, cfg: BiMPMConfig):
+        super().__init__()
+        self.strategies = cfg.strategies
+        self.direction = cfg.direction
+        self.shared = cfg.share_w_across_directions
+        sides = ("p2q", "q2p") if cfg.direction == "both" else (cfg.direction,)
+        # Parameter names: "<side>_<strategy>_<half>", or "<strategy>_<half>" when the two
+        # directions share W.
+        prefixes = ("",) if self.shared else tuple(f"{s}_" for s in sides)
+        self.W = nn.ParameterDict(
+            {
+                f"{pre}{s}_{half}": nn.Parameter(torch.empty(cfg.perspectives, cfg.hidden))
+                for pre in prefixes
+                for s in self.strategies
+                for half in HALVES
+            }
+        )
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.reset_parameters()
+
+    # f_m for aligned pairs and for all pairs (the throughput benchmark swaps in l-fold-copy
+    # versions of exactly these two).
+    cosine = staticmethod(mp_cosine)
+    cosine_pairwise = staticmethod(mp_cosine_pairwise)
+
+    def reset_parameters(self) -> None:
+        # UNSTATED: Xavier-uniform (the glorot default of TF1's get_variable). W enters only as
+        # W^2, so its sign does not matter; repro's own init does not touch these parameters.
+        for w in self.W.values():
+            nn.init.xavier_uniform_(w)
+
+    def match(
+        self,
+        h_a: torch.Tensor,
+        h_b: torch.Tensor,
+        len_b: torch.Tensor,
+        mask_b: torch.Tensor,
+        side: str,
+    ) -> torch.Tensor:
+        """Match every time step of sentence a against all of sentence b -> (B, Ta, M)."""
+        H = h_a.size(-1) // 2
+        out = []
+        for half in HALVES:
+            part = slice(0, H) if half == "fw" else slice(H, 2 * H)
+            a, b = h_a[..., part], h_b[..., part]  # (B, Ta, H), (B, Tb, H)
+            prefix = "" if self.shared else f"{side}_"
+            W = {s: self.W[f"{prefix}{s}_{half}"] for s in self.strategies}  # each (L, H)
+            if "attentive" in W or "max_attentive" in W:
+                alpha = cosine_matrix(a, b)  # (B, Ta, Tb)
+            for s in self.strategies:
+                if s == "full":
+                    # Last state of b: last real token going forward, first token going backward.
+                    idx = (len_b - 1) if half == "fw" else torch.zeros_like(len_b)  # (B,)
+                    b_last = b[torch.arange(b.size(0), device=b.device), idx]  # (B, H)
+                    m = self.cosine(a, b_last[:, None, :], W[s])  # (B, Ta, L)
+                elif s == "maxpool":
+                    m = self.cosine_pairwise(a, b, W[s])  # (B, Ta, L, Tb)
+                    m = m.masked_fill(~mask_b[:, None, None, :], float("-inf"))
+                    m = m.amax(dim=-1)  # (B, Ta, L)
+                elif s == "attentive":
+                    # Weighted mean sum_j alpha_ij h_j / sum_j alpha_ij (not a softmax). Cosines can
+                    # be negative, so the sum is guarded only where |sum| < EPS (set to EPS).
+                    att = alpha * mask_b[:, None, :]  # (B, Ta, Tb), padded j excluded
+                    den = att.sum(-1, keepdim=True)  # (B, Ta, 1)
+                    den = torch.where(den.abs() < EPS, torch.full_like(den, EPS), den)
+                    v = torch.bmm(att, b) / den  # (B, Ta, H)
+                    m = self.cosine(a, v, W[s])  # (B, Ta, L)
+                else:  # max_attentive: the single h_j with the highest alpha_ij (whole row)
+                    j = alpha.masked_fill(~mask_b[:, None, :], float("-inf")).argmax(-1)  # (B, Ta)
+                    v = torch.gather(b, 1, j[..., None].expand(-1, -1, b.size(-1)))  # (B, Ta, H)
+                    m = self.cosine(a, v, W[s])  # (B, Ta, L)
+                out.append(m)
+        return torch.cat(out, dim=-1)  # (B, Ta, M)
+
+    def forward(self, h_p, h_q, len_p, len_q, mask_p, mask_q):
+        """-> matching sequences for P (each step of P vs all of Q) and/or for Q (or None)."""
+        m_p = m_q = None
+        if self.direction in ("both", "p2q"):
+            m_p = self.dropout(self.match(h_p, h_q, len_q, mask_q, "p2q"))  # (B, Tp, M)
+        if self.direction in ("both", "q2p"):
+            m_q = self.dropout(self.match(h_q, h_p, len_p, mask_p, "q2p"))  # (B, Tq, M)
+        return m_p, m_q
+
+
+class Aggregation(nn.Module):
+    """paper, Model Overview / Aggregation Layer: a BiLSTM over each matching sequence; the
+    fixed-length vector is the last state of both directions for each sequence (4 x A when
+    both matching directions exist)."""
+
+    def __init__(self, cfg: BiMPMConfig):
+        super().__init__()
+        # UNSTATED: one BiLSTM serves both sequences (the paper says "another BiLSTM model" is
+        # applied to the two sequences individually; authors-code may use two).
+        self.lstm = nn.LSTM(cfg.matching_dim, cfg.agg_hidden, batch_first=True, bidirectional=True)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.out_dim = 2 * cfg.agg_hidden * (2 if cfg.direction == "both" else 1)
+
+    def forward(self, seqs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """seqs: one or two (matching sequence (B, T, M), lengths (B,)) -> (B, 4A) or (B, 2A)."""
+        B, T = seqs[0][0].size(0), max(m.size(1) for m, _ in seqs)
+        # Both sequences go through the shared BiLSTM as one batch of 2B rows (row-wise, so
+        # this only saves time).
+        m = torch.cat([F.pad(m, (0, 0, 0, T - m.size(1))) for m, _ in seqs])  # (nB, T, M)
+        _, h_n = run_lstm(self.lstm, m, torch.cat([n for _, n in seqs]))  # (2, nB, A)
+        # h_n[0]: forward state at the last real step; h_n[1]: backward state at the first.
+        finals = [h_n[d, i * B : (i + 1) * B] for i in range(len(seqs)) for d in (0, 1)]
+        return self.dropout(torch.cat(finals, dim=-1))  # (B, 4A) or (B, 2A)
+
+
+class Prediction(nn.Module):
+    """paper, Model Overview / Prediction Layer: two-layer feed-forward network -> logits
+    (the softmax lives in the cross-entropy loss outside the model)."""
+
+    def __init__(self, cfg: BiMPMConfig, in_dim: int, num_classes: int):
+        super().__init__()
+        # nn.Sequential keeps the activation visible to repro's init (Tanh -> Xavier).
+        # UNSTATED: tanh activation as in authors-code. No dropout on the logits themselves.
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, cfg.mlp_hidden),
+            nn.Tanh(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.mlp_hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)  # (B, C)
+
+
+class BiMPM(nn.Module):
+    """paper, Model Overview: bilateral multi-perspective matching of sentences P and Q."""
+
+    def __init__(
+        self, cfg: BiMPMConfig, word_vectors: torch.Tensor, num_chars: int, num_classes: int
+    ):
+        super().__init__()
+        self.cfg = cfg
+        self.word = WordRepresentation(cfg, word_vectors, num_chars)
+        self.context = ContextRepresentation(cfg, self.word.out_dim)
+        self.matching = MultiPerspectiveMatching(cfg)
+        self.aggregation = Aggregation(cfg)
+        self.prediction = Prediction(cfg, self.aggregation.out_dim, num_classes)
+
+    def forward(
+        self,
+        p_words: torch.Tensor,
+        p_chars: torch.Tensor | None,
+        q_words: torch.Tensor,
+        q_chars: torch.Tensor | None,
+    ) -> torch.Tensor:
+        len_p, mask_p = lengths_and_mask(p_words)  # (B,), (B, Tp)
+        len_q, mask_q = lengths_and_mask(q_words)  # (B,), (B, Tq)
+        # Embeddings run per sentence so that dim 0 of every embedding output is the batch.
+        x_p, x_q = self.word(p_words, p_chars), self.word(q_words, q_chars)  # (B, T, D)
+        h_p, h_q = self.context(x_p, x_q, len_p, len_q)  # (B, Tp, 2H), (B, Tq, 2H)
+        m_p, m_q = self.matching(h_p, h_q, len_p, len_q, mask_p, mask_q)  # (B, T, M) or None
+        seqs = [(m, n) for m, n in ((m_p, len_p), (m_q, len_q)) if m is not None]
+        return self.prediction(self.aggregation(seqs))  # (B, C)
+
+
+def build_model(
+    cfg: dict,
+    *,
+    vocab_size: int,
+    num_chars: int,
+    num_classes: int,
+    word_vectors: torch.Tensor | None = None,
+) -> BiMPM:
+    """Entry point repro calls with the paper config's `model:` section as a plain dict."""
+    config = BiMPMConfig.from_dict(dict(cfg))
+    expected = (vocab_size, config.word_dim)
+    if word_vectors is None:
+        # paper, Experiment Settings: OOV words get random vectors; with no vectors at all every
+        # row is random N(0, 1) and, like the pretrained ones, fixed.
+        word_vectors = torch.randn(*expected)
+    elif tuple(word_vectors.shape) != expected:
+        raise ValueError(
+            f"word_vectors has shape {tuple(word_vectors.shape)}, expected "
+            f"(vocab_size, word_dim) = {expected}"
+        )
+    return BiMPM(config, word_vectors.float(), num_chars, num_classes)
+
+
+__all__ = [
+    "BiMPMConfig",
+    "WordRepresentation",
+    "ContextRepresentation",
+    "MultiPerspectiveMatching",
+    "Aggregation",
+    "Prediction",
+    "BiMPM",
+    "build_model",
+]

@@ -1,0 +1,1 @@
+"""The shipped BiMPM sample set and its seeded generator."""

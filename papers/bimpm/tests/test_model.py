@@ -1,0 +1,321 @@
+"""Tests for papers/bimpm/model.py: matching equals the paper's equations, padding, ablations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from papers.bimpm.model import EPS, STRATEGIES, BiMPMConfig, build_model
+
+SMALL = dict(
+    word_dim=10, char_dim=4, char_hidden=5, hidden=8, agg_hidden=6, perspectives=3, mlp_hidden=7
+)
+VOCAB, CHARS, CLASSES = 50, 20, 3
+L = SMALL["perspectives"]
+
+
+def small_model(**overrides):
+    torch.manual_seed(0)
+    return build_model(
+        {**SMALL, **overrides}, vocab_size=VOCAB, num_chars=CHARS, num_classes=CLASSES
+    )
+
+
+def random_sentences(B: int, lengths: list[int], T: int, W: int, g: torch.Generator):
+    """(B, T) word ids and (B, T, W) char ids, padded with 0 after each row's length."""
+    words = torch.randint(1, VOCAB, (B, T), generator=g)
+    chars = torch.randint(1, CHARS, (B, T, W), generator=g)
+    n_chars = torch.randint(1, W + 1, (B, T), generator=g)
+    chars[torch.arange(W)[None, None] >= n_chars[..., None]] = 0
+    for b, n in enumerate(lengths):
+        words[b, n:] = 0
+        chars[b, n:] = 0
+    return words, chars
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain-loop reference of the paper's matching equations (one example, one time step at a time).
+# ---------------------------------------------------------------------------------------------
+
+
+def ref_cos(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (x * y).sum() / (x.norm().clamp_min(EPS) * y.norm().clamp_min(EPS))
+
+
+def ref_fm(v1: torch.Tensor, v2: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """m_k = cos(W_k o v1, W_k o v2), k = 1..l."""
+    return torch.stack([ref_cos(W[k] * v1, W[k] * v2) for k in range(W.size(0))])
+
+
+def ref_match_one(a, b, len_b, W, strategy, half):
+    """Matching vectors (Ta, l) of every step of a (Ta, d) against b (Tb, d) with len_b real."""
+    rows = []
+    for i in range(a.size(0)):
+        if strategy == "full":
+            last = b[len_b - 1] if half == "fw" else b[0]
+            rows.append(ref_fm(a[i], last, W))
+        elif strategy == "maxpool":
+            ms = [ref_fm(a[i], b[j], W) for j in range(len_b)]
+            rows.append(torch.stack(ms).max(dim=0).values)
+        else:
+            alpha = torch.stack([ref_cos(a[i], b[j]) for j in range(len_b)])
+            if strategy == "attentive":
+                den = alpha.sum()
+                den = den if den.abs() >= EPS else torch.tensor(EPS, dtype=den.dtype)
+                v = sum(alpha[j] * b[j] for j in range(len_b)) / den
+            else:  # max_attentive: the whole row with the highest cosine
+                v = b[int(alpha.argmax())]
+            rows.append(ref_fm(a[i], v, W))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("side", ["p2q", "q2p"])
+def test_matching_equals_plain_loop_reference(strategy, side):
+    flags = {s: s == strategy for s in STRATEGIES}
+    model = small_model(**flags).double().eval()
+    matching = model.matching
+    g = torch.Generator().manual_seed(1)
+    B, Ta, Tb, H = 3, 5, 6, SMALL["hidden"]
+    len_b = torch.tensor([6, 2, 4])
+    mask_b = torch.arange(Tb)[None] < len_b[:, None]
+    h_a = torch.randn(B, Ta, 2 * H, generator=g, dtype=torch.float64)
+    # Large values at padded positions of b: they win every max/argmax unless masked out.
+    h_b = torch.randn(B, Tb, 2 * H, generator=g, dtype=torch.float64)
+    h_b = torch.where(mask_b[..., None], h_b, 50.0 * h_b.abs())
+
+    fast = matching.match(h_a, h_b, len_b, mask_b, side)  # (B, Ta, 2l)
+    assert fast.shape == (B, Ta, 2 * L)
+    for b in range(B):
+        for k, half in enumerate(("fw", "bw")):
+            part = slice(0, H) if half == "fw" else slice(H, 2 * H)
+            W = matching.W[f"{side}_{strategy}_{half}"]
+            ref = ref_match_one(h_a[b, :, part], h_b[b, :, part], int(len_b[b]), W, strategy, half)
+            torch.testing.assert_close(fast[b, :, k * L : (k + 1) * L], ref, atol=1e-5, rtol=0)
+
+
+def test_all_strategies_are_concatenated_forward_then_backward_in_paper_order():
+    model = small_model().double().eval()
+    g = torch.Generator().manual_seed(2)
+    H = SMALL["hidden"]
+    h_a = torch.randn(2, 4, 2 * H, generator=g, dtype=torch.float64)
+    h_b = torch.randn(2, 3, 2 * H, generator=g, dtype=torch.float64)
+    len_b = torch.tensor([3, 1])
+    mask_b = torch.arange(3)[None] < len_b[:, None]
+    fast = model.matching.match(h_a, h_b, len_b, mask_b, "q2p")  # (2, 4, 8l)
+    assert fast.shape == (2, 4, 8 * L)
+    for k, (half, strategy) in enumerate((h, s) for h in ("fw", "bw") for s in STRATEGIES):
+        part = slice(0, H) if half == "fw" else slice(H, 2 * H)
+        W = model.matching.W[f"q2p_{strategy}_{half}"]
+        ref = ref_match_one(h_a[1, :, part], h_b[1, :, part], 1, W, strategy, half)
+        torch.testing.assert_close(fast[1, :, k * L : (k + 1) * L], ref, atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole model: padding, batch size 1, no NaN.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_pair_logits_are_the_same_alone_and_padded_in_a_batch():
+    model = small_model().eval()
+    g = torch.Generator().manual_seed(3)
+    pw, pc = random_sentences(1, [4], 4, 3, g)
+    qw, qc = random_sentences(1, [6], 6, 3, g)
+    alone = model(pw, pc, qw, qc)  # (1, C)
+    assert alone.shape == (1, CLASSES)
+
+    bpw, bpc = random_sentences(3, [9, 4, 11], 11, 5, g)
+    bqw, bqc = random_sentences(3, [8, 6, 12], 12, 5, g)
+    bpw[1], bqw[1] = 0, 0
+    bpc[1], bqc[1] = 0, 0
+    bpw[1, :4], bpc[1, :4, :3] = pw[0], pc[0]
+    bqw[1, :6], bqc[1, :6, :3] = qw[0], qc[0]
+    batched = model(bpw, bpc, bqw, bqc)  # (3, C)
+    torch.testing.assert_close(batched[1:2], alone, atol=1e-5, rtol=0)
+
+
+def test_padded_words_and_empty_rows_give_finite_logits_and_gradients():
+    model = small_model().train()
+    g = torch.Generator().manual_seed(4)
+    pw, pc = random_sentences(2, [3, 7], 9, 4, g)
+    qw, qc = random_sentences(2, [1, 5], 5, 4, g)
+    qw[0] = 0  # a fully padded sentence must not crash or produce NaN
+    qc[0] = 0
+    logits = model(pw, pc, qw, qc)
+    logits.sum().backward()
+    assert torch.isfinite(logits).all()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.isfinite(p.grad).all(), name
+
+
+# ---------------------------------------------------------------------------------------------
+# Ablations change exactly the intended parameters and widths.
+# ---------------------------------------------------------------------------------------------
+
+
+def shapes(**overrides) -> dict[str, tuple[int, ...]]:
+    return {n: tuple(p.shape) for n, p in small_model(**overrides).named_parameters()}
+
+
+def W_names(sides, strategies=STRATEGIES):
+    return {f"matching.W.{sd}{s}_{h}" for sd in sides for s in strategies for h in ("fw", "bw")}
+
+
+FULL = shapes()
+D, C5, H, A = SMALL["word_dim"], SMALL["char_hidden"], SMALL["hidden"], SMALL["agg_hidden"]
+AGG_IN = ["aggregation.lstm.weight_ih_l0", "aggregation.lstm.weight_ih_l0_reverse"]
+CTX_IN = ["context.lstm.weight_ih_l0", "context.lstm.weight_ih_l0_reverse"]
+
+
+def assert_only_changes(ablated: dict, removed: set, changed: dict):
+    assert set(FULL) - set(ablated) == removed
+    assert set(ablated) - set(FULL) == set()
+    for name, shape in ablated.items():
+        assert shape == changed.get(name, FULL[name]), name
+
+
+def test_full_config_has_sixteen_W_of_shape_l_by_hidden():
+    Ws = {n: s for n, s in FULL.items() if n.startswith("matching.W.")}
+    assert set(Ws) == W_names(("p2q_", "q2p_"))
+    assert set(Ws.values()) == {(L, H)}
+    assert FULL[AGG_IN[0]] == (4 * A, 8 * L)
+    assert FULL["prediction.mlp.0.weight"] == (SMALL["mlp_hidden"], 4 * A)
+    assert FULL[CTX_IN[0]] == (4 * H, D + C5)
+
+
+def test_without_chars_drops_char_layers_and_narrows_context_input():
+    char_params = {n for n in FULL if n.startswith(("word.char_emb", "word.char_lstm"))}
+    assert char_params and "word.char_emb.weight" in char_params
+    assert_only_changes(shapes(use_chars=False), char_params, {n: (4 * H, D) for n in CTX_IN})
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_without_a_strategy_drops_its_W_and_narrows_aggregation_input(strategy):
+    assert_only_changes(
+        shapes(**{strategy: False}),
+        W_names(("p2q_", "q2p_"), (strategy,)),
+        {n: (4 * A, 6 * L) for n in AGG_IN},
+    )
+
+
+@pytest.mark.parametrize("direction", ["p2q", "q2p"])
+def test_one_direction_keeps_its_W_and_halves_the_prediction_input(direction):
+    other = "q2p_" if direction == "p2q" else "p2q_"
+    assert_only_changes(
+        shapes(direction=direction),
+        W_names((other,)),
+        {"prediction.mlp.0.weight": (SMALL["mlp_hidden"], 2 * A)},
+    )
+
+
+def test_one_direction_aggregates_only_its_own_sentence():
+    g = torch.Generator().manual_seed(5)
+    pw, pc = random_sentences(2, [3, 5], 5, 3, g)
+    qw, qc = random_sentences(2, [4, 2], 4, 3, g)
+    model = small_model(direction="p2q").eval()
+    calls = []
+    model.aggregation.lstm.register_forward_hook(lambda m, i, o: calls.append(i[0]))
+    model(pw, pc, qw, qc)
+    assert len(calls) == 1  # only P's matching sequence exists
+    assert calls[0].batch_sizes.sum() == 3 + 5  # and it runs over P's real tokens
+
+
+def test_shared_W_has_eight_unprefixed_W():
+    shared = shapes(share_w_across_directions=True)
+    Ws = {n for n in shared if n.startswith("matching.W.")}
+    assert Ws == W_names(("",))
+    assert {n: s for n, s in shared.items() if n not in Ws} == {
+        n: s for n, s in FULL.items() if not n.startswith("matching.W.")
+    }
+
+
+def test_perspectives_change_W_shapes_and_aggregation_width():
+    ablated = shapes(perspectives=5)
+    changed = {n: (5, H) for n in W_names(("p2q_", "q2p_"))}
+    changed.update({n: (4 * A, 8 * 5) for n in AGG_IN})
+    assert_only_changes(ablated, set(), changed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients, config validation, determinism.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_trainable_parameter_gets_a_gradient_and_frozen_vectors_none():
+    model = small_model().train()
+    for m in model.modules():  # repro zeroes biases after build_model: must still train
+        for name, p in m.named_parameters(recurse=False):
+            if "bias" in name:
+                torch.nn.init.zeros_(p)
+    g = torch.Generator().manual_seed(6)
+    pw, pc = random_sentences(4, [5, 3, 7, 2], 7, 4, g)
+    qw, qc = random_sentences(4, [6, 6, 2, 4], 6, 4, g)
+    y = torch.tensor([0, 1, 2, 1])
+    torch.nn.functional.cross_entropy(model(pw, pc, qw, qc), y).backward()
+    assert model.word.word_emb.weight.requires_grad is False
+    assert model.word.word_emb.weight.grad is None
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert len(trainable) > 20
+    for name, p in trainable:
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_from_dict_names_the_unknown_key_and_the_valid_ones():
+    with pytest.raises(ValueError) as err:
+        BiMPMConfig.from_dict({"hiden": 100, "perspectives": 20})
+    msg = str(err.value)
+    assert "'hiden'" in msg
+    for key in ("hidden", "perspectives", "direction", "share_w_across_directions"):
+        assert key in msg
+    assert BiMPMConfig.from_dict({"perspectives": 5}).perspectives == 5
+
+
+def test_build_model_rejects_word_vectors_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"\(50, 11\).*\(50, 10\)"):
+        build_model(
+            SMALL,
+            vocab_size=VOCAB,
+            num_chars=CHARS,
+            num_classes=2,
+            word_vectors=torch.zeros(VOCAB, 11),
+        )
+    vectors = torch.randn(VOCAB, SMALL["word_dim"])
+    model = build_model(
+        SMALL, vocab_size=VOCAB, num_chars=CHARS, num_classes=2, word_vectors=vectors
+    )
+    torch.testing.assert_close(model.word.word_emb.weight, vectors)
+
+
+def test_same_seed_gives_identical_logits():
+    g = torch.Generator().manual_seed(7)
+    batch = (*random_sentences(2, [4, 2], 4, 3, g), *random_sentences(2, [3, 5], 5, 3, g))
+    first = small_model().train()(*batch)  # small_model seeds init; dropout takes the next draws
+    second = small_model().train()(*batch)
+    assert torch.equal(first, second)
+
+
+def test_embedding_outputs_are_batch_first_and_examples_do_not_mix():
+    """What repro's batch-leak check relies on: dim 0 of every nn.Embedding output is the batch,
+    and example i's logits depend on row i only."""
+    model = small_model().eval()
+    captured = []
+
+    def capture(module, inputs, output):
+        output = output.detach().requires_grad_()
+        captured.append(output)
+        return output
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Embedding):
+            m.register_forward_hook(capture)
+    g = torch.Generator().manual_seed(8)
+    B = 3
+    pw, pc = random_sentences(B, [4, 6, 2], 6, 3, g)
+    qw, qc = random_sentences(B, [5, 3, 3], 5, 3, g)
+    model(pw, pc, qw, qc)[1].sum().backward()
+    assert len(captured) == 4  # word and char embeddings, for P and for Q
+    for out in captured:
+        assert out.size(0) == B
+        assert out.grad[[0, 2]].abs().sum() == 0
+        assert out.grad[1].abs().sum() > 0
