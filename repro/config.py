@@ -159,7 +159,10 @@ def compose_hydra(project: Project, paper: str, overrides: list[str]) -> Resolve
         with initialize_config_dir(config_dir=str(project.conf_dir), version_base="1.3"):
             cfg = hydra_compose("config", overrides=[f"paper={paper}", *overrides])
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(f"could not compose the config for paper '{paper}' with overrides {overrides}: {e}") from e
+        hint = _valid_keys_hint(project, paper, overrides, str(e))
+        raise ConfigError(
+            f"could not compose the config for paper '{paper}' with overrides {overrides}: {e}{hint}"
+        ) from e
     finally:
         GlobalHydra.instance().clear()
     try:
@@ -172,6 +175,23 @@ def compose_hydra(project: Project, paper: str, overrides: list[str]) -> Resolve
     _validate(config, defaults_cfg, paper_file)
     provenance = _provenance(config, paper_cfg, overrides, paper_file)
     return Resolved(paper=paper, config=config, overrides=overrides, provenance=provenance)
+
+
+def _valid_keys_hint(project: Project, paper: str, overrides: list[str], message: str) -> str:
+    """For "Could not override 'a.b'": the keys that do exist under 'a'."""
+    import re
+
+    m = re.search(r"Could not override '([^']+)'", message)
+    tree = _compose_plain(project, paper)
+    if not m or tree is None:
+        return ""
+    parent, _, _ = m.group(1).rpartition(".")
+    node: Any = tree
+    for part in parent.split(".") if parent else []:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return ""
+    return f"; valid keys under '{parent or '<top>'}': {sorted(node)}"
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:
