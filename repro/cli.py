@@ -1,12 +1,11 @@
 """The `repro` command line: thin wrappers that turn library results and errors into terminal output.
 
-Commands that do not train (help, new, status, log, show) import neither torch nor Lightning.
+Commands that do not train (help, new, status, log, show, diff, report) import neither torch nor Lightning.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -24,7 +23,20 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-PAPER_OPT = typer.Option(None, "--paper", "-p", help="Paper name (default: [tool.repro] paper in pyproject.toml, or the only paper).")
+PAPER_OPT = typer.Option(
+    None,
+    "--paper",
+    "-p",
+    help="Paper name (default: [tool.repro] paper in pyproject.toml, or the only paper).",
+)
+OVERRIDES_ARG = typer.Argument(None, help="Hydra overrides, e.g. optim.lr=3e-3 model.hidden=128.")
+RERUN_OVERRIDES_ARG = typer.Argument(None, help="Overrides appended to the recorded ones.")
+EXPECT_OPT = typer.Option(
+    None,
+    "--expect",
+    "-e",
+    help="A key allowed to differ (repeatable); exit 1 when anything else differs.",
+)
 
 
 def _project():
@@ -35,9 +47,11 @@ def _project():
 
 @app.command()
 def new(
-    paper: str = typer.Argument(..., help="Paper name: a lower-case Python identifier, e.g. resnet."),
-    title: Optional[str] = typer.Option(None, help="The paper's title."),
-    arxiv: Optional[str] = typer.Option(None, help="arXiv id, e.g. 1512.03385."),
+    paper: str = typer.Argument(
+        ..., help="Paper name: a lower-case Python identifier, e.g. resnet."
+    ),
+    title: str | None = typer.Option(None, help="The paper's title."),
+    arxiv: str | None = typer.Option(None, help="arXiv id, e.g. 1512.03385."),
 ):
     """Scaffold a paper: config, model, data, tests, README and lab notebook (a tiny working example)."""
     from repro.scaffold import scaffold_paper
@@ -46,40 +60,158 @@ def new(
     written = scaffold_paper(project, paper, title, arxiv)
     for p in written:
         console.print(f"  created {p.relative_to(project.root)}")
-    console.print(f"\nNext: [bold]repro stage data --paper {paper}[/bold], then shapes and overfit "
-                  "(they pass on the toy example; replace the TODOs with the paper).")
+    console.print(
+        f"\nNext: [bold]repro stage data --paper {paper}[/bold], then shapes and overfit "
+        "(they pass on the toy example; replace the TODOs with the paper)."
+    )
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def stage(
     name: str = typer.Argument(..., help="data | shapes | overfit | full | experiments"),
-    overrides: Optional[list[str]] = typer.Argument(None, help="Hydra overrides, e.g. optim.lr=3e-3 model.hidden=128."),
-    paper: Optional[str] = PAPER_OPT,
-    force: bool = typer.Option(False, "--force", help="Run even if earlier stages have not passed (recorded in the run)."),
+    overrides: list[str] | None = OVERRIDES_ARG,
+    paper: str | None = PAPER_OPT,
+    force: bool = typer.Option(
+        False, "--force", help="Run even if earlier stages have not passed (recorded in the run)."
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="full only: continue an interrupted full run from its last "
+        "checkpoint, in its own run directory; give its run id as the argument after "
+        "--resume, or none for the newest interrupted/errored full run.",
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="full only: print the time/memory forecast and stop (no run is recorded).",
+    ),
 ):
     """Run one gate; a later gate refuses until the earlier ones passed on the current code."""
-    from repro.display import print_status, print_verdict
-    from repro.runner import current_fingerprint, run_stage
+    from repro.runner import run_stage
 
     project = _project()
     paper = project.resolve_paper(paper)
+    overrides = list(overrides or [])
+    if (resume or dry_run) and name != "full":
+        raise ReproError(f"--resume and --dry-run apply to the full stage only, not '{name}'")
+    if dry_run:
+        from repro.runner import forecast_only
+
+        forecast_only(project, paper, overrides, console)
+        raise typer.Exit(0)
     try:
-        run = run_stage(project, paper, name, list(overrides or []), force=force, console=console)
+        if resume:
+            from repro.rerun import resume_full
+
+            run_id = overrides.pop(0) if overrides and "=" not in overrides[0] else None
+            if overrides:
+                raise ReproError(
+                    f"--resume continues a run with its recorded config; drop the overrides {overrides} "
+                    "(or use `repro rerun <run-id> <overrides>` for a new run)"
+                )
+            run = resume_full(project, paper, run_id, console=console)
+            paper = run.paper
+        else:
+            run = run_stage(project, paper, name, overrides, force=force, console=console)
     except KeyboardInterrupt:
         err_console.print("Interrupted: the run is recorded as interrupted (see `repro log`).")
-        raise typer.Exit(130)
-    print_verdict(console, run.record)
-    from repro.config import compose
-    from repro.progression import stage_states
+        raise typer.Exit(130) from None
+    _finish(project, paper, run)
 
+
+def _finish(project, paper: str, run) -> None:
+    """Print a finished run's verdict and the paper's status; exit 0 when it passed."""
+    from repro.config import compose
+    from repro.display import print_status, print_verdict
+    from repro.progression import stage_states
+    from repro.runner import current_fingerprint
+
+    print_verdict(console, run.record)
     console.print(f"run record: {run.dir.relative_to(project.root)}")
-    resolved = compose(project, paper, [])
-    print_status(console, paper, stage_states(project.runs_dir, paper, current_fingerprint(project, paper, resolved)))
+    resolved = compose(
+        project, paper, list(run.record.get("overrides") or [])
+    )  # the config it ran with
+    print_status(
+        console,
+        paper,
+        stage_states(project.runs_dir, paper, current_fingerprint(project, paper, resolved)),
+    )
     raise typer.Exit(0 if run.record["status"] == "passed" else 1)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def rerun(
+    run_id: str = typer.Argument(
+        ..., help="The run to re-execute (id or unique prefix, see `repro log`)."
+    ),
+    overrides: list[str] | None = RERUN_OVERRIDES_ARG,
+    force: bool = typer.Option(
+        False, "--force", help="Run even if earlier stages have not passed."
+    ),
+):
+    """Re-execute a run from its record (stage, paper, overrides); the new run links to the old one."""
+    from repro.rerun import rerun as do_rerun
+
+    project = _project()
+    try:
+        run, _changed = do_rerun(
+            project, run_id, list(overrides or []), console=console, force=force
+        )
+    except KeyboardInterrupt:
+        err_console.print("Interrupted: the run is recorded as interrupted (see `repro log`).")
+        raise typer.Exit(130) from None
+    console.print(f"re-run of {run.record['links']['rerun_of']}: run {run.id}")
+    _finish(project, run.paper, run)
+
+
 @app.command()
-def status(paper: Optional[str] = PAPER_OPT, all_papers: bool = typer.Option(False, "--all", help="Every paper.")):
+def diff(
+    run_a: str = typer.Argument(..., help="First run id (or unique prefix)."),
+    run_b: str = typer.Argument(..., help="Second run id (or unique prefix)."),
+    expect: list[str] | None = EXPECT_OPT,
+):
+    """What differs between two runs: config, overrides, code, data, environment, model."""
+    from repro.diff import diff_runs, format_diff, outcomes, unexpected
+    from repro.records import load_run
+
+    project = _project()
+    a, b = load_run(project.runs_dir, run_a), load_run(project.runs_dir, run_b)
+
+    def git_diff(run) -> str | None:
+        path = run.dir / "git.diff"
+        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else None
+
+    d = diff_runs(a.record, b.record, git_diff(a), git_diff(b))
+    typer.echo(
+        format_diff(d, a.id, b.id, outcomes(a.record, b.record))
+    )  # plain, unwrapped: for scripts
+    if expect is not None:
+        extra = unexpected(d, expect)
+        if extra:
+            typer.echo(
+                f"Error: differences not expected (--expect {' '.join(expect)}): {', '.join(extra)}",
+                err=True,
+            )
+            raise typer.Exit(1)
+
+
+@app.command()
+def report(paper: str | None = PAPER_OPT):
+    """Write papers/<paper>/REPORT.md from the run records alone (results, deviations, timeline, commands)."""
+    from repro.report import write_report
+
+    project = _project()
+    paper = project.resolve_paper(paper)
+    path = write_report(project, paper)
+    console.print(f"wrote {path.relative_to(project.root)}")
+
+
+@app.command()
+def status(
+    paper: str | None = PAPER_OPT,
+    all_papers: bool = typer.Option(False, "--all", help="Every paper."),
+):
     """One row per stage: PASS / FAIL / STALE / not run, when, run id, and the one-line reason."""
     from repro.config import compose
     from repro.display import print_status
@@ -90,13 +222,15 @@ def status(paper: Optional[str] = PAPER_OPT, all_papers: bool = typer.Option(Fal
     papers = project.papers() if all_papers else [project.resolve_paper(paper)]
     for p in papers:
         resolved = compose(project, p, [])
-        print_status(console, p, stage_states(project.runs_dir, p, current_fingerprint(project, p, resolved)))
+        print_status(
+            console, p, stage_states(project.runs_dir, p, current_fingerprint(project, p, resolved))
+        )
 
 
 @app.command()
 def log(
-    paper: Optional[str] = typer.Option(None, "--paper", "-p", help="Only this paper."),
-    stage: Optional[str] = typer.Option(None, "--stage", "-s", help="Only this stage."),
+    paper: str | None = typer.Option(None, "--paper", "-p", help="Only this paper."),
+    stage: str | None = typer.Option(None, "--stage", "-s", help="Only this stage."),
     n: int = typer.Option(20, "-n", help="How many runs."),
 ):
     """The experiment log: every gate run, newest first."""
@@ -112,7 +246,9 @@ def log(
 
 
 @app.command()
-def show(run_id: str = typer.Argument(..., help="A run id or a unique prefix of one (see `repro log`).")):
+def show(
+    run_id: str = typer.Argument(..., help="A run id or a unique prefix of one (see `repro log`)."),
+):
     """One run: verdict, evidence, config with each value's provenance, git, env, metrics, plots."""
     from repro.display import print_run
     from repro.records import load_run

@@ -8,9 +8,21 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-STATE_STYLE = {"PASS": "bold green", "FAIL": "bold red", "STALE": "yellow", "ERROR": "red", "INTERRUPTED": "magenta",
-               "RUNNING": "cyan", "not run": "dim", "passed": "green", "failed": "red", "error": "red",
-               "interrupted": "magenta", "running": "cyan", "corrupt": "red"}
+STATE_STYLE = {
+    "PASS": "bold green",
+    "FAIL": "bold red",
+    "STALE": "yellow",
+    "ERROR": "red",
+    "INTERRUPTED": "magenta",
+    "RUNNING": "cyan",
+    "not run": "dim",
+    "passed": "green",
+    "failed": "red",
+    "error": "red",
+    "interrupted": "magenta",
+    "running": "cyan",
+    "corrupt": "red",
+}
 
 
 def _when(iso: str | None) -> str:
@@ -25,7 +37,10 @@ def _short(text: str, n: int = 110) -> str:
 def print_verdict(console: Console, record: dict[str, Any]) -> None:
     v = record.get("verdict") or {}
     label = "PASS" if v.get("passed") else "FAIL"
-    console.print(f"[{STATE_STYLE[label]}]{record['stage']}: {label}[/] — {v.get('reason', '')}", highlight=False)
+    console.print(
+        f"[{STATE_STYLE[label]}]{record['stage']}: {label}[/] — {v.get('reason', '')}",
+        highlight=False,
+    )
     checks = v.get("checks") or []
     if checks:
         t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -68,8 +83,13 @@ def print_status(console: Console, paper: str, rows) -> None:
     room = max(20, console.width - 70)  # the other columns take ~70 characters
     t.add_column("reason", no_wrap=True)
     for r in rows:
-        t.add_row(r.stage, f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]", _when(r.when)[5:16], r.run_id or "",
-                  _short(r.reason.removeprefix("all "), room))
+        t.add_row(
+            r.stage,
+            f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]",
+            _when(r.when)[5:16],
+            r.run_id or "",
+            _short(r.reason.removeprefix("all "), room),
+        )
     console.print(t)
 
 
@@ -83,8 +103,15 @@ def print_log(console: Console, runs) -> None:
         took = rec.get("duration_s")
         reason = (rec.get("verdict") or {}).get("reason") or r.status_reason or ""
         forced = " (forced)" if rec.get("forced") else ""
-        t.add_row(r.id, r.paper, r.stage, f"[{STATE_STYLE.get(st, '')}]{st}[/]{forced}", _when(rec.get("started")),
-                  f"{took:.1f}s" if isinstance(took, (int, float)) else "", _short(reason, 70))
+        t.add_row(
+            r.id,
+            r.paper,
+            r.stage,
+            f"[{STATE_STYLE.get(st, '')}]{st}[/]{forced}",
+            _when(rec.get("started")),
+            f"{took:.1f}s" if isinstance(took, (int, float)) else "",
+            _short(reason, 70),
+        )
     console.print(t)
 
 
@@ -92,12 +119,37 @@ def print_run(console: Console, run) -> None:
     rec = run.record
     st = run.effective_status
     console.rule(f"run {run.id} · {run.paper} · {run.stage}")
-    console.print(f"status: [{STATE_STYLE.get(st, '')}]{st}[/]" + (f" ({run.status_reason})" if run.status_reason else "")
-                  + ("  [yellow]forced: ran without its prerequisites[/]" if rec.get("forced") else ""))
+    console.print(
+        f"status: [{STATE_STYLE.get(st, '')}]{st}[/]"
+        + (f" ({run.status_reason})" if run.status_reason else "")
+        + ("  [yellow]forced: ran without its prerequisites[/]" if rec.get("forced") else "")
+    )
     console.print(f"dir: {run.dir}")
-    console.print(f"started {_when(rec.get('started'))} UTC, took {rec.get('duration_s') or 0:.1f}s")
-    if rec.get("links"):
-        console.print(f"links: {rec['links']}")
+    console.print(
+        f"started {_when(rec.get('started'))} UTC, took {rec.get('duration_s') or 0:.1f}s"
+    )
+    links = dict(rec.get("links") or {})
+    if links.get("rerun_of"):
+        console.print(
+            f"re-run of {links.pop('rerun_of')} (`repro show` it; `repro diff` compares them)",
+            highlight=False,
+        )
+    if links:
+        console.print(f"links: {links}")
+    for r in rec.get("resumed") or []:
+        console.print(
+            f"resumed {_when(r.get('at'))} UTC from {', '.join(r.get('from_ckpt') or ['the start'])} "
+            f"(was {r.get('previous_status', '?')})",
+            highlight=False,
+        )
+    if rec.get("forecast") or rec.get("actual"):
+        from repro.forecast import compare, format_forecast
+
+        if rec.get("forecast"):
+            console.print(format_forecast(rec["forecast"]), highlight=False)
+        line = compare(rec.get("forecast"), rec.get("actual"))
+        if line:
+            console.print(line, highlight=False)
     if rec.get("verdict"):
         print_verdict(console, rec)
     if rec.get("error"):
@@ -108,9 +160,15 @@ def print_run(console: Console, run) -> None:
 
     prov = rec.get("provenance") or {}
     flat = _flatten(rec.get("config") or {})
-    defaults = {k: flat.get(k) for k, p in prov.items() if p.split(":")[0] == "default"
-                and not k.startswith(("stage.", "logger.", "launcher."))}
-    t = Table(title=f"values repro filled in because the paper is silent ({len(defaults)})", header_style="bold")
+    defaults = {
+        k: flat.get(k)
+        for k, p in prov.items()
+        if p.split(":")[0] == "default" and not k.startswith(("stage.", "logger.", "launcher."))
+    }
+    t = Table(
+        title=f"values repro filled in because the paper is silent ({len(defaults)})",
+        header_style="bold",
+    )
     t.add_column("key")
     t.add_column("value")
     t.add_column("why")
@@ -126,24 +184,41 @@ def print_run(console: Console, run) -> None:
             continue
         p = prov.get(k, "")
         kind = p.split(":")[0]
-        style = {"paper": "green", "authors-code": "cyan", "default": "yellow", "override": "magenta",
-                 "unsourced": "red"}.get(kind, "")
+        style = {
+            "paper": "green",
+            "authors-code": "cyan",
+            "default": "yellow",
+            "override": "magenta",
+            "unsourced": "red",
+        }.get(kind, "")
         t.add_row(k, _short(json.dumps(v, default=str), 40), f"[{style}]{p}[/]" if style else p)
     console.print(t)
     if rec.get("init"):
         n = len(rec["init"])
         kinds = sorted({v.split()[0] for v in rec["init"].values()})
-        console.print(f"init: {n} parameters initialised by repro ({', '.join(kinds)}); see record.json 'init'")
+        console.print(
+            f"init: {n} parameters initialised by repro ({', '.join(kinds)}); see record.json 'init'"
+        )
     git = rec.get("git") or {}
-    console.print(f"git: commit {git.get('commit') or '-'} on {git.get('branch') or '-'}"
-                  + (" [yellow](dirty: see git.diff)[/]" if git.get("dirty") else " (clean)"))
+    console.print(
+        f"git: commit {git.get('commit') or '-'} on {git.get('branch') or '-'}"
+        + (" [yellow](dirty: see git.diff)[/]" if git.get("dirty") else " (clean)")
+    )
     env = rec.get("env") or {}
     pk = env.get("packages") or {}
-    console.print("env: python " + str(env.get("python", "?")).split()[0] + ", "
-                  + ", ".join(f"{k} {v}" for k, v in pk.items() if v) + (f", device {env['device']}" if env.get("device") else ""))
+    console.print(
+        "env: python "
+        + str(env.get("python", "?")).split()[0]
+        + ", "
+        + ", ".join(f"{k} {v}" for k, v in pk.items() if v)
+        + (f", device {env['device']}" if env.get("device") else "")
+    )
     plots = sorted(p.name for p in run.dir.rglob("*.png"))
     if plots:
-        console.print("plots: " + ", ".join(str(p.relative_to(run.dir)) for p in sorted(run.dir.rglob("*.png"))))
+        console.print(
+            "plots: "
+            + ", ".join(str(p.relative_to(run.dir)) for p in sorted(run.dir.rglob("*.png")))
+        )
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

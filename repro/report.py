@@ -1,0 +1,294 @@
+"""`repro report`: papers/<paper>/REPORT.md written from the run records alone, byte-identical when no run changed.
+
+Sections: summary (claims, easy/hard from the stage history, assumptions), results vs the paper,
+deviations, stage timeline, commands that reproduce each number, figures.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+from repro.fingerprint import STAGES
+from repro.project import Project
+
+FINISHED = ("passed", "failed")
+
+
+def _fmt(x: Any, spec: str = ".2f") -> str:
+    return "—" if x is None else format(float(x), spec)
+
+
+def _cell(text: Any) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _short(text: str, n: int = 140) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _reason(run) -> str:
+    rec = run.record
+    return (
+        (rec.get("verdict") or {}).get("reason")
+        or run.status_reason
+        or rec.get("status_reason")
+        or ""
+    )
+
+
+def result_runs(runs: list) -> list:
+    """The newest finished full run per dataset (runs come newest first), ordered by dataset."""
+    chosen: dict[str, Any] = {}
+    for r in runs:
+        if r.stage != "full" or r.effective_status not in FINISHED:
+            continue
+        dataset = str(((r.record.get("config") or {}).get("data") or {}).get("dataset"))
+        chosen.setdefault(dataset, r)
+    return [chosen[k] for k in sorted(chosen)]
+
+
+def results_rows(run) -> list[dict[str, Any]]:
+    """One row per target check of a full run, straight from its verdict."""
+    rows = []
+    for c in (run.record.get("verdict") or {}).get("checks") or []:
+        ev = c.get("evidence") or {}
+        if "ours_mean" not in ev:
+            continue
+        rows.append(
+            {
+                "target": c["name"],
+                "metric": ev.get("metric"),
+                "ours": ev.get("ours_mean"),
+                "std": ev.get("ours_std"),
+                "n": ev.get("n_seeds"),
+                "paper": ev.get("paper"),
+                "spread": ev.get("paper_spread"),
+                "gap": ev.get("gap"),
+                "verdict": ev.get("label"),
+                "run": run.id,
+            }
+        )
+    return rows
+
+
+def reproduce_command(run) -> list[str]:
+    rec = run.record
+    cmd = " ".join(
+        [
+            "repro stage",
+            run.stage,
+            "--paper",
+            run.paper,
+            *map(shlex.quote, rec.get("overrides") or []),
+        ]
+    )
+    git = rec.get("git") or {}
+    lines = []
+    if git.get("commit"):
+        lines.append(
+            f"git checkout {git['commit']}"
+            + ("  # the run had uncommitted changes: see its git.diff" if git.get("dirty") else "")
+        )
+    lines.append(cmd)
+    return lines
+
+
+def _deviations(project: Project, paper: str, runs: list) -> list[str]:
+    out = []
+    newest = next((r for r in runs if r.record.get("config")), None)
+    prov = (
+        (((newest.record.get("config") or {}).get("paper") or {}).get("provenance") or {})
+        if newest
+        else {}
+    )
+    for key in sorted(prov):
+        if re.search(r"DEVIATION|UNSTATED", str(prov[key])):
+            out.append(f"- `{key}`: {_cell(prov[key])} (paper config provenance)")
+    readme = project.paper_dir(paper) / "README.md"
+    if readme.exists():
+        m = re.search(
+            r"^## Deviations\s*\n(.*?)(?=^## |\Z)", readme.read_text(encoding="utf-8"), re.M | re.S
+        )
+        body = m.group(1).strip() if m else ""
+        if body and body != "TODO":
+            out.append(f"\nFrom papers/{paper}/README.md:\n\n{body}")
+    return out
+
+
+def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
+    """The report text and the figures it references ({name in report/: source path})."""
+    from repro.records import list_runs
+
+    runs = list_runs(project.runs_dir, paper)  # newest first
+    newest_cfg = next((r.record.get("config") for r in runs if r.record.get("config")), {}) or {}
+    meta = newest_cfg.get("paper") or {}
+    lines = [
+        f"# Reproduction report: {meta.get('title', paper)}",
+        "",
+        f"Paper `{paper}` · arXiv {meta.get('arxiv', '?')} · written by `repro report` from "
+        f"{len(runs)} run record{'s' if len(runs) != 1 else ''} under `runs/{paper}/` "
+        "(regenerate it after new runs; same records, same bytes).",
+        "",
+    ]
+
+    # ---- summary ------------------------------------------------------------------------------------
+    lines += ["## Reproducibility summary", "", "**Scope: the paper's claims checked here**", ""]
+    targets = meta.get("targets") or []
+    for t in targets:
+        spread = (
+            f", paper's spread ±{t['spread']:g}"
+            if t.get("spread") is not None
+            else ", no spread stated"
+        )
+        lines.append(
+            f"- {t['name']}: {t['metric']} = {t['value']:g} on {t.get('dataset', 'any dataset')} "
+            f"({t.get('where', '?')}); tolerance {float(t.get('tolerance', 0)):g}{spread}"
+        )
+    if not targets:
+        lines.append("- the paper config declares no targets")
+    lines += [
+        "",
+        "**What was easy, what was hard** (runs per stage and why they failed)",
+        "",
+        "| stage | runs | passed | failed | error / interrupted | failure reasons |",
+        "|---|---|---|---|---|---|",
+    ]
+    for stage in STAGES:
+        mine = [r for r in runs if r.stage == stage]
+        if not mine:
+            continue
+        st = [r.effective_status for r in mine]
+        bad = sorted(
+            {_short(_reason(r), 100) for r in mine if r.effective_status != "passed" and _reason(r)}
+        )
+        lines.append(
+            f"| {stage} | {len(mine)} | {st.count('passed')} | {st.count('failed')} | "
+            f"{len(mine) - st.count('passed') - st.count('failed')} | "
+            f"{_cell('; '.join(bad[:3])) or '—'} |"
+        )
+    basis = next((r for r in runs if r.stage == "full" and r.record.get("defaults")), None) or next(
+        (r for r in runs if r.record.get("defaults")), None
+    )
+    defaults = (basis.record.get("defaults") or {}) if basis else {}
+    lines += [
+        "",
+        f"**Assumptions**: values repro filled in because the paper is silent ({len(defaults)}"
+        + (f", from run {basis.id}" if basis else "")
+        + ")",
+        "",
+    ]
+    if defaults:
+        lines += ["| key | value |", "|---|---|"]
+        lines += [
+            f"| `{k}` | `{_cell(json.dumps(defaults[k], default=str))}` |" for k in sorted(defaults)
+        ]
+    else:
+        lines.append("none recorded")
+
+    # ---- results ------------------------------------------------------------------------------------
+    chosen = result_runs(runs)
+    lines += [
+        "",
+        "## Results vs the paper",
+        "",
+        "Mean ± std over the seeds of the newest finished `full` run per dataset; gap = ours − paper.",
+        "",
+        "| target | metric | ours | seeds | paper | gap | within paper's spread | verdict | run |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    all_rows = [row for r in chosen for row in results_rows(r)]
+    for row in all_rows:
+        ours = _fmt(row["ours"]) + (f" ± {_fmt(row['std'])}" if row["std"] is not None else "")
+        spread = (
+            "no spread stated"
+            if row["spread"] is None
+            else ("yes" if abs(row["gap"]) <= float(row["spread"]) else "no")
+            + f" (±{float(row['spread']):g})"
+        )
+        lines.append(
+            f"| {_cell(row['target'])} | {row['metric']} | {ours} | {row['n']} | {_fmt(row['paper'])} | "
+            f"{_fmt(row['gap'], '+.2f')} | {spread} | {row['verdict']} | {row['run']} |"
+        )
+    if not all_rows:
+        lines.append("| — | — | no finished full run yet | | | | | | |")
+
+    # ---- deviations ---------------------------------------------------------------------------------
+    devs = _deviations(project, paper, runs)
+    lines += ["", "## Deviations", ""] + (
+        devs
+        or [
+            "none recorded (no DEVIATION/UNSTATED provenance entries, "
+            "no Deviations section in the paper README)"
+        ]
+    )
+
+    # ---- timeline -----------------------------------------------------------------------------------
+    lines += [
+        "",
+        "## Stage timeline",
+        "",
+        "| started (UTC) | stage | run | status | reason |",
+        "|---|---|---|---|---|",
+    ]
+    for r in sorted(runs, key=lambda r: (str(r.record.get("started") or ""), r.id)):
+        when = str(r.record.get("started") or "")[:19].replace("T", " ")
+        lines.append(
+            f"| {when} | {r.stage} | {r.id} | {r.effective_status} | {_cell(_short(_reason(r)))} |"
+        )
+
+    # ---- commands -----------------------------------------------------------------------------------
+    lines += ["", "## Reproduce each number", ""]
+    for r in chosen:
+        lines += [
+            f"Run {r.id} ({', '.join(row['target'] for row in results_rows(r)) or 'no targets'}):",
+            "",
+            "```",
+            *reproduce_command(r),
+            "```",
+            "",
+        ]
+    if not chosen:
+        lines += ["no finished full run yet: `repro stage full --paper " + paper + "`", ""]
+
+    # ---- figures ------------------------------------------------------------------------------------
+    figures: dict[str, Path] = {}
+    for r in chosen:
+        for png in sorted(r.dir.rglob("*.png")):
+            figures[f"{r.id}-{'-'.join(png.relative_to(r.dir).parts)}"] = png
+    if figures:
+        lines += (
+            ["## Figures", ""] + [f"![{name}](report/{name})" for name in sorted(figures)] + [""]
+        )
+    return "\n".join(lines).rstrip("\n") + "\n", figures
+
+
+def write_report(project: Project, paper: str) -> Path:
+    """Write papers/<paper>/REPORT.md and copy its figures to papers/<paper>/report/."""
+    text, figures = build_report(project, paper)
+    out = project.paper_dir(paper) / "REPORT.md"
+    fig_dir = out.parent / "report"
+    for name, src in sorted(figures.items()):
+        fig_dir.mkdir(exist_ok=True)
+        dst = fig_dir / name
+        if not dst.exists() or dst.read_bytes() != src.read_bytes():
+            shutil.copyfile(src, dst)
+    if not out.exists() or out.read_text(encoding="utf-8") != text:
+        out.write_text(text, encoding="utf-8")
+    return out
+
+
+def parse_results_table(text: str) -> list[dict[str, str]]:
+    """The results table of a REPORT.md back as rows of strings (tests compare them with the records)."""
+    section = text.split("## Results vs the paper", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = [h.strip() for h in lines[0].strip("|").split("|")]
+    return [
+        dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=False))
+        for line in lines[2:]
+    ]

@@ -1,0 +1,135 @@
+"""Re-execute recorded runs: `repro rerun` (a new run linked to its source) and `--resume` (same run, from its checkpoint)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from repro.config import compose
+from repro.errors import GateRefused
+from repro.project import Project
+from repro.runner import _data_files_now, _execute, current_fingerprint, run_stage
+
+
+def rerun(
+    project: Project,
+    run_id: str,
+    overrides: list[str] | None = None,
+    console: Console | None = None,
+    force: bool = False,
+):
+    """Re-execute a recorded run (same stage, paper and overrides, plus `overrides` appended).
+
+    Returns (new run, changed) where `changed` names the fingerprint parts and files that differ
+    between the old run and now (code, config or data changed since)."""
+    from repro.fingerprint import changed_parts
+    from repro.records import load_run
+
+    console = console or Console()
+    old = load_run(project.runs_dir, run_id)
+    if old.corrupt is not None:
+        raise GateRefused(f"run {old.id} cannot be re-run: {old.corrupt}")
+    paper, stage = old.paper, old.stage
+    new_overrides = [*(old.record.get("overrides") or []), *(overrides or [])]
+    resolved = compose(project, paper, new_overrides)
+    from repro.context import StageContext
+
+    now = current_fingerprint(
+        project, paper, resolved, _data_files_now(StageContext(project, paper, resolved, console))
+    )
+    changed = changed_parts(old.record.get("fingerprint") or {}, now)
+    if changed:
+        console.print(
+            f"[yellow]warning: since run {old.id} these changed: {', '.join(changed)}; "
+            "the re-run uses the current code, config and data[/yellow]",
+            highlight=False,
+        )
+    run = run_stage(
+        project,
+        paper,
+        stage,
+        new_overrides,
+        force=force or bool(old.record.get("forced")),
+        console=console,
+        links={"rerun_of": old.id},
+    )
+    return run, changed
+
+
+def resumable_run(project: Project, paper: str, run_id: str | None = None):
+    """The full run to resume: `run_id`, or the newest interrupted/errored full run of `paper`."""
+    from repro.records import list_runs, load_run
+
+    if run_id:
+        run = load_run(project.runs_dir, run_id)
+        if run.stage != "full":
+            raise GateRefused(
+                f"run {run.id} is a '{run.stage}' run; only 'full' runs can be resumed"
+            )
+        if run.effective_status not in ("interrupted", "error"):
+            raise GateRefused(
+                f"run {run.id} is {run.effective_status}; only interrupted or errored runs "
+                "can be resumed"
+            )
+        return run
+    for run in list_runs(project.runs_dir, paper, "full"):
+        if run.effective_status in ("interrupted", "error") and run.corrupt is None:
+            return run
+    raise GateRefused(
+        f"no interrupted or errored full run of '{paper}' to resume (see `repro log -s full`)"
+    )
+
+
+def resume_full(
+    project: Project, paper: str, run_id: str | None = None, console: Console | None = None
+):
+    """Continue an interrupted full run in its own directory from each seed's last checkpoint."""
+    import os
+    import socket
+    from datetime import datetime, timezone
+
+    from repro.context import StageContext
+    from repro.fingerprint import changed_parts
+    from repro.records import _pid_start
+
+    console = console or Console()
+    run = resumable_run(project, paper, run_id)
+    rec = run.record
+    resolved = compose(project, run.paper, list(rec.get("overrides") or []))
+    ctx = StageContext(project, run.paper, resolved, console, forced=bool(rec.get("forced")))
+    now = current_fingerprint(project, run.paper, resolved, _data_files_now(ctx))
+    changed = changed_parts(rec.get("fingerprint") or {}, now)
+    if changed:
+        console.print(
+            f"[yellow]warning: since run {run.id} started these changed: {', '.join(changed)}; "
+            "the resumed part uses the current code, config and data[/yellow]",
+            highlight=False,
+        )
+    ckpts = sorted(str(p.relative_to(run.dir)) for p in run.dir.rglob("last.ckpt"))
+    pid = os.getpid()
+    entry = {
+        "at": datetime.now(timezone.utc).isoformat(),
+        "from_ckpt": ckpts or None,
+        "previous_status": run.effective_status,
+        "changed": changed,
+    }
+    rec.setdefault("resumed", []).append(entry)
+    rec.update(
+        status="running",
+        pid=pid,
+        pid_start=_pid_start(pid),
+        host=socket.gethostname(),
+        ended=None,
+        error=None,
+        status_reason=None,
+        verdict=None,
+        evidence={},
+    )
+    run.save()
+    ctx.run = run
+    ctx.extra["resume"] = True
+    ctx.extra["lr_by_seed"] = {int(k): v for k, v in (rec.get("lr_by_seed") or {}).items()}
+    console.rule(
+        f"[bold]{run.paper} · full[/bold] · resuming run {run.id} from {', '.join(ckpts) or 'the start'}"
+    )
+    _execute(project, run.paper, "full", ctx, run)
+    return run

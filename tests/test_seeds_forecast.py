@@ -1,0 +1,200 @@
+"""Seeds (mean ± std over N, the paper's stated spread) and the full stage's time/memory forecast."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from repro.cli import app
+from repro.forecast import (
+    ForecastInputs,
+    compare,
+    forecast_full,
+    format_forecast,
+    step_seconds,
+    train_batches,
+)
+from repro.gates.experiments import results_table
+from repro.gates.full import compare_target, seeds_phrase, spread_verdict
+from repro.project import Project
+from repro.scaffold import scaffold_paper
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["data.n_examples=300", "optim.lr=0.01"]
+
+
+def _purge_papers() -> None:
+    for name in [m for m in sys.modules if m == "papers" or m.startswith("papers.")]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    for name in ("config.yaml", "defaults.yaml"):
+        shutil.copy(REPO / "conf" / name, conf / name)
+    for name in ("stage", "logger", "launcher"):
+        shutil.copytree(REPO / "conf" / name, conf / name)
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    _purge_papers()
+    proj = Project(tmp_path)
+    scaffold_paper(proj, "toy", "Toy", "0000.00000")
+    yield proj
+    _purge_papers()
+
+
+# ---- seeds and spread wording (pure) -------------------------------------------------------------
+TARGET = {
+    "name": "test acc",
+    "metric": "test/acc",
+    "value": 90.0,
+    "tolerance": 1.0,
+    "where": "Table 2",
+}
+
+
+def test_mean_and_std_over_seeds_and_no_stated_spread():
+    c = compare_target(TARGET, [89.0, 90.0, 91.0])
+    assert c.reason.startswith(
+        "REPRODUCED: ours 90.00 ± 1.00 (3 seeds) vs paper 90 (Table 2), gap +0.00"
+    )
+    assert c.reason.endswith("; the paper states no spread")
+    assert c.evidence["n_seeds"] == 3 and c.evidence["within_paper_spread"] is None
+
+
+def test_gap_within_and_outside_the_papers_stated_spread():
+    inside = compare_target(TARGET | {"spread": 0.5}, [89.7, 89.5])
+    assert "gap within the paper's stated spread ±0.5" in inside.reason
+    assert inside.evidence["within_paper_spread"] is True and inside.evidence["paper_spread"] == 0.5
+    outside = compare_target(TARGET | {"spread": 0.2}, [89.5])
+    assert "WITHIN TOLERANCE: ours 89.50 (1 seed)" in outside.reason
+    assert "gap outside the paper's stated spread ±0.2" in outside.reason
+    assert spread_verdict(-0.3, 0.3) == ("gap within the paper's stated spread ±0.3", True)
+    assert seeds_phrase(3, 0.4) == "mean ± std over 3 seeds"
+    assert seeds_phrase(1, None) == "1 seed, no spread of ours"
+
+
+def test_experiments_aggregate_mean_std_and_n_per_variant():
+    rows = results_table(
+        [{"name": "full"}, {"name": "small"}],
+        [
+            {"variant": "full", "seed": 0, "metrics": {"acc": 80.0}},
+            {"variant": "full", "seed": 1, "metrics": {"acc": 82.0}},
+            {"variant": "small", "seed": 0, "metrics": {"acc": 70.0}},
+        ],
+        "acc",
+    )
+    assert (rows[0]["ours"], round(rows[0]["std"], 4), rows[0]["n"]) == (81.0, 1.4142, 2)
+    assert (rows[1]["ours"], rows[1]["std"], rows[1]["n"], rows[1]["delta"]) == (
+        70.0,
+        None,
+        1,
+        -11.0,
+    )
+
+
+# ---- forecast arithmetic (pure) ------------------------------------------------------------------
+def _inputs(**kw) -> ForecastInputs:
+    base = dict(
+        steps_per_s=10.0,
+        measured_batch=32,
+        n_train=800,
+        n_val=100,
+        n_test=100,
+        batch_size=32,
+        eval_batch_size=50,
+        max_epochs=5,
+        seeds=1,
+        lr_finder_steps=0,
+        params=1_000_000,
+        overfit_peak_rss_mb=400.0,
+    )
+    return ForecastInputs(**(base | kw))
+
+
+def test_step_time_scales_up_with_batch_but_never_down():
+    assert step_seconds(10.0, 32, 32) == pytest.approx(0.1)
+    assert step_seconds(10.0, 32, 64) == pytest.approx(0.2)
+    assert step_seconds(10.0, 32, 8) == pytest.approx(0.1)
+    assert train_batches(801, 32, None) == 26
+    assert train_batches(800, 32, 0.5) == 12 and train_batches(800, 32, 10) == 10
+
+
+def test_forecast_sums_epochs_eval_finder_and_seeds():
+    fc = forecast_full(_inputs())
+    # 25 train steps x 0.1 s + 2 val batches (of 50) x 0.1 x (50/32) / 3
+    eval_step = 0.1 * 50 / 32 / 3
+    assert fc["s_per_epoch"] == pytest.approx(25 * 0.1 + 2 * eval_step)
+    assert fc["total_s"] == pytest.approx(
+        5 * fc["s_per_epoch"] + 4 * eval_step
+    )  # + validate and test best
+    two = forecast_full(_inputs(seeds=2, lr_finder_steps=100))
+    assert two["lr_finder_s"] == pytest.approx(10.0)
+    assert two["total_s"] == pytest.approx(2 * (fc["total_s"] + 10.0))
+    assert fc["param_state_mb"] == pytest.approx(16e6 / 2**20)
+    assert fc["peak_rss_mb"] == pytest.approx(400 + 16e6 / 2**20)
+    assert forecast_full(_inputs(overfit_peak_rss_mb=None))["peak_rss_mb"] is None
+
+
+def test_forecast_wording_and_comparison_with_actual():
+    fc = forecast_full(_inputs(max_epochs=40, seeds=3))
+    text = format_forecast(fc)
+    assert text.startswith(
+        f"forecast: ≤ {fc['total_s'] / 60:.1f} min for 40 epochs × 3 seeds (≈ 2.60 s/epoch: "
+        "25 steps of batch 32 at 10.0 steps/s measured by overfit at batch 32"
+    )
+    assert "peak memory ≈ 415 MB" in text and text.endswith("device cpu")
+    line = compare(fc, {"wall_s": 100.0, "s_per_epoch": 2.0, "epochs": 30, "peak_rss_mb": 500.0})
+    assert "2.60 vs 2.00 s/epoch (30 epochs run of 120 forecast)" in line
+    assert "peak memory ≈ 415 vs 500 MB" in line
+    assert compare(None, {"wall_s": 1}) is None
+
+
+# ---- integration: two seeds on the toy paper, forecast before, actual after ----------------------
+def test_full_with_two_seeds_reports_mean_std_and_records_forecast_and_actual(project):
+    from repro.records import list_runs
+    from repro.runner import run_stage
+
+    quiet = Console(quiet=True)
+    assert run_stage(project, "toy", "overfit", TINY, console=quiet).record["status"] == "passed"
+
+    dry = CliRunner().invoke(
+        app,
+        ["stage", "full", "--dry-run", *TINY, "trainer.max_epochs=2", "seeds=2"],
+        env={"COLUMNS": "300"},
+    )
+    assert dry.exit_code == 0, dry.output
+    assert "forecast: ≤" in dry.output and "for 2 epochs × 2 seeds" in dry.output
+    assert list_runs(project.runs_dir, "toy", "full") == []  # a dry run records nothing
+
+    run = run_stage(
+        project, "toy", "full", [*TINY, "trainer.max_epochs=2", "seeds=2"], console=quiet
+    )
+    rec = run.record
+    assert rec["evidence"]["seeds"] == [0, 1]
+    (check,) = rec["verdict"]["checks"]
+    vals = check["evidence"]["values"]
+    assert len(vals) == 2 and check["evidence"]["n_seeds"] == 2
+    assert (
+        f"ours {sum(vals) / 2:.2f} ± {check['evidence']['ours_std']:.2f} (2 seeds)"
+        in check["reason"]
+    )
+    assert "the paper states no spread" in check["reason"]
+    assert rec["forecast"]["seeds"] == 2 and rec["forecast"]["epochs"] == 2
+    assert rec["actual"]["epochs"] == sum(r["epochs"] for r in rec["evidence"]["runs"])
+    assert rec["actual"]["wall_s"] > 0 and rec["actual"]["s_per_epoch"] > 0
+    assert rec["peak_rss_mb"] > 0
+
+    shown = CliRunner().invoke(app, ["show", run.id], env={"COLUMNS": "300"})
+    assert shown.exit_code == 0
+    assert "forecast ≤" in shown.output and " s/epoch (" in shown.output
