@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,36 +18,9 @@ from repro import cli
 from repro.config import compose
 from repro.project import Project
 from repro.records import RUN_ID_RE, create_run, list_runs
-from repro.scaffold import scaffold_paper
 from repro.verdict import Check, Verdict
 
-REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("new", "stage", "status", "log", "show")
-
-
-def _purge_papers() -> None:
-    for name in [m for m in sys.modules if m == "papers" or m.startswith("papers.")]:
-        del sys.modules[name]
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A throwaway repro project holding repro's conf/ (without papers) and the scaffolded paper 'toy'."""
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    for name in ("config.yaml", "defaults.yaml"):
-        shutil.copy(REPO / "conf" / name, conf / name)
-    for name in ("stage", "logger", "launcher"):
-        shutil.copytree(REPO / "conf" / name, conf / name)
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    _purge_papers()
-    proj = Project(tmp_path)
-    scaffold_paper(proj, "toy", "Toy", "0000.00000")
-    yield proj
-    _purge_papers()
 
 
 def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:

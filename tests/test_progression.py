@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,38 +10,10 @@ from rich.console import Console
 from repro.config import compose
 from repro.errors import GateRefused
 from repro.progression import stage_states
-from repro.project import Project
 from repro.records import list_runs
 from repro.runner import current_fingerprint, run_stage
-from repro.scaffold import scaffold_paper
 
-REPO = Path(__file__).resolve().parents[1]
 OV = ["data.n_examples=300", "optim.lr=0.01", "trainer.max_epochs=2", "stage.overfit.max_steps=300"]
-
-
-def _purge_papers() -> None:
-    for name in [m for m in sys.modules if m == "papers" or m.startswith("papers.")]:
-        del sys.modules[name]
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A throwaway repro project holding repro's conf/ (without papers) and the scaffolded paper 'toy'."""
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    for name in ("config.yaml", "defaults.yaml"):
-        shutil.copy(REPO / "conf" / name, conf / name)
-    for name in ("stage", "logger", "launcher"):
-        shutil.copytree(REPO / "conf" / name, conf / name)
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    _purge_papers()
-    proj = Project(tmp_path)
-    scaffold_paper(proj, "toy", "Toy", "0000.00000")
-    yield proj
-    _purge_papers()
 
 
 def _run(project, stage, force=False, overrides=OV):

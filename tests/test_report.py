@@ -3,46 +3,17 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
 from repro.cli import app
-from repro.project import Project
 from repro.report import parse_results_table
-from repro.scaffold import scaffold_paper
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = ["data.n_examples=300", "optim.lr=0.01"]
-
-
-def _purge_papers() -> None:
-    for name in [m for m in sys.modules if m == "papers" or m.startswith("papers.")]:
-        del sys.modules[name]
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    for name in ("config.yaml", "defaults.yaml"):
-        shutil.copy(REPO / "conf" / name, conf / name)
-    for name in ("stage", "logger", "launcher"):
-        shutil.copytree(REPO / "conf" / name, conf / name)
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    _purge_papers()
-    proj = Project(tmp_path)
-    scaffold_paper(proj, "toy", "Toy", "0000.00000")
-    yield proj
-    _purge_papers()
 
 
 def test_report_numbers_match_the_records_and_regenerate_byte_identical(project):

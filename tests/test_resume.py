@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,12 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from repro.project import Project
 from repro.records import list_runs
-from repro.scaffold import scaffold_paper
 from repro.train.fit import keep_rows_before_resume, merge_resumed_rows
 
-REPO = Path(__file__).resolve().parents[1]
 # dropout > 0 so that the RNG state matters; 1000 examples keep an epoch long enough to kill in
 SHRINK = [
     "data.n_examples=1000",
@@ -27,30 +23,6 @@ SHRINK = [
     "trainer.max_epochs=4",
     "trainer.early_stopping.patience=10",
 ]
-
-
-def _purge_papers() -> None:
-    for name in [m for m in sys.modules if m == "papers" or m.startswith("papers.")]:
-        del sys.modules[name]
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    for name in ("config.yaml", "defaults.yaml"):
-        shutil.copy(REPO / "conf" / name, conf / name)
-    for name in ("stage", "logger", "launcher"):
-        shutil.copytree(REPO / "conf" / name, conf / name)
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    _purge_papers()
-    proj = Project(tmp_path)
-    scaffold_paper(proj, "toy", "Toy", "0000.00000")
-    yield proj
-    _purge_papers()
 
 
 def _repro(root: Path, *args: str, **kw) -> subprocess.CompletedProcess:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,30 +13,12 @@ from repro.errors import PaperError
 from repro.project import Project
 from repro.scaffold import LAYOUT, scaffold_paper
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _purge_papers() -> None:
-    for name in [m for m in sys.modules if m == "papers" or m.startswith("papers.")]:
-        del sys.modules[name]
-
 
 @pytest.fixture
-def root(tmp_path, monkeypatch):
+def root(tmp_path, make_project):
     """A throwaway repro project with repro's conf/ and no papers yet."""
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    for name in ("config.yaml", "defaults.yaml"):
-        shutil.copy(REPO / "conf" / name, conf / name)
-    for name in ("stage", "logger", "launcher"):
-        shutil.copytree(REPO / "conf" / name, conf / name)
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    _purge_papers()
-    yield tmp_path
-    _purge_papers()
+    make_project(paper=None)
+    return tmp_path
 
 
 def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:

@@ -19,6 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from repro.data.progress import start_byte_progress
 from repro.errors import DataError
 
 CHUNK = 1 << 20
@@ -112,24 +113,7 @@ def download(
     bar = None
     try:
         if progress:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
-
-            bar = Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=console,
-            )
-            task = bar.add_task(dest.name, total=total)
-            bar.start()
+            bar, task = start_byte_progress(dest.name, total, console=console)
         with resp, os.fdopen(fd, "wb") as out:
             while chunk := resp.read(CHUNK):
                 out.write(chunk)

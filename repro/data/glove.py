@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from repro.data.progress import start_byte_progress
 from repro.errors import DataError
 
 CACHE_VERSION = 1
@@ -105,23 +106,7 @@ def _parse(path: Path, vocab: Sequence[str], dim: int | None, progress: bool) ->
     size = path.stat().st_size
     bar = None
     if progress and size >= PROGRESS_MIN_BYTES:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        bar = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-        )
-        task = bar.add_task(f"reading {path.name}", total=size)
-        bar.start()
+        bar, task = start_byte_progress(f"reading {path.name}", size)
     try:
         with open(path, "rb") as fh:
             for lineno, line in enumerate(fh, start=1):

@@ -319,3 +319,28 @@ def test_embedding_outputs_are_batch_first_and_examples_do_not_mix():
         assert out.size(0) == B
         assert out.grad[[0, 2]].abs().sum() == 0
         assert out.grad[1].abs().sum() > 0
+
+
+def test_pair_dropout_shared_mask_keeps_equal_vectors_equal():
+    """Shared masks: equal P and Q rows stay equal in training (cosine 1); independent: they differ."""
+    from papers.bimpm.model import PairDropout
+
+    torch.manual_seed(0)
+    a = torch.randn(4, 5, 16)
+    b = a[:, :3].clone()  # Q = the first 3 steps of P
+    shared = PairDropout(0.3, shared=True).train()
+    pa, pb = shared(a, b)
+    assert torch.equal(pa[:, :3], pb)
+    assert (pa == 0).any()  # something was dropped
+    indep = PairDropout(0.3, shared=False).train()
+    qa, qb = indep(a, b)
+    assert not torch.equal(qa[:, :3], qb)
+    ea, eb = shared.eval()(a, b)
+    assert torch.equal(ea, a) and torch.equal(eb, b)  # eval: identity
+
+
+def test_dropout_mask_switch_is_validated():
+    from papers.bimpm.model import BiMPMConfig
+
+    with pytest.raises(ValueError, match="dropout_mask"):
+        BiMPMConfig.from_dict({"dropout_mask": "sometimes"})
