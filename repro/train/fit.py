@@ -19,6 +19,9 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="pytorch_lightning")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # CSVLogger warns that it will delete "previous log files" in the run directory: it only
+    # rewrites its own metrics.csv (kept across resumes by keep_rows_before_resume), never our files
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
 
 
 def _loggers(ctx: StageContext, out_dir: Path, name: str):
