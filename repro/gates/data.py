@@ -55,7 +55,7 @@ def check_split_policy(official: bool, sizes: dict[str, int], fractions: tuple[f
         return Check("split policy", True, "the dataset's official train/val/test split is used", {"official": True})
     total = sum(sizes.values())
     got = {s: sizes[s] / total for s in sizes}
-    off = {s: round(got[s] - f, 3) for s, f in zip(("train", "val", "test"), fractions)}
+    off = {s: round(got[s] - f, 3) for s, f in zip(("train", "val", "test"), fractions, strict=True)}
     ok_frac = all(abs(v) <= 0.02 for v in off.values())
     desc = "/".join(f"{100 * got[s]:.1f}" for s in ("train", "val", "test"))
     want = "/".join(f"{100 * f:g}" for f in fractions)

@@ -145,6 +145,6 @@ def run(ctx) -> Verdict:
     if ctx.run is not None:
         plot_curve(out["losses"], check.evidence.get("threshold", ratio * out["losses"][0]), ctx.run.path("overfit_curve.png"))
         ctx.run.write_text("overfit_losses.csv", "step,loss,acc\n" + "".join(
-            f"{i},{loss},{acc}\n" for i, (loss, acc) in enumerate(zip(out["losses"], out["accs"]))))
+            f"{i},{loss},{acc}\n" for i, (loss, acc) in enumerate(zip(out["losses"], out["accs"], strict=True))))
         evidence["plot"] = "overfit_curve.png"
     return Verdict.from_checks("overfit", [check], evidence)
