@@ -27,7 +27,7 @@ PAPER_OPT = typer.Option(
     None,
     "--paper",
     "-p",
-    help="Paper name (default: [tool.repro] paper in pyproject.toml, or the only paper).",
+    help="Paper name (default: \\[tool.repro] paper in pyproject.toml, or the only paper).",
 )
 OVERRIDES_ARG = typer.Argument(None, help="Hydra overrides, e.g. optim.lr=3e-3 model.hidden=128.")
 RERUN_OVERRIDES_ARG = typer.Argument(None, help="Overrides appended to the recorded ones.")
