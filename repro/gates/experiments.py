@@ -172,6 +172,18 @@ def make_executor(launcher: dict[str, Any], folder: Path, timeout_min: int):
     raise ValueError(f"launcher.name '{name}' unknown; valid: local, slurm")
 
 
+def _config_error(ctx, overrides: list[str]) -> str | None:
+    """The ConfigError a variant's overrides raise when composed, or None."""
+    from repro.config import compose
+    from repro.errors import ConfigError
+
+    try:
+        compose(ctx.project, ctx.paper, overrides)
+    except ConfigError as e:
+        return f"repro.errors.ConfigError: {e}"
+    return None
+
+
 def run(ctx) -> Verdict:
     exp = dict(ctx.resolved.get("paper.experiments") or {})
     variants = list(exp.get("variants") or [])
@@ -208,6 +220,19 @@ def run(ctx) -> Verdict:
                     *(v.get("overrides") or []),
                     *ctx.resolved.overrides_for_jobs(),
                 ]
+                bad = _config_error(ctx, overrides)
+                if bad:  # fails here in a second instead of in a job after the others ran
+                    results.append(
+                        {
+                            "variant": v["name"],
+                            "seed": seed,
+                            "overrides": v.get("overrides") or [],
+                            "error": bad,
+                        }
+                    )
+                    prog.advance(task)
+                    ctx.console.print(f"  {v['name']} (seed {seed}): [red]failed[/red]: {bad}")
+                    continue
                 out = ctx.run.dir / "variants" / f"{len(results) + len(pending):02d}"
                 job = executor.submit(
                     run_variant, str(ctx.project.root), ctx.paper, overrides, seed, str(out)
