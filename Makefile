@@ -35,6 +35,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check repro papers tests benchmarks
 
 bench: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e ".[bench]"   # gensim, the GloVe loader's comparison
 	$(BIN)/python benchmarks/cli_startup.py
 	$(BIN)/python benchmarks/bimpm_throughput.py
 	$(BIN)/python benchmarks/glove_load.py
