@@ -218,6 +218,18 @@ def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
     if not all_rows:
         lines.append("| — | — | no finished full run yet | | | | | | |")
 
+    # ---- experiments --------------------------------------------------------------------------------
+    exp = next((r for r in runs if r.stage == "experiments" and r.effective_status == "passed"), None)
+    lines += ["", "## Experiments (ablations, sweeps)", ""]
+    if exp is None:
+        lines.append(f"no passed experiments run yet: `repro stage experiments --paper {paper}`")
+    else:
+        table = exp.dir / "results.md"
+        body = table.read_text(encoding="utf-8").split("\n", 1)[1].strip() if table.exists() else ""
+        lines += [f"From run {exp.id}:", "", body or "(its results.md is missing)"]
+        if (exp.dir / "results.png").exists():
+            lines += ["", f"![{exp.id}-results.png](report/{exp.id}-results.png)"]
+
     # ---- deviations ---------------------------------------------------------------------------------
     devs = _deviations(project, paper, runs)
     lines += ["", "## Deviations", ""] + (
@@ -258,6 +270,8 @@ def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
 
     # ---- figures ------------------------------------------------------------------------------------
     figures: dict[str, Path] = {}
+    if exp is not None and (exp.dir / "results.png").exists():
+        figures[f"{exp.id}-results.png"] = exp.dir / "results.png"
     for r in chosen:
         for png in sorted(r.dir.rglob("*.png")):
             figures[f"{r.id}-{'-'.join(png.relative_to(r.dir).parts)}"] = png
