@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from repro.config import flatten
+
 STATE_STYLE = {
     "PASS": "bold green",
     "FAIL": "bold red",
@@ -159,7 +161,7 @@ def print_run(console: Console, run) -> None:
         console.print("metrics: " + json.dumps(rec["metrics"], default=str))
 
     prov = rec.get("provenance") or {}
-    flat = _flatten(rec.get("config") or {})
+    flat = flatten(rec.get("config") or {})
     defaults = {
         k: flat.get(k)
         for k, p in prov.items()
@@ -219,13 +221,3 @@ def print_run(console: Console, run) -> None:
             "plots: "
             + ", ".join(str(p.relative_to(run.dir)) for p in sorted(run.dir.rglob("*.png")))
         )
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out

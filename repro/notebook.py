@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ def format_entry(run_record: dict[str, Any]) -> str:
     try:
         moment = datetime.fromisoformat(when)
         if moment.tzinfo is not None:
-            moment = moment.astimezone(timezone.utc)
+            moment = moment.astimezone(UTC)
         stamp = moment.strftime("%Y-%m-%d %H:%M UTC")
     except (TypeError, ValueError):
         stamp = "????-??-?? ??:?? UTC"

@@ -61,7 +61,8 @@ def stage_states(runs_dir: Path, paper: str, current: dict) -> list[StageState]:
             state = "FAIL"
         elif status == "error":
             state = "ERROR"
-            reason = (rec.get("error") or "").strip().splitlines()[-1:] and (rec.get("error") or "").strip().splitlines()[-1]
+            lines = (rec.get("error") or "").strip().splitlines()
+            reason = lines[-1] if lines else ""  # the exception line of the traceback
         else:
             state = status.upper()
         rows.append(StageState(stage, state, newest.id, rec.get("started"), reason, current_pass))

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import keyword
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-
-import tomllib
 
 from repro.errors import PaperError, ReproError
 

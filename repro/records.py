@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ _MAX_ID_TRIES = 1000  # 65536 suffixes per second: running out means something e
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _suffix() -> str:
@@ -246,24 +246,15 @@ class Run:
         try:
             yield self
         except KeyboardInterrupt:
-            reason = f"interrupted by {self._signal or 'SIGINT (Ctrl-C)'}"
-            self._finish_quietly("interrupted", reason, in_main)
-            raise
-        except SystemExit as exc:
-            # Lightning catches Ctrl-C / SIGTERM itself and calls sys.exit(1) from its handler:
-            # the SystemExit then carries the KeyboardInterrupt as its context.
-            if isinstance(exc.__context__, KeyboardInterrupt):
-                reason = f"interrupted by {self._signal or 'SIGINT (Ctrl-C)'}"
-                self._finish_quietly("interrupted", reason, in_main)
-                raise KeyboardInterrupt(reason) from exc
-            if exc.code in (0, None):
-                if self.status == "running":
-                    self._finish_quietly("error", "run ended without a verdict", in_main)
-                raise
-            self.record["error"] = traceback.format_exc()
-            self._finish_quietly("error", f"SystemExit: {exc.code}", in_main)
+            self._finish_quietly("interrupted", self._interrupt_reason(), in_main)
             raise
         except BaseException as exc:
+            if isinstance(exc, SystemExit) and isinstance(exc.__context__, KeyboardInterrupt):
+                # Lightning catches Ctrl-C / SIGTERM itself and calls sys.exit(1) from its
+                # handler: the SystemExit carries the KeyboardInterrupt as its context.
+                reason = self._interrupt_reason()
+                self._finish_quietly("interrupted", reason, in_main)
+                raise KeyboardInterrupt(reason) from exc
             if isinstance(exc, SystemExit) and exc.code in (0, None):
                 if self.status == "running":
                     self._finish_quietly("error", "run ended without a verdict", in_main)
@@ -277,6 +268,9 @@ class Run:
         finally:
             if in_main:
                 signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+    def _interrupt_reason(self) -> str:
+        return f"interrupted by {self._signal or 'SIGINT (Ctrl-C)'}"
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signal = signal.Signals(signum).name

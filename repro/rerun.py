@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from rich.console import Console
 
 from repro.config import compose
@@ -85,7 +87,7 @@ def resume_full(
     """Continue an interrupted full run in its own directory from each seed's last checkpoint."""
     import os
     import socket
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from repro.context import StageContext
     from repro.fingerprint import changed_parts
@@ -107,7 +109,7 @@ def resume_full(
     ckpts = sorted(str(p.relative_to(run.dir)) for p in run.dir.rglob("last.ckpt"))
     pid = os.getpid()
     entry = {
-        "at": datetime.now(timezone.utc).isoformat(),
+        "at": datetime.now(UTC).isoformat(),
         "from_ckpt": ckpts or None,
         "previous_status": run.effective_status,
         "changed": changed,

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -102,7 +102,7 @@ def test_ids_unique_in_a_tight_loop(tmp_path):
 
 
 def test_id_collision_retries_with_a_new_suffix(tmp_path, monkeypatch):
-    frozen = datetime(2026, 11, 22, 5, 40, 12, tzinfo=timezone.utc)
+    frozen = datetime(2026, 11, 22, 5, 40, 12, tzinfo=UTC)
     suffixes = iter(["abcd", "abcd", "abcd", "beef"])
     monkeypatch.setattr(records, "_utcnow", lambda: frozen)
     monkeypatch.setattr(records, "_suffix", lambda: next(suffixes))
