@@ -31,7 +31,8 @@ def _when(iso: str | None) -> str:
     return (iso or "")[:19].replace("T", " ")
 
 
-def _short(text: str, n: int = 110) -> str:
+def short(text: str, n: int = 110) -> str:
+    """One line, at most n characters (ellipsis when cut)."""
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"
 
@@ -90,7 +91,7 @@ def print_status(console: Console, paper: str, rows) -> None:
             f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]",
             _when(r.when)[5:16],
             r.run_id or "",
-            _short(r.reason.removeprefix("all "), room),
+            short(r.reason.removeprefix("all "), room),
         )
     console.print(t)
 
@@ -112,7 +113,7 @@ def print_log(console: Console, runs) -> None:
             f"[{STATE_STYLE.get(st, '')}]{st}[/]{forced}",
             _when(rec.get("started")),
             f"{took:.1f}s" if isinstance(took, (int, float)) else "",
-            _short(reason, 70),
+            short(reason, 70),
         )
     console.print(t)
 
@@ -193,7 +194,7 @@ def print_run(console: Console, run) -> None:
             "override": "magenta",
             "unsourced": "red",
         }.get(kind, "")
-        t.add_row(k, _short(json.dumps(v, default=str), 40), f"[{style}]{p}[/]" if style else p)
+        t.add_row(k, short(json.dumps(v, default=str), 40), f"[{style}]{p}[/]" if style else p)
     console.print(t)
     if rec.get("init"):
         n = len(rec["init"])

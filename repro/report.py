@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from repro.display import short
 from repro.fingerprint import STAGES
 from repro.project import Project
 
@@ -25,11 +26,6 @@ def _fmt(x: Any, spec: str = ".2f") -> str:
 
 def _cell(text: Any) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
-
-
-def _short(text: str, n: int = 140) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _reason(run) -> str:
@@ -165,7 +161,7 @@ def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
             continue
         st = [r.effective_status for r in mine]
         bad = sorted(
-            {_short(_reason(r), 100) for r in mine if r.effective_status != "passed" and _reason(r)}
+            {short(_reason(r), 100) for r in mine if r.effective_status != "passed" and _reason(r)}
         )
         lines.append(
             f"| {stage} | {len(mine)} | {st.count('passed')} | {st.count('failed')} | "
@@ -219,7 +215,9 @@ def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
         lines.append("| — | — | no finished full run yet | | | | | | |")
 
     # ---- experiments --------------------------------------------------------------------------------
-    exp = next((r for r in runs if r.stage == "experiments" and r.effective_status == "passed"), None)
+    exp = next(
+        (r for r in runs if r.stage == "experiments" and r.effective_status == "passed"), None
+    )
     lines += ["", "## Experiments (ablations, sweeps)", ""]
     if exp is None:
         lines.append(f"no passed experiments run yet: `repro stage experiments --paper {paper}`")
@@ -251,7 +249,7 @@ def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
     for r in sorted(runs, key=lambda r: (str(r.record.get("started") or ""), r.id)):
         when = str(r.record.get("started") or "")[:19].replace("T", " ")
         lines.append(
-            f"| {when} | {r.stage} | {r.id} | {r.effective_status} | {_cell(_short(_reason(r)))} |"
+            f"| {when} | {r.stage} | {r.id} | {r.effective_status} | {_cell(short(_reason(r), 140))} |"
         )
 
     # ---- commands -----------------------------------------------------------------------------------

@@ -106,7 +106,6 @@ def run_stage(
                 raise GateRefused(
                     f"stage '{stage}' needs '{s}', which failed (run {pre.id}): {reason}"
                 )
-        rows = stage_states(project.runs_dir, paper, current)
     from repro.envinfo import env_info
 
     forecast = None

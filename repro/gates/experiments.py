@@ -65,7 +65,7 @@ def check_jobs(results: list[dict[str, Any]], metric: str) -> Check:
 def results_table(
     variants: list[dict[str, Any]], results: list[dict[str, Any]], metric: str
 ) -> list[dict[str, Any]]:
-    import statistics
+    from repro.gates.full import mean_std
 
     rows = []
     for v in variants:
@@ -74,8 +74,7 @@ def results_table(
             for r in results
             if r["variant"] == v["name"] and metric in (r.get("metrics") or {})
         ]
-        mean = statistics.fmean(vals) if vals else None
-        std = statistics.stdev(vals) if len(vals) > 1 else None
+        mean, std = mean_std(vals) if vals else (None, None)
         rows.append(
             {
                 "variant": v["name"],
