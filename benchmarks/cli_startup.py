@@ -36,8 +36,9 @@ def make_project(tmp: Path) -> str:
         "from pathlib import Path; from repro.records import create_run; "
         "r = create_run(Path('runs'), 'toy', 'data'); r.finish(None, 'failed'); print(r.id)"
     )
-    return subprocess.run([sys.executable, "-c", code], cwd=tmp, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def time_cmd(cmd: list[str], cwd: Path, repeats: int, setup=None) -> list[float]:
@@ -75,15 +76,21 @@ def main() -> None:
                 times = []
                 for i in range(args.repeats):
                     t0 = time.perf_counter()
-                    subprocess.run([*REPRO, "new", f"bench{i}"], cwd=tmp, check=True, capture_output=True)
+                    subprocess.run(
+                        [*REPRO, "new", f"bench{i}"], cwd=tmp, check=True, capture_output=True
+                    )
                     times.append(time.perf_counter() - t0)
             else:
                 time_cmd(cmd, tmp, 1)  # warm the file cache
                 times = time_cmd(cmd, tmp, args.repeats)
             rows.append((name, statistics.median(times), min(times)))
     torch_med = rows[0][1]
-    print(f"CLI start-up, median of {args.repeats} fresh processes (OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']})")
-    print(f"{'command':28s} {'median s':>9s} {'min s':>7s} {'vs import torch':>16s}  target < 0.5 s")
+    print(
+        f"CLI start-up, median of {args.repeats} fresh processes (OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']})"
+    )
+    print(
+        f"{'command':28s} {'median s':>9s} {'min s':>7s} {'vs import torch':>16s}  target < 0.5 s"
+    )
     for name, med, mn in rows:
         verdict = "" if name.startswith("python") else ("ok" if med < 0.5 else "MISSED")
         print(f"{name:28s} {med:9.3f} {mn:7.3f} {med / torch_med:15.2f}x  {verdict}")

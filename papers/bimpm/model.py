@@ -112,62 +112,90 @@ def run_lstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor):
 # ---------------------------------------------------------------------------------------------
 
 
-def mp_norm(v: torch.Tensor, W2: torch.Tensor) -> torch.Tensor:
-    """||W_k o v|| for every perspective k, clamped away from 0 (zero grad at padding)."""
-    return (v * v).matmul(W2.t()).clamp_min(EPS * EPS).sqrt()  # (..., L)
-
-
 def mp_cosine(v1: torch.Tensor, v2: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """f_m for aligned pairs: v1 (B, T, d), v2 (B, T or 1, d) -> (B, T, L)."""
     W2 = W * W  # (L, d)
     v2 = v2.expand_as(v1)  # (B, T, d)
     # The numerator and both squared norms in one matrix product with W2.
     num, sq1, sq2 = torch.stack([v1 * v2, v1 * v1, v2 * v2]).matmul(W2.t())  # 3 x (B, T, L)
-    # = num / (mp_norm(v1, W2) * mp_norm(v2, W2)), clamped the same way
+    # = num / (||W_k o v1|| ||W_k o v2||), each norm clamped away from 0 (zero grad at padding)
     return num / (sq1.clamp_min(EPS * EPS) * sq2.clamp_min(EPS * EPS)).sqrt()  # (B, T, L)
 
 
-class _PairwiseWeightedDot(torch.autograd.Function):
-    """num[b, i, k, j] = sum_d v1[b, i, d] W2[k, d] v2[b, j, d]: (B, Ti, d), (B, Tj, d), (L, d)
-    -> (B, Ti, L, Tj). Same values as autograd through `bmm(v1 * W2, v2^T)`; the hand-written
-    backward gets the gradient of v1 from one bmm against v2 * W2 instead of reducing an
-    (B, Ti, L, d) product over L, which is the slowest step of the whole matching layer."""
+class _MaxPoolCosine(torch.autograd.Function):
+    """Max-pooling matching in one step: m[b, i, k] = max over real j of f_m(v1_i, v2_j)_k.
+
+    v1 (B, Ti, d), v2 (B, Tj, d), W2 = W^2 (L, d), mask2 (B, Tj) -> (B, Ti, L).
+    The forward builds the (B, Ti, L, Tj) cosines without autograd and keeps only the winning j
+    of each (i, k); the backward then needs only those: it is the gradient of
+    cos(W_k o v1_i, W_k o v2_j*), whose numerator's gradient reaches v1 and W from the gathered
+    winning rows of v2 and v2 through one bmm, and whose norms are (B, Ti, L) and (B, L, Tj). Autograd through the same ops would keep and walk
+    back through several (B, Ti, L, Tj) tensors (division, mask, max). Ties in the max send the
+    whole gradient to one j (torch.max's choice) where `amax` would split it."""
 
     @staticmethod
-    def forward(ctx, v1: torch.Tensor, v2: torch.Tensor, W2: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, v1, v2, W2, mask2):
         B, Ti, d = v1.shape
         L = W2.size(0)
+        sq1 = (v1 * v1).matmul(W2.t())  # (B, Ti, L)  ||W_k o v1_i||^2
+        sq2 = (v2 * v2).matmul(W2.t()).transpose(1, 2).contiguous()  # (B, L, Tj)
+        n1, n2 = sq1.clamp_min(EPS * EPS).sqrt(), sq2.clamp_min(EPS * EPS).sqrt()
         a = (v1[:, :, None, :] * W2).reshape(B, Ti * L, d)  # (B, Ti*L, d)
-        ctx.save_for_backward(v1, v2, W2, a)
-        return torch.bmm(a, v2.transpose(1, 2)).view(B, Ti, L, -1)  # (B, Ti, L, Tj)
+        num = torch.bmm(a, v2.transpose(1, 2)).view(B, Ti, L, -1)  # (B, Ti, L, Tj) numerators
+        # n1 does not depend on j, so the arg max over j only needs num / n2.
+        score = num.div_(n2[:, None]).masked_fill_(~mask2[:, None, None, :], float("-inf"))
+        best, j = score.max(dim=-1)  # (B, Ti, L), winning j for each (i, k)
+        m = best / n1  # (B, Ti, L)
+        ctx.save_for_backward(v1, v2, W2, j, n1, n2, sq1, sq2, m)
+        return m
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        v1, v2, W2, a = ctx.saved_tensors
-        B, Ti, L, Tj = grad.shape
-        grad = grad.contiguous()
+    def backward(ctx, g):
+        v1, v2, W2, j, n1, n2, sq1, sq2, m = ctx.saved_tensors
+        B, Ti, L = m.shape
+        Tj = v2.size(1)
+        n2_j = torch.gather(n2[:, None].expand(-1, Ti, -1, -1), 3, j[..., None])[..., 0]
+        # m = num / (n1 n2_j): d/dnum = 1 / (n1 n2_j), d/dn1 = -m / n1, d/dn2_j = -m / n2_j.
+        g_num = g / (n1 * n2_j)  # (B, Ti, L), sits at the winning j only
+        g_n1 = -g * m / n1  # (B, Ti, L)
+        g_n2 = torch.zeros_like(n2).view(B, L * Tj)  # (B, L*Tj), summed over the i's that won
+        flat = j + (torch.arange(L, device=j.device) * Tj)  # index into (L, Tj), flattened
+        g_n2.scatter_add_(1, flat.view(B, -1), (-g * m / n2_j).view(B, -1))
+        g_n2 = g_n2.view(B, L, Tj)
+        # n = sqrt(clamp(sq)): dn/dsq = 1 / (2n) above the clamp, 0 below it.
+        g_sq1 = torch.where(sq1 > EPS * EPS, g_n1 / (2 * n1), 0.0)  # (B, Ti, L)
+        g_sq2 = torch.where(sq2 > EPS * EPS, g_n2 / (2 * n2), 0.0)  # (B, L, Tj)
+        # The winning row of v2 for every (b, i, k), times the numerator's gradient there:
+        # e[b, i, k] = g_num[b, i, k] v2_j (j = j[b, i, k]), gathered rather than multiplied out.
+        d = v1.size(-1)
+        rows = (j + Tj * torch.arange(B, device=j.device)[:, None, None]).view(-1)  # (B*Ti*L,)
+        e = v2.reshape(B * Tj, d).index_select(0, rows).view(B, Ti, L, d).mul_(g_num[..., None])
         g1 = g2 = gW2 = None
         if ctx.needs_input_grad[0]:
-            b = (v2[:, None, :, :] * W2[:, None, :]).reshape(B, L * Tj, -1)  # (B, L*Tj, d)
-            g1 = torch.bmm(grad.view(B, Ti, L * Tj), b)  # (B, Ti, d)
-            del b  # free the L-fold copy before the next one is built
+            # num: sum_k W2[k] o e[b, i, k]; sq1: 2 v1 o sum_k g_sq1[k] W2[k]
+            g1 = (e * W2).sum(2) + 2 * v1 * g_sq1.matmul(W2)  # (B, Ti, d)
         if ctx.needs_input_grad[1]:
-            g2 = torch.bmm(grad.view(B, Ti * L, Tj).transpose(1, 2), a)  # (B, Tj, d)
+            # Each v2_j collects g_num W2[k] o v1_i from the (i, k) it won: one bmm against the
+            # numerator's gradient as a dense (B, Ti*L, Tj) tensor (nonzero at the winners only).
+            G = torch.zeros(B, Ti * L, Tj, dtype=g.dtype, device=g.device)
+            G.scatter_(2, j.view(B, Ti * L, 1), g_num.view(B, Ti * L, 1))
+            a = (v1[:, :, None, :] * W2).view(B, Ti * L, d)  # (B, Ti*L, d)
+            g2 = torch.bmm(G.transpose(1, 2), a)  # (B, Tj, d)
+            g2 += 2 * v2 * g_sq2.transpose(1, 2).matmul(W2)
         if ctx.needs_input_grad[2]:
-            e = torch.bmm(grad.view(B, Ti * L, Tj), v2).view(B * Ti, L, -1)  # (B*Ti, L, d)
-            gW2 = e.mul_(v1.reshape(B * Ti, 1, -1)).sum(0)  # (L, d)
-        return g1, g2, gW2
+            # num: sum_b,i e[b, i, k] o v1_i; sq1, sq2: their squares weighted by g_sq1, g_sq2
+            gW2 = e.mul_(v1[:, :, None]).sum((0, 1))  # (L, d)
+            gW2 += g_sq1.reshape(-1, L).t().matmul((v1 * v1).reshape(-1, d))
+            gW2 += g_sq2.transpose(0, 1).reshape(L, -1).matmul((v2 * v2).reshape(-1, d))
+        return g1, g2, gW2, None
 
 
-def mp_cosine_pairwise(v1: torch.Tensor, v2: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """f_m for every pair (i, j): v1 (B, Ti, d), v2 (B, Tj, d) -> (B, Ti, L, Tj).
-
-    The last axis is j so that the max over j reads contiguous memory."""
-    W2 = W * W  # (L, d)
-    num = _PairwiseWeightedDot.apply(v1, v2, W2)  # (B, Ti, L, Tj)
-    n1 = mp_norm(v1, W2)  # (B, Ti, L)
-    n2 = mp_norm(v2, W2).transpose(1, 2)  # (B, L, Tj)
-    return num / (n1[..., None] * n2[:, None])  # (B, Ti, L, Tj)
+def mp_max_cosine(
+    v1: torch.Tensor, v2: torch.Tensor, W: torch.Tensor, mask2: torch.Tensor
+) -> torch.Tensor:
+    """Max-pooling matching: max over the real j of f_m(v1_i, v2_j).
+    v1 (B, Ti, d), v2 (B, Tj, d), mask2 (B, Tj) True at real tokens -> (B, Ti, L)."""
+    return _MaxPoolCosine.apply(v1, v2, W * W, mask2)
 
 
 def cosine_matrix(v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
@@ -218,24 +246,43 @@ class WordRepresentation(nn.Module):
         self.char_hidden = cfg.char_hidden
         self.out_dim = cfg.word_dim + (cfg.char_hidden if cfg.use_chars else 0)
 
-    def forward(self, words: torch.Tensor, chars: torch.Tensor | None) -> torch.Tensor:
-        x = self.word_emb(words)  # (B, T, word_dim)
-        if self.use_chars:
-            c = self.char_emb(chars)  # (B, T, W, char_dim), batch first for the batch-leak hook
-            char_len = (chars != 0).sum(-1)  # (B, T)
-            real = char_len > 0  # (B, T) words with at least one character
-            # Only real words go through the LSTM; packing makes h_n the state after the last
-            # real character. Padded word positions keep a zero character vector (no NaN).
-            c_real = c[real]  # (N, W, char_dim)
-            h = torch.zeros(*words.shape, self.char_hidden, dtype=c.dtype, device=c.device)
-            if c_real.size(0) > 0:
-                packed = pack_padded_sequence(
-                    c_real, char_len[real].cpu(), batch_first=True, enforce_sorted=False
-                )
-                _, (h_n, _) = self.char_lstm(packed)  # h_n: (1, N, char_hidden)
-                h = h.index_put((real,), h_n[0])  # (B, T, char_hidden)
-            x = torch.cat([x, h], dim=-1)  # (B, T, D)
-        return x  # (B, T, D); dropout is applied to P and Q together in BiMPM.forward
+    def forward(
+        self,
+        p_words: torch.Tensor,
+        p_chars: torch.Tensor | None,
+        q_words: torch.Tensor,
+        q_chars: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (B, Tp, D), (B, Tq, D); dropout is applied to P and Q together in BiMPM.forward."""
+        # Embeddings run per sentence so that dim 0 of every embedding output is the batch
+        # (repro's batch-independence check hooks them).
+        x_p, x_q = self.word_emb(p_words), self.word_emb(q_words)  # (B, T, word_dim)
+        if not self.use_chars:
+            return x_p, x_q
+        # Characters of the real words of P and Q, one row per word (N, W, char_dim).
+        char_len = [(c != 0).sum(-1) for c in (p_chars, q_chars)]  # (B, T): 0 at padded words
+        W = max(p_chars.size(-1), q_chars.size(-1))
+        rows = [
+            F.pad(self.char_emb(c), (0, 0, 0, W - c.size(-1)))[n > 0]  # (N_p or N_q, W, char_dim)
+            for c, n in ((p_chars, char_len[0]), (q_chars, char_len[1]))
+        ]
+        # One LSTM call for the words of both sentences (rows are independent, so this only
+        # saves time); packing makes h_n the state after each word's last real character.
+        lengths = torch.cat([n[n > 0] for n in char_len])  # (N,)
+        h_words = rows[0].new_zeros(lengths.numel(), self.char_hidden)  # (N, char_hidden)
+        if lengths.numel() > 0:
+            packed = pack_padded_sequence(
+                torch.cat(rows), lengths.cpu(), batch_first=True, enforce_sorted=False
+            )
+            h_words = self.char_lstm(packed)[1][0][0]  # h_n (1, N, char_hidden) -> (N, char_hidden)
+        # Back to (B, T, char_hidden) per sentence; padded word positions keep a zero vector.
+        h_p, h_q = h_words.split([rows[0].size(0), rows[1].size(0)])
+        out = []
+        for x, n, h in ((x_p, char_len[0], h_p), (x_q, char_len[1], h_q)):
+            out.append(
+                torch.cat([x, x.new_zeros(*n.shape, self.char_hidden).index_put((n > 0,), h)], -1)
+            )
+        return out[0], out[1]  # (B, Tp, D), (B, Tq, D)
 
 
 class ContextRepresentation(nn.Module):
@@ -285,7 +332,7 @@ class MultiPerspectiveMatching(nn.Module):
     # f_m for aligned pairs and for all pairs (the throughput benchmark swaps in l-fold-copy
     # versions of exactly these two).
     cosine = staticmethod(mp_cosine)
-    cosine_pairwise = staticmethod(mp_cosine_pairwise)
+    max_cosine = staticmethod(mp_max_cosine)
 
     def reset_parameters(self) -> None:
         # UNSTATED: Xavier-uniform (the glorot default of TF1's get_variable). W enters only as
@@ -300,17 +347,25 @@ class MultiPerspectiveMatching(nn.Module):
         len_b: torch.Tensor,
         mask_b: torch.Tensor,
         side: str,
+        alpha: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Match every time step of sentence a against all of sentence b -> (B, Ta, M)."""
+        """Match every time step of sentence a against all of sentence b -> (B, Ta, M).
+
+        alpha: the plain cosines cos(a_i, b_j) (B, Ta, Tb) of the forward and backward halves,
+        when the caller has them already; computed here otherwise."""
         H = h_a.size(-1) // 2
         out = []
-        for half in HALVES:
+        for k, half in enumerate(HALVES):
             part = slice(0, H) if half == "fw" else slice(H, 2 * H)
-            a, b = h_a[..., part], h_b[..., part]  # (B, Ta, H), (B, Tb, H)
+            # Contiguous copies of the halves: the products below run ~10% faster on them.
+            a, b = (
+                h_a[..., part].contiguous(),
+                h_b[..., part].contiguous(),
+            )  # (B, Ta, H), (B, Tb, H)
             prefix = "" if self.shared else f"{side}_"
             W = {s: self.W[f"{prefix}{s}_{half}"] for s in self.strategies}  # each (L, H)
             if "attentive" in W or "max_attentive" in W:
-                alpha = cosine_matrix(a, b)  # (B, Ta, Tb)
+                alpha_ab = cosine_matrix(a, b) if alpha is None else alpha[k]  # (B, Ta, Tb)
             for s in self.strategies:
                 if s == "full":
                     # Last state of b: last real token going forward, first token going backward.
@@ -318,19 +373,19 @@ class MultiPerspectiveMatching(nn.Module):
                     b_last = b[torch.arange(b.size(0), device=b.device), idx]  # (B, H)
                     m = self.cosine(a, b_last[:, None, :], W[s])  # (B, Ta, L)
                 elif s == "maxpool":
-                    m = self.cosine_pairwise(a, b, W[s])  # (B, Ta, L, Tb)
-                    m = m.masked_fill(~mask_b[:, None, None, :], float("-inf"))
-                    m = m.amax(dim=-1)  # (B, Ta, L)
+                    m = self.max_cosine(a, b, W[s], mask_b)  # (B, Ta, L), max over real j
                 elif s == "attentive":
                     # Weighted mean sum_j alpha_ij h_j / sum_j alpha_ij (not a softmax). Cosines can
                     # be negative, so the sum is guarded only where |sum| < EPS (set to EPS).
-                    att = alpha * mask_b[:, None, :]  # (B, Ta, Tb), padded j excluded
+                    att = alpha_ab * mask_b[:, None, :]  # (B, Ta, Tb), padded j excluded
                     den = att.sum(-1, keepdim=True)  # (B, Ta, 1)
                     den = torch.where(den.abs() < EPS, torch.full_like(den, EPS), den)
                     v = torch.bmm(att, b) / den  # (B, Ta, H)
                     m = self.cosine(a, v, W[s])  # (B, Ta, L)
                 else:  # max_attentive: the single h_j with the highest alpha_ij (whole row)
-                    j = alpha.masked_fill(~mask_b[:, None, :], float("-inf")).argmax(-1)  # (B, Ta)
+                    j = alpha_ab.masked_fill(~mask_b[:, None, :], float("-inf")).argmax(
+                        -1
+                    )  # (B, Ta)
                     v = torch.gather(b, 1, j[..., None].expand(-1, -1, b.size(-1)))  # (B, Ta, H)
                     m = self.cosine(a, v, W[s])  # (B, Ta, L)
                 out.append(m)
@@ -339,10 +394,18 @@ class MultiPerspectiveMatching(nn.Module):
     def forward(self, h_p, h_q, len_p, len_q, mask_p, mask_q):
         """-> matching sequences for P (each step of P vs all of Q) and/or for Q (or None)."""
         m_p = m_q = None
+        alpha_pq = alpha_qp = None
+        if self.direction == "both" and {"attentive", "max_attentive"} & set(self.strategies):
+            # cos(p_i, q_j) = cos(q_j, p_i): Q->P's cosine matrices are P->Q's transposed.
+            H = h_p.size(-1) // 2
+            alpha_pq = [
+                cosine_matrix(h_p[..., p], h_q[..., p]) for p in (slice(0, H), slice(H, None))
+            ]
+            alpha_qp = [a.transpose(1, 2) for a in alpha_pq]  # (B, Tq, Tp) each
         if self.direction in ("both", "p2q"):
-            m_p = self.dropout(self.match(h_p, h_q, len_q, mask_q, "p2q"))  # (B, Tp, M)
+            m_p = self.dropout(self.match(h_p, h_q, len_q, mask_q, "p2q", alpha_pq))  # (B, Tp, M)
         if self.direction in ("both", "q2p"):
-            m_q = self.dropout(self.match(h_q, h_p, len_p, mask_p, "q2p"))  # (B, Tq, M)
+            m_q = self.dropout(self.match(h_q, h_p, len_p, mask_p, "q2p", alpha_qp))  # (B, Tq, M)
         return m_p, m_q
 
 
@@ -414,8 +477,7 @@ class BiMPM(nn.Module):
     ) -> torch.Tensor:
         len_p, mask_p = lengths_and_mask(p_words)  # (B,), (B, Tp)
         len_q, mask_q = lengths_and_mask(q_words)  # (B,), (B, Tq)
-        # Embeddings run per sentence so that dim 0 of every embedding output is the batch.
-        x_p, x_q = self.word(p_words, p_chars), self.word(q_words, q_chars)  # (B, T, D)
+        x_p, x_q = self.word(p_words, p_chars, q_words, q_chars)  # (B, Tp, D), (B, Tq, D)
         x_p, x_q = self.word_dropout(x_p, x_q)  # paper: dropout on every layer's output
         h_p, h_q = self.context(x_p, x_q, len_p, len_q)  # (B, Tp, 2H), (B, Tq, 2H)
         m_p, m_q = self.matching(h_p, h_q, len_p, len_q, mask_p, mask_q)  # (B, T, M) or None

@@ -94,6 +94,52 @@ def test_matching_equals_plain_loop_reference(strategy, side):
             torch.testing.assert_close(fast[b, :, k * L : (k + 1) * L], ref, atol=1e-5, rtol=0)
 
 
+def test_forward_shares_the_cosine_matrix_between_directions_without_changing_results():
+    # forward() computes alpha = cos(p_i, q_j) once and hands Q->P its transpose; the result must
+    # equal match() computing each direction's alpha itself.
+    model = small_model().double().eval()
+    g = torch.Generator().manual_seed(5)
+    H = SMALL["hidden"]
+    h_p = torch.randn(3, 5, 2 * H, generator=g, dtype=torch.float64)
+    h_q = torch.randn(3, 7, 2 * H, generator=g, dtype=torch.float64)
+    len_p, len_q = torch.tensor([5, 2, 4]), torch.tensor([7, 7, 1])
+    mask_p = torch.arange(5)[None] < len_p[:, None]
+    mask_q = torch.arange(7)[None] < len_q[:, None]
+    m_p, m_q = model.matching(h_p, h_q, len_p, len_q, mask_p, mask_q)
+    torch.testing.assert_close(m_p, model.matching.match(h_p, h_q, len_q, mask_q, "p2q"))
+    torch.testing.assert_close(m_q, model.matching.match(h_q, h_p, len_p, mask_p, "q2p"))
+
+
+def test_max_pooling_gradients_match_autograd_through_the_plain_ops():
+    # The max-pooling matching has a hand-written backward; compare it with autograd through
+    # masked all-pairs cosines + amax (distinct values, so the max has no ties), and gradcheck it.
+    from papers.bimpm.model import mp_max_cosine
+
+    g = torch.Generator().manual_seed(6)
+    B, Ti, Tj, d = 3, 4, 5, 6
+    v1 = torch.randn(B, Ti, d, generator=g, dtype=torch.float64, requires_grad=True)
+    v2 = torch.randn(B, Tj, d, generator=g, dtype=torch.float64)
+    v2[1, 3:] = 0.0  # zero rows, as at padded positions: the norm clamp must not give NaN
+    v2.requires_grad_(True)
+    W = torch.randn(L, d, generator=g, dtype=torch.float64, requires_grad=True)
+    mask = torch.arange(Tj)[None] < torch.tensor([5, 3, 2])[:, None]
+
+    def plain(a, b, w):
+        W2 = w * w
+        num = torch.einsum("bid,kd,bjd->bikj", a, W2, b)
+        n1 = ((a * a) @ W2.t()).clamp_min(EPS * EPS).sqrt()  # (B, Ti, L)
+        n2 = ((b * b) @ W2.t()).clamp_min(EPS * EPS).sqrt()  # (B, Tj, L)
+        cos = num / (n1[..., None] * n2.transpose(1, 2)[:, None])
+        return cos.masked_fill(~mask[:, None, None, :], float("-inf")).amax(-1)
+
+    upstream = torch.randn(B, Ti, L, generator=g, dtype=torch.float64)
+    fast = torch.autograd.grad((mp_max_cosine(v1, v2, W, mask) * upstream).sum(), (v1, v2, W))
+    ref = torch.autograd.grad((plain(v1, v2, W) * upstream).sum(), (v1, v2, W))
+    for f, r in zip(fast, ref, strict=True):
+        torch.testing.assert_close(f, r, atol=1e-10, rtol=1e-8)
+    assert torch.autograd.gradcheck(lambda a, b, w: mp_max_cosine(a, b, w, mask), (v1, v2, W))
+
+
 def test_all_strategies_are_concatenated_forward_then_backward_in_paper_order():
     model = small_model().double().eval()
     g = torch.Generator().manual_seed(2)
