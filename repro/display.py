@@ -96,24 +96,55 @@ def print_status(console: Console, paper: str, rows) -> None:
     console.print(t)
 
 
+def run_marks(rec: dict) -> list[str]:
+    """How a run came about, when not plainly: forced past its prerequisites, a re-run of
+    another run, or resumed after an interruption."""
+    marks = []
+    if rec.get("forced"):
+        marks.append("forced")
+    if (rec.get("links") or {}).get("rerun_of"):
+        marks.append("re-run")
+    runs = ((rec.get("verdict") or {}).get("evidence") or {}).get("runs") or []
+    if any(isinstance(i, dict) and i.get("resumed_from") for i in runs):
+        marks.append("resumed")
+    return marks
+
+
 def print_log(console: Console, runs) -> None:
-    t = Table(title="repro log (newest first)", header_style="bold")
-    for col in ("run", "paper", "stage", "status", "started (UTC)", "took", "reason"):
-        t.add_column(col)
+    # The run id starts with its start time (UTC), so there is no separate column for it; the
+    # paper column only appears when the runs are from more than one paper.
+    papers = sorted({r.paper for r in runs})
+    title = "repro log (newest first" + (f"; {papers[0]})" if len(papers) == 1 else ")")
+    t = Table(title=title, header_style="bold")
+    t.add_column("run (started, UTC)", no_wrap=True, min_width=20)
+    if len(papers) > 1:
+        t.add_column("paper", no_wrap=True, min_width=5)
+    t.add_column("stage", no_wrap=True, min_width=11)
+    t.add_column("status", no_wrap=True, min_width=8)
+    t.add_column("took", no_wrap=True, justify="right", min_width=7)
+    # One line per run (the full reason is in `repro show <run>`): the reason gets what the
+    # other columns leave of the terminal's width, each of those taking its width + 3.
+    statuses = [
+        r.effective_status + " (forced, re-run, resumed)" for r in runs if run_marks(r.record)
+    ]
+    used = 23 + 14 + max([11] + [len(x) + 3 for x in statuses]) + 10 + 4
+    used += max(len(p) for p in papers) + 3 if len(papers) > 1 else 0
+    t.add_column(
+        "reason", no_wrap=True, overflow="ellipsis", max_width=max(10, console.width - used)
+    )
     for r in runs:
         rec = r.record
         st = r.effective_status
         took = rec.get("duration_s")
         reason = (rec.get("verdict") or {}).get("reason") or r.status_reason or ""
-        forced = " (forced)" if rec.get("forced") else ""
+        marks = run_marks(rec)
         t.add_row(
             r.id,
-            r.paper,
+            *([r.paper] if len(papers) > 1 else []),
             r.stage,
-            f"[{STATE_STYLE.get(st, '')}]{st}[/]{forced}",
-            _when(rec.get("started")),
+            f"[{STATE_STYLE.get(st, '')}]{st}[/]" + (f" ({', '.join(marks)})" if marks else ""),
             f"{took:.1f}s" if isinstance(took, (int, float)) else "",
-            short(reason, 70),
+            short(reason, 200),
         )
     console.print(t)
 

@@ -32,7 +32,8 @@ class Verdict:
         if failed:
             reason = "; ".join(f"{c.name}: {c.reason}" for c in failed)
         else:
-            reason = f"all {len(checks)} checks passed: " + "; ".join(c.reason for c in checks)
+            passed = f"all {len(checks)} checks passed" if len(checks) > 1 else "1 check passed"
+            reason = f"{passed}: " + "; ".join(c.reason for c in checks)
         return cls(stage, not failed, reason, dict(evidence or {}), list(checks))
 
     @property

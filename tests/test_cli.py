@@ -119,6 +119,27 @@ def test_log_lists_runs_newest_first(project, monkeypatch, capsys):
     assert ids[1] in out and ids[0] not in out and ids[2] not in out
 
 
+def test_log_marks_forced_rerun_and_resumed_runs(project, monkeypatch, capsys):
+    from repro.display import run_marks
+
+    plain = _fake_run(project, "data")
+    assert run_marks(plain.record) == []
+    rec = {
+        "forced": True,
+        "links": {"rerun_of": plain.id},
+        "verdict": {"evidence": {"runs": [{"seed": 0, "resumed_from": {"epoch": 2}}]}},
+    }
+    assert run_marks(rec) == ["forced", "re-run", "resumed"]
+    forced = _fake_run(project, "shapes")
+    forced.record["forced"] = True
+    forced.save()
+    code, out, err = _cli(monkeypatch, capsys, "log")
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if forced.id in x)
+    assert "passed (forced)" in line
+    assert "(forced)" not in next(x for x in out.splitlines() if plain.id in x)
+
+
 def test_show_lists_defaults_and_provenance_of_a_real_run(project, monkeypatch, capsys):
     code, out, err = _cli(monkeypatch, capsys, "stage", "data", "data.n_examples=300")
     assert code == 0, out + err

@@ -77,7 +77,7 @@ def test_experiments_run_declared_variants(project):
     run = run_stage(project, "toy", "experiments", OV, force=True, console=Console(quiet=True))
     v = run.record["verdict"]
     assert run.record["status"] == "passed", v["reason"]
-    assert v["reason"] == "all 1 checks passed: 2 runs finished with test/acc"
+    assert v["reason"] == "1 check passed: 2 runs finished with test/acc"
     rows = _parse_rows((run.dir / "results.md").read_text())
     assert [r[0] for r in rows] == ["full model", "narrow hidden layer"]
     for r in rows:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from repro.errors import ReproError
 from repro.records import list_runs
-from repro.train.fit import keep_rows_before_resume, merge_resumed_rows
+from repro.train.fit import checkpoint_epoch, keep_rows_before_resume, merge_resumed_rows
 
 # dropout > 0 so that the RNG state matters; 1000 examples keep an epoch long enough to kill in
 SHRINK = [
@@ -65,6 +66,18 @@ def test_rows_before_the_checkpoint_survive_the_loggers_truncation(tmp_path):
 
 
 # ---- kill, resume, compare -------------------------------------------------------------------------
+def test_a_truncated_checkpoint_gives_an_error_naming_the_file(tmp_path):
+    import torch
+
+    good = tmp_path / "last.ckpt"
+    torch.save({"epoch": 4, "state_dict": {"w": torch.zeros(1000)}}, good)
+    assert checkpoint_epoch(good) == 4
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # killed mid-write
+    with pytest.raises(ReproError, match=r"cannot resume from .*cut\.ckpt.*without --resume"):
+        checkpoint_epoch(cut)
+
+
 def test_resumed_full_run_equals_an_uninterrupted_one(project):
     root = project.root
     r = _repro(root, "stage", "overfit", *SHRINK)

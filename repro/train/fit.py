@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.context import StageContext, seed_everything
+from repro.errors import ReproError
 
 
 def quiet_lightning() -> None:
@@ -206,9 +207,19 @@ def merge_resumed_rows(out_dir: Path) -> None:
 
 
 def checkpoint_epoch(path: Path) -> int:
+    """The epoch stored in a Lightning checkpoint; a clear error if the file is unreadable
+    (a run killed while Lightning was writing it leaves a truncated file)."""
     import torch
 
-    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+    except Exception as e:  # truncated zip, pickle error, missing key: all mean "not usable"
+        raise ReproError(
+            f"cannot resume from {path}: the checkpoint is unreadable "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}). "
+            "It was probably cut off while being written. Delete it to train that seed from "
+            "its start, or run the stage again without --resume."
+        ) from e
 
 
 def _record_lr(ctx: StageContext, seed: int, lr: float) -> None:

@@ -110,10 +110,15 @@ def test_forward_shares_the_cosine_matrix_between_directions_without_changing_re
     torch.testing.assert_close(m_q, model.matching.match(h_q, h_p, len_p, mask_p, "q2p"))
 
 
-def test_max_pooling_gradients_match_autograd_through_the_plain_ops():
+@pytest.mark.parametrize("chunk_elements", [2**20, 4 * 3 * 6 * 2])  # whole batch; 2-row slices
+def test_max_pooling_gradients_match_autograd_through_the_plain_ops(chunk_elements, monkeypatch):
     # The max-pooling matching has a hand-written backward; compare it with autograd through
     # masked all-pairs cosines + amax (distinct values, so the max has no ties), and gradcheck it.
+    # On CPU it runs on slices of the batch: sliced or not, the numbers must be the same.
+    import papers.bimpm.model as bimpm_model
     from papers.bimpm.model import mp_max_cosine
+
+    monkeypatch.setattr(bimpm_model, "CPU_CHUNK_ELEMENTS", chunk_elements)
 
     g = torch.Generator().manual_seed(6)
     B, Ti, Tj, d = 3, 4, 5, 6
