@@ -127,13 +127,15 @@ class _MaxPoolCosine(torch.autograd.Function):
 
     v1 (B, Ti, d), v2 (B, Tj, d), W2 = W^2 (L, d), mask2 (B, Tj) -> (B, Ti, L).
     The forward builds the (B, Ti, L, Tj) cosines without autograd and keeps only the winning j
-    of each (i, k); the backward then needs only those: it is the gradient of
-    cos(W_k o v1_i, W_k o v2_j*), whose numerator's gradient reaches v1 and W from the gathered
-    winning rows of v2 and v2 through one bmm, and whose norms are (B, Ti, L) and (B, L, Tj). Autograd through the same ops would keep and walk
-    back through several (B, Ti, L, Tj) tensors (division, mask, max). Ties in the max send the
-    whole gradient to one j (torch.max's choice) where `amax` would split it."""
+    of each (i, k). The backward is then the gradient of cos(W_k o v1_i, W_k o v2_j) at the
+    winners only: v1 and W get it from the gathered winning rows of v2, v2 through one bmm,
+    and the norms are small (B, Ti, L) and (B, L, Tj) tensors. Autograd through the same ops
+    would keep and walk back through several (B, Ti, L, Tj) tensors (division, mask, max).
+    Ties in the max send the whole gradient to one j (torch.max's pick); `amax` would split it.
+    Under CUDA autocast it runs in float32 (custom_fwd casts the inputs)."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, v1, v2, W2, mask2):
         B, Ti, d = v1.shape
         L = W2.size(0)
@@ -150,6 +152,7 @@ class _MaxPoolCosine(torch.autograd.Function):
         return m
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, g):
         v1, v2, W2, j, n1, n2, sq1, sq2, m = ctx.saved_tensors
         B, Ti, L = m.shape
