@@ -236,11 +236,11 @@ def main() -> None:
     ratios = []  # per round: fast pairs/s over baseline pairs/s, timed back to back
     for r in range(args.rounds):
         order = [(fast, args.fast_steps), (naive, args.naive_steps)]
+        this_round = {}
         for client, n in order if r % 2 == 0 else order[::-1]:
-            got = client.ask(f"steps {n}")
-            client.times += got
-            client.last = got
-        ratios.append(median_rate(1, fast.last) / median_rate(1, naive.last))
+            this_round[client.impl] = client.ask(f"steps {n}")
+            client.times += this_round[client.impl]
+        ratios.append(median_rate(1, this_round["fast"]) / median_rate(1, this_round["naive"]))
         print(f"round {r + 1}/{args.rounds}: fast/naive {ratios[-1]:.2f}x", file=sys.stderr)
     layer = {"fast": [], "naive": []}  # the matching layer alone, also interleaved
     for r in range(args.rounds):

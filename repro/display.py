@@ -114,38 +114,36 @@ def print_log(console: Console, runs) -> None:
     # The run id starts with its start time (UTC), so there is no separate column for it; the
     # paper column only appears when the runs are from more than one paper.
     papers = sorted({r.paper for r in runs})
-    title = "repro log (newest first" + (f"; {papers[0]})" if len(papers) == 1 else ")")
-    t = Table(title=title, header_style="bold")
-    t.add_column("run (started, UTC)", no_wrap=True, min_width=20)
-    if len(papers) > 1:
-        t.add_column("paper", no_wrap=True, min_width=5)
-    t.add_column("stage", no_wrap=True, min_width=11)
-    t.add_column("status", no_wrap=True, min_width=8)
-    t.add_column("took", no_wrap=True, justify="right", min_width=7)
-    # One line per run (the full reason is in `repro show <run>`): the reason gets what the
-    # other columns leave of the terminal's width, each of those taking its width + 3.
-    statuses = [
-        r.effective_status + " (forced, re-run, resumed)" for r in runs if run_marks(r.record)
-    ]
-    used = 23 + 14 + max([11] + [len(x) + 3 for x in statuses]) + 10 + 4
-    used += max(len(p) for p in papers) + 3 if len(papers) > 1 else 0
-    t.add_column(
-        "reason", no_wrap=True, overflow="ellipsis", max_width=max(10, console.width - used)
-    )
+    many = len(papers) > 1
+    headers = ["run (started, UTC)", *(["paper"] if many else []), "stage", "status", "took"]
+    rows = []  # (cells of the columns above, status for the style, reason)
     for r in runs:
-        rec = r.record
-        st = r.effective_status
-        took = rec.get("duration_s")
-        reason = (rec.get("verdict") or {}).get("reason") or r.status_reason or ""
+        rec, st = r.record, r.effective_status
         marks = run_marks(rec)
-        t.add_row(
+        took = rec.get("duration_s")
+        cells = [
             r.id,
-            *([r.paper] if len(papers) > 1 else []),
+            *([r.paper] if many else []),
             r.stage,
-            f"[{STATE_STYLE.get(st, '')}]{st}[/]" + (f" ({', '.join(marks)})" if marks else ""),
+            st + (f" ({', '.join(marks)})" if marks else ""),
             f"{took:.1f}s" if isinstance(took, (int, float)) else "",
-            short(reason, 200),
-        )
+        ]
+        reason = (rec.get("verdict") or {}).get("reason") or r.status_reason or ""
+        rows.append((cells, st, reason))
+    # One line per run (the full reason is in `repro show <run>`): the reason gets what the
+    # other columns leave of the terminal's width, each taking its widest cell + 3 (padding and
+    # border), and 4 more for the reason's own padding and the table's edges.
+    widths = [max(len(h), *(len(cells[i]) for cells, _, _ in rows)) for i, h in enumerate(headers)]
+    reason_width = max(10, console.width - sum(w + 3 for w in widths) - 4)
+    title = "repro log (newest first" + (")" if many else f"; {papers[0]})")
+    t = Table(title=title, header_style="bold")
+    for h in headers:
+        t.add_column(h, no_wrap=True, justify="right" if h == "took" else "left")
+    t.add_column("reason", no_wrap=True, overflow="ellipsis", max_width=reason_width)
+    status_col = headers.index("status")
+    for cells, st, reason in rows:
+        cells[status_col] = f"[{STATE_STYLE.get(st, '')}]{cells[status_col]}[/]"
+        t.add_row(*cells, short(reason, 200))
     console.print(t)
 
 
