@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from papers.bimpm.model import EPS, STRATEGIES, BiMPMConfig, build_model
+from papers.bimpm.model import EPS, STRATEGIES, BiLSTM, BiMPMConfig, build_model
 
 SMALL = dict(
     word_dim=10, char_dim=4, char_hidden=5, hidden=8, agg_hidden=6, perspectives=3, mlp_hidden=7
@@ -163,6 +163,54 @@ def test_all_strategies_are_concatenated_forward_then_backward_in_paper_order():
 
 
 # ---------------------------------------------------------------------------------------------
+# Recurrent layers: the padded two-LSTM BiLSTM and the grouped character LSTM give the numbers
+# of the plain packed / per-word versions.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bilstm_equals_packed_bidirectional_lstm_outputs_finals_and_gradients():
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    torch.manual_seed(0)
+    ours = BiLSTM(5, 4).double()
+    ref = torch.nn.LSTM(5, 4, batch_first=True, bidirectional=True).double()
+    with torch.no_grad():  # the same weights: fw <- direction 0, bw <- direction 1 (_reverse)
+        for name, p in ours.fw.named_parameters():
+            p.copy_(getattr(ref, name))
+        for name, p in ours.bw.named_parameters():
+            p.copy_(getattr(ref, name + "_reverse"))
+    lengths = torch.tensor([3, 6, 1, 4])
+    x = torch.randn(4, 6, 5, dtype=torch.float64, requires_grad=True)
+    out, finals = ours(x, lengths)  # (4, 6, 8), (4, 8)
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    ref_packed, (h_n, _) = ref(packed)
+    ref_out, _ = pad_packed_sequence(ref_packed, batch_first=True, total_length=6)
+    torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=0)  # zeros at padding included
+    torch.testing.assert_close(finals, torch.cat([h_n[0], h_n[1]], -1), atol=1e-12, rtol=0)
+    assert ours(x, lengths, outputs=False)[0] is None
+    w = torch.randn(4, 6, 8, dtype=torch.float64)
+    g_ours = torch.autograd.grad((out * w).sum() + finals.sum(), x)[0]
+    g_ref = torch.autograd.grad((ref_out * w).sum() + h_n.sum(), x)[0]
+    torch.testing.assert_close(g_ours, g_ref, atol=1e-12, rtol=0)
+    assert g_ours[0, 3:].abs().max() == 0  # padding gets no gradient
+
+
+def test_grouped_character_lstm_equals_one_word_at_a_time():
+    model = small_model().double().eval()
+    g = torch.Generator().manual_seed(6)
+    pw, pc = random_sentences(3, [4, 2, 5], 6, 5, g)  # words of 1..5 characters
+    qw, qc = random_sentences(3, [3, 6, 1], 6, 4, g)
+    x_p, x_q = model.word(pw, pc, qw, qc)  # (B, T, word_dim + char_hidden)
+    word = model.word
+    for words, chars, x in ((pw, pc, x_p), (qw, qc, x_q)):
+        for b, t in zip(*torch.nonzero(words, as_tuple=True), strict=True):
+            n = int((chars[b, t] != 0).sum())
+            _, (h, _) = word.char_lstm(word.char_emb(chars[b, t, :n])[None])  # one word alone
+            torch.testing.assert_close(x[b, t, -h.size(-1) :], h[0, 0], atol=1e-12, rtol=0)
+        assert x[..., -word.char_hidden :][words == 0].abs().max() == 0  # padded words: zeros
+
+
+# ---------------------------------------------------------------------------------------------
 # Whole model: padding, batch size 1, no NaN.
 # ---------------------------------------------------------------------------------------------
 
@@ -215,8 +263,8 @@ def W_names(sides, strategies=STRATEGIES):
 
 FULL = shapes()
 D, C5, H, A = SMALL["word_dim"], SMALL["char_hidden"], SMALL["hidden"], SMALL["agg_hidden"]
-AGG_IN = ["aggregation.lstm.weight_ih_l0", "aggregation.lstm.weight_ih_l0_reverse"]
-CTX_IN = ["context.lstm.weight_ih_l0", "context.lstm.weight_ih_l0_reverse"]
+AGG_IN = ["aggregation.lstm.fw.weight_ih_l0", "aggregation.lstm.bw.weight_ih_l0"]
+CTX_IN = ["context.lstm.fw.weight_ih_l0", "context.lstm.bw.weight_ih_l0"]
 
 
 def assert_only_changes(ablated: dict, removed: set, changed: dict):
@@ -266,10 +314,11 @@ def test_one_direction_aggregates_only_its_own_sentence():
     qw, qc = random_sentences(2, [4, 2], 4, 3, g)
     model = small_model(direction="p2q").eval()
     calls = []
-    model.aggregation.lstm.register_forward_hook(lambda m, i, o: calls.append(i[0]))
+    model.aggregation.lstm.register_forward_hook(lambda m, i, o: calls.append(i))
     model(pw, pc, qw, qc)
     assert len(calls) == 1  # only P's matching sequence exists
-    assert calls[0].batch_sizes.sum() == 3 + 5  # and it runs over P's real tokens
+    x, lengths = calls[0][:2]
+    assert x.shape[:2] == (2, 5) and lengths.tolist() == [3, 5]  # over P's real tokens
 
 
 def test_shared_W_has_eight_unprefixed_W():
