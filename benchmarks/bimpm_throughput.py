@@ -45,12 +45,15 @@ REUSE_FREED_MEMORY = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_t
 
 
 def naive_cosine(v1: torch.Tensor, v2: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """f_m with l explicit copies: (B, T, d), (B, T or 1, d) -> (B, T, L)."""
-    L = W.size(0)
-    v2 = v2.expand_as(v1)  # (B, T, d)
-    v1 = torch.stack([v1] * L, dim=2) * W  # (B, T, L, d)
-    v2 = torch.stack([v2] * L, dim=2) * W  # (B, T, L, d)
-    return F.cosine_similarity(v1, v2, dim=-1, eps=EPS)  # (B, T, L)
+    """f_m with l explicit copies, one strategy at a time: v1 (B, T, d), v2 (S, B, T, d),
+    W (S, L, d) -> (S, B, T, L)."""
+    out = []
+    for v2_s, W_s in zip(v2, W, strict=True):
+        L = W_s.size(0)
+        a = torch.stack([v1] * L, dim=2) * W_s  # (B, T, L, d)
+        b = torch.stack([v2_s] * L, dim=2) * W_s  # (B, T, L, d)
+        out.append(F.cosine_similarity(a, b, dim=-1, eps=EPS))  # (B, T, L)
+    return torch.stack(out)
 
 
 def naive_max_cosine(
