@@ -1,55 +1,44 @@
-"""What a gate gets: the resolved config, the run being recorded, and builders for data and model."""
+"""What a gate gets: the typed config, the run being recorded, and builders for data and model."""
 
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
 
 from repro.config import Resolved
-from repro.errors import PaperError
+from repro.config.schema import RunConfig
+from repro.errors import PaperError, ReproError
 from repro.project import Project
 
 
-def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed python, numpy and torch; deterministic algorithms on (same seed -> same numbers on CPU)."""
-    import random
-
-    import numpy as np
-    import torch
-
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(deterministic, warn_only=False)
-
-
-def import_paper_module(project: Project, paper: str, module: str, attr: str) -> Any:
+def import_paper_module(project: Project, paper: str, module: str, attr: str | None) -> Any:
+    """papers.<paper>.<module>.<attr> (the module itself when attr is None)."""
     project.activate()
     path = project.paper_dir(paper) / f"{module}.py"
     try:
         mod = importlib.import_module(f"papers.{paper}.{module}")
     except ModuleNotFoundError as e:
         if not path.exists():
-            raise PaperError(f"{path} is missing: every paper needs {module}.py defining {attr}()") from e
+            raise PaperError(
+                f"{path}: expected {module}.py defining {attr}(), found no file"
+            ) from e
         raise
+    if attr is None:
+        return mod
     if not hasattr(mod, attr):
-        raise PaperError(f"{path} defines no {attr}(): repro calls it to build the paper's {module}")
+        raise PaperError(f"{path}: expected a function {attr}() (repro calls it), found none")
     return getattr(mod, attr)
 
 
-def import_object(project: Project, spec: str) -> Any:
-    """'papers.bimpm.baseline:baseline' -> the object."""
-    project.activate()
-    module, _, attr = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise PaperError(f"cannot import '{spec}' (module:function): {e}") from e
+@dataclass
+class ModelInfo:
+    """What building the model recorded: the init repro applied and the parameter summary."""
+
+    init: dict[str, str]
+    summary: dict[str, Any]
 
 
 @dataclass
@@ -60,42 +49,72 @@ class StageContext:
     console: Console
     run: Any = None  # repro.records.Run (None in tests that call gates directly)
     forced: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    resume: bool = False  # full --resume: continue each seed from its checkpoint
+    model_info: ModelInfo | None = None  # set by build_model, recorded by the runner
+    datamodules: dict[int, Any] = field(default_factory=dict)  # warm, already set up (repro dev)
+
+    @property
+    def cfg(self) -> RunConfig:
+        return self.resolved.cfg
 
     @property
     def seed(self) -> int:
-        return int(self.resolved.get("seed", 0))
+        return self.cfg.seed
 
-    def stage_cfg(self, stage: str) -> dict[str, Any]:
-        return dict(self.resolved.get(f"stage.{stage}") or {})
+    def check_paper_config(self) -> None:
+        """The paper's own keys checked against the dataclasses its code declares (MODEL_CONFIG in
+        model.py for `model:`, DATA_CONFIG in data.py for its `data:` keys), before a run starts:
+        a typo or a bad value is a one-line error, not a failed run."""
+        from repro.config.typed import from_dict
 
-    def build_datamodule(self, seed: int | None = None):
+        for module, attr, values, where in (
+            ("model", "MODEL_CONFIG", self.cfg.model, "model"),
+            ("data", "DATA_CONFIG", self.cfg.data.options, "data"),
+        ):
+            try:
+                schema = getattr(
+                    import_paper_module(self.project, self.paper, module, None), attr, None
+                )
+            except ReproError:
+                raise
+            except Exception:  # the paper's code is broken: the gate records it with its traceback
+                continue
+            if schema is not None:
+                from_dict(schema, values, where, self.resolved.describe)
+
+    def build_datamodule(self, seed: int | None = None, fresh: bool = False):
+        """The paper's datamodule for `seed` (default: the config's). A warm worker hands over one
+        it set up already, unless `fresh` (the data gate measures a build of its own)."""
+        seed = self.seed if seed is None else seed
+        if not fresh and seed in self.datamodules:
+            return self.datamodules[seed]
         build = import_paper_module(self.project, self.paper, "data", "build_datamodule")
-        dm = build(self.resolved.section("data"), self.seed if seed is None else seed)
-        return dm
+        return build(self.cfg.data, seed)
 
     def build_model(self, dm, seed: int | None = None):
         """Seeded build, then repro's default init where the paper is silent."""
         from repro.train.init import apply_init
+        from repro.train.seeding import seed_everything
 
         build = import_paper_module(self.project, self.paper, "model", "build_model")
-        seed_everything(self.seed if seed is None else seed, bool(self.resolved.get("deterministic", True)))
+        seed_everything(self.seed if seed is None else seed, self.cfg.deterministic)
         try:
-            model = build(self.resolved.section("model"), **dm.model_kwargs())
+            model = build(self.cfg.model, **dm.model_kwargs())
         except (TypeError, ValueError) as e:
-            raise PaperError(f"papers/{self.paper}/model.py build_model failed with the model config: {e}") from e
-        applied = apply_init(model, str(self.resolved.get("init.scheme", "he_xavier")))
-        self.extra["init"] = applied
-        self.extra["model"] = model_summary(model)
+            raise PaperError(
+                f"papers/{self.paper}/model.py: build_model failed with the model config "
+                f"{self.cfg.model}: {e}"
+            ) from e
+        self.model_info = ModelInfo(apply_init(model, self.cfg.init.scheme), model_summary(model))
         return model
 
 
 def model_summary(model) -> dict[str, Any]:
     """Parameter names, shapes and counts: what `repro diff` compares between two runs."""
-    params = {n: list(p.shape) for n, p in model.named_parameters()}
+    from repro.train.params import count_params
+
     return {
         "class": type(model).__name__,
-        "params": params,
-        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "total": sum(p.numel() for p in model.parameters()),
+        "params": {n: list(p.shape) for n, p in model.named_parameters()},
+        **count_params(model),
     }

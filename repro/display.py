@@ -6,9 +6,12 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from repro.config import flatten
+from repro.config import GATE_SECTIONS, flatten, kind_of
+from repro.gates.metrics import FullMetrics, load_metrics
+from repro.oneline import one_line
 
 STATE_STYLE = {
     "PASS": "bold green",
@@ -31,19 +34,11 @@ def _when(iso: str | None) -> str:
     return (iso or "")[:19].replace("T", " ")
 
 
-def short(text: str, n: int = 110) -> str:
-    """One line, at most n characters (ellipsis when cut)."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
 def print_verdict(console: Console, record: dict[str, Any]) -> None:
     v = record.get("verdict") or {}
     label = "PASS" if v.get("passed") else "FAIL"
-    console.print(
-        f"[{STATE_STYLE[label]}]{record['stage']}: {label}[/] — {v.get('reason', '')}",
-        highlight=False,
-    )
+    console.print(f"[{STATE_STYLE[label]}]{record['stage']}: {label}[/] — ", end="")
+    console.print(v.get("reason", ""), markup=False, highlight=False)
     checks = v.get("checks") or []
     if checks:
         t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -51,30 +46,40 @@ def print_verdict(console: Console, record: dict[str, Any]) -> None:
         t.add_column("")
         t.add_column("measured")
         for c in checks:
-            t.add_row(c["name"], "[green]ok[/]" if c["passed"] else "[red]FAIL[/]", c["reason"])
+            t.add_row(
+                escape(c["name"]),
+                "[green]ok[/]" if c["passed"] else "[red]FAIL[/]",
+                escape(c["reason"]),
+            )
         console.print(t)
-    ev = v.get("evidence") or {}
-    if record["stage"] == "full":
-        _print_full(console, ev)
+    full = load_metrics(FullMetrics, record) if record.get("stage") == "full" else None
+    if full is not None:
+        _print_full(console, full)
 
 
-def _print_full(console: Console, ev: dict[str, Any]) -> None:
-    summary = ev.get("summary") or {}
-    base = (ev.get("baseline") or {}).get("metrics") or {}
-    if not summary:
+def _print_full(console: Console, m: FullMetrics) -> None:
+    base = (m.baseline or {}).get("metrics") or {}
+    if not m.mean:
         return
     t = Table(title="test/val metrics (best checkpoint)", header_style="bold")
     t.add_column("metric")
     t.add_column("ours")
+    if len(m.seeds) > 1:
+        for s in m.seeds:
+            t.add_column(f"seed {s}")
     if base:
-        t.add_column(f"baseline ({(ev.get('baseline') or {}).get('name', '').split(':')[-1]})")
-    for k, s in summary.items():
-        ours = f"{s['mean']:.2f}" + (f" ± {s['std']:.2f}" if s.get("std") is not None else "")
-        row = [k, ours]
+        t.add_column(f"baseline ({escape(str((m.baseline or {}).get('name', '')).split(':')[-1])})")
+    for k, mean in m.mean.items():
+        std = m.std.get(k)
+        row = [k, f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")]
+        if len(m.seeds) > 1:
+            row += [f"{ps[k]:.2f}" if k in ps else "—" for ps in m.per_seed]
         if base:
             row.append(f"{base[k]:.2f}" if k in base else "—")
         t.add_row(*row)
     console.print(t)
+    lrs = ", ".join(f"seed {s}: {lr:.3g}" for s, lr in m.lr_by_seed.items())
+    console.print(f"learning rate used: {lrs}", highlight=False)
 
 
 def print_status(console: Console, paper: str, rows) -> None:
@@ -91,7 +96,7 @@ def print_status(console: Console, paper: str, rows) -> None:
             f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]",
             _when(r.when)[5:16],
             r.run_id or "",
-            short(r.reason.removeprefix("all "), room),
+            escape(one_line(r.reason.removeprefix("all "), room)),
         )
     console.print(t)
 
@@ -104,8 +109,7 @@ def run_marks(rec: dict) -> list[str]:
         marks.append("forced")
     if (rec.get("links") or {}).get("rerun_of"):
         marks.append("re-run")
-    runs = ((rec.get("verdict") or {}).get("evidence") or {}).get("runs") or []
-    if any(isinstance(i, dict) and i.get("resumed_from") for i in runs):
+    if rec.get("resumed"):
         marks.append("resumed")
     return marks
 
@@ -142,112 +146,139 @@ def print_log(console: Console, runs) -> None:
     t.add_column("reason", no_wrap=True, overflow="ellipsis", max_width=reason_width)
     status_col = headers.index("status")
     for cells, st, reason in rows:
+        cells = [escape(c) for c in cells]
         cells[status_col] = f"[{STATE_STYLE.get(st, '')}]{cells[status_col]}[/]"
-        t.add_row(*cells, short(reason, 200))
+        t.add_row(*cells, escape(one_line(reason, 200)))
     console.print(t)
 
 
+PROVENANCE_STYLE = {
+    "paper": "green",
+    "authors-code": "cyan",
+    "default": "yellow",
+    "override": "magenta",
+    "unsourced": "red",
+}
+
+
 def print_run(console: Console, run) -> None:
+    """`repro show`: one run in full. Every text that comes from the record is printed escaped."""
     rec = run.record
-    st = run.effective_status
-    console.rule(f"run {run.id} · {run.paper} · {run.stage}")
+    _print_header(console, run)
+    _print_history(console, rec)
+    if rec.get("verdict"):
+        print_verdict(console, rec)
+    if rec.get("error"):
+        console.print("[red]error:[/]")
+        console.print(str(rec["error"]), markup=False, highlight=False)
+    if rec.get("metrics"):
+        console.print(
+            "metrics: " + json.dumps(rec["metrics"], default=str), markup=False, highlight=False
+        )
+    _print_config(console, rec)
+    _print_environment(console, run)
+
+
+def _print_header(console: Console, run) -> None:
+    rec, st = run.record, run.effective_status
+    console.rule(escape(f"run {run.id} · {run.paper} · {run.stage}"))
     console.print(
-        f"status: [{STATE_STYLE.get(st, '')}]{st}[/]"
-        + (f" ({run.status_reason})" if run.status_reason else "")
+        f"status: [{STATE_STYLE.get(st, '')}]{escape(st)}[/]"
+        + (f" ({escape(str(run.status_reason))})" if run.status_reason else "")
         + ("  [yellow]forced: ran without its prerequisites[/]" if rec.get("forced") else "")
     )
-    console.print(f"dir: {run.dir}")
-    console.print(
-        f"started {_when(rec.get('started'))} UTC, took {rec.get('duration_s') or 0:.1f}s"
-    )
+    console.print(f"dir: {run.dir}", markup=False, highlight=False)
+    took = rec.get("duration_s")
+    took = f"{took:.1f}s" if isinstance(took, int | float) else "unknown"
+    console.print(f"started {_when(rec.get('started'))} UTC, took {took}", markup=False)
+
+
+def _print_history(console: Console, rec: dict) -> None:
+    """Re-run links, resumes, forecast vs actual."""
     links = dict(rec.get("links") or {})
     if links.get("rerun_of"):
+        rerun_of = links.pop("rerun_of")
         console.print(
-            f"re-run of {links.pop('rerun_of')} (`repro show` it; `repro diff` compares them)",
-            highlight=False,
+            f"re-run of {rerun_of} (`repro show` it; `repro diff` compares them)", markup=False
         )
     if links:
-        console.print(f"links: {links}")
+        console.print(f"links: {links}", markup=False)
     for r in rec.get("resumed") or []:
+        ckpts = ", ".join(r.get("from_ckpt") or ["the start"])
         console.print(
-            f"resumed {_when(r.get('at'))} UTC from {', '.join(r.get('from_ckpt') or ['the start'])} "
-            f"(was {r.get('previous_status', '?')})",
+            f"resumed {_when(r.get('at'))} UTC from {ckpts} (was {r.get('previous_status', '?')})",
+            markup=False,
             highlight=False,
         )
     if rec.get("forecast") or rec.get("actual"):
         from repro.forecast import compare, format_forecast
 
         if rec.get("forecast"):
-            console.print(format_forecast(rec["forecast"]), highlight=False)
+            console.print(format_forecast(rec["forecast"]), markup=False, highlight=False)
         line = compare(rec.get("forecast"), rec.get("actual"))
         if line:
-            console.print(line, highlight=False)
-    if rec.get("verdict"):
-        print_verdict(console, rec)
-    if rec.get("error"):
-        console.print("[red]error:[/]")
-        console.print(rec["error"], markup=False, highlight=False)
-    if rec.get("metrics"):
-        console.print("metrics: " + json.dumps(rec["metrics"], default=str))
+            console.print(line, markup=False, highlight=False)
 
+
+def _print_config(console: Console, rec: dict) -> None:
+    """The defaults repro filled in, then the whole resolved config with each value's source."""
     prov = rec.get("provenance") or {}
     flat = flatten(rec.get("config") or {})
     defaults = {
         k: flat.get(k)
         for k, p in prov.items()
-        if p.split(":")[0] == "default" and not k.startswith(("stage.", "logger.", "launcher."))
+        if kind_of(p) == "default" and not k.startswith(GATE_SECTIONS)
     }
     t = Table(
         title=f"values repro filled in because the paper is silent ({len(defaults)})",
         header_style="bold",
     )
-    t.add_column("key")
-    t.add_column("value")
-    t.add_column("why")
+    for name in ("key", "value", "why"):
+        t.add_column(name)
     for k, v in defaults.items():
-        t.add_row(k, json.dumps(v, default=str), prov[k].split(":", 1)[1].strip())
+        t.add_row(
+            escape(k), escape(json.dumps(v, default=str)), escape(prov[k].split(":", 1)[-1].strip())
+        )
     console.print(t)
     t = Table(title="resolved config with provenance", header_style="bold")
-    t.add_column("key")
-    t.add_column("value")
-    t.add_column("source")
+    for name in ("key", "value", "source"):
+        t.add_column(name)
     for k, v in flat.items():
         if k.startswith("paper."):
             continue
-        p = prov.get(k, "")
-        kind = p.split(":")[0]
-        style = {
-            "paper": "green",
-            "authors-code": "cyan",
-            "default": "yellow",
-            "override": "magenta",
-            "unsourced": "red",
-        }.get(kind, "")
-        t.add_row(k, short(json.dumps(v, default=str), 40), f"[{style}]{p}[/]" if style else p)
+        p = str(prov.get(k, ""))
+        style = PROVENANCE_STYLE.get(kind_of(p), "")
+        source = f"[{style}]{escape(p)}[/]" if style else escape(p)
+        t.add_row(escape(k), escape(one_line(json.dumps(v, default=str), 40)), source)
     console.print(t)
-    if rec.get("init"):
-        n = len(rec["init"])
-        kinds = sorted({v.split()[0] for v in rec["init"].values()})
+
+
+def _print_environment(console: Console, run) -> None:
+    """Init, git, packages and device, plots."""
+    rec = run.record
+    if isinstance(rec.get("init"), dict) and rec["init"]:
+        kinds = sorted({str(v).split()[0] for v in rec["init"].values()})
         console.print(
-            f"init: {n} parameters initialised by repro ({', '.join(kinds)}); see record.json 'init'"
+            f"init: {len(rec['init'])} parameters initialised by repro ({', '.join(kinds)}); "
+            "see record.json 'init'",
+            markup=False,
         )
     git = rec.get("git") or {}
+    dirty = " (dirty: see git.diff)" if git.get("dirty") else " (clean)"
     console.print(
-        f"git: commit {git.get('commit') or '-'} on {git.get('branch') or '-'}"
-        + (" [yellow](dirty: see git.diff)[/]" if git.get("dirty") else " (clean)")
+        f"git: commit {git.get('commit') or '-'} on {git.get('branch') or '-'}{dirty}", markup=False
     )
     env = rec.get("env") or {}
-    pk = env.get("packages") or {}
-    console.print(
-        "env: python "
-        + str(env.get("python", "?")).split()[0]
-        + ", "
-        + ", ".join(f"{k} {v}" for k, v in pk.items() if v)
-        + (f", device {env['device']}" if env.get("device") else "")
+    packages = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items() if v)
+    device = env.get("device") or {}
+    where = (
+        f", device {device.get('device')} ({device.get('device_name')})"
+        if device.get("device")
+        else ""
     )
-    plots = sorted(p.name for p in run.dir.rglob("*.png"))
+    console.print(
+        f"env: python {str(env.get('python', '?')).split()[0]}, {packages}{where}", markup=False
+    )
+    plots = sorted(str(p.relative_to(run.dir)) for p in run.dir.rglob("*.png"))
     if plots:
-        console.print(
-            "plots: "
-            + ", ".join(str(p.relative_to(run.dir)) for p in sorted(run.dir.rglob("*.png")))
-        )
+        console.print("plots: " + ", ".join(plots), markup=False)

@@ -8,23 +8,37 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from repro import __version__
 from repro.config import Resolved
-
-STAGES = ("data", "shapes", "overfit", "full", "experiments")
+from repro.gates import STAGES
 
 # Config sections each stage adds to what earlier stages depend on.
 STAGE_CONFIG = {
     "data": ("seed", "data", "stage.data"),
     "shapes": ("model", "init", "stage.shapes", "paper.expected_params"),
     "overfit": ("optim", "stage.overfit"),
-    "full": ("schedule", "lr_finder", "trainer", "seeds", "stage.full", "paper.targets", "paper.baseline"),
+    "full": (
+        "schedule",
+        "lr_finder",
+        "trainer",
+        "seeds",
+        "stage.full",
+        "paper.targets",
+        "paper.baseline",
+    ),
     "experiments": ("paper.experiments", "stage.experiments"),
 }
 CONTENT_HASH_LIMIT = 64 * 2**20  # larger data files are fingerprinted by size + mtime
+
+
+def _lookup(tree: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
 
 
 def _sha(obj: Any) -> str:
@@ -43,10 +57,15 @@ def file_digest(path: Path) -> str:
 def code_files(paper_dir: Path) -> dict[str, list[Path]]:
     """data.py is the data stage's code; every other top-level .py of the paper is the model's."""
     py = sorted(p for p in paper_dir.glob("*.py") if p.name != "__init__.py")
-    return {"data": [p for p in py if p.name == "data.py"], "model": [p for p in py if p.name != "data.py"]}
+    return {
+        "data": [p for p in py if p.name == "data.py"],
+        "model": [p for p in py if p.name != "data.py"],
+    }
 
 
-def fingerprint(resolved: Resolved, paper_dir: Path, data_files: list[str | Path]) -> dict[str, Any]:
+def fingerprint(
+    resolved: Resolved, paper_dir: Path, data_files: list[str | Path]
+) -> dict[str, Any]:
     """{"stages": {stage: hash}, "parts": {...}} for the current code, config and data files."""
     code = code_files(paper_dir)
     parts = {
@@ -54,8 +73,9 @@ def fingerprint(resolved: Resolved, paper_dir: Path, data_files: list[str | Path
         "code.model": {p.name: file_digest(p) for p in code["model"]} | {"repro": __version__},
         "data_files": {str(p): file_digest(Path(p)) for p in sorted(map(str, data_files))},
     }
+    typed = asdict(resolved.cfg)  # every key present, defaults of optional paper keys filled in
     for stage, keys in STAGE_CONFIG.items():
-        parts[f"config.{stage}"] = {k: resolved.get(k) for k in keys}
+        parts[f"config.{stage}"] = {k: _lookup(typed, k) for k in keys}
     stage_inputs = {
         "data": ["code.data", "data_files", "config.data"],
         "shapes": ["code.model", "config.shapes"],
@@ -67,17 +87,30 @@ def fingerprint(resolved: Resolved, paper_dir: Path, data_files: list[str | Path
     for stage in STAGES:
         acc += stage_inputs[stage]
         stages[stage] = _sha({k: parts[k] for k in acc})
-    return {"stages": stages, "parts": {k: _sha(v) for k, v in parts.items()}, "files": {
-        **{f"papers/{paper_dir.name}/{n}": h for n, h in parts["code.data"].items()},
-        **{f"papers/{paper_dir.name}/{n}": h for n, h in parts["code.model"].items() if n != "repro"},
-        **parts["data_files"],
-    }}
+    return {
+        "stages": stages,
+        "parts": {k: _sha(v) for k, v in parts.items()},
+        "files": {
+            **{f"papers/{paper_dir.name}/{n}": h for n, h in parts["code.data"].items()},
+            **{
+                f"papers/{paper_dir.name}/{n}": h
+                for n, h in parts["code.model"].items()
+                if n != "repro"
+            },
+            **parts["data_files"],
+        },
+    }
 
 
 def changed_parts(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Names of the parts (and files) that differ between two fingerprints."""
-    out = [k for k in sorted(set(old.get("parts", {})) | set(new.get("parts", {})))
-           if old.get("parts", {}).get(k) != new.get("parts", {}).get(k)]
+    out = [
+        k
+        for k in sorted(set(old.get("parts", {})) | set(new.get("parts", {})))
+        if old.get("parts", {}).get(k) != new.get("parts", {}).get(k)
+    ]
     files_old, files_new = old.get("files", {}), new.get("files", {})
-    out += [f for f in sorted(set(files_old) | set(files_new)) if files_old.get(f) != files_new.get(f)]
+    out += [
+        f for f in sorted(set(files_old) | set(files_new)) if files_old.get(f) != files_new.get(f)
+    ]
     return out

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from repro.config.schema import RunConfig
+
 EVAL_COST = (
     1 / 3
 )  # a forward pass costs about a third of forward + backward + step (2 of 3 passes skipped)
@@ -105,39 +107,48 @@ def format_forecast(fc: dict[str, Any]) -> str:
     return text + f"; device {i['device']}"
 
 
-def inputs_from_records(runs_dir: Path, paper: str, resolved) -> ForecastInputs | None:
+def inputs_from_records(runs_dir: Path, paper: str, cfg: RunConfig) -> ForecastInputs | None:
     """The forecast inputs from the newest passed data and overfit runs, or None when missing."""
+    from repro.gates.metrics import DataMetrics, OverfitMetrics, load_metrics
     from repro.records import latest_run
 
     data = latest_run(runs_dir, paper, "data", status="passed")
     overfit = latest_run(runs_dir, paper, "overfit", status="passed")
-    if data is None or overfit is None:
+    sizes = load_metrics(DataMetrics, data.record) if data else None
+    speed = load_metrics(OverfitMetrics, overfit.record) if overfit else None
+    if sizes is None or speed is None or not speed.steps_per_s:
         return None
-    sizes = (data.record.get("evidence") or {}).get("sizes") or {}
-    ev = overfit.record.get("evidence") or {}
-    if not ev.get("steps_per_s") or not sizes:
-        return None
-    batch = int(resolved.get("data.batch_size") or 32)
     model = overfit.record.get("model") or {}
     device = ((overfit.record.get("env") or {}).get("device") or {}).get("device", "?")
     return ForecastInputs(
-        steps_per_s=float(ev["steps_per_s"]),
-        measured_batch=int(ev.get("batch_size") or ev.get("examples") or 32),
-        n_train=int(sizes.get("train", 0)),
-        n_val=int(sizes.get("val", 0)),
-        n_test=int(sizes.get("test", 0)),
-        batch_size=batch,
-        eval_batch_size=int(resolved.get("data.eval_batch_size") or batch),
-        max_epochs=int(resolved.get("trainer.max_epochs") or 20),
-        seeds=int(resolved.get("seeds") or 1),
-        lr_finder_steps=0
-        if resolved.get("optim.lr") is not None
-        else int(resolved.get("lr_finder.num_training") or 100),
-        limit_train_batches=resolved.get("trainer.limit_train_batches"),
+        steps_per_s=speed.steps_per_s,
+        measured_batch=speed.batch_size,
+        n_train=sizes.sizes.get("train", 0),
+        n_val=sizes.sizes.get("val", 0),
+        n_test=sizes.sizes.get("test", 0),
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch,
+        max_epochs=cfg.trainer.max_epochs,
+        seeds=cfg.seeds,
+        lr_finder_steps=0 if cfg.optim.lr is not None else cfg.lr_finder.num_training,
+        limit_train_batches=cfg.trainer.limit_train_batches,
         params=model.get("total"),
         overfit_peak_rss_mb=overfit.record.get("peak_rss_mb"),
         device=str(device),
     )
+
+
+def print_forecast(runs_dir: Path, paper: str, cfg: RunConfig, console) -> dict[str, Any] | None:
+    """Estimate the full stage's time and memory from the earlier stages' records; print it."""
+    inputs = inputs_from_records(runs_dir, paper, cfg)
+    if inputs is None:
+        console.print(
+            "forecast: unavailable (needs passed data and overfit runs with throughput measured)"
+        )
+        return None
+    fc = forecast_full(inputs)
+    console.print(format_forecast(fc), highlight=False)
+    return fc
 
 
 def compare(forecast: dict[str, Any] | None, actual: dict[str, Any] | None) -> str | None:

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from repro.oneline import one_line
+
 MAX_REASON_CHARS = 160
 
 
@@ -31,11 +33,6 @@ def append_entry(notes_dir: Path, paper: str, line: str) -> Path:
     with path.open("a", encoding="utf-8") as f:
         f.write(("\n" if needs_newline else "") + line + "\n")
     return path
-
-
-def _shorten(text: str, limit: int = MAX_REASON_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def _label(record: dict[str, Any]) -> str:
@@ -72,7 +69,7 @@ def format_entry(run_record: dict[str, Any]) -> str:
     except (TypeError, ValueError):
         stamp = "????-??-?? ??:?? UTC"
     parts = [stamp, run_record.get("stage", "?"), _label(run_record), run_record.get("id", "?")]
-    reason = _shorten(_reason(run_record))
+    reason = one_line(_reason(run_record), MAX_REASON_CHARS)
     if reason:
         parts.append(reason)
     return "- " + " · ".join(parts)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from repro.fingerprint import STAGES
-
-CHEAP_STAGES = ("data", "shapes")  # re-run automatically when stale; the others are named
+from repro.gates import STAGES
 
 
 @dataclass
@@ -21,17 +18,20 @@ class StageState:
     current_pass: bool = False  # a passed run exists on the current fingerprint
 
 
-def data_files_cache(runs_dir: Path, paper: str) -> Path:
-    return runs_dir / paper / "data_files.json"
+def known_data_files(runs_dir: Path, paper: str, parts: dict[str, str]) -> list[str]:
+    """The data files that the newest data run with the same data code and data config read (so
+    `status` need not import the paper's code); [] when no such run recorded them."""
+    from repro.gates.metrics import DataMetrics, load_metrics
+    from repro.records import list_runs
 
-
-def known_data_files(runs_dir: Path, paper: str) -> list[str]:
-    """The data files the last data stage read (so `status` need not import the paper's code)."""
-    path = data_files_cache(runs_dir, paper)
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
+    for run in list_runs(runs_dir, paper=paper, stage="data"):
+        theirs = (run.record.get("fingerprint") or {}).get("parts") or {}
+        if any(theirs.get(k) != parts.get(k) for k in ("code.data", "config.data")):
+            continue
+        metrics = load_metrics(DataMetrics, run.record)
+        if metrics is not None:
+            return list(metrics.data_files)
+    return []
 
 
 def stage_states(runs_dir: Path, paper: str, current: dict) -> list[StageState]:
@@ -49,12 +49,17 @@ def stage_states(runs_dir: Path, paper: str, current: dict) -> list[StageState]:
         status = newest.effective_status
         fp_now = current["stages"][stage]
         current_pass = any(
-            r.effective_status == "passed" and r.record.get("fingerprint", {}).get("stages", {}).get(stage) == fp_now
+            r.effective_status == "passed"
+            and r.record.get("fingerprint", {}).get("stages", {}).get(stage) == fp_now
             for r in runs
         )
         reason = (rec.get("verdict") or {}).get("reason") or rec.get("status_reason") or ""
         if status == "passed":
-            state = "PASS" if rec.get("fingerprint", {}).get("stages", {}).get(stage) == fp_now else "STALE"
+            state = (
+                "PASS"
+                if rec.get("fingerprint", {}).get("stages", {}).get(stage) == fp_now
+                else "STALE"
+            )
             if state == "STALE":
                 reason = "passed on other code/config/data; re-run it. " + reason
         elif status == "failed":

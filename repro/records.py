@@ -26,6 +26,8 @@ from typing import Any
 from repro.errors import ReproError
 
 STATUSES = ("running", "passed", "failed", "error", "interrupted")
+# What a gate may add to its record besides the verdict (Run.annex).
+ANNEX_FIELDS = ("forecast", "actual", "init", "model", "peak_rss_mb", "env")
 RECORD_FILE = "record.json"
 RUN_ID_RE = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # paper and stage become directory names
@@ -205,6 +207,52 @@ class Run:
         import yaml  # ~40 ms to import: only pay it when a run writes YAML
 
         return self.write_text(name, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
+
+    def annex(self, **fields: Any) -> None:
+        """Save fields beside the verdict that a gate measures on the way (forecast, actual, init,
+        model, peak_rss_mb): only those names, so the record's shape stays owned here."""
+        unknown = sorted(set(fields) - set(ANNEX_FIELDS))
+        if unknown:
+            raise ValueError(f"record fields {unknown} are not annex fields {ANNEX_FIELDS}")
+        self.record.update(fields)
+        self.save()
+
+    @property
+    def prior_duration_s(self) -> float:
+        """Seconds this run spent in the attempts before its resumes."""
+        return sum(
+            float(r.get("previous_duration_s") or 0.0) for r in self.record.get("resumed") or []
+        )
+
+    def reopen(self, changed: list[str]) -> None:
+        """Continue this (interrupted or errored) run in this process, in its own directory: the
+        record goes back to running, owned by this process, and notes where it resumed from."""
+        pid = os.getpid()
+        self.record.setdefault("resumed", []).append(
+            {
+                "at": _utcnow().isoformat(),
+                "from_ckpt": sorted(
+                    str(p.relative_to(self.dir)) for p in self.dir.rglob("last.ckpt")
+                )
+                or None,
+                "previous_status": self.effective_status,
+                "previous_duration_s": self.record.get("duration_s"),
+                "changed": list(changed),
+            }
+        )
+        self.record.update(
+            status="running",
+            pid=pid,
+            pid_start=_pid_start(pid),
+            host=socket.gethostname(),
+            ended=None,
+            error=None,
+            status_reason=None,
+            verdict=None,
+            evidence={},
+        )
+        self.corrupt = None
+        self.save()
 
     def finish(
         self,

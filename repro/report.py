@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import shutil
 from pathlib import Path
 from typing import Any
 
-from repro.display import short
-from repro.fingerprint import STAGES
+from repro.gates import STAGES
+from repro.gates.metrics import FullMetrics, load_metrics
+from repro.oneline import one_line
 from repro.project import Project
+from repro.runner import stage_command
 
 FINISHED = ("passed", "failed")
 
@@ -50,40 +51,29 @@ def result_runs(runs: list) -> list:
 
 
 def results_rows(run) -> list[dict[str, Any]]:
-    """One row per target check of a full run, straight from its verdict."""
-    rows = []
-    for c in (run.record.get("verdict") or {}).get("checks") or []:
-        ev = c.get("evidence") or {}
-        if "ours_mean" not in ev:
-            continue
-        rows.append(
-            {
-                "target": c["name"],
-                "metric": ev.get("metric"),
-                "ours": ev.get("ours_mean"),
-                "std": ev.get("ours_std"),
-                "n": ev.get("n_seeds"),
-                "paper": ev.get("paper"),
-                "spread": ev.get("paper_spread"),
-                "gap": ev.get("gap"),
-                "verdict": ev.get("label"),
-                "run": run.id,
-            }
-        )
-    return rows
+    """One row per target of a full run, from its typed metrics."""
+    m = load_metrics(FullMetrics, run.record)
+    if m is None:
+        return []
+    return [
+        {
+            "target": t.name,
+            "metric": t.metric,
+            "ours": t.ours_mean,
+            "std": t.ours_std,
+            "n": t.n_seeds,
+            "paper": t.paper,
+            "spread": t.spread,
+            "gap": t.gap,
+            "verdict": t.label,
+            "run": run.id,
+        }
+        for t in m.targets
+    ]
 
 
 def reproduce_command(run) -> list[str]:
     rec = run.record
-    cmd = " ".join(
-        [
-            "repro stage",
-            run.stage,
-            "--paper",
-            run.paper,
-            *map(shlex.quote, rec.get("overrides") or []),
-        ]
-    )
     git = rec.get("git") or {}
     lines = []
     if git.get("commit"):
@@ -91,7 +81,7 @@ def reproduce_command(run) -> list[str]:
             f"git checkout {git['commit']}"
             + ("  # the run had uncommitted changes: see its git.diff" if git.get("dirty") else "")
         )
-    lines.append(cmd)
+    lines.append(stage_command(run.stage, run.paper, list(rec.get("overrides") or [])))
     return lines
 
 
@@ -117,14 +107,8 @@ def _deviations(project: Project, paper: str, runs: list) -> list[str]:
     return out
 
 
-def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
-    """The report text and the figures it references ({name in report/: source path})."""
-    from repro.records import list_runs
-
-    runs = list_runs(project.runs_dir, paper)  # newest first
-    newest_cfg = next((r.record.get("config") for r in runs if r.record.get("config")), {}) or {}
-    meta = newest_cfg.get("paper") or {}
-    lines = [
+def _header(paper: str, meta: dict, runs: list) -> list[str]:
+    return [
         f"# Reproduction report: {meta.get('title', paper)}",
         "",
         f"Paper `{paper}` · arXiv {meta.get('arxiv', '?')} · written by `repro report` from "
@@ -133,8 +117,9 @@ def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
         "",
     ]
 
-    # ---- summary ------------------------------------------------------------------------------------
-    lines += ["## Reproducibility summary", "", "**Scope: the paper's claims checked here**", ""]
+
+def _summary(meta: dict, runs: list) -> list[str]:
+    lines = ["## Reproducibility summary", "", "**Scope: the paper's claims checked here**", ""]
     targets = meta.get("targets") or []
     for t in targets:
         spread = (
@@ -143,8 +128,8 @@ def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
             else ", no spread stated"
         )
         lines.append(
-            f"- {t['name']}: {t['metric']} = {t['value']:g} on {t.get('dataset', 'any dataset')} "
-            f"({t.get('where', '?')}); tolerance {float(t.get('tolerance', 0)):g}{spread}"
+            f"- {t['name']}: {t['metric']} = {t['value']:g} on {t.get('dataset') or 'any dataset'} "
+            f"({t.get('where') or '?'}); tolerance {float(t.get('tolerance') or 0):g}{spread}"
         )
     if not targets:
         lines.append("- the paper config declares no targets")
@@ -161,35 +146,43 @@ def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
             continue
         st = [r.effective_status for r in mine]
         bad = sorted(
-            {short(_reason(r), 100) for r in mine if r.effective_status != "passed" and _reason(r)}
+            {
+                one_line(_reason(r), 100)
+                for r in mine
+                if r.effective_status != "passed" and _reason(r)
+            }
         )
         lines.append(
             f"| {stage} | {len(mine)} | {st.count('passed')} | {st.count('failed')} | "
             f"{len(mine) - st.count('passed') - st.count('failed')} | "
             f"{_cell('; '.join(bad[:3])) or '—'} |"
         )
+    return lines + _assumptions(runs)
+
+
+def _assumptions(runs: list) -> list[str]:
     basis = next((r for r in runs if r.stage == "full" and r.record.get("defaults")), None) or next(
         (r for r in runs if r.record.get("defaults")), None
     )
     defaults = (basis.record.get("defaults") or {}) if basis else {}
-    lines += [
+    lines = [
         "",
         f"**Assumptions**: values repro filled in because the paper is silent ({len(defaults)}"
         + (f", from run {basis.id}" if basis else "")
         + ")",
         "",
     ]
-    if defaults:
-        lines += ["| key | value |", "|---|---|"]
-        lines += [
-            f"| `{k}` | `{_cell(json.dumps(defaults[k], default=str))}` |" for k in sorted(defaults)
-        ]
-    else:
-        lines.append("none recorded")
+    if not defaults:
+        return lines + ["none recorded"]
+    return (
+        lines
+        + ["| key | value |", "|---|---|"]
+        + [f"| `{k}` | `{_cell(json.dumps(defaults[k], default=str))}` |" for k in sorted(defaults)]
+    )
 
-    # ---- results ------------------------------------------------------------------------------------
-    chosen = result_runs(runs)
-    lines += [
+
+def _results(chosen: list) -> list[str]:
+    lines = [
         "",
         "## Results vs the paper",
         "",
@@ -198,48 +191,38 @@ def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
         "| target | metric | ours | seeds | paper | gap | within paper's spread | verdict | run |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    all_rows = [row for r in chosen for row in results_rows(r)]
-    for row in all_rows:
+    rows = [row for r in chosen for row in results_rows(r)]
+    for row in rows:
         ours = _fmt(row["ours"]) + (f" ± {_fmt(row['std'])}" if row["std"] is not None else "")
-        spread = (
-            "no spread stated"
-            if row["spread"] is None
-            else ("yes" if abs(row["gap"]) <= float(row["spread"]) else "no")
-            + f" (±{float(row['spread']):g})"
-        )
+        if row["spread"] is None:
+            spread = "no spread stated"
+        elif row["gap"] is None:
+            spread = "—"
+        else:
+            spread = f"{'yes' if abs(row['gap']) <= float(row['spread']) else 'no'} (±{float(row['spread']):g})"
         lines.append(
             f"| {_cell(row['target'])} | {row['metric']} | {ours} | {row['n']} | {_fmt(row['paper'])} | "
             f"{_fmt(row['gap'], '+.2f')} | {spread} | {row['verdict']} | {row['run']} |"
         )
-    if not all_rows:
+    if not rows:
         lines.append("| — | — | no finished full run yet | | | | | | |")
+    return lines
 
-    # ---- experiments --------------------------------------------------------------------------------
-    exp = next(
-        (r for r in runs if r.stage == "experiments" and r.effective_status == "passed"), None
-    )
-    lines += ["", "## Experiments (ablations, sweeps)", ""]
+
+def _experiments(paper: str, exp) -> list[str]:
+    lines = ["", "## Experiments (ablations, sweeps)", ""]
     if exp is None:
-        lines.append(f"no passed experiments run yet: `repro stage experiments --paper {paper}`")
-    else:
-        table = exp.dir / "results.md"
-        body = table.read_text(encoding="utf-8").split("\n", 1)[1].strip() if table.exists() else ""
-        lines += [f"From run {exp.id}:", "", body or "(its results.md is missing)"]
-        if (exp.dir / "results.png").exists():
-            lines += ["", f"![{exp.id}-results.png](report/{exp.id}-results.png)"]
+        return lines + [f"no passed experiments run yet: `repro stage experiments --paper {paper}`"]
+    table = exp.dir / "results.md"
+    body = table.read_text(encoding="utf-8").split("\n", 1)[1].strip() if table.exists() else ""
+    lines += [f"From run {exp.id}:", "", body or "(its results.md is missing)"]
+    if (exp.dir / "results.png").exists():
+        lines += ["", f"![{exp.id}-results.png](report/{exp.id}-results.png)"]
+    return lines
 
-    # ---- deviations ---------------------------------------------------------------------------------
-    devs = _deviations(project, paper, runs)
-    lines += ["", "## Deviations", ""] + (
-        devs
-        or [
-            "none recorded (no DEVIATION/UNSTATED provenance entries, "
-            "no Deviations section in the paper README)"
-        ]
-    )
 
-    # ---- timeline -----------------------------------------------------------------------------------
-    lines += [
+def _timeline(runs: list) -> list[str]:
+    lines = [
         "",
         "## Stage timeline",
         "",
@@ -249,34 +232,61 @@ def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
     for r in sorted(runs, key=lambda r: (str(r.record.get("started") or ""), r.id)):
         when = str(r.record.get("started") or "")[:19].replace("T", " ")
         lines.append(
-            f"| {when} | {r.stage} | {r.id} | {r.effective_status} | {_cell(short(_reason(r), 140))} |"
+            f"| {when} | {r.stage} | {r.id} | {r.effective_status} | {_cell(one_line(_reason(r), 140))} |"
         )
+    return lines
 
-    # ---- commands -----------------------------------------------------------------------------------
-    lines += ["", "## Reproduce each number", ""]
+
+def _commands(paper: str, chosen: list) -> list[str]:
+    lines = ["", "## Reproduce each number", ""]
     for r in chosen:
-        lines += [
-            f"Run {r.id} ({', '.join(row['target'] for row in results_rows(r)) or 'no targets'}):",
-            "",
-            "```",
-            *reproduce_command(r),
-            "```",
-            "",
-        ]
+        targets = ", ".join(row["target"] for row in results_rows(r)) or "no targets"
+        lines += [f"Run {r.id} ({targets}):", "", "```", *reproduce_command(r), "```", ""]
     if not chosen:
         lines += ["no finished full run yet: `repro stage full --paper " + paper + "`", ""]
+    return lines
 
-    # ---- figures ------------------------------------------------------------------------------------
+
+def _figures(exp, chosen: list) -> tuple[list[str], dict[str, Path]]:
     figures: dict[str, Path] = {}
     if exp is not None and (exp.dir / "results.png").exists():
         figures[f"{exp.id}-results.png"] = exp.dir / "results.png"
     for r in chosen:
         for png in sorted(r.dir.rglob("*.png")):
             figures[f"{r.id}-{'-'.join(png.relative_to(r.dir).parts)}"] = png
-    if figures:
-        lines += (
-            ["## Figures", ""] + [f"![{name}](report/{name})" for name in sorted(figures)] + [""]
-        )
+    if not figures:
+        return [], figures
+    return ["## Figures", ""] + [f"![{name}](report/{name})" for name in sorted(figures)] + [
+        ""
+    ], figures
+
+
+def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
+    """The report text and the figures it references ({name in report/: source path})."""
+    from repro.records import list_runs
+
+    runs = [r for r in list_runs(project.runs_dir, paper) if r.corrupt is None]  # newest first
+    newest_cfg = next((r.record.get("config") for r in runs if r.record.get("config")), {}) or {}
+    meta = newest_cfg.get("paper") or {}
+    chosen = result_runs(runs)
+    exp = next(
+        (r for r in runs if r.stage == "experiments" and r.effective_status == "passed"), None
+    )
+    devs = _deviations(project, paper, runs) or [
+        "none recorded (no DEVIATION/UNSTATED provenance entries, no Deviations section in the paper README)"
+    ]
+    figure_lines, figures = _figures(exp, chosen)
+    lines = (
+        _header(paper, meta, runs)
+        + _summary(meta, runs)
+        + _results(chosen)
+        + _experiments(paper, exp)
+        + ["", "## Deviations", ""]
+        + devs
+        + _timeline(runs)
+        + _commands(paper, chosen)
+        + figure_lines
+    )
     return "\n".join(lines).rstrip("\n") + "\n", figures
 
 

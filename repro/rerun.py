@@ -1,15 +1,14 @@
-"""Re-execute recorded runs: `repro rerun` (a new run linked to its source) and `--resume` (same run, from its checkpoint)."""
+"""Re-execute recorded runs: `repro rerun` (a new run linked to its source) and `--resume` (same
+run, from its checkpoint)."""
 
 from __future__ import annotations
-
-from datetime import UTC
 
 from rich.console import Console
 
 from repro.config import compose
 from repro.errors import GateRefused
 from repro.project import Project
-from repro.runner import _data_files_now, _execute, current_fingerprint, run_stage
+from repro.runner import current_fingerprint, data_files_now, execute, run_stage
 
 
 def rerun(
@@ -36,7 +35,7 @@ def rerun(
     from repro.context import StageContext
 
     now = current_fingerprint(
-        project, paper, resolved, _data_files_now(StageContext(project, paper, resolved, console))
+        project, paper, resolved, data_files_now(StageContext(project, paper, resolved, console))
     )
     changed = changed_parts(old.record.get("fingerprint") or {}, now)
     if changed:
@@ -85,53 +84,24 @@ def resume_full(
     project: Project, paper: str, run_id: str | None = None, console: Console | None = None
 ):
     """Continue an interrupted full run in its own directory from each seed's last checkpoint."""
-    import os
-    import socket
-    from datetime import datetime
-
     from repro.context import StageContext
     from repro.fingerprint import changed_parts
-    from repro.records import _pid_start
 
     console = console or Console()
     run = resumable_run(project, paper, run_id)
-    rec = run.record
-    resolved = compose(project, run.paper, list(rec.get("overrides") or []))
-    ctx = StageContext(project, run.paper, resolved, console, forced=bool(rec.get("forced")))
-    now = current_fingerprint(project, run.paper, resolved, _data_files_now(ctx))
-    changed = changed_parts(rec.get("fingerprint") or {}, now)
+    resolved = compose(project, run.paper, list(run.record.get("overrides") or []))
+    ctx = StageContext(project, run.paper, resolved, console, forced=bool(run.record.get("forced")))
+    now = current_fingerprint(project, run.paper, resolved, data_files_now(ctx))
+    changed = changed_parts(run.record.get("fingerprint") or {}, now)
     if changed:
         console.print(
             f"[yellow]warning: since run {run.id} started these changed: {', '.join(changed)}; "
             "the resumed part uses the current code, config and data[/yellow]",
             highlight=False,
         )
-    ckpts = sorted(str(p.relative_to(run.dir)) for p in run.dir.rglob("last.ckpt"))
-    pid = os.getpid()
-    entry = {
-        "at": datetime.now(UTC).isoformat(),
-        "from_ckpt": ckpts or None,
-        "previous_status": run.effective_status,
-        "changed": changed,
-    }
-    rec.setdefault("resumed", []).append(entry)
-    rec.update(
-        status="running",
-        pid=pid,
-        pid_start=_pid_start(pid),
-        host=socket.gethostname(),
-        ended=None,
-        error=None,
-        status_reason=None,
-        verdict=None,
-        evidence={},
-    )
-    run.save()
-    ctx.run = run
-    ctx.extra["resume"] = True
-    ctx.extra["lr_by_seed"] = {int(k): v for k, v in (rec.get("lr_by_seed") or {}).items()}
-    console.rule(
-        f"[bold]{run.paper} · full[/bold] · resuming run {run.id} from {', '.join(ckpts) or 'the start'}"
-    )
-    _execute(project, run.paper, "full", ctx, run)
+    run.reopen(changed)
+    ctx.run, ctx.resume = run, True
+    ckpts = ", ".join(run.record["resumed"][-1]["from_ckpt"] or []) or "the start"
+    console.rule(f"[bold]{run.paper} · full[/bold] · resuming run {run.id} from {ckpts}")
+    execute(ctx, run, "full")
     return run

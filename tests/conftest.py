@@ -57,3 +57,26 @@ def make_project(tmp_path, monkeypatch, purge_papers) -> Callable[..., Project]:
 def project(make_project) -> Project:
     """A throwaway repro project holding repro's conf/ (without papers) and the scaffolded paper 'toy'."""
     return make_project()
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys) -> Callable[..., tuple[int, str, str]]:
+    """`repro ARGS` in-process through main() (as the console script runs it: ReproError becomes
+    one `Error:` line and exit 1), with wide consoles; returns (exit code, stdout, stderr)."""
+    from rich.console import Console
+
+    from repro import cli as cli_module
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(cli_module, "console", Console(width=250))
+        monkeypatch.setattr(cli_module, "err_console", Console(width=250, stderr=True))
+        monkeypatch.setattr(sys, "argv", ["repro", *args])
+        try:
+            cli_module.main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -27,17 +27,20 @@ def _append(path: Path, text: str) -> None:
 
 # ---- provenance -------------------------------------------------------------------------------
 def test_paper_value_with_provenance_entry_gets_that_entry(project):
-    _edit(_paper_yaml(project), "model.hidden: \"default: TODO replace with the paper's value\"",
-          'model.hidden: "paper: Table 1"')
+    _edit(
+        _paper_yaml(project),
+        'model.hidden: "default: TODO replace with the paper\'s value"',
+        'model.hidden: "paper: Table 1"',
+    )
     r = compose(project, "toy")
-    assert r.get("model.hidden") == 64
+    assert r.value("model.hidden") == 64
     assert r.provenance["model.hidden"] == "paper: Table 1"
     assert r.provenance["data.n_examples"] == "default: enough for a stable toy test accuracy"
 
 
 def test_value_only_in_repro_defaults_is_default(project):
     r = compose(project, "toy")
-    assert r.get("optim.weight_decay") == 0.01
+    assert r.value("optim.weight_decay") == 0.01
     assert r.provenance["optim.weight_decay"].startswith("default: ")
     assert r.provenance["data.batch_size"].startswith("default: ")
     assert r.provenance["stage.overfit.max_steps"].startswith("default: ")
@@ -45,8 +48,8 @@ def test_value_only_in_repro_defaults_is_default(project):
 
 def test_command_line_override_is_override(project):
     r = compose(project, "toy", ["optim.lr=0.01", "model.hidden=8"])
-    assert r.get("optim.lr") == 0.01
-    assert r.get("model.hidden") == 8
+    assert r.value("optim.lr") == 0.01
+    assert r.value("model.hidden") == 8
     assert r.provenance["optim.lr"] == "override: command line"
     assert r.provenance["model.hidden"] == "override: command line"  # beats the paper's own entry
     assert r.overrides == ["optim.lr=0.01", "model.hidden=8"]
@@ -55,7 +58,7 @@ def test_command_line_override_is_override(project):
 def test_paper_value_without_entry_is_unsourced(project):
     _append(_paper_yaml(project), "optim:\n  weight_decay: 0.1\n")
     r = compose(project, "toy")
-    assert r.get("optim.weight_decay") == 0.1
+    assert r.value("optim.weight_decay") == 0.1
     assert r.provenance["optim.weight_decay"].startswith("unsourced: ")
     assert "toy.yaml" in r.provenance["optim.weight_decay"]
 
@@ -71,8 +74,11 @@ def test_defaults_lists_default_filled_values_only(project):
 
 
 def test_defaults_excludes_paper_sourced_values(project):
-    _edit(_paper_yaml(project), "model.hidden: \"default: TODO replace with the paper's value\"",
-          'model.hidden: "paper: Table 1"')
+    _edit(
+        _paper_yaml(project),
+        'model.hidden: "default: TODO replace with the paper\'s value"',
+        'model.hidden: "paper: Table 1"',
+    )
     d = compose(project, "toy").defaults()
     assert "model.hidden" not in d
     assert "model.dropout" in d  # its entry says "default: ..."
@@ -120,7 +126,11 @@ def test_override_without_equals_is_config_error(project):
 
 
 def test_bad_provenance_kind_is_config_error(project):
-    _edit(_paper_yaml(project), 'data.noise: "default: toy dataset"', 'data.noise: "guess: toy dataset"')
+    _edit(
+        _paper_yaml(project),
+        'data.noise: "default: toy dataset"',
+        'data.noise: "guess: toy dataset"',
+    )
     with pytest.raises(ConfigError) as e:
         compose(project, "toy")
     msg = str(e.value)

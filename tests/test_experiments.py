@@ -7,11 +7,11 @@ import re
 import pytest
 from rich.console import Console
 
+from repro.config.schema import Variant
 from repro.gates.experiments import check_jobs, markdown_table, results_table
 
 OV = ["trainer.max_epochs=2", "optim.lr=0.01", "data.n_examples=300"]
-VARIANTS = [{"name": "full model", "overrides": [], "paper": 90.0},
-            {"name": "narrow", "overrides": ["model.hidden=4"], "paper": None}]
+VARIANTS = [Variant("full model", [], 90.0), Variant("narrow", ["model.hidden=4"], None)]
 
 
 # ---- pure ---------------------------------------------------------------------------------------
@@ -25,24 +25,37 @@ def _result(variant, seed, acc=None, error=None):
 
 
 def test_results_table_means_stds_and_deltas():
-    results = [_result("full model", 0, 90.0), _result("full model", 1, 92.0), _result("narrow", 0, 80.0)]
+    results = [
+        _result("full model", 0, 90.0),
+        _result("full model", 1, 92.0),
+        _result("narrow", 0, 80.0),
+    ]
     rows = results_table(VARIANTS, results, "test/acc")
-    assert [r["variant"] for r in rows] == ["full model", "narrow"]
-    assert rows[0]["ours"] == pytest.approx(91.0) and rows[0]["std"] == pytest.approx(2 ** 0.5)
-    assert rows[0]["n"] == 2 and rows[0]["delta"] == 0.0 and rows[0]["overrides"] == "—"
-    assert rows[1]["ours"] == 80.0 and rows[1]["std"] is None and rows[1]["delta"] == pytest.approx(-11.0)
-    assert rows[1]["overrides"] == "model.hidden=4"
-    assert rows[0]["paper"] == 90.0 and rows[1]["paper"] is None
+    assert [r.variant for r in rows] == ["full model", "narrow"]
+    assert rows[0].ours == pytest.approx(91.0) and rows[0].std == pytest.approx(2**0.5)
+    assert rows[0].n == 2 and rows[0].delta == 0.0 and rows[0].overrides == "—"
+    assert rows[1].ours == 80.0 and rows[1].std is None and rows[1].delta == pytest.approx(-11.0)
+    assert rows[1].overrides == "model.hidden=4"
+    assert rows[0].paper == 90.0 and rows[1].paper is None
 
 
 def test_results_table_with_a_failed_variant():
-    rows = results_table(VARIANTS, [_result("full model", 0, 90.0), _result("narrow", 0, error="boom")], "test/acc")
-    assert rows[1]["ours"] is None and rows[1]["n"] == 0 and rows[1]["delta"] is None
+    rows = results_table(
+        VARIANTS, [_result("full model", 0, 90.0), _result("narrow", 0, error="boom")], "test/acc"
+    )
+    assert rows[1].ours is None and rows[1].n == 0 and rows[1].delta is None
 
 
 def test_markdown_table():
-    rows = results_table(VARIANTS, [_result("full model", 0, 90.0), _result("full model", 1, 92.0),
-                                    _result("narrow", 0, 80.0)], "test/acc")
+    rows = results_table(
+        VARIANTS,
+        [
+            _result("full model", 0, 90.0),
+            _result("full model", 1, 92.0),
+            _result("narrow", 0, 80.0),
+        ],
+        "test/acc",
+    )
     md = markdown_table(rows, "test/acc", "Table 4", ["trainer.max_epochs=5"])
     assert md.startswith("# Experiments: test/acc (paper: Table 4)")
     assert "`trainer.max_epochs=5`" in md
@@ -57,8 +70,14 @@ def test_check_jobs_passes_when_every_run_has_the_metric():
 
 
 def test_check_jobs_names_failed_runs():
-    c = check_jobs([_result("full model", 0, 90.0), _result("narrow", 1, error="ConfigError: bad key"),
-                    {"variant": "other", "seed": 0, "metrics": {"val/acc": 1.0}}], "test/acc")
+    c = check_jobs(
+        [
+            _result("full model", 0, 90.0),
+            _result("narrow", 1, error="ConfigError: bad key"),
+            {"variant": "other", "seed": 0, "metrics": {"val/acc": 1.0}},
+        ],
+        "test/acc",
+    )
     assert not c.passed
     assert c.reason.startswith("2 of 3 runs failed: ")
     assert "narrow (seed 1): ConfigError: bad key" in c.reason
@@ -85,7 +104,10 @@ def test_experiments_run_declared_variants(project):
         assert 0 <= float(r[2]) <= 100
         assert r[4] == "1"
     assert (run.dir / "results.png").stat().st_size > 0
-    assert [r["epochs"] for r in v["evidence"]["results"]] == [2, 2]  # the command line beat the paper's 5
+    assert [r["epochs"] for r in v["evidence"]["results"]] == [
+        2,
+        2,
+    ]  # the command line beat the paper's 5
 
 
 def test_experiments_fail_naming_a_variant_with_a_bad_override(project):
@@ -95,8 +117,10 @@ def test_experiments_fail_naming_a_variant_with_a_bad_override(project):
     text = paper_yaml.read_text()
     start = text.index("    variants:")
     end = text.index("  provenance:")
-    paper_yaml.write_text(text[:start] + "    variants:\n      - name: broken variant\n"
-                          "        overrides: [model.nosuchkey=1]\n        paper: null\n" + text[end:])
+    paper_yaml.write_text(
+        text[:start] + "    variants:\n      - name: broken variant\n"
+        "        overrides: [model.nosuchkey=1]\n        paper: null\n" + text[end:]
+    )
     run = run_stage(project, "toy", "experiments", OV, force=True, console=Console(quiet=True))
     v = run.record["verdict"]
     assert run.record["status"] == "failed"

@@ -48,7 +48,9 @@ def test_disjoint_passes():
 
 
 def test_classes_fails_when_a_split_lacks_a_class():
-    c = check_classes({"train": {0: 5, 1: 5, 2: 5}, "val": {0: 1, 1: 1, 2: 1}, "test": {0: 2, 1: 3}}, 3)
+    c = check_classes(
+        {"train": {0: 5, 1: 5, 2: 5}, "val": {0: 1, 1: 1, 2: 1}, "test": {0: 2, 1: 3}}, 3
+    )
     assert not c.passed
     assert c.reason == "test lacks class [2]"
     assert c.evidence["missing"] == {"test": [2]}
@@ -61,8 +63,14 @@ def test_classes_zero_count_counts_as_missing():
 
 
 def test_classes_fails_on_label_out_of_range():
-    c = check_classes({"train": {0: 5, 1: 5, 2: 5, 5: 1}, "val": {0: 1, 1: 1, 2: 1},
-                       "test": {-1: 1, 0: 1, 1: 1, 2: 1}}, 3)
+    c = check_classes(
+        {
+            "train": {0: 5, 1: 5, 2: 5, 5: 1},
+            "val": {0: 1, 1: 1, 2: 1},
+            "test": {-1: 1, 0: 1, 1: 1, 2: 1},
+        },
+        3,
+    )
     assert not c.passed
     assert "labels outside 0..2" in c.reason
     assert c.evidence["bad_labels"] == {"train": [5], "test": [-1]}
@@ -150,7 +158,7 @@ def test_gate_fails_when_official_splits_overlap(project):
     assert run.record["status"] == "failed"
     assert not v["passed"]
     assert "splits disjoint: examples shared between splits (train&val: 12)" in v["reason"]
-    assert v["evidence"]["official_split"] is True
+    assert run.record["metrics"]["official_split"] is True
 
 
 def test_gate_fails_when_a_class_is_missing_from_test(project):
@@ -166,10 +174,15 @@ def test_gate_passes_on_scaffolded_paper_with_80_10_10(project):
     run = _run_data(project)
     v = run.record["verdict"]
     assert run.record["status"] == "passed", v["reason"]
-    assert v["evidence"]["sizes"] == {"train": 240, "val": 30, "test": 30}
-    assert v["evidence"]["official_split"] is False
+    assert run.record["metrics"]["sizes"] == {"train": 240, "val": 30, "test": 30}
+    assert run.record["metrics"]["official_split"] is False
     assert "80.0/10.0/10.0%" in v["reason"]
-    assert [c["name"] for c in v["checks"]] == ["splits non-empty", "splits disjoint", "every class in every split",
-                                                  "split policy", "loader determinism"]
+    assert [c["name"] for c in v["checks"]] == [
+        "splits non-empty",
+        "splits disjoint",
+        "every class in every split",
+        "split policy",
+        "loader determinism",
+    ]
     assert len(v["evidence"]["examples"]) == 3
     assert v["evidence"]["batch_shapes"] == {"x": [32, 16], "label": [32]}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from repro.config.schema import Target
 from repro.gates.full import (
     NOT_REPRODUCED,
     REPRODUCED,
@@ -15,11 +17,17 @@ from repro.gates.full import (
     compare_target,
     mean_std,
 )
-from repro.train.fit import steepest_descent_lr
+from repro.train.lr_finder import steepest_descent_lr
 
-ACC = {"name": "test accuracy", "metric": "test/acc", "value": 90.0, "tolerance": 2.0, "where": "Table 2"}
-LOSS = {"name": "test loss", "metric": "test/loss", "value": 0.5, "tolerance": 0.1, "higher_is_better": False,
-        "where": "Table 3"}
+ACC = Target(name="test accuracy", metric="test/acc", value=90.0, tolerance=2.0, where="Table 2")
+LOSS = Target(
+    name="test loss",
+    metric="test/loss",
+    value=0.5,
+    tolerance=0.1,
+    higher_is_better=False,
+    where="Table 3",
+)
 
 
 # ---- compare_target ---------------------------------------------------------------------------
@@ -63,7 +71,9 @@ def test_above_paper_by_more_than_tolerance_warns_of_leakage():
     assert c.evidence["label"] == REPRODUCED
     assert c.evidence["warning"] == "above paper"
     assert "check for leakage" in c.reason
-    assert "warning" not in compare_target(ACC, [91.0]).evidence  # within tolerance above: no warning
+    assert (
+        "warning" not in compare_target(ACC, [91.0]).evidence
+    )  # within tolerance above: no warning
 
 
 def test_lower_is_better_far_below_paper_warns_too():
@@ -89,7 +99,7 @@ def test_missing_measurement_fails():
 
 # ---- check_targets ----------------------------------------------------------------------------
 def test_no_target_for_the_dataset_fails():
-    targets = [dict(ACC, dataset="snli")]
+    targets = [replace(ACC, dataset="snli")]
     checks = check_targets(targets, "quora", [{"test/acc": 91.0}])
     assert len(checks) == 1
     assert not checks[0].passed
@@ -104,7 +114,11 @@ def test_no_targets_at_all_fails():
 
 
 def test_only_targets_of_the_dataset_are_compared():
-    targets = [dict(ACC, dataset="snli", value=99.0), dict(ACC, dataset="quora"), dict(LOSS)]  # LOSS: any dataset
+    targets = [
+        replace(ACC, dataset="snli", value=99.0),
+        replace(ACC, dataset="quora"),
+        LOSS,
+    ]  # LOSS: any dataset
     checks = check_targets(targets, "quora", [{"test/acc": 89.0, "test/loss": 0.45}])
     assert [c.evidence["paper"] for c in checks] == [90.0, 0.5]
     assert all(c.passed for c in checks)

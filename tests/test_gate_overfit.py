@@ -11,8 +11,12 @@ NAN = float("nan")
 
 # ---- check_overfit on synthetic curves --------------------------------------------------------
 def test_passes_when_loss_reaches_ratio_of_initial_and_reports_step():
-    c = check_overfit([2.0, 1.0, 0.1, 0.019, 0.01], [0.3, 0.5, 0.9, 1.0, 1.0], loss_ratio=0.01,
-                      accept_full_accuracy=False)
+    c = check_overfit(
+        [2.0, 1.0, 0.1, 0.019, 0.01],
+        [0.3, 0.5, 0.9, 1.0, 1.0],
+        loss_ratio=0.01,
+        accept_full_accuracy=False,
+    )
     assert c.passed
     assert c.evidence["step"] == 3
     assert "at step 3 of 5" in c.reason
@@ -115,8 +119,14 @@ def test_gate_fails_through_the_runner_and_records_the_curve(project):
 
     model_py = project.paper_dir("toy") / "model.py"
     model_py.write_text(model_py.read_text() + IGNORES_INPUT_MODEL)
-    run = run_stage(project, "toy", "overfit", ["data.n_examples=300", "stage.overfit.max_steps=50"], force=True,
-                    console=Console(quiet=True))
+    run = run_stage(
+        project,
+        "toy",
+        "overfit",
+        ["data.n_examples=300", "stage.overfit.max_steps=50"],
+        force=True,
+        console=Console(quiet=True),
+    )
     assert run.record["status"] == "failed"
     assert (run.dir / "overfit_curve.png").is_file()
     assert len((run.dir / "overfit_losses.csv").read_text().splitlines()) == 51
@@ -127,9 +137,10 @@ def test_gate_passes_on_scaffolded_model(project):
 
     v = overfit.run(_ctx(project, ["data.n_examples=300", "optim.lr=0.01"]))
     assert v.passed, v.reason
-    assert v.evidence["final_loss"] <= 0.01 * v.evidence["initial_loss"]
-    assert v.evidence["examples"] == 32
-    assert v.evidence["step"] == v.evidence["steps"] - 1  # stopped as soon as it passed
+    m = v.metrics
+    assert m.final_loss <= 0.01 * m.initial_loss
+    assert m.batch_size == 32
+    assert m.passed_at_step == m.steps - 1  # stopped as soon as it passed
 
 
 def test_train_on_batch_is_deterministic(project):
@@ -141,7 +152,11 @@ def test_train_on_batch_is_deterministic(project):
         batch = dm.fixed_batch("train", 32)
         model = ctx.build_model(dm, seed=0)
         disable_dropout(model)
-        runs.append(train_on_batch(model, batch, steps=40, lr=3e-3, loss_ratio=0.0, accept_full_accuracy=False))
+        runs.append(
+            train_on_batch(
+                model, batch, steps=40, lr=3e-3, loss_ratio=0.0, accept_full_accuracy=False
+            )
+        )
     assert len(runs[0]["losses"]) == 40
     assert runs[0]["losses"] == runs[1]["losses"]
     assert runs[0]["accs"] == runs[1]["accs"]

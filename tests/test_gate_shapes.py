@@ -20,6 +20,7 @@ from repro.gates.shapes import (
     run_shapes,
     zeroed_batch,
 )
+from tests.configs import stage_config
 
 C = 3  # classes of the float-input models
 
@@ -120,9 +121,12 @@ def text_batch(size: int = 8, length: int = 12, seed: int = 0) -> dict:
     return {"ids": ids, "label": torch.randint(0, 2, (size,), generator=g)}
 
 
-def run(model: nn.Module, batch: dict | None = None, num_classes: int = C, **cfg):
+def run(
+    model: nn.Module, batch: dict | None = None, num_classes: int = C, expected_params=None, **cfg
+):
     torch.manual_seed(0)
-    return run_shapes(model, float_batch() if batch is None else batch, num_classes, cfg)
+    batch = float_batch() if batch is None else batch
+    return run_shapes(model, batch, num_classes, stage_config("shapes", **cfg), expected_params)
 
 
 def check(verdict, name: str):
@@ -149,8 +153,10 @@ def test_good_mlp_passes_every_check():
     }
     ev = v.evidence
     assert ev["output_shape"] == [16, C]
-    assert ev["ln_c"] == pytest.approx(math.log(C))
-    assert ev["params_trainable"] == ev["params_total"] == 10 * 32 + 32 + 32 * C + C
+    m = v.metrics  # the gate's typed summary: what the record keeps as `metrics`
+    assert m.ln_c == pytest.approx(math.log(C))
+    assert m.trainable_params == m.total_params == 10 * 32 + 32 + 32 * C + C
+    assert m.init_loss == pytest.approx(check(v, "init_loss").evidence["loss"])
     assert ev["no_grad_params"] == []
     assert ev["max_leak"] == 0.0
     assert ev["zero_input_change"] > 0 and math.isfinite(ev["zero_input_loss"])
@@ -180,9 +186,11 @@ def test_gate_restores_modes_requires_grad_and_grads():
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_unknown_cfg_key_is_a_config_error():
-    with pytest.raises(ConfigError, match="'leak_tol'.*valid keys"):
-        run(MLP(), leak_tol=1.0)
+def test_unknown_cfg_key_is_a_config_error(project):
+    from repro.config import compose
+
+    with pytest.raises(ConfigError, match=r"stage\.shapes\.leak_tol .*unknown key.*'leak_atol'"):
+        compose(project, "toy", ["+stage.shapes.leak_tol=1.0"])
 
 
 # ---- each check fails for its own reason ------------------------------------------------------
@@ -378,3 +386,40 @@ def test_dummy_batch_follows_the_templates():
     assert nonpad.min() >= 2 and nonpad.max() <= b["ids"].max()
     assert torch.equal(d["lengths"], b["lengths"][:3])
     assert d["label"].min() >= 0 and d["label"].max() < 2
+
+
+# ---- through the runner: the record keeps the gate's typed metrics -----------------------------
+def test_every_shapes_record_has_its_metrics(project):
+    import json
+
+    from rich.console import Console
+
+    from repro.gates.metrics import ShapesMetrics, load_metrics
+    from repro.runner import run_stage
+
+    run = run_stage(project, "toy", "shapes", ["data.n_examples=300"], console=Console(quiet=True))
+    record = json.loads((run.dir / "record.json").read_text())
+    m = load_metrics(ShapesMetrics, record)
+    assert m is not None, record["metrics"]
+    assert m.trainable_params == m.total_params == 16 * 64 + 64 + 64 * 3 + 3  # the toy MLP
+    assert m.init_loss == pytest.approx(check_of(record, "init_loss")["evidence"]["loss"])
+    assert m.ln_c == pytest.approx(math.log(3))
+
+
+def check_of(record: dict, name: str) -> dict:
+    (found,) = [c for c in record["verdict"]["checks"] if c["name"] == name]
+    return found
+
+
+def test_the_runner_has_no_per_stage_branches():
+    import ast
+    from pathlib import Path
+
+    import repro.runner
+
+    tree = ast.parse(Path(repro.runner.__file__).read_text())
+    stage_literals = {"data", "shapes", "overfit", "full", "experiments"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            consts = {c.value for c in ast.walk(node) if isinstance(c, ast.Constant)}
+            assert not consts & stage_literals, ast.unparse(node)

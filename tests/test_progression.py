@@ -17,7 +17,9 @@ OV = ["data.n_examples=300", "optim.lr=0.01", "trainer.max_epochs=2", "stage.ove
 
 
 def _run(project, stage, force=False, overrides=OV):
-    return run_stage(project, "toy", stage, list(overrides), force=force, console=Console(quiet=True))
+    return run_stage(
+        project, "toy", stage, list(overrides), force=force, console=Console(quiet=True)
+    )
 
 
 def _states(project, overrides=OV) -> dict[str, str]:
@@ -46,8 +48,13 @@ def test_data_shapes_overfit_pass_in_order_and_each_appends_a_note(project):
         notes = _notes(project)
         assert len(notes) == len(before) + i
         assert f" · {stage} · PASS · {run.id}" in notes[-1]
-    assert _states(project) == {"data": "PASS", "shapes": "PASS", "overfit": "PASS", "full": "not run",
-                                "experiments": "not run"}
+    assert _states(project) == {
+        "data": "PASS",
+        "shapes": "PASS",
+        "overfit": "PASS",
+        "full": "not run",
+        "experiments": "not run",
+    }
 
 
 def test_full_before_overfit_is_refused_with_the_command(project):
@@ -61,7 +68,7 @@ def test_full_before_overfit_is_refused_with_the_command(project):
 
 
 def test_unknown_stage_is_refused(project):
-    with pytest.raises(GateRefused, match="unknown stage 'bogus'"):
+    with pytest.raises(GateRefused, match="stage 'bogus': expected one of data, shapes"):
         _run(project, "bogus")
 
 
@@ -81,7 +88,9 @@ def test_overfit_runs_missing_cheap_stages_first_and_is_deterministic(project):
 
 def test_editing_model_makes_shapes_and_later_stages_stale_but_not_data(project):
     paper_yaml = project.conf_dir / "paper" / "toy.yaml"
-    paper_yaml.write_text(paper_yaml.read_text().replace("value: 95.0", "value: 40.0"))  # reachable in 2 epochs
+    paper_yaml.write_text(
+        paper_yaml.read_text().replace("value: 95.0", "value: 40.0")
+    )  # reachable in 2 epochs
     assert _run(project, "overfit").record["status"] == "passed"
     full = _run(project, "full")
     assert full.record["status"] == "passed", full.record["verdict"]["reason"]

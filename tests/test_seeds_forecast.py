@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
 from repro.cli import app
+from repro.config.schema import Target, Variant
 from repro.forecast import (
     ForecastInputs,
     compare,
@@ -16,19 +19,13 @@ from repro.forecast import (
     train_batches,
 )
 from repro.gates.experiments import results_table
-from repro.gates.full import compare_target, seeds_phrase, spread_verdict
+from repro.gates.full import compare_target, spread_verdict
 
 TINY = ["data.n_examples=300", "optim.lr=0.01"]
 
 
 # ---- seeds and spread wording (pure) -------------------------------------------------------------
-TARGET = {
-    "name": "test acc",
-    "metric": "test/acc",
-    "value": 90.0,
-    "tolerance": 1.0,
-    "where": "Table 2",
-}
+TARGET = Target(name="test acc", metric="test/acc", value=90.0, tolerance=1.0, where="Table 2")
 
 
 def test_mean_and_std_over_seeds_and_no_stated_spread():
@@ -41,20 +38,18 @@ def test_mean_and_std_over_seeds_and_no_stated_spread():
 
 
 def test_gap_within_and_outside_the_papers_stated_spread():
-    inside = compare_target(TARGET | {"spread": 0.5}, [89.7, 89.5])
+    inside = compare_target(replace(TARGET, spread=0.5), [89.7, 89.5])
     assert "gap within the paper's stated spread ±0.5" in inside.reason
-    assert inside.evidence["within_paper_spread"] is True and inside.evidence["paper_spread"] == 0.5
-    outside = compare_target(TARGET | {"spread": 0.2}, [89.5])
+    assert inside.evidence["within_paper_spread"] is True and inside.evidence["spread"] == 0.5
+    outside = compare_target(replace(TARGET, spread=0.2), [89.5])
     assert "WITHIN TOLERANCE: ours 89.50 (1 seed)" in outside.reason
     assert "gap outside the paper's stated spread ±0.2" in outside.reason
     assert spread_verdict(-0.3, 0.3) == ("gap within the paper's stated spread ±0.3", True)
-    assert seeds_phrase(3, 0.4) == "mean ± std over 3 seeds"
-    assert seeds_phrase(1, None) == "1 seed, no spread of ours"
 
 
 def test_experiments_aggregate_mean_std_and_n_per_variant():
     rows = results_table(
-        [{"name": "full"}, {"name": "small"}],
+        [Variant("full"), Variant("small")],
         [
             {"variant": "full", "seed": 0, "metrics": {"acc": 80.0}},
             {"variant": "full", "seed": 1, "metrics": {"acc": 82.0}},
@@ -62,8 +57,8 @@ def test_experiments_aggregate_mean_std_and_n_per_variant():
         ],
         "acc",
     )
-    assert (rows[0]["ours"], round(rows[0]["std"], 4), rows[0]["n"]) == (81.0, 1.4142, 2)
-    assert (rows[1]["ours"], rows[1]["std"], rows[1]["n"], rows[1]["delta"]) == (
+    assert (rows[0].ours, round(rows[0].std, 4), rows[0].n) == (81.0, 1.4142, 2)
+    assert (rows[1].ours, rows[1].std, rows[1].n, rows[1].delta) == (
         70.0,
         None,
         1,
@@ -149,9 +144,9 @@ def test_full_with_two_seeds_reports_mean_std_and_records_forecast_and_actual(pr
         project, "toy", "full", [*TINY, "trainer.max_epochs=2", "seeds=2"], console=quiet
     )
     rec = run.record
-    assert rec["evidence"]["seeds"] == [0, 1]
+    assert rec["metrics"]["seeds"] == [0, 1]
     (check,) = rec["verdict"]["checks"]
-    vals = check["evidence"]["values"]
+    vals = [m["test/acc"] for m in rec["metrics"]["per_seed"]]
     assert len(vals) == 2 and check["evidence"]["n_seeds"] == 2
     assert (
         f"ours {sum(vals) / 2:.2f} ± {check['evidence']['ours_std']:.2f} (2 seeds)"

@@ -10,23 +10,24 @@ cache_dir, keyed by the data files' sha256 and the settings that shape them.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import Dataset
 
+from repro.config.schema import DataConfig
+from repro.config.typed import bound, from_dict
 from repro.data.datamodule import PaperDataModule
 from repro.data.download import how_to_get, sha256_of
 from repro.data.glove import load_glove
 from repro.data.split import SPLITS
 from repro.data.text import PAD_ID, UNK, UNK_ID, Vocab, make_tokenizer
-from repro.errors import ConfigError, DataError
+from repro.errors import DataError
 
 CACHE_VERSION = 1
 SNLI_LABELS = ("entailment", "neutral", "contradiction")
@@ -45,47 +46,28 @@ FILES = {  # dataset -> (config key of its folder, file per split)
 class BiMPMDataConfig:
     """The `data:` section of the BiMPM config. The paper states none of these but the vectors."""
 
-    dataset: str = "sample"  # quora | snli | sample
+    dataset: Literal["quora", "snli", "sample"] = "sample"
     sample_dir: str = "papers/bimpm/sample"
     quora_dir: str = "data/Quora_question_pair_partition"  # as the authors' zip unpacks
     snli_dir: str = "data/snli_1.0"  # as snli_1.0.zip unpacks
     vectors: str | None = None  # GloVe-format file (paper: 840B 300-d); None -> random vectors
-    word_dim: int = 300  # paper: 300-d GloVe
-    tokenizer: str = "auto"  # auto: whitespace for quora/sample (pre-tokenized), spacy for snli
+    word_dim: int = field(default=300, metadata=bound(ge=1))  # paper: 300-d GloVe
+    # auto: whitespace for quora/sample (pre-tokenized), spacy for snli
+    tokenizer: Literal["auto", "whitespace", "spacy"] = "auto"
     lowercase: bool = False  # 840B vectors are cased; lower-casing would lose coverage there
-    max_len: int | None = 50  # Quora 95th pct is 25 tokens, max 146: truncates well under 1%
-    max_word_len: int = 20  # Quora tokens ~4 chars (max 37)
-    min_freq: int = 1  # every training word gets an id: the vectors are fixed, so no overfit risk
-    oov_vectors: str = "random"  # vocab words missing from the file: random | zero
-    oov_std: float = 0.1  # std of those random vectors (GloVe components are of this order)
-    empty: str = "error"  # an empty sentence: error | drop
-    limit: int | None = None  # keep the first N examples of each split (quick runs)
+    # Quora's 95th percentile is 25 tokens, its max 146: 50 truncates well under 1%; None: no cap
+    max_len: int | None = field(default=50, metadata=bound(ge=1))
+    max_word_len: int = field(default=20, metadata=bound(ge=1))  # Quora tokens ~4 chars (max 37)
+    # every training word gets an id: the vectors are fixed, so no overfit risk
+    min_freq: int = field(default=1, metadata=bound(ge=1))
+    oov_vectors: Literal["random", "zero"] = "random"  # vocab words missing from the file
+    # std of those random vectors (GloVe components are of this order)
+    oov_std: float = field(default=0.1, metadata=bound(ge=0))
+    empty: Literal["error", "drop"] = "error"  # an empty sentence: fail, or drop the pair
+    # keep the first N examples of each split (quick runs); None: all
+    limit: int | None = field(default=None, metadata=bound(ge=1))
     cache: bool = True
     cache_dir: str = ".cache/repro"
-    # read by PaperDataModule
-    batch_size: int = 32
-    eval_batch_size: int | None = None
-    num_workers: int = 0
-    split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-
-    @classmethod
-    def from_dict(cls, d: dict) -> BiMPMDataConfig:
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise ConfigError(f"unknown data key(s) {unknown}; valid keys: {', '.join(valid)}")
-        cfg = cls(**d)
-        for key, allowed in (
-            ("dataset", FILES),
-            ("tokenizer", ("auto", "whitespace", "spacy")),
-            ("oov_vectors", ("random", "zero")),
-            ("empty", ("error", "drop")),
-        ):
-            if getattr(cfg, key) not in allowed:
-                raise ConfigError(
-                    f"data.{key} must be one of {list(allowed)}, got {getattr(cfg, key)!r}"
-                )
-        return cfg
 
     @property
     def resolved_tokenizer(self) -> str:
@@ -93,6 +75,9 @@ class BiMPMDataConfig:
             return self.tokenizer
         return "spacy" if self.dataset == "snli" else "whitespace"
 
+
+
+DATA_CONFIG = BiMPMDataConfig  # repro checks the `data:` keys against it before a run starts
 
 # ---- reading ------------------------------------------------------------------------------------
 def _lines(path: Path):
@@ -219,9 +204,9 @@ def _pad(
 class BiMPMDataModule(PaperDataModule):
     input_fields = ("p", "q")
 
-    def __init__(self, cfg: dict, seed: int = 0):
+    def __init__(self, cfg: DataConfig, seed: int):
         super().__init__(cfg, seed)
-        self.config = BiMPMDataConfig.from_dict(self.cfg)
+        self.config = from_dict(BiMPMDataConfig, cfg.options, "data")
         c = self.config
         self.num_classes = 3 if c.dataset == "snli" else 2
         self.class_names = list(SNLI_LABELS if c.dataset == "snli" else QUORA_LABELS)
@@ -485,5 +470,6 @@ class BiMPMDataModule(PaperDataModule):
         return out
 
 
-def build_datamodule(cfg: dict, seed: int) -> BiMPMDataModule:
+def build_datamodule(cfg: DataConfig, seed: int) -> BiMPMDataModule:
+    """What repro calls: cfg is the typed `data:` section (BiMPM's own keys in cfg.options)."""
     return BiMPMDataModule(cfg, seed)

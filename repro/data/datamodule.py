@@ -18,7 +18,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from repro.config.schema import DataConfig
 from repro.data.split import SPLITS, example_hash, split_indices
+from repro.errors import PaperError
 
 
 class ListDataset(Dataset):
@@ -32,15 +34,27 @@ class ListDataset(Dataset):
         return self.items[i]
 
 
+def _shard() -> tuple[int, int]:
+    """(rank, world size) of the distributed process group, (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class EpochSeededSampler(torch.utils.data.Sampler[int]):
-    """A shuffling sampler whose order depends only on (seed, epoch).
+    """A shuffling sampler whose order depends only on (seed, epoch), sharded across processes.
 
     Lightning calls set_epoch() each epoch, so a run resumed from a checkpoint at epoch k sees the
-    same order for epoch k as an uninterrupted run (a generator seeded once would restart).
+    same order for epoch k as an uninterrupted run (a generator seeded once would restart). With
+    several processes (DDP), every process draws the same permutation, pads it by wrapping around
+    to a multiple of the world size (each process must take the same number of steps) and takes
+    every world-th index from its rank: one epoch sees each example once, a few twice.
     """
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.epoch, self.rank, self.world = n, seed, 0, rank, world
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -49,10 +63,27 @@ class EpochSeededSampler(torch.utils.data.Sampler[int]):
         g = torch.Generator()
         g.manual_seed(self.seed * 100_003 + self.epoch)
         self.epoch += 1  # callers that never call set_epoch still get a new order each pass
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        order = torch.randperm(self.n, generator=g).tolist()
+        if self.world > 1:
+            order += order[: len(self) * self.world - self.n]
+        return iter(order[self.rank :: self.world])
 
     def __len__(self) -> int:
-        return self.n
+        return -(-self.n // self.world)
+
+
+class ShardSampler(torch.utils.data.Sampler[int]):
+    """Evaluation order: every world-th example from this rank, no padding (shards may differ by
+    one example), so that no example is counted twice; the module sums over processes."""
+
+    def __init__(self, n: int, rank: int = 0, world: int = 1):
+        self.indices = list(range(rank, n, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class PaperDataModule(pl.LightningDataModule):
@@ -62,14 +93,11 @@ class PaperDataModule(pl.LightningDataModule):
     class_names: list[str] = []
     input_fields: tuple[str, ...] = ()  # the fields that identify an example (overlap hashing)
 
-    def __init__(self, cfg: dict, seed: int = 0):
+    def __init__(self, cfg: DataConfig, seed: int):
         super().__init__()
-        self.cfg = dict(cfg)
-        self.seed = seed
-        self.batch_size = int(self.cfg.get("batch_size", 32))
-        self.eval_batch_size = int(self.cfg.get("eval_batch_size") or self.batch_size)
-        self.num_workers = int(self.cfg.get("num_workers", 0))
-        self.split_fractions = tuple(self.cfg.get("split", (0.8, 0.1, 0.1)))
+        self.cfg = cfg
+        self.options = cfg.options  # the paper's own data keys (dataset, paths, lengths ...)
+        self.seed = seed  # the training seed: shuffling order (and whatever the paper seeds)
         self.official_split: bool | None = None
         self.splits: dict[str, list[dict]] = {}
         self.datasets: dict[str, Dataset] = {}
@@ -126,26 +154,34 @@ class PaperDataModule(pl.LightningDataModule):
         elif set(loaded) == {"all"}:
             self.official_split = False
             examples = list(loaded["all"])
-            idx = split_indices([ex["label"] for ex in examples], self.split_fractions, self.seed)
+            labels = [ex["label"] for ex in examples]
+            idx = split_indices(labels, self.cfg.split, self.cfg.split_seed)
             self.splits = {s: [examples[i] for i in idx[s]] for s in SPLITS}
         else:
-            raise ValueError(
-                f"{type(self).__name__}.load_examples() returned keys {sorted(loaded)}; "
-                f"expected {list(SPLITS)} (official split) or ['all'] (repro splits 80/10/10)"
+            raise PaperError(
+                f"{type(self).__name__}.load_examples(): expected keys {list(SPLITS)} (an official "
+                f"split) or ['all'] (repro splits it), found {sorted(loaded)}"
             )
         self.build(self.splits)
         self.datasets = {s: self.encode_split(s, self.splits[s]) for s in SPLITS}
         self._is_setup = True
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.datasets[split]
+        rank, world = _shard()
+        n = len(ds)
+        sampler = (
+            EpochSeededSampler(n, self.seed, rank, world)
+            if shuffle
+            else ShardSampler(n, rank, world)
+        )
         return DataLoader(
             ds,
-            batch_size=batch_size or (self.batch_size if split == "train" else self.eval_batch_size),
-            sampler=EpochSeededSampler(len(ds), self.seed) if shuffle else None,
+            batch_size=self.cfg.batch_size if split == "train" else self.cfg.eval_batch,
+            sampler=sampler,
             collate_fn=self.collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:

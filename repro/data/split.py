@@ -25,7 +25,9 @@ def split_indices(
     Deterministic in (labels, fractions, seed): calling it twice gives the same split.
     """
     if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"split fractions must be 3 positive numbers summing to 1, got {list(fractions)}")
+        raise ValueError(
+            f"split fractions must be 3 positive numbers summing to 1, got {list(fractions)}"
+        )
     by_class: dict[int, list[int]] = defaultdict(list)
     for i, y in enumerate(labels):
         by_class[y].append(i)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
+from repro.config.schema import LauncherConfig, Variant
+from repro.gates.metrics import ExperimentsMetrics, VariantRow
 from repro.verdict import Check, Verdict
 
 
@@ -22,15 +27,12 @@ def run_variant(
 
     project = Project(Path(project_root))
     project.activate()
-    resolved = compose(project, paper, overrides)
-    ctx = StageContext(project, paper, resolved, Console(quiet=True))
-    info = fit_and_test(ctx, seed, Path(out_dir), progress=False)
-    return {
-        "metrics": info["metrics"],
-        "lr": info["lr"],
-        "epochs": info["epochs"],
-        "train_seconds": info["train_seconds"],
-    }
+    ctx = StageContext(project, paper, compose(project, paper, overrides), Console(quiet=True))
+    dm = ctx.build_datamodule(seed)
+    dm.setup("fit")
+    model = ctx.build_model(dm, seed)
+    r = fit_and_test(ctx.cfg, dm, model, Path(out_dir), seed=seed, progress=False)
+    return {"metrics": r.metrics, "lr": r.lr, "epochs": r.epochs, "train_seconds": r.train_seconds}
 
 
 def job_error(exc: BaseException) -> str:
@@ -63,8 +65,8 @@ def check_jobs(results: list[dict[str, Any]], metric: str) -> Check:
 
 
 def results_table(
-    variants: list[dict[str, Any]], results: list[dict[str, Any]], metric: str
-) -> list[dict[str, Any]]:
+    variants: list[Variant], results: list[dict[str, Any]], metric: str
+) -> list[VariantRow]:
     from repro.gates.full import mean_std
 
     rows = []
@@ -72,31 +74,27 @@ def results_table(
         vals = [
             r["metrics"][metric]
             for r in results
-            if r["variant"] == v["name"] and metric in (r.get("metrics") or {})
+            if r["variant"] == v.name and metric in (r.get("metrics") or {})
         ]
         mean, std = mean_std(vals) if vals else (None, None)
         rows.append(
-            {
-                "variant": v["name"],
-                "overrides": " ".join(v.get("overrides") or []) or "—",
-                "ours": mean,
-                "std": std,
-                "n": len(vals),
-                "paper": v.get("paper"),
-            }
+            VariantRow(v.name, " ".join(v.overrides) or "—", mean, std, len(vals), v.paper, None)
         )
-    base = rows[0]["ours"] if rows else None
-    for r in rows:
-        r["delta"] = (r["ours"] - base) if (r["ours"] is not None and base is not None) else None
-    return rows
+    base = rows[0].ours if rows else None
+    return [
+        replace(r, delta=(r.ours - base) if r.ours is not None and base is not None else None)
+        for r in rows
+    ]
 
 
-def markdown_table(rows: list[dict[str, Any]], metric: str, where: str, common: list[str]) -> str:
+def markdown_table(
+    rows: list[VariantRow], metric: str, where: str | None, common: list[str]
+) -> str:
     def fmt(x, spec=".2f"):
         return "—" if x is None else format(x, spec)
 
     lines = [
-        f"# Experiments: {metric} (paper: {where})",
+        f"# Experiments: {metric} (paper: {where or '?'})",
         "",
         f"Every variant also ran with: `{' '.join(common) or '(nothing extra)'}`. "
         "Paper values marked — are not transcribed yet.",
@@ -105,33 +103,32 @@ def markdown_table(rows: list[dict[str, Any]], metric: str, where: str, common: 
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ours = fmt(r["ours"]) + (f" ± {r['std']:.2f}" if r["std"] is not None else "")
+        ours = fmt(r.ours) + (f" ± {r.std:.2f}" if r.std is not None else "")
         lines.append(
-            f"| {r['variant']} | `{r['overrides']}` | {ours} | {fmt(r['delta'], '+.2f')} | {r['n']} | "
-            f"{fmt(r['paper'])} |"
+            f"| {r.variant} | `{r.overrides}` | {ours} | {fmt(r.delta, '+.2f')} | {r.n} | {fmt(r.paper)} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def plot_table(rows: list[dict[str, Any]], metric: str, path: Path) -> None:
+def plot_table(rows: list[VariantRow], metric: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [r["variant"] for r in rows]
+    names = [r.variant for r in rows]
     y = range(len(rows))
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
-    ours = [r["ours"] if r["ours"] is not None else 0 for r in rows]
+    ours = [r.ours if r.ours is not None else 0 for r in rows]
     ax.barh(
         [i + 0.2 for i in y],
         ours,
         height=0.4,
         label="ours",
-        xerr=[r["std"] or 0 for r in rows],
+        xerr=[r.std or 0 for r in rows],
         color="tab:blue",
     )
-    paper = [r["paper"] for r in rows]
+    paper = [r.paper for r in rows]
     if any(p is not None for p in paper):
         ax.barh(
             [i - 0.2 for i in y],
@@ -152,131 +149,130 @@ def plot_table(rows: list[dict[str, Any]], metric: str, path: Path) -> None:
 
 
 # ---- measurement ----------------------------------------------------------------------------
-def make_executor(launcher: dict[str, Any], folder: Path, timeout_min: int):
+def make_executor(launcher: LauncherConfig, folder: Path, timeout_min: int):
     import submitit
 
-    name = launcher.get("name", "local")
-    if name == "local":
+    if launcher.name == "local":
         ex = submitit.LocalExecutor(folder=str(folder))
         ex.update_parameters(timeout_min=timeout_min)
         return ex
-    if name == "slurm":
-        ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-        params = {k: v for k, v in launcher.items() if k != "name" and v is not None}
-        ex.update_parameters(
-            timeout_min=timeout_min,
-            **{f"slurm_{k}" if k == "partition" else k: v for k, v in params.items()},
-        )
-        return ex
-    raise ValueError(f"launcher.name '{name}' unknown; valid: local, slurm")
+    ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+    params = {
+        "slurm_partition": launcher.partition,
+        "cpus_per_task": launcher.cpus_per_task,
+        "mem_gb": launcher.mem_gb,
+        "gpus_per_node": launcher.gpus_per_node or None,
+    }
+    ex.update_parameters(
+        timeout_min=timeout_min, **{k: v for k, v in params.items() if v is not None}
+    )
+    return ex
 
 
 def _config_error(ctx, overrides: list[str]) -> str | None:
-    """The ConfigError a variant's overrides raise when composed, or None."""
+    """The error a variant's overrides give when composed and checked against the paper's own
+    config classes, or None."""
     from repro.config import compose
-    from repro.errors import ConfigError
+    from repro.context import StageContext
+    from repro.errors import ReproError
 
     try:
-        compose(ctx.project, ctx.paper, overrides)
-    except ConfigError as e:
-        return f"repro.errors.ConfigError: {e}"
+        resolved = compose(ctx.project, ctx.paper, overrides)
+        StageContext(ctx.project, ctx.paper, resolved, ctx.console).check_paper_config()
+    except ReproError as e:
+        return f"{type(e).__name__}: {e}"
     return None
 
 
 def run(ctx) -> Verdict:
-    exp = dict(ctx.resolved.get("paper.experiments") or {})
-    variants = list(exp.get("variants") or [])
-    if not variants:
+    """Launch every variant x seed, collect what became of each job, write the table and plot."""
+    exp = ctx.cfg.paper.experiments
+    if exp is None or not exp.variants:
         return Verdict(
             "experiments",
             False,
             "the paper config declares no paper.experiments.variants: nothing to run",
-            {},
         )
-    metric = exp.get("metric", "test/acc")
-    common = list(exp.get("overrides") or [])
-    n_seeds = int(exp.get("seeds", 1))
-    cfg = ctx.stage_cfg("experiments")
-    parallel = max(1, int(cfg.get("parallel", 1)))
-    executor = make_executor(
-        ctx.resolved.section("launcher"), ctx.run.dir / "submitit", int(cfg.get("timeout_min", 120))
+    jobs = [(v, ctx.seed + s) for v in exp.variants for s in range(exp.seeds)]
+    results = collect(ctx, launch(ctx, exp, jobs), exp.metric)
+    rows = results_table(exp.variants, results, exp.metric)
+    write_results(ctx, rows, exp)
+    metrics = ExperimentsMetrics(
+        exp.metric, len(results), sum(1 for r in results if r.get("error")), rows
     )
-    jobs = [(v, ctx.seed + s) for v in variants for s in range(n_seeds)]
-    results: list[dict[str, Any]] = []
-    pending: list[tuple[dict, int, Any, float]] = []
+    evidence = {"results": results, "table": "results.md", "plot": "results.png"}
+    return Verdict.from_checks("experiments", [check_jobs(results, exp.metric)], evidence, metrics)
+
+
+def launch(ctx, exp, jobs: list[tuple[Variant, int]]) -> list[dict[str, Any]]:
+    """Submit each (variant, seed) whose config composes; the others become failed results now."""
+    c = ctx.cfg.stage.experiments
+    executor = make_executor(ctx.cfg.launcher, ctx.run.dir / "submitit", c.timeout_min)
+    launched = []
+    for i, (v, seed) in enumerate(jobs):
+        entry: dict[str, Any] = {"variant": v.name, "seed": seed, "overrides": list(v.overrides)}
+        overrides = [*exp.overrides, *v.overrides, *ctx.resolved.overrides]
+        bad = _config_error(ctx, overrides)  # fails here in a second, not in a job after the others
+        if bad:
+            launched.append(entry | {"error": bad})
+            continue
+        out = ctx.run.dir / "variants" / f"{i:02d}"
+        entry["job"] = (
+            executor,
+            run_variant,
+            (str(ctx.project.root), ctx.paper, overrides, seed, str(out)),
+        )
+        launched.append(entry)
+    return launched
+
+
+def collect(ctx, launched: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Run the jobs (at most stage.experiments.parallel at a time) and gather each one's result or
+    error, printing progress as they finish."""
     from rich.progress import Progress
 
+    parallel = ctx.cfg.stage.experiments.parallel
+    queue = [e for e in launched if "job" in e]
+    results = [e for e in launched if "job" not in e]
+    pending: list[tuple[dict[str, Any], Any]] = []
+    for e in results:
+        _report(ctx, e, metric)
     with Progress(console=ctx.console, transient=True) as prog:
         task = prog.add_task(
-            f"experiments ({len(jobs)} runs, {parallel} at a time)", total=len(jobs)
+            f"experiments ({len(launched)} runs, {parallel} at a time)", total=len(launched)
         )
-        queue = list(jobs)
+        prog.advance(task, len(results))
         while queue or pending:
             while queue and len(pending) < parallel:
-                v, seed = queue.pop(0)
-                overrides = [
-                    *common,
-                    *(v.get("overrides") or []),
-                    *ctx.resolved.overrides_for_jobs(),
-                ]
-                bad = _config_error(ctx, overrides)
-                if bad:  # fails here in a second instead of in a job after the others ran
-                    results.append(
-                        {
-                            "variant": v["name"],
-                            "seed": seed,
-                            "overrides": v.get("overrides") or [],
-                            "error": bad,
-                        }
-                    )
-                    prog.advance(task)
-                    ctx.console.print(f"  {v['name']} (seed {seed}): [red]failed[/red]: {bad}")
-                    continue
-                out = ctx.run.dir / "variants" / f"{len(results) + len(pending):02d}"
-                job = executor.submit(
-                    run_variant, str(ctx.project.root), ctx.paper, overrides, seed, str(out)
-                )
-                pending.append((v, seed, job, time.time()))
+                entry = queue.pop(0)
+                executor, fn, args = entry.pop("job")
+                pending.append((entry, executor.submit(fn, *args)))
             time.sleep(0.5)
-            for item in list(pending):
-                v, seed, job, t0 = item
-                if not job.done():
-                    continue
+            for item in [p for p in pending if p[1].done()]:
                 pending.remove(item)
-                rec = {
-                    "variant": v["name"],
-                    "seed": seed,
-                    "overrides": v.get("overrides") or [],
-                    "job_id": job.job_id,
-                }
+                entry, job = item
+                entry["job_id"] = job.job_id
                 try:
-                    rec.update(job.result())
+                    entry.update(job.result())
                 except Exception as e:  # a failed job is a result: the gate reports it
-                    rec["error"] = job_error(e)
-                results.append(rec)
+                    entry["error"] = job_error(e)
+                results.append(entry)
                 prog.advance(task)
-                ctx.console.print(
-                    f"  {v['name']} (seed {seed}): "
-                    + (
-                        f"{metric} {rec['metrics'].get(metric, float('nan')):.2f}"
-                        if "metrics" in rec
-                        else f"[red]failed[/red]: {rec['error']}"
-                    )
-                )
-    rows = results_table(variants, results, metric)
-    md = markdown_table(rows, metric, exp.get("where", "?"), common)
-    ctx.run.write_text("results.md", md)
-    plot_table(rows, metric, ctx.run.path("results.png"))
-    ctx.console.print(md, markup=False, highlight=False)
-    check = check_jobs(results, metric)
-    return Verdict.from_checks(
-        "experiments",
-        [check],
-        {
-            "metric": metric,
-            "rows": rows,
-            "results": results,
-            "table": "results.md",
-            "plot": "results.png",
-        },
+                _report(ctx, entry, metric)
+    return results
+
+
+def _report(ctx, entry: dict[str, Any], metric: str) -> None:
+    what = (
+        f"{metric} {entry['metrics'].get(metric, float('nan')):.2f}"
+        if "metrics" in entry
+        else f"[red]failed[/red]: {escape(entry['error'])}"
     )
+    ctx.console.print(f"  {escape(entry['variant'])} (seed {entry['seed']}): {what}")
+
+
+def write_results(ctx, rows: list[VariantRow], exp) -> None:
+    md = markdown_table(rows, exp.metric, exp.where, list(exp.overrides))
+    ctx.run.write_text("results.md", md)
+    plot_table(rows, exp.metric, ctx.run.path("results.png"))
+    ctx.console.print(md, markup=False, highlight=False)

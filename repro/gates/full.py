@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import statistics
+import time
+from dataclasses import asdict, fields
 from typing import Any
 
+from repro.config.schema import Target
+from repro.errors import ConfigError, PaperError
+from repro.gates.metrics import FullMetrics, TargetResult
 from repro.verdict import Check, Verdict
 
 REPRODUCED, WITHIN, NOT_REPRODUCED = "REPRODUCED", "WITHIN TOLERANCE", "NOT REPRODUCED"
+NOT_MEASURED = "NOT MEASURED"
 
 
 # ---- judgement (pure) -----------------------------------------------------------------------
@@ -26,65 +32,67 @@ def spread_verdict(gap: float, spread: float | None) -> tuple[str, bool | None]:
     )
 
 
-def seeds_phrase(n: int, std: float | None) -> str:
-    """How many runs back a number: 'mean ± std over 3 seeds' or '1 seed, no spread of ours'."""
-    if n <= 1:
-        return f"{n} seed, no spread of ours"
-    return f"mean ± std over {n} seeds" if std is not None else f"mean over {n} seeds"
-
-
-def compare_target(target: dict[str, Any], values: list[float]) -> Check:
+def compare_target(target: Target, values: list[float]) -> Check:
     """REPRODUCED: ours matches or beats the paper; WITHIN TOLERANCE: below by <= tolerance;
     NOT REPRODUCED: further below. Ours above the paper by more than the tolerance still passes,
-    with a warning to look for leakage."""
-    name, value = target["name"], float(target["value"])
-    tol = float(target.get("tolerance", 0.0))
-    higher = bool(target.get("higher_is_better", True))
-    where = target.get("where", "?")
+    with a warning to look for leakage. The check's evidence is the TargetResult (+ warning)."""
+    t = target
+    where = t.where or "?"
     if not values:
-        return Check(name, False, f"metric {target['metric']} was not measured", {"target": value})
+        result = TargetResult(
+            t.name,
+            t.metric,
+            t.value,
+            t.tolerance,
+            None,
+            None,
+            0,
+            None,
+            NOT_MEASURED,
+            t.where,
+            t.spread,
+        )
+        return Check(t.name, False, f"metric {t.metric} was not measured", asdict(result))
     mean, std = mean_std(values)
-    gap = (mean - value) if higher else (value - mean)  # > 0: better than the paper
+    better = (
+        (mean - t.value) if t.higher_is_better else (t.value - mean)
+    )  # > 0: better than the paper
+    label = REPRODUCED if better >= 0 else WITHIN if better >= -t.tolerance else NOT_REPRODUCED
+    result = TargetResult(
+        t.name,
+        t.metric,
+        t.value,
+        t.tolerance,
+        mean,
+        std,
+        len(values),
+        mean - t.value,
+        label,
+        t.where,
+        t.spread,
+    )
     spread = f" ± {std:.2f}" if std is not None else ""
     n = f"{len(values)} seed{'s' if len(values) > 1 else ''}"
-    ev = {
-        "metric": target["metric"],
-        "ours_mean": mean,
-        "ours_std": std,
-        "n_seeds": len(values),
-        "values": values,
-        "paper": value,
-        "tolerance": tol,
-        "gap": mean - value,
-        "where": where,
-    }
-    if gap >= 0:
-        label = REPRODUCED
-    elif gap >= -tol:
-        label = WITHIN
-    else:
-        label = NOT_REPRODUCED
-    ev["label"] = label
     reason = (
-        f"{label}: ours {mean:.2f}{spread} ({n}) vs paper {value:g} ({where}), gap {mean - value:+.2f}, "
-        f"tolerance {tol:g}"
+        f"{label}: ours {mean:.2f}{spread} ({n}) vs paper {t.value:g} ({where}), gap {mean - t.value:+.2f}, "
+        f"tolerance {t.tolerance:g}"
     )
-    spread_note, ev["within_paper_spread"] = spread_verdict(mean - value, target.get("spread"))
-    ev["paper_spread"] = target.get("spread")
+    spread_note, within = spread_verdict(mean - t.value, t.spread)
     reason += f"; {spread_note}"
-    if gap > tol:
+    ev: dict[str, Any] = asdict(result) | {"within_paper_spread": within}
+    if better > t.tolerance:
         reason += "; above the paper by more than the tolerance: check for leakage between splits"
         ev["warning"] = "above paper"
-    return Check(name, label != NOT_REPRODUCED, reason, ev)
+    return Check(t.name, label != NOT_REPRODUCED, reason, ev)
 
 
 def check_targets(
-    targets: list[dict[str, Any]], dataset: str | None, per_seed: list[dict[str, float]]
+    targets: list[Target], dataset: str | None, per_seed: list[dict[str, float]]
 ) -> list[Check]:
     """One Check per target of this dataset; no target for the dataset is itself a failure."""
-    mine = [t for t in targets if t.get("dataset") in (None, dataset)]
+    mine = [t for t in targets if t.dataset in (None, dataset)]
     if not mine:
-        known = sorted({str(t.get("dataset")) for t in targets})
+        known = sorted({str(t.dataset) for t in targets})
         return [
             Check(
                 "targets",
@@ -94,45 +102,134 @@ def check_targets(
                 {},
             )
         ]
-    return [compare_target(t, [m[t["metric"]] for m in per_seed if t["metric"] in m]) for t in mine]
+    return [compare_target(t, [m[t.metric] for m in per_seed if t.metric in m]) for t in mine]
+
+
+def target_results(checks: list[Check]) -> list[TargetResult]:
+    """The TargetResult inside each target check's evidence."""
+    names = {f.name for f in fields(TargetResult)}
+    return [
+        TargetResult(**{k: v for k, v in c.evidence.items() if k in names})
+        for c in checks
+        if "label" in c.evidence
+    ]
 
 
 # ---- measurement ----------------------------------------------------------------------------
 def run(ctx) -> Verdict:
+    """Train every seed (each continuing from its checkpoint on --resume), test, compare."""
+    from repro.forecast import print_forecast
+
+    t0 = time.perf_counter()
+    cfg = ctx.cfg
+    if not ctx.resume:
+        ctx.run.annex(forecast=print_forecast(ctx.project.runs_dir, ctx.paper, cfg, ctx.console))
+    seeds = [ctx.seed + i for i in range(cfg.seeds)]
+    wandb = _wandb_run(ctx)
+    try:
+        results = [_fit_seed(ctx, s, i, seeds, wandb) for i, s in enumerate(seeds)]
+    except BaseException:
+        if wandb is not None:
+            wandb.finish("interrupted", None)
+        raise
+    per_seed = [r.metrics for r in results]
+    dataset = cfg.data.options.get("dataset")
+    checks = check_targets(cfg.paper.targets, dataset, per_seed)
+    keys = sorted({k for m in per_seed for k in m})
+    stats = {k: mean_std([m[k] for m in per_seed if k in m]) for k in keys}
+    metrics = FullMetrics(
+        seeds=seeds,
+        per_seed=per_seed,
+        mean={k: v[0] for k, v in stats.items()},
+        std={k: v[1] for k, v in stats.items()},
+        targets=target_results(checks),
+        lr_by_seed={str(r.seed): r.lr for r in results},
+        epochs=sum(r.epochs for r in results),
+        train_seconds=sum(r.train_seconds for r in results),
+        dataset=dataset,
+        baseline=_baseline(ctx) if cfg.stage.full.show_baseline else None,
+    )
+    ctx.run.annex(actual=_actual(ctx.run.prior_duration_s, time.perf_counter() - t0, metrics))
+    verdict = Verdict.from_checks("full", checks, {"runs": [asdict(r) for r in results]}, metrics)
+    if wandb is not None:
+        wandb.finish("passed" if verdict.passed else "failed", verdict.to_dict())
+    return verdict
+
+
+def _fit_seed(ctx, seed: int, i: int, seeds: list[int], wandb):
     from repro.train.fit import fit_and_test
 
-    n_seeds = int(ctx.resolved.get("seeds", 1))
-    seeds = [ctx.seed + i for i in range(n_seeds)]
-    per_seed, infos = [], []
-    for s in seeds:
-        out = ctx.run.dir if n_seeds == 1 else ctx.run.dir / f"seed_{s}"
-        ctx.console.print(f"[bold]full[/bold]: training seed {s} ({seeds.index(s) + 1}/{n_seeds})")
-        info = fit_and_test(ctx, s, out)
-        infos.append(info)
-        per_seed.append(info["metrics"])
-    targets = list(ctx.resolved.get("paper.targets") or [])
-    dataset = ctx.resolved.get("data.dataset")
-    checks = check_targets(targets, dataset, per_seed)
-    evidence: dict[str, Any] = {
-        "seeds": seeds,
-        "per_seed": per_seed,
-        "runs": infos,
-        "dataset": dataset,
-    }
-    keys = sorted({k for m in per_seed for k in m})
-    evidence["summary"] = {
-        k: dict(zip(("mean", "std"), mean_std([m[k] for m in per_seed if k in m]), strict=True))
-        for k in keys
-    }
-    spec = (
-        ctx.resolved.get("paper.baseline")
-        if ctx.stage_cfg("full").get("show_baseline", True)
-        else None
+    out = ctx.run.dir if len(seeds) == 1 else ctx.run.dir / f"seed_{seed}"
+    ctx.console.print(f"[bold]full[/bold]: training seed {seed} ({i + 1}/{len(seeds)})")
+    dm = ctx.build_datamodule(seed)
+    dm.setup("fit")
+    model = ctx.build_model(dm, seed)
+    loggers = (wandb.logger(f"seed{seed}"),) if wandb is not None else ()
+    result = fit_and_test(ctx.cfg, dm, model, out, seed=seed, resume=ctx.resume, loggers=loggers)
+    ctx.console.print(
+        f"seed {seed}: trained at lr {result.lr:.3g} ({result.lr_source}); "
+        + ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.metrics.items())),
+        highlight=False,
     )
-    if spec:
-        from repro.context import import_object
+    return result
 
-        dm = ctx.build_datamodule()
-        dm.setup("fit")
-        evidence["baseline"] = {"name": spec, "metrics": import_object(ctx.project, spec)(dm)}
-    return Verdict.from_checks("full", checks, evidence)
+
+def _wandb_run(ctx):
+    """A W&B run for this repro run when logger=wandb (rank 0 only: other DDP ranks log nothing)."""
+    from repro.train.fit import is_rank_zero
+
+    if ctx.cfg.logger.name != "wandb" or not is_rank_zero():
+        return None
+    from repro.train.loggers import WandbRun
+
+    r = ctx.resolved
+    return WandbRun(
+        ctx.run.id,
+        ctx.cfg.logger.project,
+        ctx.run.dir,
+        r.config,
+        r.provenance,
+        tags=[ctx.paper, "full"],
+    )
+
+
+def _baseline(ctx) -> dict[str, Any] | None:
+    """The paper's baseline (papers.<paper>.<module>:<function>) on the same data, if it names one."""
+    spec = ctx.cfg.paper.baseline
+    if not spec:
+        return None
+    dm = ctx.build_datamodule()
+    dm.setup("fit")
+    return {"name": spec, "metrics": paper_function(ctx.project, ctx.paper, spec)(dm)}
+
+
+def paper_function(project, paper: str, spec: str):
+    """'papers.<paper>.<module>:<function>' -> the function; only the paper's own package is
+    accepted (the spec comes from config and the command line: it must not import anything)."""
+    import importlib
+
+    module, _, attr = spec.partition(":")
+    if not module.startswith(f"papers.{paper}.") or not attr.isidentifier():
+        raise ConfigError(
+            f"paper.baseline: expected 'papers.{paper}.<module>:<function>' (a function of the "
+            f"paper's own package), found {spec!r}"
+        )
+    project.activate()
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise PaperError(f"paper.baseline: cannot import {spec!r}: {e}") from e
+
+
+def _actual(prior: float, wall_s: float, m: FullMetrics) -> dict[str, Any]:
+    """What the full stage really took, beside its forecast: wall time (with the attempts before a
+    resume), epochs, seconds per epoch, peak memory."""
+    from repro.runner import peak_rss_mb
+
+    return {
+        "wall_s": round(wall_s + prior, 2),
+        "train_s": round(m.train_seconds, 2),
+        "epochs": m.epochs,
+        "s_per_epoch": round(m.train_seconds / m.epochs, 3) if m.epochs else None,
+        "peak_rss_mb": peak_rss_mb(),
+    }

@@ -21,36 +21,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repro.errors import ConfigError
+from repro.config.schema import ShapesStage
+from repro.data.batch import Batch, split_batch
+from repro.errors import PaperError
+from repro.gates.metrics import ShapesMetrics
+from repro.train.params import count_params
 from repro.verdict import Check, Verdict
 
 STAGE = "shapes"
 
-# Defaults mirror conf/stage/shapes.yaml; the comments there say why.
-DEFAULTS: dict[str, Any] = {
-    "init_loss_rel_tol": 0.5,
-    "dummy_batch_size": 3,
-    "independence_examples": 4,
-    "grad_atol": 0.0,
-    "leak_atol": 1e-10,
-    "zero_input_min_change": 1e-6,
-    "expected_params": None,
-    "params_rel_tol": 0.05,
-}
-
 _SHOW = 5  # how many parameter names a reason lists before "... and N more"
-
-Batch = dict[str, torch.Tensor]
 
 
 # ---- plumbing ---------------------------------------------------------------------------------
-def split_batch(batch: Batch) -> tuple[Batch, torch.Tensor]:
-    """(model kwargs, labels): every key but "label" is a model input."""
-    if "label" not in batch:
-        raise ConfigError(f"the batch has keys {sorted(batch)}; expected a 'label' key as well")
-    return {k: v for k, v in batch.items() if k != "label"}, batch["label"]
-
-
 @contextmanager
 def preserved(model: nn.Module) -> Iterator[None]:
     """Restore every submodule's train/eval mode, requires_grad and .grad on exit."""
@@ -129,6 +112,22 @@ def measure_batch_independence(model: nn.Module, batch: Batch, examples: int = 4
     """
     inputs, labels = split_batch(batch)
     size = labels.shape[0]
+    with preserved(model):
+        model.eval()
+        logits, reps, skipped = _forward_with_input_leaves(model, inputs, size)
+        max_leak, max_self = _cross_example_grads(logits, labels, [t for _, t in reps], examples)
+    return {
+        "max_leak": max_leak,
+        "max_self": max_self,
+        "examples": min(examples, size),
+        "representations": [n for n, _ in reps],
+        "ignored_embedding_calls": skipped,
+    }
+
+
+def _forward_with_input_leaves(model: nn.Module, inputs: Batch, size: int):
+    """One forward pass in which every input representation (float inputs, outputs of embeddings
+    called on batch-shaped ids) is a leaf tensor: (logits, [(name, leaf)], [skipped embeddings])."""
     reps: list[tuple[str, torch.Tensor]] = []
     skipped: list[str] = []
     int_storages = {
@@ -149,46 +148,39 @@ def measure_batch_independence(model: nn.Module, batch: Batch, examples: int = 4
         reps.append((f"{name} output", rep))
         return rep
 
-    with preserved(model):
-        model.eval()
-        fed = {}
-        for k, v in inputs.items():
-            if v.is_floating_point():
-                fed[k] = v.detach().clone().requires_grad_(True)
-                reps.append((k, fed[k]))
-            else:
-                fed[k] = v
-        handles = [
-            m.register_forward_hook(hook)
-            for m in model.modules()
-            if isinstance(m, nn.Embedding | nn.EmbeddingBag)
-        ]
-        try:
-            logits = model(**fed)  # (B, C)
-        finally:
-            for h in handles:
-                h.remove()
-        max_leak, max_self = 0.0, 0.0
-        tensors = [t for _, t in reps]
-        seen = bool(tensors) and logits.requires_grad  # else max_self stays 0: nothing to see
-        for i in range(min(examples, size) if seen else 0):
-            loss_i = F.cross_entropy(logits[i : i + 1], labels[i : i + 1])
-            grads = torch.autograd.grad(loss_i, tensors, retain_graph=True, allow_unused=True)
-            for g in grads:
-                if g is None:
-                    continue
-                g = g.abs().reshape(size, -1)  # (B, rest)
-                max_self = _max(max_self, float(g[i].max()))
-                others = torch.cat([g[:i], g[i + 1 :]])  # (B - 1, rest)
-                if others.numel():
-                    max_leak = _max(max_leak, float(others.max()))
-    return {
-        "max_leak": max_leak,
-        "max_self": max_self,
-        "examples": min(examples, size),
-        "representations": [n for n, _ in reps],
-        "ignored_embedding_calls": skipped,
-    }
+    fed = {}
+    for k, v in inputs.items():
+        fed[k] = v.detach().clone().requires_grad_(True) if v.is_floating_point() else v
+        if v.is_floating_point():
+            reps.append((k, fed[k]))
+    embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding | nn.EmbeddingBag)]
+    handles = [m.register_forward_hook(hook) for m in embeddings]
+    try:
+        logits = model(**fed)  # (B, C)
+    finally:
+        for h in handles:
+            h.remove()
+    return logits, reps, skipped
+
+
+def _cross_example_grads(
+    logits: torch.Tensor, labels: torch.Tensor, leaves: list[torch.Tensor], examples: int
+) -> tuple[float, float]:
+    """(max |d loss_i / d leaf_j| over j != i, max |d loss_i / d leaf_i|) for the first examples."""
+    size = labels.shape[0]
+    max_leak, max_self = 0.0, 0.0
+    seen = bool(leaves) and logits.requires_grad  # else max_self stays 0: nothing to see
+    for i in range(min(examples, size) if seen else 0):
+        loss_i = F.cross_entropy(logits[i : i + 1], labels[i : i + 1])
+        for g in torch.autograd.grad(loss_i, leaves, retain_graph=True, allow_unused=True):
+            if g is None:
+                continue
+            g = g.abs().reshape(size, -1)  # (B, rest)
+            max_self = _max(max_self, float(g[i].max()))
+            others = torch.cat([g[:i], g[i + 1 :]])  # (B - 1, rest)
+            if others.numel():
+                max_leak = _max(max_leak, float(others.max()))
+    return max_leak, max_self
 
 
 def zeroed_batch(batch: Batch) -> Batch:
@@ -256,15 +248,6 @@ def measure_dummy_batch(
         except Exception as exc:  # a model that cannot take this batch size is what we look for
             return {"shape": None, "nonfinite": 0, "error": _error(exc)}
     return {"shape": tuple(logits.shape), "nonfinite": _nonfinite(logits), "error": None}
-
-
-def count_params(model: nn.Module) -> dict[str, int]:
-    """Trainable and total parameter counts (shared parameters counted once)."""
-    params = list(model.parameters())
-    return {
-        "trainable": sum(p.numel() for p in params if p.requires_grad),
-        "total": sum(p.numel() for p in params),
-    }
 
 
 # ---- judgements -------------------------------------------------------------------------------
@@ -403,96 +386,106 @@ def check_param_count(
 
 
 # ---- the gate ---------------------------------------------------------------------------------
-def resolve_cfg(cfg: dict | None) -> dict[str, Any]:
-    """DEFAULTS updated with cfg; an unknown key is a ConfigError listing the valid ones."""
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(f"unknown shapes config keys {unknown}; valid keys: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **cfg}
+def run(ctx) -> Verdict:
+    """The paper's model on its first training batch: measured and judged."""
+    dm = ctx.build_datamodule()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    model = ctx.build_model(dm)
+    return run_shapes(
+        model, batch, dm.num_classes, ctx.cfg.stage.shapes, ctx.cfg.paper.expected_params
+    )
 
 
 def run_shapes(
-    model: nn.Module, batch: Batch, num_classes: int, cfg: dict | None = None
+    model: nn.Module,
+    batch: Batch,
+    num_classes: int,
+    c: ShapesStage,
+    expected_params: int | None = None,
 ) -> Verdict:
     """Measure the model on `batch` (and a dummy batch), judge each measurement, one Verdict."""
-    c = resolve_cfg(cfg)
     if num_classes < 2:
-        raise ConfigError(
-            f"num_classes is {num_classes}; the shapes gate needs a classifier (C >= 2)"
+        raise PaperError(
+            f"num_classes: expected a classifier (C >= 2) for the shapes gate, found {num_classes}"
         )
     _, labels = split_batch(batch)
     size = labels.shape[0]
     params = count_params(model)
-    evidence: dict[str, Any] = {
-        "batch_size": size,
-        "num_classes": num_classes,
-        "ln_c": math.log(num_classes),
-        "params_trainable": params["trainable"],
-        "params_total": params["total"],
-    }
+    evidence: dict[str, Any] = {"batch_size": size, "num_classes": num_classes}
     checks = [
-        check_param_count(
-            params["trainable"], params["total"], c["expected_params"], c["params_rel_tol"]
-        )
+        check_param_count(params["trainable"], params["total"], expected_params, c.params_rel_tol)
     ]
+    measure = _Attempts(checks, evidence, size)
 
-    def attempt(name: str, measure: Callable[[], Any]) -> Any:
-        """Run one measurement; a model that raises fails the check `name` with the error."""
-        try:
-            return measure()
-        except Exception as exc:
-            where = f"on the real batch of {size}"
-            checks.append(Check(name, False, f"the model raised {_error(exc)} {where}"))
-            evidence[f"{name}_traceback"] = traceback.format_exc()
-            return None
+    def verdict(init_loss: float | None = None) -> Verdict:
+        metrics = ShapesMetrics(
+            init_loss, math.log(num_classes), params["trainable"], params["total"]
+        )
+        return Verdict.from_checks(STAGE, checks, evidence, metrics)
 
-    fwd = attempt("forward", lambda: measure_forward(model, batch, num_classes))
+    fwd = measure("forward", lambda: measure_forward(model, batch, num_classes))
     if fwd is None:
-        return Verdict.from_checks(STAGE, checks, evidence)
+        return verdict()
     evidence["output_shape"] = list(fwd["shape"])
     checks.append(check_output_shape(fwd["shape"], size, num_classes))
     if not checks[-1].passed:  # the other measurements need (B, C) logits
         evidence["not_run"] = "the other checks need logits of shape (B, C)"
-        return Verdict.from_checks(STAGE, checks, evidence)
-
-    evidence["init_loss"] = fwd["loss"]
-    checks.append(check_init_loss(fwd["loss"], num_classes, c["init_loss_rel_tol"]))
+        return verdict()
+    checks.append(check_init_loss(fwd["loss"], num_classes, c.init_loss_rel_tol))
     nonfinite = {
         "logits": fwd["logits_nonfinite"],
         "loss at init": int(not math.isfinite(fwd["loss"])),
     }
+    _gradient_checks(model, batch, c, measure, checks, evidence)
+    zero = measure("zero_input", lambda: measure_zero_input(model, batch, fwd["logits"]))
+    if zero is not None:
+        checks.append(check_zero_input(zero["max_change"], c.zero_input_min_change))
+        evidence["zero_input_change"], evidence["zero_input_loss"] = (
+            zero["max_change"],
+            zero["loss"],
+        )
+    dummy = measure_dummy_batch(model, batch, num_classes, c.dummy_batch_size)
+    checks.append(
+        check_dummy_batch(
+            dummy["shape"], c.dummy_batch_size, num_classes, dummy["nonfinite"], dummy["error"]
+        )
+    )
+    evidence["dummy_output_shape"] = dummy["shape"] and list(dummy["shape"])
+    nonfinite["dummy logits"] = dummy["nonfinite"]
+    checks.append(check_finite(nonfinite))
+    return verdict(fwd["loss"])
 
-    grads = attempt("grad_flow", lambda: measure_grad_flow(model, batch))
+
+def _gradient_checks(model, batch, c: ShapesStage, measure, checks, evidence) -> None:
+    """Gradient flow to every parameter, and no gradient from one example's loss to another's input."""
+    grads = measure("grad_flow", lambda: measure_grad_flow(model, batch))
     if grads is not None:
-        checks.append(check_grad_flow(grads, c["grad_atol"]))
+        checks.append(check_grad_flow(grads, c.grad_atol))
         evidence["no_grad_params"] = checks[-1].evidence["no_grad"]
-
-    leak = attempt(
+    leak = measure(
         "batch_independence",
-        lambda: measure_batch_independence(model, batch, c["independence_examples"]),
+        lambda: measure_batch_independence(model, batch, c.independence_examples),
     )
     if leak is not None:
-        checks.append(check_batch_independence(leak["max_leak"], c["leak_atol"], leak["max_self"]))
+        checks.append(check_batch_independence(leak["max_leak"], c.leak_atol, leak["max_self"]))
         evidence["max_leak"] = leak["max_leak"]
         evidence["independence_inputs"] = leak["representations"]
         if leak["ignored_embedding_calls"]:
             evidence["independence_ignored"] = leak["ignored_embedding_calls"]
 
-    zero = attempt("zero_input", lambda: measure_zero_input(model, batch, fwd["logits"]))
-    if zero is not None:
-        checks.append(check_zero_input(zero["max_change"], c["zero_input_min_change"]))
-        evidence["zero_input_change"] = zero["max_change"]
-        evidence["zero_input_loss"] = zero["loss"]
 
-    dummy = measure_dummy_batch(model, batch, num_classes, c["dummy_batch_size"])
-    checks.append(
-        check_dummy_batch(
-            dummy["shape"], c["dummy_batch_size"], num_classes, dummy["nonfinite"], dummy["error"]
-        )
-    )
-    evidence["dummy_output_shape"] = dummy["shape"] and list(dummy["shape"])
-    nonfinite["dummy logits"] = dummy["nonfinite"]
+class _Attempts:
+    """Run one measurement; a model that raises fails the check of that name with the error."""
 
-    checks.append(check_finite(nonfinite))
-    return Verdict.from_checks(STAGE, checks, evidence)
+    def __init__(self, checks: list[Check], evidence: dict[str, Any], size: int):
+        self.checks, self.evidence, self.size = checks, evidence, size
+
+    def __call__(self, name: str, measure: Callable[[], Any]) -> Any:
+        try:
+            return measure()
+        except Exception as exc:
+            where = f"on the real batch of {self.size}"
+            self.checks.append(Check(name, False, f"the model raised {_error(exc)} {where}"))
+            self.evidence[f"{name}_traceback"] = traceback.format_exc()
+            return None

@@ -1,14 +1,57 @@
-"""One full training run: LR finder (when the paper gives no LR), fit with early stopping, test."""
+"""One training run as a plain function: choose the LR, fit with early stopping and checkpoints,
+then validate and test the best checkpoint. Every file it writes lives in `out_dir`."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.context import StageContext, seed_everything
+from repro.config.schema import RunConfig
+from repro.config.typed import from_dict
 from repro.errors import ReproError
+from repro.train.lr_finder import LRFinderResult
+from repro.train.seeding import seed_everything
+
+RESULT_FILE = "fit_result.json"  # a seed that finished: read back on --resume
+LR_FILE = "lr.json"  # the LR chosen before training: reused on --resume and by DDP ranks > 0
+
+
+@dataclass(frozen=True)
+class FitResult:
+    seed: int
+    lr: float
+    lr_source: str  # "optim.lr" | "LR finder: <rule>" | "read from lr.json"
+    metrics: dict[str, float]  # val/* and test/* of the best checkpoint
+    epochs: int
+    global_steps: int
+    stopped_early: bool
+    best_checkpoint: str | None
+    train_seconds: float
+    train_examples: int
+    min_epochs: int
+    resumed_from_epoch: int | None = None
+    lr_finder: LRFinderResult | None = None
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> FitResult:
+        return from_dict(cls, json.loads(path.read_text()), path.name)
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is rank 0: Lightning's DDP launcher re-runs the command line for the
+    other ranks with LOCAL_RANK / NODE_RANK set (SLURM_PROCID under srun). Readable before the
+    process group exists, which is when repro decides who records the run."""
+    return all(
+        int(os.environ.get(k) or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+    )
 
 
 def quiet_lightning() -> None:
@@ -25,323 +68,189 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
 
 
-def _loggers(ctx: StageContext, out_dir: Path, name: str):
-    from pytorch_lightning.loggers import CSVLogger
-
-    # flushed as often as rows are logged: rows written before a kill survive for --resume
-    every = int(ctx.resolved.get("trainer.log_every_n_steps", 10))
-    loggers = [
-        CSVLogger(save_dir=str(out_dir), name="", version="", flush_logs_every_n_steps=every)
-    ]
-    if ctx.resolved.get("logger.wandb"):
-        import os
-
-        from pytorch_lightning.loggers import WandbLogger
-
-        # offline unless the user has logged in (an API key in the env or ~/.netrc)
-        logged_in = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").exists()
-        loggers.append(
-            WandbLogger(
-                project=ctx.resolved.get("logger.project", "repro"),
-                name=name,
-                save_dir=str(out_dir),
-                offline=not logged_in,
-            )
-        )
-    return loggers
-
-
-def find_lr(ctx: StageContext, module, dm, out_dir: Path) -> dict[str, Any]:
-    """Lightning's LR finder; its suggestion becomes 1cycle's max LR. Plot saved as lr_finder.png."""
-    import pytorch_lightning as pl
-    from pytorch_lightning.tuner import Tuner
-
-    cfg = ctx.resolved.section("lr_finder")
-    n = int(cfg.get("num_training", 100))
-    # a separate trainer with room for n steps: lr_find is cut short by max_epochs otherwise (design.md)
-    trainer = pl.Trainer(
-        max_epochs=10_000,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator=ctx.resolved.get("trainer.accelerator", "auto"),
-        devices=ctx.resolved.get("trainer.devices", 1),
-        default_root_dir=str(out_dir),
-    )
-    finder = Tuner(trainer).lr_find(
-        module,
-        datamodule=dm,
-        min_lr=float(cfg.get("min_lr", 1e-6)),
-        max_lr=float(cfg.get("max_lr", 1.0)),
-        num_training=n,
-        attr_name="lr",
-        update_attr=False,
-    )
-    lightning_suggestion = finder.suggestion()
-    suggestion = steepest_descent_lr(finder.results["lr"], finder.results["loss"])
-    if suggestion is None:
-        suggestion = 1e-3
-        note = "the finder's curve has no descending part; fell back to 1e-3"
-    else:
-        note = "LR finder: steepest descent of the smoothed loss vs log10(lr)"
-    import matplotlib
-
-    matplotlib.use("Agg")
-    fig = finder.plot(suggest=True)
-    fig.savefig(out_dir / "lr_finder.png", dpi=100)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return {
-        "lr": float(suggestion),
-        "note": note,
-        "plot": "lr_finder.png",
-        "num_training": n,
-        "lightning_suggestion": lightning_suggestion,
-    }
-
-
-def steepest_descent_lr(
-    lrs: list[float], losses: list[float], skip_begin: int = 10, skip_end: int = 1
-) -> float | None:
-    """The LR where the finder's loss falls fastest per decade of LR (the rule Lightning documents).
-
-    We compute it ourselves: on the toy paper Lightning 2.6.6's `suggestion()` returned 8.3e-5, a point
-    on the flat part of its own curve, while the steepest descent of that curve is near 1e-2.
-    """
-    import numpy as np
-
-    lr = np.asarray(lrs[skip_begin : len(lrs) - skip_end], dtype=float)
-    loss = np.asarray(losses[skip_begin : len(losses) - skip_end], dtype=float)
-    ok = np.isfinite(loss) & (lr > 0)
-    lr, loss = lr[ok], loss[ok]
-    if len(loss) < 3:
-        return None
-    slope = np.gradient(loss, np.log10(lr))
-    i = int(np.argmin(slope))
-    return float(lr[i]) if slope[i] < 0 else None
-
-
-def plot_curves(metrics_csv: Path, path: Path) -> None:
-    import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = list(csv.DictReader(metrics_csv.open()))
-    series: dict[str, list[tuple[float, float]]] = {}
-    for r in rows:
-        for key in ("train/loss_epoch", "val/loss", "val/acc"):
-            if r.get(key):
-                series.setdefault(key, []).append((float(r["epoch"]), float(r[key])))
-    if not series:
-        return
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for key in ("train/loss_epoch", "val/loss"):
-        if key in series:
-            a1.plot(*zip(*series[key], strict=True), marker="o", label=key.replace("_epoch", ""))
-    a1.set_xlabel("epoch")
-    a1.set_ylabel("loss")
-    a1.legend()
-    if "val/acc" in series:
-        a2.plot(
-            *zip(*series["val/acc"], strict=True), marker="o", color="tab:green", label="val/acc"
-        )
-        a2.set_xlabel("epoch")
-        a2.set_ylabel("accuracy %")
-        a2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    import csv
-
-    if not path.exists():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
-    import csv
-
-    keys = sorted({k for r in rows for k in r})
-    keys = [k for k in ("epoch", "step") if k in keys] + [
-        k for k in keys if k not in ("epoch", "step")
-    ]
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-
-
-def _epoch_of(row: dict[str, str]) -> float:
-    try:
-        return float(row.get("epoch") or "nan")
-    except ValueError:
-        return float("nan")
-
-
-def keep_rows_before_resume(out_dir: Path, ckpt_epoch: int) -> None:
-    """Lightning's CSVLogger deletes an existing metrics.csv when it starts (lightning_fabric
-    csv_logs._check_log_dir_exists, Lightning 2.6.6): move the rows up to the checkpoint's epoch
-    aside, to be put back in front of the resumed rows by `merge_resumed_rows`."""
-    aside = out_dir / "metrics.before_resume.csv"
-    rows = _read_csv(aside) + _read_csv(out_dir / "metrics.csv")
-    kept = [r for r in rows if not _epoch_of(r) > ckpt_epoch]  # NaN (no epoch) is kept
-    _write_csv(aside, kept)
-    (out_dir / "metrics.csv").unlink(missing_ok=True)
-
-
-def merge_resumed_rows(out_dir: Path) -> None:
-    aside = out_dir / "metrics.before_resume.csv"
-    if not aside.exists():
-        return
-    _write_csv(out_dir / "metrics.csv", _read_csv(aside) + _read_csv(out_dir / "metrics.csv"))
-    aside.unlink()
-
-
-def checkpoint_epoch(path: Path) -> int:
-    """The epoch stored in a Lightning checkpoint; a clear error if the file is unreadable
-    (a run killed while Lightning was writing it leaves a truncated file)."""
-    import torch
-
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
-    except Exception as e:  # truncated zip, pickle error, missing key: all mean "not usable"
-        raise ReproError(
-            f"cannot resume from {path}: the checkpoint is unreadable "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}). "
-            "It was probably cut off while being written. Delete it to train that seed from "
-            "its start, or run the stage again without --resume."
-        ) from e
-
-
-def _record_lr(ctx: StageContext, seed: int, lr: float) -> None:
-    """Keep the LR in the record before training, so a resume uses it instead of re-running the finder."""
-    if ctx.run is None:
-        return
-    ctx.run.record.setdefault("lr_by_seed", {})[str(seed)] = lr
-    ctx.run.save()
-
-
 def fit_and_test(
-    ctx: StageContext, seed: int, out_dir: Path, progress: bool = True
-) -> dict[str, Any]:
-    """Train with the resolved config and seed; return best-checkpoint val and test metrics.
+    cfg: RunConfig,
+    dm,
+    model,
+    out_dir: Path,
+    *,
+    seed: int,
+    resume: bool = False,
+    progress: bool = True,
+    loggers: tuple = (),
+) -> FitResult:
+    """Train `model` on `dm` with `cfg`, test the best checkpoint, write fit_result.json.
 
-    With ctx.extra["resume"], a seed that finished is read back from fit_result.json and one that
-    was interrupted continues from out_dir/checkpoints/last.ckpt."""
-    import json
-
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-
+    resume: a seed that finished is read back from fit_result.json, an interrupted one continues
+    from out_dir/checkpoints/last.ckpt. loggers: Lightning loggers beside metrics.csv (W&B).
+    """
+    from repro.train.curves import keep_rows_before_resume, merge_resumed_rows
     from repro.train.module import ClassificationModule
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    result_file = out_dir / "fit_result.json"
-    resume = bool(ctx.extra.get("resume"))
-    if resume and result_file.exists():
-        ctx.console.print(
-            f"seed {seed}: finished before the interruption; result read from {result_file.name}"
-        )
-        return json.loads(result_file.read_text())
-    last = out_dir / "checkpoints" / "last.ckpt"
-    ckpt_path = str(last) if resume and last.exists() else None
+    if resume and (out_dir / RESULT_FILE).exists():
+        return FitResult.load(out_dir / RESULT_FILE)
     quiet_lightning()
-    r = ctx.resolved
-    dm = ctx.build_datamodule(seed)
     dm.setup("fit")
-    model = ctx.build_model(dm, seed)
-    lr = r.get("optim.lr")
-    known_lr = (ctx.extra.get("lr_by_seed") or {}).get(seed)
-    module = ClassificationModule(model, r.section("optim"), r.section("schedule"), lr, seed=seed)
-    info: dict[str, Any] = {"seed": seed}
-    if lr is None and known_lr is not None:
-        module.lr = float(known_lr)
-        info["lr_finder"] = {"lr": float(known_lr), "note": "read from the record (resumed run)"}
-    elif lr is None:
-        info["lr_finder"] = find_lr(ctx, module, dm, out_dir)
-        module.lr = info["lr_finder"]["lr"]
-        seed_everything(seed, bool(r.get("deterministic", True)))
-    info["lr"] = float(module.lr)
-    _record_lr(ctx, seed, info["lr"])
-    if ckpt_path:
-        info["resumed_from"] = {
-            "ckpt": str(last.relative_to(out_dir)),
-            "epoch": checkpoint_epoch(last),
-        }
-        keep_rows_before_resume(out_dir, info["resumed_from"]["epoch"])
-        ctx.console.print(
-            f"seed {seed}: resuming from {info['resumed_from']['ckpt']} "
-            f"(epoch {info['resumed_from']['epoch']})"
-        )
-    es_cfg = r.section("trainer").get("early_stopping") or {}
-    monitor = es_cfg.get("monitor", "val/loss")
-    mode = es_cfg.get("mode", "min")
-    # save_last: last.ckpt after every epoch, what `repro stage full --resume` continues from
-    ckpt = ModelCheckpoint(
-        dirpath=str(out_dir / "checkpoints"),
-        monitor=monitor,
-        mode=mode,
-        save_last=True,
-        filename="best",
+    lr, lr_source, finder = choose_lr(cfg, model, dm, out_dir, seed)
+    module = ClassificationModule(model, cfg.optim, cfg.schedule, lr, seed=seed)
+    last = out_dir / "checkpoints" / "last.ckpt"
+    resumed_from = checkpoint_epoch(last) if resume and last.exists() else None
+    if resumed_from is not None and is_rank_zero():
+        keep_rows_before_resume(out_dir, resumed_from)
+    trainer, best_cb, stopper = make_trainer(cfg, out_dir, progress, loggers)
+    t0 = time.perf_counter()
+    trainer.fit(
+        module,
+        datamodule=dm,
+        ckpt_path=str(last) if resumed_from is not None else None,
+        weights_only=True,
     )
-    callbacks = [
-        ckpt,
-        EarlyStopping(
-            monitor=monitor, patience=int(es_cfg.get("patience", 3)), mode=mode, check_finite=True
-        ),
-    ]
-    tcfg = r.section("trainer")
-    max_epochs = int(tcfg.get("max_epochs", 20))
-    # 1cycle raises the LR for its first 30% (pct_start): val loss rises there by design, so early
-    # stopping may not end the run before the peak (measured on the toy paper: stopped at epoch 6/15)
-    min_epochs = math.ceil(0.3 * max_epochs) + 1 if r.get("schedule.name") == "onecycle" else 1
-    info["min_epochs"] = min(min_epochs, max_epochs)
+    train_seconds = time.perf_counter() - t0
+    if is_rank_zero():
+        _plot_fit_curves(trainer, out_dir)
+    metrics = _test_best(trainer, module, dm, best_cb)
+    if is_rank_zero():
+        merge_resumed_rows(out_dir)
+    result = FitResult(
+        seed=seed,
+        lr=lr,
+        lr_source=lr_source,
+        metrics=metrics,
+        epochs=int(trainer.current_epoch),
+        global_steps=int(trainer.global_step),
+        stopped_early=bool(stopper.stopped_epoch),
+        best_checkpoint=os.path.relpath(best_cb.best_model_path, out_dir)
+        if best_cb.best_model_path
+        else None,
+        train_seconds=train_seconds,
+        train_examples=len(dm.splits["train"]),
+        min_epochs=min_epochs(cfg),
+        resumed_from_epoch=resumed_from,
+        lr_finder=finder,
+    )
+    if is_rank_zero():
+        result.save(out_dir / RESULT_FILE)
+    return result
+
+
+def _test_best(trainer, module, dm, best_cb) -> dict[str, float]:
+    """val/* and test/* of the best checkpoint (of the last weights when none was saved)."""
+    best = "best" if best_cb.best_model_path else None
+    val = trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)
+    test = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)
+    for lg in trainer.loggers:
+        lg.save()
+    return {k: float(v) for k, v in {**val[0], **test[0]}.items()}
+
+
+def choose_lr(cfg: RunConfig, model, dm, out_dir: Path, seed: int) -> tuple[float, str, Any]:
+    """The paper's optim.lr, else the LR chosen earlier for this directory (lr.json: a resumed run,
+    or DDP ranks > 0 reading rank 0's choice), else the LR finder (which then writes lr.json)."""
+    from repro.train.lr_finder import find_lr
+    from repro.train.module import ClassificationModule
+
+    if cfg.optim.lr is not None:
+        return cfg.optim.lr, "optim.lr", None
+    saved = out_dir / LR_FILE
+    if saved.exists():
+        data = json.loads(saved.read_text())
+        finder = from_dict(LRFinderResult, data["finder"], LR_FILE) if data.get("finder") else None
+        return (
+            float(data["lr"]),
+            f"read from {LR_FILE} (chosen before this process started)",
+            finder,
+        )
+    if not is_rank_zero():
+        raise ReproError(
+            f"{saved}: expected the LR that rank 0 chose, found no file; rank 0 writes it first"
+        )
+    probe = ClassificationModule(model, cfg.optim, cfg.schedule, cfg.lr_finder.min_lr, seed=None)
+    finder = find_lr(probe, dm, out_dir, cfg.lr_finder, cfg.trainer)
+    tmp = saved.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"lr": finder.lr, "finder": asdict(finder)}))
+    os.replace(tmp, saved)
+    seed_everything(
+        seed, cfg.deterministic
+    )  # the finder drew random numbers: start training afresh
+    return finder.lr, f"LR finder: {finder.note}", finder
+
+
+def min_epochs(cfg: RunConfig) -> int:
+    """1cycle raises the LR for its first 30% (pct_start): val loss rises there by design, so early
+    stopping may not end the run before the peak (measured on the toy paper: stopped at 6/15)."""
+    n = math.ceil(0.3 * cfg.trainer.max_epochs) + 1 if cfg.schedule.name == "onecycle" else 1
+    return min(n, cfg.trainer.max_epochs)
+
+
+def make_trainer(cfg: RunConfig, out_dir: Path, progress: bool, loggers: tuple):
+    """(trainer, the best-checkpoint callback, the early-stopping callback)."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from repro.train.checkpoint_io import AtomicCheckpointIO
+    from repro.train.loggers import csv_logger
+
+    t, es = cfg.trainer, cfg.trainer.early_stopping
+    ckpt_dir = str(out_dir / "checkpoints")
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        monitor=es.monitor,
+        mode=es.mode,
+        filename="best",
+        enable_version_counter=False,
+    )
+    # last.ckpt after every epoch (a monitored checkpoint's save_last only follows improvements in
+    # Lightning 2.6.6): what `repro stage full --resume` continues from
+    last = ModelCheckpoint(
+        dirpath=ckpt_dir, monitor=None, filename="last", save_top_k=1, enable_version_counter=False
+    )
+    stopper = EarlyStopping(
+        monitor=es.monitor, patience=es.patience, mode=es.mode, check_finite=True
+    )
     trainer = pl.Trainer(
-        max_epochs=max_epochs,
-        min_epochs=info["min_epochs"],
-        accelerator=tcfg.get("accelerator", "auto"),
-        devices=tcfg.get("devices", 1),
-        precision=tcfg.get("precision", "32-true"),
-        gradient_clip_val=tcfg.get("gradient_clip_val"),
-        limit_train_batches=tcfg.get("limit_train_batches") or 1.0,
-        log_every_n_steps=int(tcfg.get("log_every_n_steps", 10)),
-        deterministic=bool(r.get("deterministic", True)),
-        callbacks=callbacks,
-        logger=_loggers(ctx, out_dir, f"{ctx.paper}-seed{seed}"),
+        max_epochs=t.max_epochs,
+        min_epochs=min_epochs(cfg),
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=t.precision,
+        gradient_clip_val=t.gradient_clip_val,
+        limit_train_batches=t.limit_train_batches or 1.0,
+        log_every_n_steps=t.log_every_n_steps,
+        deterministic=cfg.deterministic,
+        callbacks=[best, last, stopper],
+        logger=[csv_logger(out_dir, t.log_every_n_steps), *loggers],
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # the datamodule shards itself (repro/data/datamodule.py)
         enable_progress_bar=progress,
         enable_model_summary=False,
         default_root_dir=str(out_dir),
     )
-    t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
-    info["train_seconds"] = time.perf_counter() - t0
-    info["epochs"] = int(trainer.current_epoch)
-    if ckpt_path:  # epochs trained in this process
-        info["epochs_this_process"] = info["epochs"] - info["resumed_from"]["epoch"] - 1
-    info["global_steps"] = int(trainer.global_step)
-    info["stopped_early"] = bool(callbacks[1].stopped_epoch)
-    info["best_checkpoint"] = (
-        str(Path(ckpt.best_model_path).relative_to(out_dir)) if ckpt.best_model_path else None
-    )
-    best = "best" if ckpt.best_model_path else None
-    val = trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)[0]
-    test = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)[0]
-    metrics = {k: float(v) for k, v in {**val, **test}.items()}
-    info["metrics"] = metrics
-    info["train_examples"] = len(dm.splits["train"])
+    return trainer, best, stopper
+
+
+def _plot_fit_curves(trainer, out_dir: Path) -> None:
+    from repro.train.curves import ASIDE, plot_curves, read_rows
+
     for lg in trainer.loggers:
         lg.save()
-    merge_resumed_rows(out_dir)
-    if (out_dir / "metrics.csv").exists():
-        plot_curves(out_dir / "metrics.csv", out_dir / "curves.png")
-    result_file.write_text(json.dumps(info, indent=2, default=str))
-    return info
+    rows = read_rows(out_dir / ASIDE) + read_rows(out_dir / "metrics.csv")
+    plot_curves(rows, out_dir / "curves.png")
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch stored in a Lightning checkpoint, read with weights_only=True; a clear error if the
+    file is unreadable (cut off while written) or holds more than tensors and plain values."""
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    except Exception as e:  # truncated zip, refused pickle, missing key: all mean "not usable"
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else "no detail"
+        raise ReproError(
+            f"{path}: expected a Lightning checkpoint of tensors and plain values, found an "
+            f"unreadable file ({type(e).__name__}: {detail[:200]}); delete it to train that seed "
+            "from its start, or run the stage again without --resume"
+        ) from e

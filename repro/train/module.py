@@ -9,30 +9,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in batch.items() if k != "label"}
+from repro.config.schema import OptimConfig, ScheduleConfig
+from repro.data.batch import model_inputs
 
 
 class ClassificationModule(pl.LightningModule):
-    """Cross-entropy training with the configured optimizer and schedule; logs loss and accuracy (%)."""
+    """Cross-entropy training with the configured optimizer and schedule; logs loss and accuracy (%).
+
+    Validation and test metrics are exact over the whole split on any number of processes: each
+    process sums loss, hits and examples over its own examples, the sums are added across
+    processes, and only then divided (a mean of per-process means would weigh unequal shards
+    wrongly, and a sampler that pads would count examples twice).
+    """
 
     def __init__(
         self,
         model: nn.Module,
-        optim: dict[str, Any],
-        schedule: dict[str, Any],
-        lr: float | None,
+        optim: OptimConfig,
+        schedule: ScheduleConfig,
+        lr: float,
         seed: int | None = None,
     ):
         super().__init__()
         self.model = model
-        self.optim_cfg = dict(optim)
-        self.schedule_cfg = dict(schedule)
-        self.lr = lr if lr is not None else 1e-3  # the LR finder writes its suggestion here
+        self.optim_cfg = optim
+        self.schedule_cfg = schedule
+        self.lr = lr  # the LR finder reads and varies this attribute
         self.seed = seed  # None: leave the global RNGs alone between epochs
+        self._totals: dict[str, torch.Tensor] = {}
 
-    # ---- exact resume (issue #4) -----------------------------------------------------------
+    # ---- exact resume -------------------------------------------------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """At each epoch's first batch, reseed python/numpy/torch from (seed, epoch): like
         EpochSeededSampler's shuffle order, the dropout masks of epoch k then do not depend on how
@@ -81,62 +87,78 @@ class ClassificationModule(pl.LightningModule):
         name, keys, pos, has_gauss, gauss = state["numpy"]
         np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
 
+    # ---- steps --------------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(**model_inputs(batch))
 
-    def _step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
+    def training_step(self, batch, batch_idx):
         logits = self(batch)  # (B, C)
         y = batch["label"]
         loss = F.cross_entropy(logits, y)
         acc = (logits.argmax(-1) == y).float().mean() * 100
-        on_step = split == "train"
+        n = len(y)
         self.log(
-            f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y)
-        )
-        self.log(
-            f"{split}/acc",
-            acc,
-            on_step=False,
+            "train/loss",
+            loss,
+            on_step=True,
             on_epoch=True,
-            prog_bar=split != "train",
-            batch_size=len(y),
+            prog_bar=True,
+            batch_size=n,
+            sync_dist=True,
         )
+        self.log("train/acc", acc, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+    def _eval_step(self, batch: dict[str, torch.Tensor], split: str) -> None:
+        logits = self(batch)  # (B, C)
+        y = batch["label"]
+        sums = torch.stack(
+            [
+                F.cross_entropy(logits.double(), y, reduction="sum"),
+                (logits.argmax(-1) == y).sum().double(),
+                torch.tensor(float(len(y)), dtype=torch.float64, device=logits.device),
+            ]
+        )  # (3,): loss sum, hits, examples
+        self._totals[split] = self._totals.get(split, 0) + sums
+
+    def _log_totals(self, split: str) -> None:
+        totals = self._totals.pop(split, None)
+        if totals is None:  # this process had no examples of the split
+            totals = torch.zeros(3, dtype=torch.float64, device=self.device)
+        totals = self.trainer.strategy.reduce(totals, reduce_op="sum")  # over processes
+        loss_sum, hits, n = (float(v) for v in totals)
+        if n == 0:
+            return
+        self.log(f"{split}/loss", loss_sum / n, prog_bar=True)
+        self.log(f"{split}/acc", 100.0 * hits / n, prog_bar=True)
 
     def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
+        self._eval_step(batch, "val")
 
     def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
+        self._eval_step(batch, "test")
 
+    def on_validation_epoch_end(self) -> None:
+        self._log_totals("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_totals("test")
+
+    # ---- optimizer ----------------------------------------------------------------------------
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
-        name = self.optim_cfg.get("name", "adamw")
-        wd = float(self.optim_cfg.get("weight_decay") or 0.0)
-        betas = tuple(self.optim_cfg.get("betas") or (0.9, 0.999))
-        if name == "adamw":
-            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=wd, betas=betas)
-        elif name == "adam":
-            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=wd, betas=betas)
-        elif name == "sgd":
+        o = self.optim_cfg
+        if o.name == "sgd":
             opt = torch.optim.SGD(
-                params,
-                lr=self.lr,
-                weight_decay=wd,
-                momentum=float(self.optim_cfg.get("momentum", 0.9)),
+                params, lr=self.lr, weight_decay=o.weight_decay, momentum=o.momentum
             )
         else:
-            raise ValueError(f"optim.name '{name}' unknown; valid: adamw, adam, sgd")
-        schedule = self.schedule_cfg.get("name", "onecycle")
-        if schedule == "constant":
+            cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+            opt = cls(params, lr=self.lr, weight_decay=o.weight_decay, betas=o.betas)
+        if self.schedule_cfg.name == "constant":
             return opt
-        if schedule == "onecycle":
-            # total_steps from Lightning: a hand-computed count fails with "Tried to step N times" (design.md)
-            sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=self.lr, total_steps=int(self.trainer.estimated_stepping_batches)
-            )
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-        raise ValueError(f"schedule.name '{schedule}' unknown; valid: onecycle, constant")
+        # total_steps from Lightning: a hand-computed count fails with "Tried to step N times" (design.md)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=self.lr, total_steps=int(self.trainer.estimated_stepping_batches)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -10,11 +10,18 @@ import torch
 from papers.bimpm.baseline import baseline
 from papers.bimpm.data import BiMPMDataConfig, BiMPMDataModule, read_quora, read_snli
 from papers.bimpm.sample import make_sample
+from repro.config.typed import from_dict
 from repro.data.text import make_tokenizer
 from repro.errors import ConfigError, DataError
+from tests.configs import data_config
 
 SAMPLE = Path(make_sample.__file__).resolve().parent
 WS = make_tokenizer("whitespace", lowercase=False)
+
+
+def _dm(values: dict, seed: int = 0) -> BiMPMDataModule:
+    """The datamodule for a data section given as a dict (repro's keys and BiMPM's mixed)."""
+    return BiMPMDataModule(data_config(values), seed)
 
 
 def sample_cfg(tmp_path: Path, **kw) -> dict:
@@ -30,7 +37,7 @@ def sample_cfg(tmp_path: Path, **kw) -> dict:
 
 @pytest.fixture(scope="module")
 def dm(tmp_path_factory) -> BiMPMDataModule:
-    m = BiMPMDataModule(sample_cfg(tmp_path_factory.mktemp("dm")), seed=0)
+    m = _dm(sample_cfg(tmp_path_factory.mktemp("dm")), seed=0)
     m.setup()
     return m
 
@@ -44,10 +51,12 @@ def write_quora(
 
 
 def test_config_rejects_unknown_key_naming_valid_ones():
-    with pytest.raises(ConfigError, match=r"unknown data key\(s\) \['max_lenght'\].*max_len"):
-        BiMPMDataConfig.from_dict({"max_lenght": 10})
-    with pytest.raises(ConfigError, match="data.tokenizer must be one of"):
-        BiMPMDataConfig.from_dict({"tokenizer": "nltk"})
+    with pytest.raises(ConfigError, match=r"data\.max_lenght: unknown key.*'max_len'"):
+        from_dict(BiMPMDataConfig, {"max_lenght": 10}, "data")
+    with pytest.raises(ConfigError, match=r"data\.tokenizer: expected one of \['auto', 'whitespace'"):
+        from_dict(BiMPMDataConfig, {"tokenizer": "nltk"}, "data")
+    with pytest.raises(ConfigError, match=r"data\.max_len: expected an integer >= 1, found 0"):
+        from_dict(BiMPMDataConfig, {"max_len": 0}, "data")
 
 
 def test_quora_reader_reads_the_sample():
@@ -68,7 +77,7 @@ def test_snli_reader_drops_no_consensus_and_has_three_classes():
 
 
 def test_snli_datamodule_has_three_classes(tmp_path):
-    m = BiMPMDataModule(
+    m = _dm(
         {
             "dataset": "snli",
             "snli_dir": str(SAMPLE / "snli"),
@@ -91,7 +100,7 @@ def test_snli_datamodule_has_three_classes(tmp_path):
 )
 def test_malformed_quora_lines_name_file_and_line(tmp_path, line, expected):
     write_quora(tmp_path / "q", "0\ta b\tc d\t1\n" + line)
-    m = BiMPMDataModule({"dataset": "quora", "quora_dir": str(tmp_path / "q"), "cache": False})
+    m = _dm({"dataset": "quora", "quora_dir": str(tmp_path / "q"), "cache": False})
     with pytest.raises(DataError, match=expected):
         m.setup()
 
@@ -99,14 +108,14 @@ def test_malformed_quora_lines_name_file_and_line(tmp_path, line, expected):
 def test_undecodable_bytes_name_file_and_line(tmp_path):
     write_quora(tmp_path / "q", "")
     (tmp_path / "q" / "dev.tsv").write_bytes(b"0\ta\tb\t1\n0\tcaf\xe9\tb\t2\n")
-    m = BiMPMDataModule({"dataset": "quora", "quora_dir": str(tmp_path / "q"), "cache": False})
+    m = _dm({"dataset": "quora", "quora_dir": str(tmp_path / "q"), "cache": False})
     with pytest.raises(DataError, match=r"dev\.tsv:2: not valid UTF-8 \(byte 0xe9 at column 6\)"):
         m.setup()
 
 
 def test_empty_sentence_can_be_dropped(tmp_path):
     write_quora(tmp_path / "q", "0\ta b\tc d\t1\n1\t\tb\t2\n")
-    m = BiMPMDataModule(
+    m = _dm(
         {"dataset": "quora", "quora_dir": str(tmp_path / "q"), "empty": "drop", "cache": False}
     )
     m.setup()
@@ -139,7 +148,7 @@ def test_malformed_snli_lines_name_file_and_line(tmp_path, line, expected):
             '{"gold_label": "neutral", "sentence1": "A", "sentence2": "B"}\n'
         )
     (folder / "snli_1.0_dev.jsonl").write_text(line)
-    m = BiMPMDataModule(
+    m = _dm(
         {"dataset": "snli", "snli_dir": str(folder), "tokenizer": "whitespace", "cache": False}
     )
     with pytest.raises(DataError, match=expected):
@@ -147,15 +156,15 @@ def test_malformed_snli_lines_name_file_and_line(tmp_path, line, expected):
 
 
 def test_missing_files_say_which_path_and_how_to_get_it(tmp_path):
-    m = BiMPMDataModule({"dataset": "snli", "snli_dir": str(tmp_path / "nope")})
+    m = _dm({"dataset": "snli", "snli_dir": str(tmp_path / "nope")})
     with pytest.raises(
         DataError, match=r"nope/snli_1\.0_train\.jsonl.*python -m repro\.data\.download snli"
     ):
         m.setup()
-    m = BiMPMDataModule({"dataset": "quora", "quora_dir": str(tmp_path / "nope")})
+    m = _dm({"dataset": "quora", "quora_dir": str(tmp_path / "nope")})
     with pytest.raises(DataError, match=r"nope/train\.tsv.*drive\.google\.com"):
         m.setup()
-    m = BiMPMDataModule(sample_cfg(tmp_path, vectors=str(tmp_path / "glove.txt"), cache=False))
+    m = _dm(sample_cfg(tmp_path, vectors=str(tmp_path / "glove.txt"), cache=False))
     with pytest.raises(DataError, match=r"word vectors file not found: .*glove\.txt.*glove-840b"):
         m.setup()
 
@@ -170,7 +179,7 @@ def test_vocabulary_comes_from_training_split_only(dm):
 
 
 def test_batch_shapes_padding_and_chars(tmp_path):
-    m = BiMPMDataModule(sample_cfg(tmp_path, max_word_len=4, max_len=6, batch_size=8))
+    m = _dm(sample_cfg(tmp_path, max_word_len=4, max_len=6, batch_size=8))
     m.setup()
     b = next(iter(m.train_dataloader()))
     B, Tp = b["p_words"].shape
@@ -180,7 +189,7 @@ def test_batch_shapes_padding_and_chars(tmp_path):
     # padding: id 0 in words <=> all-zero chars
     for side in ("p", "q"):
         assert torch.equal(b[f"{side}_words"] == 0, (b[f"{side}_chars"] == 0).all(-1))
-    full = BiMPMDataModule(sample_cfg(tmp_path))
+    full = _dm(sample_cfg(tmp_path))
     full.setup()
     batch = full.fixed_batch("train", 16)
     longest = max(len(w) for ex in full.splits["train"] for s in ("p", "q") for w in ex[s])
@@ -212,15 +221,15 @@ def test_model_kwargs_and_vectors(dm):
 
 
 def test_second_setup_reads_the_cache(tmp_path):
-    first = BiMPMDataModule(sample_cfg(tmp_path))
+    first = _dm(sample_cfg(tmp_path))
     first.setup()
     assert not first.loaded_from_cache
-    second = BiMPMDataModule(sample_cfg(tmp_path))
+    second = _dm(sample_cfg(tmp_path))
     second.setup()
     assert second.loaded_from_cache
     assert second.vocab.itos == first.vocab.itos
     assert torch.equal(second.fixed_batch()["p_chars"], first.fixed_batch()["p_chars"])
-    changed = BiMPMDataModule(sample_cfg(tmp_path, max_len=5))  # other settings: other cache entry
+    changed = _dm(sample_cfg(tmp_path, max_len=5))  # other settings: other cache entry
     changed.setup()
     assert not changed.loaded_from_cache
 

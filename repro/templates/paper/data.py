@@ -8,10 +8,26 @@ repro applies a seeded, stratified 80/10/10 split.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import torch
 
+from repro.config.schema import DataConfig
+from repro.config.typed import from_dict
 from repro.data.datamodule import PaperDataModule
+
+
+@dataclass(frozen=True)
+class ToyData:
+    """This paper's own `data:` keys (repro's, such as batch_size, are in DataConfig)."""
+
+    dataset: str
+    n_examples: int
+    n_features: int
+    noise: float
+
+
+DATA_CONFIG = ToyData  # repro checks this paper's `data:` keys against it before a run starts
 
 
 class ToyDataModule(PaperDataModule):
@@ -19,8 +35,12 @@ class ToyDataModule(PaperDataModule):
     class_names = ["a", "b", "c"]
     input_fields = ("x",)
 
+    def __init__(self, cfg: DataConfig, seed: int):
+        super().__init__(cfg, seed)
+        self.toy = from_dict(ToyData, cfg.options, "data")  # a typo fails here, naming the key
+
     def load_examples(self) -> dict[str, list[dict]]:
-        n, d, noise = int(self.cfg["n_examples"]), int(self.cfg["n_features"]), float(self.cfg["noise"])
+        n, d, noise = self.toy.n_examples, self.toy.n_features, self.toy.noise
         rng = random.Random(1234)  # the dataset is fixed; the run's seed only affects the split
         centers = [[rng.gauss(0, 1.0) for _ in range(d)] for _ in range(self.num_classes)]
         examples = []
@@ -40,9 +60,9 @@ class ToyDataModule(PaperDataModule):
         return f"x[:4]={[round(v, 2) for v in x[:4].tolist()]}... label={self.class_names[int(batch['label'][i])]}"
 
     def model_kwargs(self) -> dict:
-        return {"n_features": int(self.cfg["n_features"]), "num_classes": self.num_classes}
+        return {"n_features": self.toy.n_features, "num_classes": self.num_classes}
 
 
-def build_datamodule(cfg: dict, seed: int) -> ToyDataModule:
-    """What repro calls: cfg is the config's `data:` section."""
+def build_datamodule(cfg: DataConfig, seed: int) -> ToyDataModule:
+    """What repro calls: cfg is the typed `data:` section (this paper's keys in cfg.options)."""
     return ToyDataModule(cfg, seed)

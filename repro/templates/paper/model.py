@@ -6,24 +6,21 @@ shape comment on each tensor line, and `# DEVIATION:` / `# UNSTATED:` where the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from repro.config.typed import from_dict
 
-@dataclass
+
+@dataclass(frozen=True)
 class ModelConfig:
     hidden: int = 64  # TODO: the paper's width
     dropout: float = 0.0  # TODO: the paper's dropout
 
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelConfig:
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - valid)
-        if unknown:
-            raise ValueError(f"unknown model config key(s) {unknown}; valid keys: {sorted(valid)}")
-        return cls(**d)
+
+MODEL_CONFIG = ModelConfig  # repro checks the `model:` keys against it before a run starts
 
 
 class Classifier(nn.Module):
@@ -44,4 +41,4 @@ class Classifier(nn.Module):
 
 def build_model(cfg: dict, *, n_features: int, num_classes: int) -> nn.Module:
     """What repro calls: cfg is the config's `model:` section; the rest comes from the data."""
-    return Classifier(ModelConfig.from_dict(cfg), n_features, num_classes)
+    return Classifier(from_dict(ModelConfig, cfg, "model"), n_features, num_classes)

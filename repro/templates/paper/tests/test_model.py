@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from papers.{{paper}}.model import build_model
+from repro.errors import ConfigError
 
 
 def test_logits_shape_and_determinism():
@@ -17,5 +18,5 @@ def test_logits_shape_and_determinism():
 
 
 def test_unknown_config_key_is_rejected():
-    with pytest.raises(ValueError, match="hiden"):
+    with pytest.raises(ConfigError, match="model.hiden: unknown key"):
         build_model({"hiden": 8}, n_features=5, num_classes=3)

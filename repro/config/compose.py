@@ -1,4 +1,4 @@
-"""The resolved config of a run: Hydra composes conf/, we validate it once and tag every value's source.
+"""Compose a run's config: conf/ + the paper's YAML + the command line, tagged and typed once.
 
 Provenance of each leaf key (dotted path):
   override      given on the command line
@@ -6,6 +6,9 @@ Provenance of each leaf key (dotted path):
                 (e.g. "paper: Table 1"), for values the paper config sets
   unsourced     set by the paper config without a provenance entry (say where it comes from!)
   default       not set by the paper config: repro filled it in (conf/defaults.yaml, conf/stage/)
+
+The composed dict is validated once against repro.config.schema; code below the CLI reads the
+typed `Resolved.cfg`, never the dict with a fallback.
 """
 
 from __future__ import annotations
@@ -16,41 +19,51 @@ from typing import Any
 
 import yaml
 
+from repro.config.schema import RunConfig
+from repro.config.typed import from_dict
 from repro.errors import ConfigError
 from repro.project import Project
 
-# Keys under these sections are repro's: anything else there is a typo.
-REPRO_SECTIONS = ("init", "optim", "schedule", "lr_finder", "trainer", "stage", "logger", "launcher")
-PAPER_META_KEYS = {
-    "name", "title", "arxiv", "targets", "baseline", "expected_params", "experiments", "provenance",
-}
-GATE_SECTIONS = ("stage.", "logger.", "launcher.")  # how repro runs, not assumptions about the paper
+# libyaml's C parser when PyYAML was built with it: parsing conf/ is most of `repro status`
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+GATE_SECTIONS = (
+    "stage.",
+    "logger.",
+    "launcher.",
+)  # how repro runs, not assumptions about the paper
 PROVENANCE_KINDS = ("paper", "authors-code", "default", "override", "unsourced")
 
 
 @dataclass
 class Resolved:
-    """A composed, validated config as plain data, with where each value came from."""
+    """A composed, validated config: the plain dict (recorded), the typed view, and provenance."""
 
     paper: str
     config: dict[str, Any]
     overrides: list[str]
+    cfg: RunConfig
     provenance: dict[str, str] = field(default_factory=dict)  # dotted key -> "kind: where"
 
-    def get(self, dotted: str, default: Any = None) -> Any:
+    def value(self, dotted: str) -> Any:
+        """The composed value at a dotted key (KeyError if the config has no such key)."""
         node: Any = self.config
         for part in dotted.split("."):
             if not isinstance(node, dict) or part not in node:
-                return default
+                raise KeyError(dotted)
             node = node[part]
         return node
 
-    def overrides_for_jobs(self) -> list[str]:
-        """The user's command-line overrides, passed on to experiment jobs."""
-        return list(self.overrides)
-
-    def section(self, name: str) -> dict[str, Any]:
-        return dict(self.config.get(name) or {})
+    def describe(self, key: str) -> str | None:
+        """Where the value at `key` came from, in words, for error messages."""
+        overridden = {o.split("=", 1)[0].lstrip("+~") for o in self.overrides}
+        if any(key == o or key.startswith(o + ".") or o.startswith(key + ".") for o in overridden):
+            return "set on the command line"
+        kind = kind_of(self.provenance.get(key, ""))
+        if kind in ("paper", "authors-code", "unsourced") or key.startswith("paper."):
+            return f"set in conf/paper/{self.paper}.yaml"
+        if kind == "default":
+            return "set in conf/"
+        return None
 
     def defaults(self) -> dict[str, Any]:
         """Every value repro filled in because the paper is silent."""
@@ -78,20 +91,38 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def compose(project: Project, paper: str, overrides: list[str] | tuple[str, ...] = ()) -> Resolved:
-    """Compose conf/config.yaml + conf/paper/<paper>.yaml + overrides, validate, tag provenance.
+    """Compose conf/config.yaml + conf/paper/<paper>.yaml + overrides, tag provenance, validate.
 
     Without overrides and interpolations the composition is a plain merge of YAML files in the
     defaults-list order, done without importing Hydra (0.4 s here) so `repro status` starts fast;
     tests check it equals Hydra's result.
     """
     overrides = list(overrides)
-    fast = None if overrides else _compose_plain(project, paper)
-    if fast is not None:
-        defaults_cfg = _defaults_tree(project)
-        paper_file = project.conf_dir / "paper" / f"{paper}.yaml"
-        _validate(fast, defaults_cfg, paper_file)
-        return Resolved(paper, fast, [], _provenance(fast, _load_yaml(paper_file), [], paper_file))
-    return compose_hydra(project, paper, overrides)
+    _check_overrides(overrides)
+    config = None if overrides else _compose_plain(project, paper)
+    if config is None:
+        config = compose_hydra(project, paper, overrides)
+    paper_file = project.conf_dir / "paper" / f"{paper}.yaml"
+    provenance = _provenance(config, _load_yaml(paper_file), overrides, paper_file)
+    resolved = Resolved(paper, config, overrides, None, provenance)  # type: ignore[arg-type]
+    resolved.cfg = from_dict(RunConfig, config, "", resolved.describe)
+    _check_provenance_kinds(resolved.cfg.paper.provenance, paper_file)
+    return resolved
+
+
+def _check_overrides(overrides: list[str]) -> None:
+    """Overrides repro cannot honour fail before anything is composed."""
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if "=" not in o and not o.startswith("~"):
+            raise ConfigError(f"override '{o}': expected key=value (e.g. optim.lr=0.001)")
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            raise ConfigError(
+                f"override '{o}': hydra.* settings are not used: repro owns run directories "
+                "(runs/<paper>/<stage>/<run-id>) and logging; drop the override"
+            )
+        if key == "paper":
+            raise ConfigError(f"override '{o}': choose the paper with --paper, not paper=")
 
 
 def _merge(base: dict, new: dict) -> dict:
@@ -132,7 +163,7 @@ def _compose_plain(project: Project, paper: str) -> dict | None:
         text = path.read_text(encoding="utf-8")
         if "${" in text:
             return None
-        node = yaml.safe_load(text) or {}
+        node = _parse_yaml(path, text)
         package = _package_of(path, package)
         if package != "_global_":
             for part in reversed(package.split(".")):
@@ -141,7 +172,7 @@ def _compose_plain(project: Project, paper: str) -> dict | None:
     return merged
 
 
-def compose_hydra(project: Project, paper: str, overrides: list[str]) -> Resolved:
+def compose_hydra(project: Project, paper: str, overrides: list[str]) -> dict[str, Any]:
     """The same composition through Hydra (command-line overrides use Hydra's grammar)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -150,18 +181,16 @@ def compose_hydra(project: Project, paper: str, overrides: list[str]) -> Resolve
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    for o in overrides:
-        if "=" not in o:
-            raise ConfigError(f"override '{o}' is not of the form key=value (e.g. optim.lr=0.001)")
-    defaults_cfg = _defaults_tree(project)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(project.conf_dir), version_base="1.3"):
             cfg = hydra_compose("config", overrides=[f"paper={paper}", *overrides])
     except (HydraException, OmegaConfBaseException) as e:
         hint = _valid_keys_hint(project, paper, overrides, str(e))
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(
-            f"could not compose the config for paper '{paper}' with overrides {overrides}: {e}{hint}"
+            f"could not compose the config for paper '{paper}' with overrides {overrides}: "
+            f"{first}{hint}"
         ) from e
     finally:
         GlobalHydra.instance().clear()
@@ -170,11 +199,7 @@ def compose_hydra(project: Project, paper: str, overrides: list[str]) -> Resolve
     except OmegaConfBaseException as e:
         raise ConfigError(f"config for paper '{paper}' does not resolve: {e}") from e
     assert isinstance(config, dict)
-    paper_file = project.conf_dir / "paper" / f"{paper}.yaml"
-    paper_cfg = _load_yaml(paper_file)
-    _validate(config, defaults_cfg, paper_file)
-    provenance = _provenance(config, paper_cfg, overrides, paper_file)
-    return Resolved(paper=paper, config=config, overrides=overrides, provenance=provenance)
+    return config
 
 
 def _valid_keys_hint(project: Project, paper: str, overrides: list[str], message: str) -> str:
@@ -195,55 +220,46 @@ def _valid_keys_hint(project: Project, paper: str, overrides: list[str], message
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:
+    return _parse_yaml(path, path.read_text(encoding="utf-8"))
+
+
+def _parse_yaml(path: Path, text: str) -> dict[str, Any]:
+    """A YAML mapping, or a ConfigError naming the file, line and problem."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-
-
-def _defaults_tree(project: Project) -> dict[str, Any]:
-    """repro's own keys: conf/defaults.yaml plus conf/stage/*.yaml under stage.<name>."""
-    tree = _load_yaml(project.conf_dir / "defaults.yaml")
-    tree["stage"] = {p.stem: _load_yaml(p) for p in sorted((project.conf_dir / "stage").glob("*.yaml"))}
-    return tree
-
-
-def _validate(config: dict, defaults_cfg: dict, paper_file: Path) -> None:
-    """Keys in repro's sections must be keys repro knows: a typo fails here, listing the valid ones."""
-    meta = config.get("paper") or {}
-    unknown_meta = sorted(set(meta) - PAPER_META_KEYS)
-    if unknown_meta:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(
-            f"{paper_file}: unknown key(s) under paper: {unknown_meta}; valid keys: {sorted(PAPER_META_KEYS)}"
+            f"{where}: expected valid YAML, found a syntax error ({problem}); fix the file "
+            "(quote values that contain ': ', '#', or start with a special character)"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: expected a YAML mapping (key: value lines), found {type(data).__name__}"
         )
+    return data
 
-    def walk(node: dict, ref: dict, path: str) -> None:
-        for k, v in node.items():
-            if k not in ref:
-                raise ConfigError(
-                    f"unknown config key '{path}{k}' (in {paper_file.name} or an override); "
-                    f"valid keys under '{path.rstrip('.') or '<top>'}': {sorted(ref)}"
-                )
-            if isinstance(v, dict) and isinstance(ref[k], dict) and ref[k]:
-                walk(v, ref[k], f"{path}{k}.")
 
-    for section in REPRO_SECTIONS:
-        if section in config and section in defaults_cfg and section not in ("logger", "launcher"):
-            walk(config[section], defaults_cfg[section], f"{section}.")
-    for target in meta.get("targets") or []:
-        missing = {"name", "metric", "value"} - set(target)
-        if missing:
-            raise ConfigError(f"{paper_file}: target {target} lacks {sorted(missing)}")
-    for key, prov in (meta.get("provenance") or {}).items():
+def _check_provenance_kinds(provenance: dict[str, str], paper_file: Path) -> None:
+    for key, prov in provenance.items():
         if kind_of(str(prov)) not in PROVENANCE_KINDS:
             raise ConfigError(
-                f"{paper_file}: provenance of '{key}' is '{prov}'; it must start with one of "
+                f"{paper_file}: paper.provenance.{key}: expected 'paper: <where>', "
+                f"'authors-code: <where>' or 'default: <why>', found {prov!r}; one of "
                 f"{list(PROVENANCE_KINDS[:3])} followed by ': where' (e.g. 'paper: Table 1')"
             )
 
 
-def _provenance(config: dict, paper_cfg: dict, overrides: list[str], paper_file: Path) -> dict[str, str]:
-    declared = {k: str(v) for k, v in ((paper_cfg.get("paper") or {}).get("provenance") or {}).items()}
+def _provenance(
+    config: dict, paper_cfg: dict, overrides: list[str], paper_file: Path
+) -> dict[str, str]:
+    declared = {
+        k: str(v) for k, v in ((paper_cfg.get("paper") or {}).get("provenance") or {}).items()
+    }
     paper_keys = set(flatten({k: v for k, v in paper_cfg.items() if k != "paper"}))
     overridden = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     prov: dict[str, str] = {}
@@ -251,7 +267,13 @@ def _provenance(config: dict, paper_cfg: dict, overrides: list[str], paper_file:
         if key in overridden or any(key.startswith(o + ".") for o in overridden):
             prov[key] = "override: command line"
         elif key in paper_keys:
-            prov[key] = declared.get(key, f"unsourced: set in {paper_file.name} without a provenance entry")
+            prov[key] = declared.get(
+                key, f"unsourced: set in {paper_file.name} without a provenance entry"
+            )
         else:
-            prov[key] = "default: repro (conf/defaults.yaml)" if not key.startswith("stage.") else "default: repro (conf/stage/)"
+            prov[key] = (
+                "default: repro (conf/defaults.yaml)"
+                if not key.startswith("stage.")
+                else "default: repro (conf/stage/)"
+            )
     return prov

@@ -1,0 +1,263 @@
+"""The typed shape of a composed run config: repro's own sections, checked once at compose time.
+
+Every default lives in conf/ (conf/defaults.yaml, conf/stage/*.yaml, conf/logger, conf/launcher),
+never here and never in the code that reads a value: a field without a default here must be set
+there, and a missing one is an error naming the key. The exceptions are the paper's own
+declarations (targets, experiments), whose optional fields default here because a paper config
+is written by hand. `model` and the paper's own `data` keys belong to the paper: repro passes them
+on as plain dicts and the paper's code checks them (`from_dict` in repro.config.typed).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from repro.config.typed import Invalid, bound
+
+GT0 = bound(gt=0)
+GE0 = bound(ge=0)
+GE1 = bound(ge=1)
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    scheme: Literal["he_xavier", "torch"]
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["adamw", "adam", "sgd"]
+    lr: float | None = field(metadata=GT0)  # None: the LR finder picks it
+    weight_decay: float = field(metadata=GE0)
+    betas: tuple[float, float]
+    momentum: float = field(metadata=GE0)
+
+    def __post_init__(self) -> None:
+        if not all(0 <= b < 1 for b in self.betas):
+            raise Invalid("betas", f"expected two numbers in [0, 1), found {list(self.betas)}")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: Literal["onecycle", "constant"]
+
+
+@dataclass(frozen=True)
+class LRFinderConfig:
+    min_lr: float = field(metadata=GT0)
+    max_lr: float = field(metadata=GT0)
+    num_training: int = field(metadata=bound(ge=10))
+    fallback_lr: float = field(metadata=GT0)
+
+    def __post_init__(self) -> None:
+        if self.max_lr <= self.min_lr:
+            raise Invalid(
+                "max_lr", f"expected a number above min_lr ({self.min_lr:g}), found {self.max_lr:g}"
+            )
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    monitor: str
+    patience: int = field(metadata=GE0)
+    mode: Literal["min", "max"]
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"val/\w+", self.monitor):
+            raise Invalid(
+                "monitor",
+                f"expected a validation metric like val/loss or val/acc, found {self.monitor!r}",
+            )
+
+
+Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
+Strategy = Literal[
+    "auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "deepspeed"
+]
+Precision = Literal["32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"]
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    max_epochs: int = field(metadata=GE1)
+    accelerator: Accelerator
+    devices: int | Literal["auto"] = field(metadata=GE1)
+    strategy: Strategy
+    num_nodes: int = field(metadata=GE1)
+    precision: Precision
+    gradient_clip_val: float | None = field(metadata=GT0)
+    limit_train_batches: int | float | None = field(metadata=GT0)  # float <= 1: a fraction
+    log_every_n_steps: int = field(metadata=GE1)
+    early_stopping: EarlyStoppingConfig
+
+    def __post_init__(self) -> None:
+        limit = self.limit_train_batches
+        if isinstance(limit, float) and limit > 1 and not limit.is_integer():
+            raise Invalid(
+                "limit_train_batches",
+                f"expected a fraction in (0, 1] or a whole number of batches, found {limit:g}",
+            )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """repro's data keys; the paper's own (dataset, paths, lengths...) are kept in `options`."""
+
+    EXTRA_FIELD = "options"
+
+    batch_size: int = field(metadata=GE1)
+    eval_batch_size: int | None = field(metadata=GE1)  # None: batch_size
+    num_workers: int = field(metadata=GE0)
+    split: tuple[float, float, float]  # applied only when the dataset has no official split
+    split_seed: int  # the split's own seed: every training seed is tested on the same examples
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if any(f <= 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:
+            raise Invalid(
+                "split",
+                "expected 3 positive fractions (train, val, test) summing to 1, "
+                f"found {list(self.split)}",
+            )
+
+    @property
+    def eval_batch(self) -> int:
+        return self.eval_batch_size or self.batch_size
+
+
+@dataclass(frozen=True)
+class DataStage:
+    show_examples: int = field(metadata=GE0)
+
+
+@dataclass(frozen=True)
+class ShapesStage:
+    init_loss_rel_tol: float = field(metadata=GT0)
+    dummy_batch_size: int = field(metadata=GE1)
+    independence_examples: int = field(metadata=GE1)
+    grad_atol: float = field(metadata=GE0)
+    leak_atol: float = field(metadata=GE0)
+    zero_input_min_change: float = field(metadata=GE0)
+    params_rel_tol: float = field(metadata=GE0)
+
+
+@dataclass(frozen=True)
+class OverfitStage:
+    examples: int = field(metadata=GE1)
+    max_steps: int = field(metadata=GE1)
+    lr: float | None = field(metadata=GT0)  # None: optim.lr (the paper's), else fallback_lr
+    fallback_lr: float = field(metadata=GT0)
+    loss_ratio: float = field(metadata=bound(gt=0, lt=1))
+    accept_full_accuracy: bool
+    disable_dropout: bool
+
+
+@dataclass(frozen=True)
+class FullStage:
+    show_baseline: bool
+
+
+@dataclass(frozen=True)
+class ExperimentsStage:
+    parallel: int = field(metadata=GE1)
+    timeout_min: int = field(metadata=GE1)
+
+
+@dataclass(frozen=True)
+class StageConfigs:
+    data: DataStage
+    shapes: ShapesStage
+    overfit: OverfitStage
+    full: FullStage
+    experiments: ExperimentsStage
+
+
+@dataclass(frozen=True)
+class LoggerConfig:
+    name: Literal["csv", "wandb"]  # csv always; wandb adds Weights & Biases
+    project: str
+
+
+@dataclass(frozen=True)
+class LauncherConfig:
+    """Where the experiments stage's jobs run. The Slurm keys apply to launcher=slurm only."""
+
+    name: Literal["local", "slurm"]
+    partition: str | None = None
+    cpus_per_task: int | None = field(default=None, metadata=GE1)
+    mem_gb: float | None = field(default=None, metadata=GT0)
+    gpus_per_node: int | None = field(default=None, metadata=GE0)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A number the paper reports, which the full stage must reproduce."""
+
+    name: str
+    metric: str
+    value: float
+    tolerance: float = field(default=0.0, metadata=GE0)
+    higher_is_better: bool = True
+    where: str | None = None  # table or section of the paper
+    dataset: str | None = None  # compared only when data.dataset is this
+    spread: float | None = field(default=None, metadata=GE0)  # the paper's own ± or std
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    overrides: list[str] = field(default_factory=list)
+    paper: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise Invalid("name", "expected a non-empty variant name, found an empty one")
+
+
+@dataclass(frozen=True)
+class Experiments:
+    metric: str
+    variants: list[Variant]
+    where: str | None = None
+    overrides: list[str] = field(default_factory=list)  # applied to every variant
+    seeds: int = field(default=1, metadata=GE1)
+
+    def __post_init__(self) -> None:
+        names = [v.name for v in self.variants]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise Invalid("variants", f"expected unique variant names, found {dup} more than once")
+
+
+@dataclass(frozen=True)
+class PaperMeta:
+    name: str
+    title: str
+    arxiv: str | None = None
+    targets: list[Target] = field(default_factory=list)
+    baseline: str | None = None  # "papers.<paper>.<module>:<function>"
+    expected_params: int | None = field(default=None, metadata=GE1)
+    experiments: Experiments | None = None
+    provenance: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run's whole config, typed. `model` (and data.options) are the paper's, as plain dicts."""
+
+    seed: int
+    seeds: int = field(metadata=GE1)
+    deterministic: bool
+    data: DataConfig
+    model: dict[str, Any]
+    init: InitConfig
+    optim: OptimConfig
+    schedule: ScheduleConfig
+    lr_finder: LRFinderConfig
+    trainer: TrainerConfig
+    stage: StageConfigs
+    logger: LoggerConfig
+    launcher: LauncherConfig
+    paper: PaperMeta

@@ -1,0 +1,110 @@
+"""Each gate's typed summary, as recorded in a run's `metrics`: what status, report, forecast and
+display read. Cheap to import (no torch), so readers of records never load a gate's code.
+
+`load_metrics(cls, record)` reads one back; a record written by another version of repro whose
+metrics do not fit gives None, and the reader says the figure is unavailable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+from repro.config.typed import from_dict
+from repro.errors import ConfigError
+
+M = TypeVar("M")
+
+
+@dataclass(frozen=True)
+class DataMetrics:
+    sizes: dict[str, int]  # examples per split: train, val, test
+    num_classes: int
+    official_split: bool
+    data_files: list[str]  # what the paper's data comes from (part of the data fingerprint)
+
+
+@dataclass(frozen=True)
+class ShapesMetrics:
+    init_loss: float | None  # None when the forward pass failed or gave the wrong shape
+    ln_c: float
+    trainable_params: int
+    total_params: int
+
+
+@dataclass(frozen=True)
+class OverfitMetrics:
+    initial_loss: float | None
+    final_loss: float | None
+    min_loss: float | None
+    steps: int  # steps taken (forward passes measured)
+    passed_at_step: int | None
+    steps_per_s: float  # median full step (forward + backward + optimizer) on the fixed batch
+    batch_size: int
+    lr: float
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """One paper number against ours (mean over seeds)."""
+
+    name: str
+    metric: str
+    paper: float
+    tolerance: float
+    ours_mean: float | None
+    ours_std: float | None
+    n_seeds: int
+    gap: float | None  # ours - paper
+    label: str  # REPRODUCED | WITHIN TOLERANCE | NOT REPRODUCED | NOT MEASURED
+    where: str | None = None
+    spread: float | None = None  # the paper's own spread, when it states one
+
+
+@dataclass(frozen=True)
+class FullMetrics:
+    seeds: list[int]
+    per_seed: list[dict[str, float]]  # val/test metrics of each seed's best checkpoint
+    mean: dict[str, float]
+    std: dict[str, float | None]
+    targets: list[TargetResult]
+    lr_by_seed: dict[str, float]  # the learning rate each seed trained with
+    epochs: int  # summed over seeds
+    train_seconds: float
+    dataset: str | None = None
+    baseline: dict[str, Any] | None = None  # {"name": spec, "metrics": {...}}
+
+
+@dataclass(frozen=True)
+class VariantRow:
+    variant: str
+    overrides: str
+    ours: float | None
+    std: float | None
+    n: int
+    paper: float | None
+    delta: float | None  # ours - first row's ours
+
+
+@dataclass(frozen=True)
+class ExperimentsMetrics:
+    metric: str
+    jobs: int
+    failed: int
+    rows: list[VariantRow] = field(default_factory=list)
+
+
+def to_record(metrics: Any) -> dict[str, Any]:
+    """A metrics dataclass as the plain dict stored in record.json ({} for None)."""
+    return asdict(metrics) if metrics is not None else {}
+
+
+def load_metrics(cls: type[M], record: dict[str, Any]) -> M | None:
+    """The record's metrics as `cls`, or None when absent or written in another shape."""
+    data = record.get("metrics") if isinstance(record, dict) else None
+    if not data:
+        return None
+    try:
+        return from_dict(cls, data, "metrics")
+    except ConfigError:
+        return None

@@ -1,0 +1,9 @@
+"""Text squeezed onto one line of at most n characters, for tables, the log and the notebook."""
+
+from __future__ import annotations
+
+
+def one_line(text: object, n: int = 110) -> str:
+    """Whitespace runs (newlines included) become one space; longer text is cut with an ellipsis."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1].rstrip() + "…"

@@ -1,0 +1,28 @@
+"""Typed configs for tests, built from the repo's own conf/ (the one place the defaults live)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from repro.config import schema
+from repro.config.typed import from_dict
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def stage_config(name: str, **overrides: Any):
+    """conf/stage/<name>.yaml as the typed dataclass its gate receives, some values replaced."""
+    cls_name = {f.name: f.type for f in dataclasses.fields(schema.StageConfigs)}[name]
+    data = yaml.safe_load((CONF / "stage" / f"{name}.yaml").read_text())
+    return from_dict(getattr(schema, cls_name), data | overrides, f"stage.{name}")
+
+
+def data_config(values: dict[str, Any] | None = None) -> schema.DataConfig:
+    """A DataConfig: conf/defaults.yaml's data section updated with `values`; keys that are not
+    repro's (dataset, paths ...) end up in .options, as they do when a config is composed."""
+    base = yaml.safe_load((CONF / "defaults.yaml").read_text())["data"]
+    return from_dict(schema.DataConfig, base | dict(values or {}), "data")
