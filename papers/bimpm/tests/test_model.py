@@ -209,7 +209,7 @@ def test_fast_aligned_cosine_gradients_match_autograd_through_the_plain_ops():
     # fast_matching's aligned cosine (full, attentive and max-attentive stacked, each with its
     # own W) has a hand-written backward: compare it with autograd through the plain formula,
     # and gradcheck.
-    def mp_cosine(a, b, w):
+    def aligned_cosine(a, b, w):
         return fast_matching.aligned_cosine(a, b, w, EPS)
 
     g = torch.Generator().manual_seed(7)
@@ -228,7 +228,7 @@ def test_fast_aligned_cosine_gradients_match_autograd_through_the_plain_ops():
         return (x * y).sum(-1) / (x.norm(dim=-1).clamp_min(EPS) * y.norm(dim=-1).clamp_min(EPS))
 
     upstream = torch.randn(S, B, T, L, generator=g, dtype=torch.float64)
-    fast_out = mp_cosine(v1, v2, W)
+    fast_out = aligned_cosine(v1, v2, W)
     torch.testing.assert_close(fast_out, plain(v1, v2, W), atol=1e-12, rtol=0)
     assert fast_out[:, 1, 3].abs().max() == 0
     fast = torch.autograd.grad((fast_out * upstream).sum(), (v1, v2, W))
@@ -238,7 +238,7 @@ def test_fast_aligned_cosine_gradients_match_autograd_through_the_plain_ops():
         torch.testing.assert_close(f, r, atol=1e-10, rtol=1e-8)
     # gradcheck away from the zero rows (where the clamp makes f_m non-differentiable).
     smooth = [x.detach().clone().add_(0.5).requires_grad_(True) for x in (v1, v2)]
-    assert torch.autograd.gradcheck(mp_cosine, (*smooth, W))
+    assert torch.autograd.gradcheck(aligned_cosine, (*smooth, W))
 
 
 def test_all_strategies_are_concatenated_forward_then_backward_in_paper_order():
