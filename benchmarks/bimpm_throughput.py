@@ -1,14 +1,21 @@
-"""Training throughput and peak memory of BiMPM's matching layer: ours vs an l-fold-copy baseline.
+"""Training throughput and peak memory of BiMPM under different matching-layer implementations.
 
-The baseline builds l copies of the hidden states before every multi-perspective cosine (as
-galsang/BIMPM-pytorch does with torch.stack); everything else in the model is identical. Each
-implementation lives in its own worker subprocess (so that peak RSS, ru_maxrss, belongs to it
-alone), and the two take turns: every round times a few fast steps and a baseline step, in
-alternating order. A 2-core VM's speed drifts by +-30% over a minute; interleaving exposes both
-implementations to the same drift, and the per-round ratio cancels most of it.
+Implementations (--impls, and --before):
+    fast    this checkout's default: f_m from fast_matching.py (hand-written backward passes)
+    plain   this checkout with model.fast_matching=false: autograd through model.py's plain f_m
+    naive   this checkout with f_m built from l copies of the hidden states (as
+            galsang/BIMPM-pytorch does with torch.stack)
+    before  papers/bimpm as it is at git revision --before REF, with its defaults: an A/B check
+            that a change did not slow the fast path down
+Everything else in the model is identical. Each implementation lives in its own worker subprocess
+(so that peak RSS, ru_maxrss, belongs to it alone), and they take turns: every round times a few
+steps of each, in alternating order. A 2-core VM's speed drifts by +-30% over a minute;
+interleaving exposes all of them to the same drift, and the per-round ratios cancel most of it.
 
-    python benchmarks/bimpm_throughput.py                  # both, paper sizes, 2 CPU threads
+    python benchmarks/bimpm_throughput.py                  # fast, plain, naive; paper sizes
     python benchmarks/bimpm_throughput.py --rounds 11      # more rounds, steadier medians
+    python benchmarks/bimpm_throughput.py --before main    # adds main's code as "before"
+    python benchmarks/bimpm_throughput.py --impls fast,naive     # only these two
     python benchmarks/bimpm_throughput.py --device cuda    # adds bf16 autocast throughput
     python benchmarks/bimpm_throughput.py --reuse-freed-memory   # glibc keeps freed memory
 
@@ -21,10 +28,13 @@ tuning guide suggests jemalloc/tcmalloc for the same reason).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
@@ -36,10 +46,17 @@ import time  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+# Workers import papers.bimpm from this checkout; the "before" worker from the copy of another
+# revision that the driver extracted for it (BIMPM_BENCHMARK_TREE, set for that worker only).
+sys.path.insert(0, os.environ.get("BIMPM_BENCHMARK_TREE") or str(ROOT))
+import papers.bimpm.model  # noqa: E402
 from papers.bimpm.model import MultiPerspectiveMatching, build_model, lengths_and_mask  # noqa: E402
 
 EPS = 1e-8
+IMPLS = ("fast", "plain", "naive")  # --impls choices; "before" comes with --before
+# Pairs compared on the last lines, when both ran: (numerator, denominator) of the speed ratio.
+PAIRS = (("fast", "before"), ("fast", "plain"), ("fast", "naive"), ("plain", "naive"))
 # glibc malloc: serve blocks up to 1 GiB from the heap and never trim it (see the docstring).
 REUSE_FREED_MEMORY = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824"
 
@@ -87,7 +104,7 @@ def make_batch(args, g: torch.Generator, device: str):
         n_chars = torch.randint(1, args.max_chars + 1, (args.batch, T), generator=g)  # (B, T)
         chars = torch.randint(1, args.num_chars, (args.batch, T, args.max_chars), generator=g)
         chars[torch.arange(args.max_chars)[None, None] >= n_chars[..., None]] = 0
-        chars[words == 0] = 0  # (B, T, W)
+        chars[words == 0] = 0  # (B, T, K)
         return words.to(device), chars.to(device)
 
     (pw, pc), (qw, qc) = sentence(), sentence()
@@ -102,7 +119,9 @@ class Worker:
         torch.set_num_threads(args.threads)
         torch.manual_seed(0)
         self.device = device = args.device
-        model = build_model({}, vocab_size=args.vocab, num_chars=args.num_chars, num_classes=2)
+        # "before" builds another revision's model with that revision's defaults.
+        cfg = {"fast_matching": False} if args.impl == "plain" else {}
+        model = build_model(cfg, vocab_size=args.vocab, num_chars=args.num_chars, num_classes=2)
         if args.impl == "naive":
             naive = NaiveMatching(model.cfg)
             naive.load_state_dict(model.matching.state_dict())
@@ -140,7 +159,7 @@ class Worker:
 
     def layer(self, n: int) -> list[tuple[float, float]]:
         """Time the matching layer alone (forward + backward) on one batch's context states:
-        the part the two implementations differ in, without the LSTMs they share."""
+        the part the implementations differ in, without the LSTMs they share."""
         pw, pc, qw, qc, _ = self.batches[0]
         m = self.model
         with torch.no_grad():
@@ -162,6 +181,7 @@ class Worker:
         out = {
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rss_before_mb": self.rss_before_mb,
+            "model_file": papers.bimpm.model.__file__,  # which tree this worker timed
         }
         if self.device == "cuda":
             out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -188,11 +208,14 @@ def serve(args) -> None:
 class Client:
     """The driver's handle on one worker subprocess."""
 
-    def __init__(self, impl: str, args):
+    def __init__(self, impl: str, args, tree: str | None = None):
         cmd = [sys.executable, __file__, "--worker", impl]
         for name in ("warmup", "batch", "device", "threads", "vocab", "num_chars", "max_chars"):
             cmd += ["--" + name.replace("_", "-"), str(getattr(args, name))]
         env = dict(os.environ)
+        env.pop("BIMPM_BENCHMARK_TREE", None)
+        if tree is not None:
+            env["BIMPM_BENCHMARK_TREE"] = tree
         if args.reuse_freed_memory:
             env["GLIBC_TUNABLES"] = REUSE_FREED_MEMORY
         self.proc = subprocess.Popen(
@@ -222,12 +245,47 @@ def median_rate(batch: int, times: list[tuple[float, float]], which: int = 0) ->
     return batch / statistics.median(t[which] for t in times)
 
 
+def extract_revision(rev: str, into: str) -> str:
+    """Write papers/bimpm's Python files as they are at git revision `rev` under `into`;
+    return the revision's short commit hash."""
+
+    def git(*cmd: str) -> bytes:
+        try:
+            return subprocess.run(
+                ["git", "-C", str(ROOT), *cmd], capture_output=True, check=True
+            ).stdout
+        except (OSError, subprocess.CalledProcessError) as e:
+            why = (getattr(e, "stderr", None) or b"").decode().strip() or str(e)
+            raise SystemExit(f"Error: --before {rev}: git {cmd[0]} failed: {why}") from e
+
+    commit = git("rev-parse", "--short", f"{rev}^{{commit}}").decode().strip()
+    tar = git("archive", commit, "papers/__init__.py", "papers/bimpm/*.py")
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        t.extractall(into, filter="data")
+    return commit
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--worker", choices=["fast", "naive"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=[*IMPLS, "before"], help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--impls",
+        default=",".join(IMPLS),
+        help=f"comma-separated implementations to time, of {', '.join(IMPLS)} (default: all)",
+    )
+    ap.add_argument(
+        "--before",
+        metavar="REV",
+        help="also time papers/bimpm as it is at this git revision (e.g. main), as 'before'",
+    )
     ap.add_argument("--rounds", type=int, default=7, help="rounds of interleaved timing")
-    ap.add_argument("--fast-steps", type=int, default=2, help="timed fast steps per round")
-    ap.add_argument("--naive-steps", type=int, default=1, help="timed baseline steps per round")
+    ap.add_argument(
+        "--fast-steps",
+        type=int,
+        default=2,
+        help="timed steps per round of each implementation but naive",
+    )
+    ap.add_argument("--naive-steps", type=int, default=1, help="timed naive steps per round")
     ap.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps per worker")
     ap.add_argument("--batch", type=int, default=64, help="pairs per batch")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -238,94 +296,124 @@ def main() -> None:
     ap.add_argument(
         "--reuse-freed-memory",
         action="store_true",
-        help="run both workers with glibc malloc keeping freed memory (GLIBC_TUNABLES)",
+        help="run every worker with glibc malloc keeping freed memory (GLIBC_TUNABLES)",
     )
     args = ap.parse_args()
     if args.worker:
         args.impl = args.worker
         serve(args)
         return
+    impls = [i.strip() for i in args.impls.split(",") if i.strip()]
+    unknown = sorted(set(impls) - set(IMPLS))
+    if unknown or not impls or len(set(impls)) != len(impls):
+        ap.error(f"--impls: expected distinct names of {', '.join(IMPLS)}, got {args.impls!r}")
     if min(args.rounds, args.fast_steps, args.naive_steps) < 1:
         ap.error("--rounds, --fast-steps and --naive-steps must be at least 1")
-    if args.rounds * args.naive_steps < 5:
+    if "naive" in impls and args.rounds * args.naive_steps < 5:
         print("warning: fewer than 5 timed baseline steps; medians will be rough", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="bimpm-before-") as tree:
+        if args.before:
+            args.before_commit = extract_revision(args.before, tree)
+        run(args, impls, tree if args.before else None)
 
+
+def run(args, impls: list[str], before_tree: str | None) -> None:
+    """Drive the workers: interleaved rounds, the matching layer alone, then the report."""
     load_before = os.getloadavg()[0]  # other processes on the machine skew pairs/s
-    fast, naive = Client("fast", args), Client("naive", args)
-    for c in (fast, naive):
+    # "before" next to "fast", so that the pair compared most closely runs back to back.
+    names = ["before"] if before_tree else []
+    names += [n for n in ("fast", "plain", "naive") if n in impls]
+    clients = {n: Client(n, args, before_tree if n == "before" else None) for n in names}
+    for c in clients.values():
         c.read()  # "ready": model built and warmed up
-    ratios = []  # per round: fast pairs/s over baseline pairs/s, timed back to back
+    pairs = [(a, b) for a, b in PAIRS if a in clients and b in clients]
+    ratios = {pair: [] for pair in pairs}  # per round: pairs/s over pairs/s, timed back to back
     for r in range(args.rounds):
-        order = [(fast, args.fast_steps), (naive, args.naive_steps)]
         this_round = {}
-        for client, n in order if r % 2 == 0 else order[::-1]:
-            this_round[client.impl] = client.ask(f"steps {n}")
-            client.times += this_round[client.impl]
-        ratios.append(median_rate(1, this_round["fast"]) / median_rate(1, this_round["naive"]))
-        print(f"round {r + 1}/{args.rounds}: fast/naive {ratios[-1]:.2f}x", file=sys.stderr)
-    layer = {"fast": [], "naive": []}  # the matching layer alone, also interleaved
+        for name in names if r % 2 == 0 else names[::-1]:
+            n = args.naive_steps if name == "naive" else args.fast_steps
+            this_round[name] = clients[name].ask(f"steps {n}")
+            clients[name].times += this_round[name]
+        for a, b in pairs:
+            ratios[a, b].append(median_rate(1, this_round[a]) / median_rate(1, this_round[b]))
+        shown = ", ".join(f"{a}/{b} {ratios[a, b][-1]:.2f}x" for a, b in pairs)
+        print(f"round {r + 1}/{args.rounds}: {shown}", file=sys.stderr)
+    layer = {name: [] for name in names}  # the matching layer alone, also interleaved
     for r in range(args.rounds):
-        for client in (fast, naive) if r % 2 == 0 else (naive, fast):
-            layer[client.impl] += client.ask("layer 1")
+        for name in names if r % 2 == 0 else names[::-1]:
+            layer[name] += clients[name].ask("layer 1")
     results = {}
-    for c in (fast, naive):
-        r = c.ask("summary")
-        r["pairs_per_s"] = median_rate(args.batch, c.times)
+    for name, c in clients.items():
+        res = c.ask("summary")
+        res["pairs_per_s"] = median_rate(args.batch, c.times)
         # CPU seconds of this process: steadier than wall time when other jobs share the cores.
-        r["pairs_per_cpu_s"] = median_rate(args.batch, c.times, which=1)
+        res["pairs_per_cpu_s"] = median_rate(args.batch, c.times, which=1)
         if args.device == "cuda":
-            r["bf16_pairs_per_s"] = median_rate(
+            res["bf16_pairs_per_s"] = median_rate(
                 args.batch, c.ask(f"bf16 {max(5, args.fast_steps)}")
             )
-        r["steps"] = len(c.times)
-        results[c.impl] = r
+        res["steps"] = len(c.times)
+        results[name] = res
         c.close()
+    if before_tree and not results["before"]["model_file"].startswith(before_tree):
+        raise SystemExit(f"Error: 'before' timed {results['before']['model_file']}, not the copy")
+    report(args, results, layer, ratios, load_before)
 
-    fast, naive = results["fast"], results["naive"]
+
+def report(args, results: dict, layer: dict, ratios: dict, load_before: float) -> None:
+    ref = "naive" if "naive" in results else next(iter(results))  # the speed x / memory x unit
+    steps = "/".join(str(r["steps"]) for r in results.values())
     print(
         f"device={args.device} threads={args.threads} batch={args.batch} rounds={args.rounds} "
-        f"timed steps fast/naive={fast['steps']}/{naive['steps']} warmup={args.warmup} "
+        f"timed steps {'/'.join(results)}={steps} warmup={args.warmup} "
         f"load average before/after={load_before:.2f}/{os.getloadavg()[0]:.2f} "
         f"malloc={'reuse freed memory' if args.reuse_freed_memory else 'default'}"
+        + (f" before={args.before} ({args.before_commit})" if args.before else "")
     )
     header = f"{'impl':<6} {'pairs/s':>9} {'peak RSS MB':>12} {'RSS delta MB':>13}"
     header += f" {'speed x':>8} {'memory x':>9} {'pairs/CPU-s':>12} {'CPU speed x':>12}"
     cuda = args.device == "cuda"
     if cuda:
         header += f" {'peak CUDA MB':>13} {'bf16 pairs/s':>13}"
-    print(header)
-    for name, r in (("fast", fast), ("naive", naive)):
+    print(header + f"   (x: relative to {ref})")
+    base = results[ref]
+    for name, r in results.items():
         delta = r["peak_rss_mb"] - r["rss_before_mb"]
         line = f"{name:<6} {r['pairs_per_s']:>9.1f} {r['peak_rss_mb']:>12.0f} {delta:>13.0f}"
-        speed = r["pairs_per_s"] / naive["pairs_per_s"]
-        mem = r["peak_rss_mb"] / naive["peak_rss_mb"]
-        cpu_speed = r["pairs_per_cpu_s"] / naive["pairs_per_cpu_s"]
+        speed = r["pairs_per_s"] / base["pairs_per_s"]
+        mem = r["peak_rss_mb"] / base["peak_rss_mb"]
+        cpu_speed = r["pairs_per_cpu_s"] / base["pairs_per_cpu_s"]
         line += f" {speed:>8.2f} {mem:>9.2f} {r['pairs_per_cpu_s']:>12.1f} {cpu_speed:>12.2f}"
         if cuda:
             line += f" {r['peak_cuda_mb']:>13.0f} {r['bf16_pairs_per_s']:>13.1f}"
         print(line)
     layer_ms = {k: 1000 * statistics.median(t[0] for t in v) for k, v in layer.items()}
     step_ms = {k: 1000 * args.batch / r["pairs_per_s"] for k, r in results.items()}
-    # What both share (LSTMs, embeddings, prediction, optimizer) ~ a fast step minus its
-    # matching layer; even a free matching layer could not beat (shared + naive) / shared.
-    shared_ms = step_ms["fast"] - layer_ms["fast"]
-    print(
-        f"matching layer alone (forward + backward, median of {args.rounds}): "
-        f"fast {layer_ms['fast']:.0f} ms, naive {layer_ms['naive']:.0f} ms "
-        f"({layer_ms['naive'] / layer_ms['fast']:.2f}x); whole step: fast {step_ms['fast']:.0f} "
-        f"ms, naive {step_ms['naive']:.0f} ms; the rest of the step, which both share, is about "
-        f"{shared_ms:.0f} ms, so even a free matching layer would give at most "
-        f"{step_ms['naive'] / max(shared_ms, 1e-9):.1f}x"
-    )
-    fast_delta = fast["peak_rss_mb"] - fast["rss_before_mb"]
-    naive_delta = naive["peak_rss_mb"] - naive["rss_before_mb"]
-    print(
-        f"fast/naive: speed {fast['pairs_per_s'] / naive['pairs_per_s']:.2f}x "
-        f"(per-round ratio median {statistics.median(ratios):.2f}x, "
-        f"range {min(ratios):.2f}-{max(ratios):.2f}x over {len(ratios)} rounds), "
-        f"peak RSS {fast['peak_rss_mb'] / naive['peak_rss_mb']:.2f}x, "
-        f"RSS delta during training {fast_delta / max(naive_delta, 1e-9):.2f}x"
-    )
+    shown = ", ".join(f"{k} {v:.0f} ms" for k, v in layer_ms.items())
+    line = f"matching layer alone (forward + backward, median of {args.rounds}): {shown}"
+    line += "; whole step: " + ", ".join(f"{k} {v:.0f} ms" for k, v in step_ms.items())
+    if "fast" in results and "naive" in results:
+        # What all share (LSTMs, embeddings, prediction, optimizer) ~ a fast step minus its
+        # matching layer; even a free matching layer could not beat (shared + naive) / shared.
+        shared_ms = step_ms["fast"] - layer_ms["fast"]
+        line += (
+            f"; the rest of the step, which all share, is about {shared_ms:.0f} ms, so even a "
+            f"free matching layer would give at most "
+            f"{step_ms['naive'] / max(shared_ms, 1e-9):.1f}x naive's speed"
+        )
+    print(line)
+    for (a, b), rs in ratios.items():
+        ra, rb = results[a], results[b]
+        delta_a = ra["peak_rss_mb"] - ra["rss_before_mb"]
+        delta_b = rb["peak_rss_mb"] - rb["rss_before_mb"]
+        print(
+            f"{a}/{b}: speed {ra['pairs_per_s'] / rb['pairs_per_s']:.2f}x "
+            f"(per-round ratio median {statistics.median(rs):.2f}x, "
+            f"range {min(rs):.2f}-{max(rs):.2f}x over {len(rs)} rounds), "
+            f"matching layer {layer_ms[b] / layer_ms[a]:.2f}x, "
+            f"peak RSS {ra['peak_rss_mb'] / rb['peak_rss_mb']:.2f}x, "
+            f"RSS delta during training {delta_a / max(delta_b, 1e-9):.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """BiMPM data: Quora (authors' partition), SNLI 1.0 or the shipped sample -> word + char id batches.
 
 A batch (padding id 0, unknown id 1):
-    p_words (B, Tp) long, p_chars (B, Tp, W) long, q_words (B, Tq), q_chars (B, Tq, W), label (B,)
-with W the longest word in the batch, capped at max_word_len. Word and character vocabularies
-come from the training split only; the word vectors are GloVe rows for the vocabulary, random
-(or zero) for vocabulary words the file lacks. Tokenized, numericalized splits are cached under
-cache_dir, keyed by the data files' sha256 and the settings that shape them.
+    p_words (B, Tp) long, p_chars (B, Tp, K) long, q_words (B, Tq), q_chars (B, Tq, K), label (B,)
+with K the characters of the longest word in the batch, capped at max_word_len. Word and
+character vocabularies come from the training split only; the word vectors are GloVe rows for
+the vocabulary, random (or zero) for vocabulary words the file lacks. Tokenized, numericalized
+splits are cached under cache_dir, keyed by the data files' sha256 and the settings that shape
+them.
 """
 
 from __future__ import annotations
@@ -190,11 +191,11 @@ class PairDataset(Dataset):
 
 
 def _pad(
-    seqs: list[torch.Tensor], chars: list[torch.Tensor], W: int
+    seqs: list[torch.Tensor], chars: list[torch.Tensor], K: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     T = max(len(s) for s in seqs)
     words = torch.full((len(seqs), T), PAD_ID, dtype=torch.long)  # (B, T)
-    out_chars = torch.full((len(seqs), T, W), PAD_ID, dtype=torch.long)  # (B, T, W)
+    out_chars = torch.full((len(seqs), T, K), PAD_ID, dtype=torch.long)  # (B, T, K)
     for b, (s, c) in enumerate(zip(seqs, chars, strict=True)):
         words[b, : len(s)] = s
         out_chars[b, : c.shape[0], : c.shape[1]] = c
@@ -301,7 +302,7 @@ class BiMPMDataModule(PaperDataModule):
             self._types = list(seen)
         self._type_index = {w: i for i, w in enumerate(self._types)}
         self.char_table = torch.zeros(len(self._types), c.max_word_len, dtype=torch.long)
-        self.type_len = torch.ones(len(self._types), dtype=torch.long)  # >= 1: W is never 0
+        self.type_len = torch.ones(len(self._types), dtype=torch.long)  # >= 1: K is never 0
         for i, w in enumerate(self._types[1:], start=1):
             ids = self.chars.lookup(w[: c.max_word_len])
             self.char_table[i, : len(ids)] = torch.tensor(ids)
@@ -397,18 +398,18 @@ class BiMPMDataModule(PaperDataModule):
         for s in ("p", "q"):
             toks = example[s][: c.max_len] if c.max_len else example[s]
             item[f"{s}_words"] = torch.tensor(self.vocab.lookup(toks), dtype=torch.long)  # (T,)
-            W = max(1, min(c.max_word_len, max(len(w) for w in toks)))
-            chars = torch.zeros(len(toks), W, dtype=torch.long)  # (T, W)
+            K = max(1, min(c.max_word_len, max(len(w) for w in toks)))
+            chars = torch.zeros(len(toks), K, dtype=torch.long)  # (T, K)
             for t, w in enumerate(toks):
-                ids = self.chars.lookup(w[:W])
+                ids = self.chars.lookup(w[:K])
                 chars[t, : len(ids)] = torch.tensor(ids)
             item[f"{s}_chars"] = chars
         return item
 
     def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        W = max(it[k].shape[1] for it in items for k in ("p_chars", "q_chars"))
-        p_words, p_chars = _pad([it["p_words"] for it in items], [it["p_chars"] for it in items], W)
-        q_words, q_chars = _pad([it["q_words"] for it in items], [it["q_chars"] for it in items], W)
+        K = max(it[key].shape[1] for it in items for key in ("p_chars", "q_chars"))
+        p_words, p_chars = _pad([it["p_words"] for it in items], [it["p_chars"] for it in items], K)
+        q_words, q_chars = _pad([it["q_words"] for it in items], [it["q_chars"] for it in items], K)
         label = torch.stack([torch.as_tensor(it["label"]) for it in items]).long()  # (B,)
         return {
             "p_words": p_words,

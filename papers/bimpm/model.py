@@ -3,7 +3,7 @@
 Layers run in paper order: word representation -> context representation -> multi-perspective
 matching -> aggregation -> prediction. Pure torch: no Lightning, Hydra or file IO.
 
-Shape letters: B batch, T sentence length (Tp, Tq for P and Q), W characters per word,
+Shape letters: B batch, T sentence length (Tp, Tq for P and Q), K characters per word,
 D word-representation width, H context-LSTM units per direction, L perspectives (paper's l),
 M matching-vector width, A aggregation-LSTM units per direction, C classes.
 Inputs use id 0 as padding, and padding sits at the end of each row.
@@ -16,6 +16,8 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from papers.bimpm import fast_matching
 
 # Guards every cosine norm and the attentive-mean denominator against division by zero.
 # UNSTATED: the paper gives no epsilon; 1e-8 matches torch.nn.functional.cosine_similarity.
@@ -35,8 +37,9 @@ class BiMPMConfig:
     agg_hidden: int = 100  # paper, Model Overview / Aggregation Layer
     perspectives: int = 20  # paper, Experiments: l = 20 in the main results (Figure 3 varies it)
     dropout: float = 0.1  # paper, Experiment Settings: dropout 0.1 on every layer's output
-    # UNSTATED by the paper: authors-code uses a hidden layer of half the input width
-    # (match_dim/2 = 4*agg_hidden/2 = 200) with tanh.
+    # UNSTATED by the paper: a fixed width, with tanh. authors-code uses half the prediction
+    # input, which is 4 * agg_hidden / 2 = 200 at paper sizes; here it stays 200 when
+    # agg_hidden or the matching direction (one direction halves the input) changes.
     mlp_hidden: int = 200
     use_chars: bool = True  # paper, Table 1 ablation "w/o character"
     full: bool = True  # paper, Matching Layer (Table 1 ablates each strategy)
@@ -56,6 +59,9 @@ class BiMPMConfig:
     # masks they never do, eval-mode cosines fall outside what training saw, and on the sample
     # BiMPM stalls at val 56-68% (97% with shared masks). "independent" restores authors-code.
     dropout_mask: str = "shared"
+    # Not the paper's: an implementation choice. True computes f_m with fast_matching.py (same
+    # maths, hand-written backward, faster on CPU); False with the plain functions below.
+    fast_matching: bool = True
 
     def __post_init__(self) -> None:
         if self.dropout_mask not in ("shared", "independent"):
@@ -108,9 +114,8 @@ class BiLSTM(nn.Module):
     reversed within its length, so it starts at the last real token. This is the same maths as
     nn.LSTM(bidirectional=True) on a packed sequence (a test checks it), but the calls take
     padded tensors, which on CPU run in oneDNN's fused LSTM; the packed CPU path steps through
-    autograd one time step at a time and re-zeroes a full-size gradient buffer at every step.
-    Measured on the throughput benchmark's shapes (forward + backward, 2 threads): aggregation
-    77 -> 64 ms, context 106 -> 100 ms."""
+    autograd one time step at a time and re-zeroes a full-size gradient buffer at every step
+    (measured: README, Speed)."""
 
     def __init__(self, in_dim: int, units: int):
         super().__init__()
@@ -139,175 +144,44 @@ class BiLSTM(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Multi-perspective cosine f_m: m_k = cos(W_k o v1, W_k o v2), W in R^{l x d}.
-#   cos(W_k o a, W_k o b) = sum_d W2_kd a_d b_d / (sqrt(sum_d W2_kd a_d^2) sqrt(sum_d W2_kd b_d^2))
-# with W2 = W^2, so every term is a matrix product with W2 and no l-fold copy of the hidden
-# states is built (an l-fold copy is what makes the straightforward version slow and big).
-# Both functions below have hand-written backward passes: autograd through the same ops would
-# keep more intermediate tensors and take more, smaller steps (on CPU, each fresh tensor of a
-# few MB costs page faults). Tests compare both with autograd and run gradcheck.
+# paper, Multi-perspective Matching Operation: m = f_m(v1, v2; W), W in R^{l x d},
+#   m_k = cos(W_k o v1, W_k o v2), k = 1..l.
+# These plain functions are the definition. fast_matching.py computes the same with
+# hand-written backward passes (BiMPMConfig.fast_matching); tests check that the two agree.
 # ---------------------------------------------------------------------------------------------
 
 
-class _AlignedCosine(torch.autograd.Function):
-    """f_m of v1_i against one aligned vector per strategy: v1 (B, T, d), v2 (S, B, T, d),
-    W2 = W^2 (S, L, d) -> (S, B, T, L). m = num r with num = (v1 o v2) W2^T,
-    r = 1 / sqrt(c1 c2), c = max(sq, EPS^2), sq1 = (v1 o v1) W2^T, sq2 = (v2 o v2) W2^T.
-    Under CUDA autocast it runs in float32 (EPS^2 = 1e-16 is below float16's range)."""
+def multi_perspective_cosine(v1: torch.Tensor, v2: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """f_m: v1 (..., d) and v2 (..., d), broadcast against each other, W (L, d) -> (..., L).
 
-    @staticmethod
-    def products(x1, x2):
-        """(S, 2, N, d): v1 o v2 and v2 o v2 stacked, so one bmm with W2 serves both."""
-        p = x2.new_empty(x2.size(0), 2, *x2.shape[1:])
-        torch.mul(x1, x2, out=p[:, 0])
-        torch.mul(x2, x2, out=p[:, 1])
-        return p
-
-    @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, v1, v2, W2):
-        S, B, T, d = v2.shape
-        L, N = W2.size(1), B * T
-        x1, x2 = v1.reshape(N, d), v2.reshape(S, N, d)
-        num_sq2 = torch.bmm(_AlignedCosine.products(x1, x2).view(S, 2 * N, d), W2.transpose(1, 2))
-        num, sq2 = num_sq2.view(S, 2, N, L).unbind(1)  # each (S, N, L)
-        # ||W_k o v1_i||^2 for all S strategies in one product: (N, d) @ (d, S*L)
-        sq1 = torch.mm(x1 * x1, W2.view(S * L, d).t()).view(N, S, L).transpose(0, 1)
-        c1, c2 = sq1.clamp_min(EPS * EPS), sq2.clamp_min(EPS * EPS)
-        r = (c1 * c2).rsqrt_()
-        m = num * r  # (S, N, L)
-        ctx.save_for_backward(v1, v2, W2, r, m, c1, c2)
-        return m.view(S, B, T, L)
-
-    @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
-    def backward(ctx, g):
-        v1, v2, W2, r, m, c1, c2 = ctx.saved_tensors
-        S, B, T, d = v2.shape
-        L, N = W2.size(1), B * T
-        x1, x2 = v1.reshape(N, d), v2.reshape(S, N, d)
-        g = g.reshape(S, N, L)
-        # dm/dnum = r; dm/dsq = -m / (2 c) above the clamp, 0 below it (there c = sq).
-        gm = g * m
-        g_sq1 = torch.where(c1 > EPS * EPS, gm / c1, 0.0).mul_(-0.5)  # (S, N, L)
-        g_num_sq2 = torch.stack([g * r, torch.where(c2 > EPS * EPS, gm / c2, 0.0).mul_(-0.5)], 1)
-        g_num_sq2 = g_num_sq2.view(S, 2 * N, L)
-        # Back through the products with W2: num and sq2 in one bmm, sq1 in one mm.
-        gn_W, gs2_W = torch.bmm(g_num_sq2, W2).view(S, 2, N, d).unbind(1)  # each (S, N, d)
-        gs1_W = torch.mm(g_sq1.transpose(0, 1).reshape(N, S * L), W2.view(S * L, d))  # (N, d)
-        g1 = (gn_W * x2).sum(0).add_(gs1_W.mul_(x1), alpha=2)  # (N, d)
-        g2 = gn_W.mul_(x1).add_(gs2_W.mul_(x2), alpha=2)  # (S, N, d)
-        gW2 = torch.bmm(
-            g_num_sq2.transpose(1, 2), _AlignedCosine.products(x1, x2).view(S, 2 * N, d)
-        )
-        gW2 += torch.matmul(g_sq1.transpose(1, 2), x1 * x1)  # (S, L, d)
-        return g1.view(B, T, d), g2.view(S, B, T, d), gW2
+    Written with W o W, which needs no l copies of v1 and v2:
+        cos(W_k o v1, W_k o v2) = sum_d W_kd^2 v1_d v2_d / (||W_k o v1|| ||W_k o v2||)
+        ||W_k o v||^2 = sum_d W_kd^2 v_d^2
+    Each norm is at least EPS, so a zero vector (padding) gives m = 0."""
+    W2 = (W * W).t()  # (d, L)
+    num = (v1 * v2) @ W2  # (..., L)
+    n1 = ((v1 * v1) @ W2).clamp_min(EPS * EPS).sqrt()  # (..., L)  ||W_k o v1||
+    n2 = ((v2 * v2) @ W2).clamp_min(EPS * EPS).sqrt()  # (..., L)  ||W_k o v2||
+    return num / (n1 * n2)  # (..., L)
 
 
-def mp_cosine(v1: torch.Tensor, v2: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """f_m of each v1_i against an aligned v2_i, for S strategies at once (each its own W):
+def aligned_cosine(v1: torch.Tensor, v2: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """f_m of each v1_i against its own partner v2_i, for S strategies (each with its own W):
     v1 (B, T, d), v2 (S, B, T, d), W (S, L, d) -> (S, B, T, L)."""
-    return _AlignedCosine.apply(v1, v2, W * W)
+    return torch.stack(
+        [multi_perspective_cosine(v1, v2_s, W_s) for v2_s, W_s in zip(v2, W, strict=True)]
+    )  # (S, B, T, L)
 
 
-class _MaxPoolCosine(torch.autograd.Function):
-    """Max-pooling matching: m[b, i, k] = max over real j of f_m(v1_i, v2_j)_k.
-
-    v1 (B, Ti, d), v2 (B, Tj, d), W2 = W^2 (L, d), mask2 (B, Tj) -> (B, Ti, L); the big
-    (rows, Ti, L, Tj) work runs `rows` batch rows at a time (rows are independent).
-    The forward builds the cosines without autograd and keeps only the winning j of each (i, k).
-    The backward is then the gradient of cos(W_k o v1_i, W_k o v2_j) at the winners only: the
-    winning rows of v2 are gathered, v2's gradient is added back into the winning rows, and the
-    norms are small (B, Ti, L) and (B, L, Tj) tensors.
-    Ties in the max send the whole gradient to one j (torch.max's pick); `amax` would split it.
-    Under CUDA autocast it runs in float32 (custom_fwd casts the inputs)."""
-
-    @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, v1, v2, W2, mask2, rows):
-        B, Ti, d = v1.shape
-        L, Tj = W2.size(0), v2.size(1)
-        sq1 = (v1 * v1).matmul(W2.t())  # (B, Ti, L)  ||W_k o v1_i||^2
-        sq2 = (v2 * v2).matmul(W2.t()).transpose(1, 2).contiguous()  # (B, L, Tj)
-        n1, n2 = sq1.clamp_min(EPS * EPS).sqrt(), sq2.clamp_min(EPS * EPS).sqrt()
-        # Added to the numerators: 0 at real j, -inf at padded j, for every k. (B, 1, L*Tj)
-        pad = torch.zeros(B, 1, L, Tj, dtype=v1.dtype, device=v1.device)
-        pad = pad.masked_fill_(~mask2[:, None, None, :], float("-inf")).view(B, 1, L * Tj)
-        best = v1.new_empty(B, Ti, L)
-        j = torch.empty(B, Ti, L, dtype=torch.long, device=v1.device)  # winning j of (i, k)
-        for s in range(0, B, rows):
-            r = slice(s, s + rows)
-            # u[b, k, j] = W2_k o v2_j, so that num[b, i, (k, j)] = v1_i . u[b, k, j] is one
-            # matrix product per example: 30 x 100 times 100 x 600 at paper sizes. (Weighting
-            # v1 instead gives 600 x 100 times 100 x 30, which took 1.5 ms instead of 0.9 ms
-            # for a 34-row slice on 2 CPU threads.) The padding term makes padded j lose.
-            u = (v2[r, None, :, :] * W2[None, :, None, :]).flatten(1, 2)  # (rows, L*Tj, d)
-            num = torch.baddbmm(pad[r], v1[r], u.transpose(1, 2)).view(-1, Ti, L, Tj)
-            # n1 does not depend on j, so the arg max over j only needs num / n2.
-            torch.max(num.div_(n2[r, None]), dim=-1, out=(best[r], j[r]))
-        m = best / n1  # (B, Ti, L)
-        ctx.rows = rows
-        ctx.save_for_backward(v1, v2, W2, j, n1, n2, sq1, sq2, m)
-        return m
-
-    @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
-    def backward(ctx, g):
-        v1, v2, W2, j, n1, n2, sq1, sq2, m = ctx.saved_tensors
-        B, Ti, L = m.shape
-        Tj, d = v2.shape[1:]
-        n2_j = torch.gather(n2[:, None].expand(-1, Ti, -1, -1), 3, j[..., None])[..., 0]
-        # m = num / (n1 n2_j): d/dnum = 1 / (n1 n2_j), d/dn1 = -m / n1, d/dn2_j = -m / n2_j.
-        g_num = g / (n1 * n2_j)  # (B, Ti, L), sits at the winning j only
-        g_n1 = -g * m / n1  # (B, Ti, L)
-        g_n2 = torch.zeros_like(n2).view(B, L * Tj)  # (B, L*Tj), summed over the i's that won
-        flat = j + (torch.arange(L, device=j.device) * Tj)  # index into (L, Tj), flattened
-        g_n2.scatter_add_(1, flat.view(B, -1), (-g * m / n2_j).view(B, -1))
-        # n = sqrt(max(sq, EPS^2)): dn/dsq = 1 / (2n) above the clamp, 0 below it.
-        g_sq1 = torch.where(sq1 > EPS * EPS, g_n1 / (2 * n1), 0.0)  # (B, Ti, L)
-        g_sq2 = torch.where(sq2 > EPS * EPS, g_n2.view(B, L, Tj) / (2 * n2), 0.0)  # (B, L, Tj)
-        # The squared norms: sq1 = (v1 o v1) W2^T, sq2 = (v2 o v2) W2^T.
-        g1 = 2 * v1 * g_sq1.matmul(W2)  # (B, Ti, d)
-        g2 = 2 * v2 * g_sq2.transpose(1, 2).matmul(W2)  # (B, Tj, d)
-        gW2 = g_sq1.reshape(-1, L).t().matmul((v1 * v1).reshape(-1, d))  # (L, d)
-        gW2 += g_sq2.transpose(0, 1).reshape(L, -1).matmul((v2 * v2).reshape(-1, d))
-        # The numerators, num[b, i, k] = sum_d W2_kd v1_id v2_jd at the winning j = j[b, i, k].
-        for s in range(0, B, ctx.rows):
-            r = slice(s, s + ctx.rows)
-            n = j[r].size(0)
-            # Row of the winning v2_j for every (b, i, k), in v2[r] flattened to (n*Tj, d).
-            win = (j[r] + Tj * torch.arange(n, device=j.device)[:, None, None]).view(-1)
-            # e[b, i, k] = g_num[b, i, k] v2_j: gathered rows, not a product over all j.
-            e = v2[r].reshape(n * Tj, d).index_select(0, win).view(n, Ti, L, d)
-            e.mul_(g_num[r, :, :, None])
-            g1[r] += (e * W2).sum(2)  # sum_k W2_k o e[b, i, k]
-            gW2 += e.mul_(v1[r, :, None]).sum((0, 1))  # sum_b,i e[b, i, k] o v1_i
-            # Each v2_j collects g_num W2_k o v1_i from every (i, k) it won. (index_add_ is
-            # deterministic on CPU; on CUDA it is under torch.use_deterministic_algorithms.)
-            won = (v1[r, :, None, :] * W2).mul_(g_num[r, :, :, None])  # (n, Ti, L, d)
-            g2[r].view(n * Tj, d).index_add_(0, win, won.view(-1, d))
-        return g1, g2, gW2, None, None
-
-
-# On CPU the max-pooling matching does its big work on slices of the batch small enough that
-# its largest temporaries, (rows, Ti, L, d) and (rows, Ti, L, Tj), stay near 8 MB (34-row
-# slices at paper sizes, T = 30): freshly allocated big buffers cost more in page faults than
-# in arithmetic on a small VM. Whole training step at paper sizes, batch 64 (2 threads,
-# interleaved A/B, medians of 18 steps): 2**20 / 2**21 / 2**22 / 2**23 elements per slice took
-# 310 / 309 / 321 / 321 ms. Rows are independent, so slicing changes no result. GPUs reuse
-# memory through their caching allocator and run the whole batch at once.
-CPU_CHUNK_ELEMENTS = 2**21
-
-
-def mp_max_cosine(
+def max_pool_cosine(
     v1: torch.Tensor, v2: torch.Tensor, W: torch.Tensor, mask2: torch.Tensor
 ) -> torch.Tensor:
-    """Max-pooling matching: max over the real j of f_m(v1_i, v2_j).
+    """Max-pooling matching: max over the real j of f_m(v1_i, v2_j), per perspective.
     v1 (B, Ti, d), v2 (B, Tj, d), W (L, d), mask2 (B, Tj) True at real tokens -> (B, Ti, L)."""
-    B, Ti, d = v1.shape
-    cpu = v1.device.type == "cpu"
-    rows = max(1, CPU_CHUNK_ELEMENTS // (Ti * W.size(0) * d)) if cpu else B
-    return _MaxPoolCosine.apply(v1, v2, W * W, mask2, rows)  # (B, Ti, L)
+    m = multi_perspective_cosine(v1[:, :, None], v2[:, None], W)  # (B, Ti, Tj, L)
+    m = m.masked_fill(~mask2[:, None, :, None], float("-inf"))  # padded j never win
+    # max (not amax): a tie sends the whole gradient to one j, as fast_matching does.
+    return m.max(dim=2).values  # (B, Ti, L)
 
 
 def cosine_matrix(v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
@@ -315,6 +189,30 @@ def cosine_matrix(v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
     n1 = v1.norm(dim=-1, keepdim=True).clamp_min(EPS)  # (B, Ti, 1)
     n2 = v2.norm(dim=-1, keepdim=True).clamp_min(EPS)  # (B, Tj, 1)
     return torch.bmm(v1 / n1, (v2 / n2).transpose(1, 2))  # (B, Ti, Tj)
+
+
+def last_state(b: torch.Tensor, len_b: torch.Tensor, half: str) -> torch.Tensor:
+    """Full matching's partner: the last state of b, (B, Tb, H) -> (B, H). Going forward that
+    is the last *real* token; going backward, the first token."""
+    idx = (len_b - 1) if half == "fw" else torch.zeros_like(len_b)  # (B,)
+    return b[torch.arange(b.size(0), device=b.device), idx]  # (B, H)
+
+
+def attentive_mean(alpha: torch.Tensor, b: torch.Tensor, mask_b: torch.Tensor) -> torch.Tensor:
+    """Attentive matching's partner: sum_j alpha_ij b_j / sum_j alpha_ij over the real j, a
+    cosine-weighted mean (not a softmax). alpha (B, Ta, Tb), b (B, Tb, H) -> (B, Ta, H).
+    Cosines can be negative, so the sum is guarded only where |sum| < EPS (set to EPS)."""
+    att = alpha * mask_b[:, None, :]  # (B, Ta, Tb), padded j excluded
+    den = att.sum(-1, keepdim=True)  # (B, Ta, 1)
+    den = torch.where(den.abs() < EPS, torch.full_like(den, EPS), den)
+    return torch.bmm(att, b) / den  # (B, Ta, H)
+
+
+def most_similar(alpha: torch.Tensor, b: torch.Tensor, mask_b: torch.Tensor) -> torch.Tensor:
+    """Max-attentive matching's partner: the real b_j with the highest alpha_ij, the whole row
+    (not an element-wise max). alpha (B, Ta, Tb), b (B, Tb, H) -> (B, Ta, H)."""
+    j = alpha.masked_fill(~mask_b[:, None, :], float("-inf")).argmax(-1)  # (B, Ta)
+    return torch.gather(b, 1, j[..., None].expand(-1, -1, b.size(-1)))  # (B, Ta, H)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,21 +269,20 @@ class WordRepresentation(nn.Module):
         x_p, x_q = self.word_emb(p_words), self.word_emb(q_words)  # (B, T, word_dim)
         if not self.use_chars:
             return x_p, x_q
-        # Characters of the real words of P and Q, one row per word (N, W, char_dim).
+        # Characters of the real words of P and Q, one row per word (N, K, char_dim).
         char_len = [(c != 0).sum(-1) for c in (p_chars, q_chars)]  # (B, T): 0 at padded words
-        W = max(p_chars.size(-1), q_chars.size(-1))
+        K = max(p_chars.size(-1), q_chars.size(-1))
         rows = [
-            F.pad(self.char_emb(c), (0, 0, 0, W - c.size(-1)))[n > 0]  # (N_p or N_q, W, char_dim)
+            F.pad(self.char_emb(c), (0, 0, 0, K - c.size(-1)))[n > 0]  # (N_p or N_q, K, char_dim)
             for c, n in ((p_chars, char_len[0]), (q_chars, char_len[1]))
         ]
         # The words of both sentences together, in groups of equal length: each group is one
         # LSTM call with no padding, so h_n is the state after each word's last character.
-        # (A packed call gives the same numbers; on CPU this is faster: the throughput
-        # benchmark's character LSTM took 47 ms forward + backward packed, 39 ms grouped.)
+        # (A packed call gives the same numbers; on CPU this is faster: README, Speed.)
         lengths = torch.cat([n[n > 0] for n in char_len])  # (N,)
         order = torch.argsort(lengths)  # (N,) words by length
-        counts = torch.bincount(lengths, minlength=W + 1).tolist()  # counts[n]: words of n chars
-        groups = torch.cat(rows)[order].split(counts)  # group n: (counts[n], W, char_dim)
+        counts = torch.bincount(lengths, minlength=K + 1).tolist()  # counts[n]: words of n chars
+        groups = torch.cat(rows)[order].split(counts)  # group n: (counts[n], K, char_dim)
         h_sorted = [self.char_lstm(g[:, :n])[1][0][0] for n, g in enumerate(groups) if len(g)]
         h_words = rows[0].new_zeros(lengths.numel(), self.char_hidden)  # (N, char_hidden)
         if h_sorted:
@@ -429,6 +326,9 @@ class MultiPerspectiveMatching(nn.Module):
         self.strategies = cfg.strategies
         self.direction = cfg.direction
         self.shared = cfg.share_w_across_directions
+        # The plain f_m above, or fast_matching.py's (same outputs, hand-written backward).
+        # The throughput benchmark swaps l-fold-copy versions in for cosine and max_cosine.
+        self.fast_matching = cfg.fast_matching
         sides = ("p2q", "q2p") if cfg.direction == "both" else (cfg.direction,)
         # Parameter names: "<side>_<strategy>_<half>", or "<strategy>_<half>" when the two
         # directions share W.
@@ -444,16 +344,27 @@ class MultiPerspectiveMatching(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.reset_parameters()
 
-    # f_m for aligned pairs, and f_m max-pooled over all pairs (the throughput benchmark swaps
-    # in l-fold-copy versions of exactly these two).
-    cosine = staticmethod(mp_cosine)
-    max_cosine = staticmethod(mp_max_cosine)
-
     def reset_parameters(self) -> None:
         # UNSTATED: Xavier-uniform (the glorot default of TF1's get_variable). W enters only as
         # W^2, so its sign does not matter; repro's own init does not touch these parameters.
         for w in self.W.values():
             nn.init.xavier_uniform_(w)
+
+    def cosine(self, v1: torch.Tensor, v2: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """f_m of each v1_i against its aligned v2_i, S strategies at once (each its own W):
+        v1 (B, T, H), v2 (S, B, T, H), W (S, L, H) -> (S, B, T, L)."""
+        if self.fast_matching:
+            return fast_matching.aligned_cosine(v1, v2, W, EPS)
+        return aligned_cosine(v1, v2, W)
+
+    def max_cosine(
+        self, v1: torch.Tensor, v2: torch.Tensor, W: torch.Tensor, mask2: torch.Tensor
+    ) -> torch.Tensor:
+        """f_m max-pooled over the real j: v1 (B, Ti, H), v2 (B, Tj, H), W (L, H),
+        mask2 (B, Tj) -> (B, Ti, L)."""
+        if self.fast_matching:
+            return fast_matching.max_pool_cosine(v1, v2, W, mask2, EPS)
+        return max_pool_cosine(v1, v2, W, mask2)
 
     def match(
         self,
@@ -469,43 +380,35 @@ class MultiPerspectiveMatching(nn.Module):
         alpha: the plain cosines cos(a_i, b_j) (B, Ta, Tb) of the forward and backward halves,
         when the caller has them already; computed here otherwise."""
         H = h_a.size(-1) // 2
+        prefix = "" if self.shared else f"{side}_"
         out = []
         for k, half in enumerate(HALVES):
             part = slice(0, H) if half == "fw" else slice(H, 2 * H)
-            # Contiguous copies of the halves: the products below run ~10% faster on them.
+            # Contiguous copies of the halves: the products below run faster on them.
             a = h_a[..., part].contiguous()  # (B, Ta, H)
             b = h_b[..., part].contiguous()  # (B, Tb, H)
-            prefix = "" if self.shared else f"{side}_"
             W = {s: self.W[f"{prefix}{s}_{half}"] for s in self.strategies}  # each (L, H)
             if "attentive" in W or "max_attentive" in W:
                 alpha_ab = cosine_matrix(a, b) if alpha is None else alpha[k]  # (B, Ta, Tb)
-            # full, attentive and max-attentive each match a_i with one vector v_i built from b;
-            # their cosines are computed together below.
-            v = {}
-            if "full" in W:
-                # Last state of b: last real token going forward, first token going backward.
-                idx = (len_b - 1) if half == "fw" else torch.zeros_like(len_b)  # (B,)
-                b_last = b[torch.arange(b.size(0), device=b.device), idx]  # (B, H)
-                v["full"] = b_last[:, None, :].expand_as(a)  # (B, Ta, H)
-            if "attentive" in W:
-                # Weighted mean sum_j alpha_ij h_j / sum_j alpha_ij (not a softmax). Cosines can be
-                # negative, so the sum is guarded only where |sum| < EPS (set to EPS).
-                att = alpha_ab * mask_b[:, None, :]  # (B, Ta, Tb), padded j excluded
-                den = att.sum(-1, keepdim=True)  # (B, Ta, 1)
-                den = torch.where(den.abs() < EPS, torch.full_like(den, EPS), den)
-                v["attentive"] = torch.bmm(att, b) / den  # (B, Ta, H)
-            if "max_attentive" in W:
-                # The single h_j with the highest alpha_ij (the whole row, not an element-wise max).
-                j = alpha_ab.masked_fill(~mask_b[:, None, :], float("-inf")).argmax(-1)  # (B, Ta)
-                v["max_attentive"] = torch.gather(b, 1, j[..., None].expand(-1, -1, b.size(-1)))
-            m = {}
-            if v:
+            # Full, attentive and max-attentive matching each compare a_i with one vector v_i
+            # built from b, and their f_m run together; max-pooling compares a_i with every b_j.
+            v = {}  # each (B, Ta, H)
+            if "full" in W:  # the last state of b
+                v["full"] = last_state(b, len_b, half)[:, None, :].expand_as(a)  # (B, Ta, H)
+            if "attentive" in W:  # the alpha-weighted mean of b
+                v["attentive"] = attentive_mean(alpha_ab, b, mask_b)  # (B, Ta, H)
+            if "max_attentive" in W:  # the b_j with the highest alpha_ij
+                v["max_attentive"] = most_similar(alpha_ab, b, mask_b)  # (B, Ta, H)
+            m = {}  # each (B, Ta, L)
+            if v:  # f_m(a_i, v_i) for those strategies at once, each with its own W
                 partners = torch.stack(list(v.values()))  # (S, B, Ta, H)
                 aligned = self.cosine(a, partners, torch.stack([W[s] for s in v]))  # (S, B, Ta, L)
-                m = dict(zip(v, aligned, strict=True))  # each (B, Ta, L)
-            if "maxpool" in W:
-                m["maxpool"] = self.max_cosine(a, b, W["maxpool"], mask_b)  # max over real j
-            out += [m[s] for s in self.strategies]
+                m = dict(zip(v, aligned, strict=True))
+            # Max-pooling comes last because the order of these calls fixes the order in which
+            # gradients add up: keeping it keeps seeded runs bit-for-bit what they were.
+            if "maxpool" in W:  # the max over real j of f_m(a_i, b_j), per perspective
+                m["maxpool"] = self.max_cosine(a, b, W["maxpool"], mask_b)  # (B, Ta, L)
+            out += [m[s] for s in self.strategies]  # paper order: full, maxpool, ...
         return torch.cat(out, dim=-1)  # (B, Ta, M)
 
     def forward(self, h_p, h_q, len_p, len_q, mask_p, mask_q):

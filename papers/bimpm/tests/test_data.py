@@ -183,7 +183,7 @@ def test_batch_shapes_padding_and_chars(tmp_path):
     m.setup()
     b = next(iter(m.train_dataloader()))
     B, Tp = b["p_words"].shape
-    assert B == 8 and Tp <= 6 and b["p_chars"].shape == (8, Tp, 4)  # W capped at max_word_len
+    assert B == 8 and Tp <= 6 and b["p_chars"].shape == (8, Tp, 4)  # K capped at max_word_len
     assert b["q_chars"].shape[:2] == b["q_words"].shape and b["label"].shape == (8,)
     assert all(v.dtype == torch.long for v in b.values())
     # padding: id 0 in words <=> all-zero chars

@@ -1,11 +1,21 @@
-"""Tests for papers/bimpm/model.py: matching equals the paper's equations, padding, ablations."""
+"""Tests for papers/bimpm/model.py and fast_matching.py: matching equals the paper's equations
+(plain and fast paths alike), padding, ablations."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from papers.bimpm.model import EPS, STRATEGIES, BiLSTM, BiMPMConfig, build_model
+from papers.bimpm import fast_matching
+from papers.bimpm.model import (
+    DIRECTIONS,
+    EPS,
+    STRATEGIES,
+    BiLSTM,
+    BiMPMConfig,
+    MultiPerspectiveMatching,
+    build_model,
+)
 
 SMALL = dict(
     word_dim=10, char_dim=4, char_hidden=5, hidden=8, agg_hidden=6, perspectives=3, mlp_hidden=7
@@ -21,12 +31,12 @@ def small_model(**overrides):
     )
 
 
-def random_sentences(B: int, lengths: list[int], T: int, W: int, g: torch.Generator):
-    """(B, T) word ids and (B, T, W) char ids, padded with 0 after each row's length."""
+def random_sentences(B: int, lengths: list[int], T: int, K: int, g: torch.Generator):
+    """(B, T) word ids and (B, T, K) char ids, padded with 0 after each row's length."""
     words = torch.randint(1, VOCAB, (B, T), generator=g)
-    chars = torch.randint(1, CHARS, (B, T, W), generator=g)
-    n_chars = torch.randint(1, W + 1, (B, T), generator=g)
-    chars[torch.arange(W)[None, None] >= n_chars[..., None]] = 0
+    chars = torch.randint(1, CHARS, (B, T, K), generator=g)
+    n_chars = torch.randint(1, K + 1, (B, T), generator=g)
+    chars[torch.arange(K)[None, None] >= n_chars[..., None]] = 0
     for b, n in enumerate(lengths):
         words[b, n:] = 0
         chars[b, n:] = 0
@@ -69,11 +79,12 @@ def ref_match_one(a, b, len_b, W, strategy, half):
     return torch.stack(rows)
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("side", ["p2q", "q2p"])
-def test_matching_equals_plain_loop_reference(strategy, side):
+def test_matching_equals_plain_loop_reference(strategy, side, fast):
     flags = {s: s == strategy for s in STRATEGIES}
-    model = small_model(**flags).double().eval()
+    model = small_model(**flags, fast_matching=fast).double().eval()
     matching = model.matching
     g = torch.Generator().manual_seed(1)
     B, Ta, Tb, H = 3, 5, 6, SMALL["hidden"]
@@ -84,14 +95,14 @@ def test_matching_equals_plain_loop_reference(strategy, side):
     h_b = torch.randn(B, Tb, 2 * H, generator=g, dtype=torch.float64)
     h_b = torch.where(mask_b[..., None], h_b, 50.0 * h_b.abs())
 
-    fast = matching.match(h_a, h_b, len_b, mask_b, side)  # (B, Ta, 2l)
-    assert fast.shape == (B, Ta, 2 * L)
+    out = matching.match(h_a, h_b, len_b, mask_b, side)  # (B, Ta, 2l)
+    assert out.shape == (B, Ta, 2 * L)
     for b in range(B):
         for k, half in enumerate(("fw", "bw")):
             part = slice(0, H) if half == "fw" else slice(H, 2 * H)
             W = matching.W[f"{side}_{strategy}_{half}"]
             ref = ref_match_one(h_a[b, :, part], h_b[b, :, part], int(len_b[b]), W, strategy, half)
-            torch.testing.assert_close(fast[b, :, k * L : (k + 1) * L], ref, atol=1e-5, rtol=0)
+            torch.testing.assert_close(out[b, :, k * L : (k + 1) * L], ref, atol=1e-5, rtol=0)
 
 
 def test_forward_shares_the_cosine_matrix_between_directions_without_changing_results():
@@ -110,15 +121,64 @@ def test_forward_shares_the_cosine_matrix_between_directions_without_changing_re
     torch.testing.assert_close(m_q, model.matching.match(h_q, h_p, len_p, mask_p, "q2p"))
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["separate_W", "shared_W"])
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("strategies", [STRATEGIES, *((s,) for s in STRATEGIES)], ids="+".join)
+def test_plain_and_fast_matching_give_the_same_outputs_and_gradients(strategies, direction, shared):
+    # fast_matching=True swaps in hand-written backward passes; the plain f_m is the definition.
+    # Both halves of every enabled strategy, for each direction, on a padded batch whose padded
+    # positions hold large values (they would win every max unless masked). The whole-model
+    # test below has the model's zeros at padding instead.
+    cfg = {**SMALL, **{s: s in strategies for s in STRATEGIES}}
+    cfg.update(direction=direction, share_w_across_directions=shared)
+    torch.manual_seed(0)
+    layers = {
+        fast: MultiPerspectiveMatching(BiMPMConfig(**cfg, fast_matching=fast)).double().eval()
+        for fast in (False, True)
+    }
+    layers[True].load_state_dict(layers[False].state_dict())
+    g = torch.Generator().manual_seed(9)
+    H = SMALL["hidden"]
+    len_p, len_q = torch.tensor([5, 2, 4, 1]), torch.tensor([7, 3, 1, 6])
+    mask_p = torch.arange(5)[None] < len_p[:, None]  # (B, Tp)
+    mask_q = torch.arange(7)[None] < len_q[:, None]  # (B, Tq)
+    h = []
+    for T, mask in ((5, mask_p), (7, mask_q)):
+        x = torch.randn(4, T, 2 * H, generator=g, dtype=torch.float64)
+        h.append(torch.where(mask[..., None], x, 50.0 * x.abs()))  # (B, T, 2H)
+    upstream = [torch.randn(4, T, 8 * L, generator=g, dtype=torch.float64) for T in (5, 7)]
+
+    outputs, grads = {}, {}
+    for fast, layer in layers.items():
+        h_p, h_q = (x.clone().requires_grad_() for x in h)
+        m_p, m_q = layer(h_p, h_q, len_p, len_q, mask_p, mask_q)  # (B, Tp, M), (B, Tq, M)
+        assert (m_p is None, m_q is None) == (direction == "q2p", direction == "p2q")
+        outputs[fast] = [m for m in (m_p, m_q) if m is not None]
+        loss = sum(
+            (m * u[..., : m.size(-1)]).sum()
+            for m, u in zip((m_p, m_q), upstream, strict=True)
+            if m is not None
+        )
+        wrt = {"h_p": h_p, "h_q": h_q, **layer.W}
+        grads[fast] = dict(zip(wrt, torch.autograd.grad(loss, list(wrt.values())), strict=True))
+    for plain, fast in zip(outputs[False], outputs[True], strict=True):
+        torch.testing.assert_close(fast, plain, atol=1e-12, rtol=1e-10)
+    assert grads[False].keys() == grads[True].keys()
+    for name, plain in grads[False].items():
+        torch.testing.assert_close(grads[True][name], plain, atol=1e-12, rtol=1e-10, msg=name)
+
+
 @pytest.mark.parametrize("chunk_elements", [2**20, 4 * 3 * 6 * 2])  # whole batch; 2-row slices
-def test_max_pooling_gradients_match_autograd_through_the_plain_ops(chunk_elements, monkeypatch):
-    # The max-pooling matching has a hand-written backward; compare it with autograd through
+def test_fast_max_pooling_gradients_match_autograd_through_the_plain_ops(
+    chunk_elements, monkeypatch
+):
+    # fast_matching's max-pooling has a hand-written backward; compare it with autograd through
     # masked all-pairs cosines + amax (distinct values, so the max has no ties), and gradcheck it.
     # On CPU it runs on slices of the batch: sliced or not, the numbers must be the same.
-    import papers.bimpm.model as bimpm_model
-    from papers.bimpm.model import mp_max_cosine
+    monkeypatch.setattr(fast_matching, "CPU_CHUNK_ELEMENTS", chunk_elements)
 
-    monkeypatch.setattr(bimpm_model, "CPU_CHUNK_ELEMENTS", chunk_elements)
+    def max_pool_cosine(a, b, w, mask):
+        return fast_matching.max_pool_cosine(a, b, w, mask, EPS)
 
     g = torch.Generator().manual_seed(6)
     B, Ti, Tj, d = 3, 4, 5, 6
@@ -138,17 +198,19 @@ def test_max_pooling_gradients_match_autograd_through_the_plain_ops(chunk_elemen
         return cos.masked_fill(~mask[:, None, None, :], float("-inf")).amax(-1)
 
     upstream = torch.randn(B, Ti, L, generator=g, dtype=torch.float64)
-    fast = torch.autograd.grad((mp_max_cosine(v1, v2, W, mask) * upstream).sum(), (v1, v2, W))
+    fast = torch.autograd.grad((max_pool_cosine(v1, v2, W, mask) * upstream).sum(), (v1, v2, W))
     ref = torch.autograd.grad((plain(v1, v2, W) * upstream).sum(), (v1, v2, W))
     for f, r in zip(fast, ref, strict=True):
         torch.testing.assert_close(f, r, atol=1e-10, rtol=1e-8)
-    assert torch.autograd.gradcheck(lambda a, b, w: mp_max_cosine(a, b, w, mask), (v1, v2, W))
+    assert torch.autograd.gradcheck(lambda a, b, w: max_pool_cosine(a, b, w, mask), (v1, v2, W))
 
 
-def test_aligned_cosine_gradients_match_autograd_through_the_plain_ops():
-    # mp_cosine (full, attentive and max-attentive stacked, each with its own W) has a
-    # hand-written backward: compare it with autograd through the plain formula, and gradcheck.
-    from papers.bimpm.model import mp_cosine
+def test_fast_aligned_cosine_gradients_match_autograd_through_the_plain_ops():
+    # fast_matching's aligned cosine (full, attentive and max-attentive stacked, each with its
+    # own W) has a hand-written backward: compare it with autograd through the plain formula,
+    # and gradcheck.
+    def aligned_cosine(a, b, w):
+        return fast_matching.aligned_cosine(a, b, w, EPS)
 
     g = torch.Generator().manual_seed(7)
     S, B, T, d = 3, 2, 4, 5
@@ -166,7 +228,7 @@ def test_aligned_cosine_gradients_match_autograd_through_the_plain_ops():
         return (x * y).sum(-1) / (x.norm(dim=-1).clamp_min(EPS) * y.norm(dim=-1).clamp_min(EPS))
 
     upstream = torch.randn(S, B, T, L, generator=g, dtype=torch.float64)
-    fast_out = mp_cosine(v1, v2, W)
+    fast_out = aligned_cosine(v1, v2, W)
     torch.testing.assert_close(fast_out, plain(v1, v2, W), atol=1e-12, rtol=0)
     assert fast_out[:, 1, 3].abs().max() == 0
     fast = torch.autograd.grad((fast_out * upstream).sum(), (v1, v2, W))
@@ -176,7 +238,7 @@ def test_aligned_cosine_gradients_match_autograd_through_the_plain_ops():
         torch.testing.assert_close(f, r, atol=1e-10, rtol=1e-8)
     # gradcheck away from the zero rows (where the clamp makes f_m non-differentiable).
     smooth = [x.detach().clone().add_(0.5).requires_grad_(True) for x in (v1, v2)]
-    assert torch.autograd.gradcheck(mp_cosine, (*smooth, W))
+    assert torch.autograd.gradcheck(aligned_cosine, (*smooth, W))
 
 
 def test_all_strategies_are_concatenated_forward_then_backward_in_paper_order():
@@ -249,8 +311,30 @@ def test_grouped_character_lstm_equals_one_word_at_a_time():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_pair_logits_are_the_same_alone_and_padded_in_a_batch():
-    model = small_model().eval()
+def test_plain_and_fast_models_give_the_same_logits_and_gradients():
+    # Zeros at padding, as the context BiLSTM makes them, dropout on (the same masks for both).
+    g = torch.Generator().manual_seed(10)
+    batch = (
+        *random_sentences(4, [5, 3, 7, 1], 7, 4, g),
+        *random_sentences(4, [6, 2, 2, 4], 6, 4, g),
+    )
+    y = torch.tensor([0, 1, 2, 1])
+    logits, grads = {}, {}
+    for fast in (False, True):
+        model = small_model(fast_matching=fast).double().train()
+        torch.manual_seed(1)
+        logits[fast] = model(*batch)  # (B, C)
+        torch.nn.functional.cross_entropy(logits[fast], y).backward()
+        grads[fast] = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    torch.testing.assert_close(logits[True], logits[False], atol=1e-12, rtol=1e-10)
+    assert grads[True].keys() == grads[False].keys()
+    for name, plain in grads[False].items():
+        torch.testing.assert_close(grads[True][name], plain, atol=1e-12, rtol=1e-9, msg=name)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
+def test_pair_logits_are_the_same_alone_and_padded_in_a_batch(fast):
+    model = small_model(fast_matching=fast).eval()
     g = torch.Generator().manual_seed(3)
     pw, pc = random_sentences(1, [4], 4, 3, g)
     qw, qc = random_sentences(1, [6], 6, 3, g)
