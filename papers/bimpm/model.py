@@ -11,13 +11,17 @@ Inputs use id 0 as padding, and padding sits at the end of each row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from papers.bimpm import fast_matching
+from repro.config.typed import Invalid, bound, from_dict
+
+POSITIVE = bound(ge=1)
 
 # Guards every cosine norm and the attentive-mean denominator against division by zero.
 # UNSTATED: the paper gives no epsilon; 1e-8 matches torch.nn.functional.cosine_similarity.
@@ -30,17 +34,31 @@ DIRECTIONS = ("both", "p2q", "q2p")
 
 @dataclass
 class BiMPMConfig:
-    word_dim: int = 300  # paper, Model Overview / Word Representation Layer: 300-d GloVe
-    char_dim: int = 20  # paper, Model Overview / Word Representation Layer
-    char_hidden: int = 50  # paper, Model Overview / Word Representation Layer: char LSTM
-    hidden: int = 100  # paper, Model Overview / Context Representation Layer
-    agg_hidden: int = 100  # paper, Model Overview / Aggregation Layer
-    perspectives: int = 20  # paper, Experiments: l = 20 in the main results (Figure 3 varies it)
-    dropout: float = 0.1  # paper, Experiment Settings: dropout 0.1 on every layer's output
+    word_dim: int = field(
+        default=300, metadata=POSITIVE
+    )  # paper, Model Overview / Word Representation Layer: 300-d GloVe
+    char_dim: int = field(
+        default=20, metadata=POSITIVE
+    )  # paper, Model Overview / Word Representation Layer
+    char_hidden: int = field(
+        default=50, metadata=POSITIVE
+    )  # paper, Model Overview / Word Representation Layer: char LSTM
+    hidden: int = field(
+        default=100, metadata=POSITIVE
+    )  # paper, Model Overview / Context Representation Layer
+    agg_hidden: int = field(
+        default=100, metadata=POSITIVE
+    )  # paper, Model Overview / Aggregation Layer
+    perspectives: int = field(
+        default=20, metadata=POSITIVE
+    )  # paper, Experiments: l = 20 in the main results (Figure 3 varies it)
+    dropout: float = field(
+        default=0.1, metadata=bound(ge=0, lt=1)
+    )  # paper, Experiment Settings: dropout 0.1 on every layer's output
     # UNSTATED by the paper: a fixed width, with tanh. authors-code uses half the prediction
     # input, which is 4 * agg_hidden / 2 = 200 at paper sizes; here it stays 200 when
     # agg_hidden or the matching direction (one direction halves the input) changes.
-    mlp_hidden: int = 200
+    mlp_hidden: int = field(default=200, metadata=POSITIVE)
     use_chars: bool = True  # paper, Table 1 ablation "w/o character"
     full: bool = True  # paper, Matching Layer (Table 1 ablates each strategy)
     maxpool: bool = True  # paper, Matching Layer
@@ -48,7 +66,7 @@ class BiMPMConfig:
     max_attentive: bool = True  # paper, Matching Layer
     # paper, Table 1 ablation: "both" = bilateral; "p2q" = only P->Q (each time step of P is
     # matched against all of Q, so only P's matching sequence exists); "q2p" = only Q->P.
-    direction: str = "both"
+    direction: Literal["both", "p2q", "q2p"] = "both"
     # UNSTATED by the paper: authors-code keeps separate W's for the two matching directions
     # (False); most reimplementations share them (True).
     share_w_across_directions: bool = False
@@ -58,30 +76,16 @@ class BiMPMConfig:
     # to P and Q alike, so that equal words still have cosine 1 while training. With independent
     # masks they never do, eval-mode cosines fall outside what training saw, and on the sample
     # BiMPM stalls at val 56-68% (97% with shared masks). "independent" restores authors-code.
-    dropout_mask: str = "shared"
+    dropout_mask: Literal["shared", "independent"] = "shared"
     # Not the paper's: an implementation choice. True computes f_m with fast_matching.py (same
     # maths, hand-written backward, faster on CPU); False with the plain functions below.
     fast_matching: bool = True
 
     def __post_init__(self) -> None:
-        if self.dropout_mask not in ("shared", "independent"):
-            raise ValueError(
-                f"dropout_mask must be 'shared' or 'independent', got {self.dropout_mask!r}"
-            )
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
         if not any(getattr(self, s) for s in STRATEGIES):
-            raise ValueError(f"at least one matching strategy of {STRATEGIES} must be True")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> BiMPMConfig:
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise ValueError(
-                f"unknown BiMPM model config key(s) {unknown}; valid keys are: {', '.join(valid)}"
+            raise Invalid(
+                "full", f"expected at least one matching strategy of {STRATEGIES} on, found none"
             )
-        return cls(**d)
 
     @property
     def strategies(self) -> tuple[str, ...]:
@@ -91,6 +95,9 @@ class BiMPMConfig:
     def matching_dim(self) -> int:
         """Width of one matching vector: l per enabled strategy, for forward and backward."""
         return 2 * self.perspectives * len(self.strategies)
+
+
+MODEL_CONFIG = BiMPMConfig  # repro checks the `model:` keys against it before a run starts
 
 
 def lengths_and_mask(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -512,7 +519,7 @@ def build_model(
     word_vectors: torch.Tensor | None = None,
 ) -> BiMPM:
     """Entry point repro calls with the paper config's `model:` section as a plain dict."""
-    config = BiMPMConfig.from_dict(dict(cfg))
+    config = from_dict(BiMPMConfig, dict(cfg), "model")
     expected = (vocab_size, config.word_dim)
     if word_vectors is None:
         # paper, Experiment Settings: OOV words get random vectors; with no vectors at all every

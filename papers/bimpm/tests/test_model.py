@@ -16,6 +16,8 @@ from papers.bimpm.model import (
     MultiPerspectiveMatching,
     build_model,
 )
+from repro.config.typed import from_dict
+from repro.errors import ConfigError
 
 SMALL = dict(
     word_dim=10, char_dim=4, char_hidden=5, hidden=8, agg_hidden=6, perspectives=3, mlp_hidden=7
@@ -480,13 +482,23 @@ def test_every_trainable_parameter_gets_a_gradient_and_frozen_vectors_none():
 
 
 def test_from_dict_names_the_unknown_key_and_the_valid_ones():
-    with pytest.raises(ValueError) as err:
-        BiMPMConfig.from_dict({"hiden": 100, "perspectives": 20})
+    with pytest.raises(ConfigError) as err:
+        from_dict(BiMPMConfig, {"hiden": 100, "perspectives": 20}, "model")
     msg = str(err.value)
-    assert "'hiden'" in msg
+    assert msg.startswith("model.hiden: unknown key")
     for key in ("hidden", "perspectives", "direction", "share_w_across_directions"):
         assert key in msg
-    assert BiMPMConfig.from_dict({"perspectives": 5}).perspectives == 5
+    assert from_dict(BiMPMConfig, {"perspectives": 5}, "model").perspectives == 5
+    with pytest.raises(
+        ConfigError, match=r"model\.perspectives: expected an integer >= 1, found 0"
+    ):
+        from_dict(BiMPMConfig, {"perspectives": 0}, "model")
+    with pytest.raises(ConfigError, match=r"model\.full: expected at least one matching strategy"):
+        from_dict(
+            BiMPMConfig,
+            dict.fromkeys(("full", "maxpool", "attentive", "max_attentive"), False),
+            "model",
+        )
 
 
 def test_build_model_rejects_word_vectors_of_the_wrong_shape():
@@ -560,5 +572,7 @@ def test_pair_dropout_shared_mask_keeps_equal_vectors_equal():
 def test_dropout_mask_switch_is_validated():
     from papers.bimpm.model import BiMPMConfig
 
-    with pytest.raises(ValueError, match="dropout_mask"):
-        BiMPMConfig.from_dict({"dropout_mask": "sometimes"})
+    with pytest.raises(
+        ConfigError, match=r"model\.dropout_mask: expected one of \['shared', 'independent'\]"
+    ):
+        from_dict(BiMPMConfig, {"dropout_mask": "sometimes"}, "model")
