@@ -37,9 +37,12 @@ PACKAGES = {
     "slurm-wlm": "slurmctld slurmd sinfo sbatch squeue scancel scontrol sacct".split(),
     "munge": ["munged", "munge"],
 }
+# The server's -core package, not mariadb-server: that one's scripts create and start a system
+# database in /var/lib/mysql and a mysql user, which its purge leaves behind (measured).
 ACCOUNTING_PACKAGES = {
     "slurmdbd": ["slurmdbd", "sacctmgr"],
-    "mariadb-server": ["mariadbd", "mariadb-install-db", "mariadb-admin"],
+    "mariadb-server-core": ["mariadbd", "mariadb-install-db"],
+    "mariadb-client-core": ["my_print_defaults"],  # mariadb-install-db runs it
 }
 
 
