@@ -19,3 +19,7 @@ class GateRefused(ReproError):
 
 class PaperError(ReproError):
     """A paper is missing, ambiguous, or does not follow the paper contract."""
+
+
+class LaunchError(ReproError):
+    """Jobs could not be submitted (no scheduler here, or it refused the request)."""

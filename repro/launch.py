@@ -1,0 +1,391 @@
+"""Launch functions as submitit jobs (local processes, or one Slurm job array) and collect what
+became of each: its result, or submitit's reason why there is none.
+
+Each job's state comes from submitit: the result file it writes, and for Slurm the state its
+watcher reads from `sacct` for all jobs of the array in one call per poll. Waiting never hangs:
+a job that the scheduler has lost track of (no accounting, gone from squeue, no result file) is
+recorded UNKNOWN after `unknown_after_s`, with a reason that says so.
+
+Names: Slurm gives a job array one `--job-name`; repro names the array after what its jobs'
+names share (e.g. `bimpm`) and then renames each task to its own name with `scontrol update`
+(measured on Slurm 22.05: squeue and sacct then show `bimpm-full-s0`, `bimpm-narrow-s1`, ...,
+and the array keeps its `%max_parallel` throttle). `jobs.json` in the folder maps names to ids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repro.errors import LaunchError
+
+log = logging.getLogger(__name__)
+
+LAUNCHERS = ("local", "slurm")
+# Slurm's words for a job that has ended (squeue -t all; sacct). Anything else is still alive.
+_ENDED = {
+    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
+    "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT",
+}  # fmt: skip
+# The line of a traceback that names the exception, as in repro.gates.experiments.job_error.
+_EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b.*")
+# slurmstepd's own line in a job's stderr: "*** JOB 14 ON localhost CANCELLED AT ... ***".
+_STEPD_LINE = re.compile(r"\*\*\* (JOB|STEP) .* \*\*\*")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job: `fn(*args)` in a submitit worker. `fn` must be importable there (submitit
+    pickles functions by reference). `name` reads like `<paper>-<variant>-s<seed>`."""
+
+    name: str
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+
+@dataclass
+class JobOutcome:
+    """What became of one job. `state` is COMPLETED (with `result`), FAILED, TIMEOUT, CANCELLED,
+    UNKNOWN, or another word of Slurm's (OUT_OF_MEMORY, NODE_FAIL, ...); `error` says why in one
+    line for every state but COMPLETED."""
+
+    name: str
+    job_id: str | None
+    state: str
+    result: Any = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "COMPLETED"
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What each job of the array asks Slurm for."""
+
+    partition: str | None  # None: the cluster's default partition
+    cpus_per_task: int
+    mem_gb: float | None  # None: the cluster's default memory
+    gpus_per_node: int | None  # None or 0: no GPU request at all (CPU clusters reject --gres)
+    sbatch: dict[str, Any] = field(default_factory=dict)  # other sbatch options: {"qos": "low"}
+
+
+@dataclass
+class _Watched:
+    spec: JobSpec
+    job: Any  # a submitit Job
+    ended_at: float | None = None  # when the scheduler first said it ended with no result file
+    silent_since: float | None = None  # when the scheduler stopped knowing anything about it
+
+
+def launch(
+    specs: Sequence[JobSpec],
+    *,
+    launcher: str,
+    folder: Path,
+    timeout_min: int,
+    max_parallel: int,
+    poll_s: float,
+    unknown_after_s: float,
+    slurm: SlurmOptions | None = None,
+    on_done: Callable[[JobOutcome], None] | None = None,
+) -> list[JobOutcome]:
+    """Run every spec as a submitit job, at most `max_parallel` at once, and return their
+    outcomes in the order of `specs`; `on_done` is called as each job finishes.
+
+    `unknown_after_s` bounds every wait for evidence: a job that ended without a result file
+    gets that long for the file to appear (a shared filesystem shows it late; submitit itself
+    allows 15 s) before it is recorded by the scheduler's word (CANCELLED, TIMEOUT, ...) or
+    UNKNOWN when there is none; a job the scheduler knows nothing about is UNKNOWN after it.
+    Interrupting the wait (Ctrl-C) cancels the jobs that have not finished.
+    Raises LaunchError when the jobs cannot be submitted.
+    """
+    if launcher not in LAUNCHERS:
+        raise LaunchError(f"launcher '{launcher}' unknown; valid: {', '.join(LAUNCHERS)}")
+    if launcher == "slurm" and slurm is None:
+        raise LaunchError("launcher 'slurm' needs SlurmOptions (partition, cpus_per_task, ...)")
+    if max_parallel < 1:
+        raise LaunchError(f"max_parallel must be at least 1, got {max_parallel}")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise LaunchError(f"job names must be unique; repeated: {', '.join(dupes)}")
+    folder = Path(folder).absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    outcomes: dict[str, JobOutcome] = {}
+    waiting: list[_Watched] = []
+
+    def finish(w: _Watched, outcome: JobOutcome) -> None:
+        waiting.remove(w)
+        outcomes[outcome.name] = outcome
+        if on_done is not None:
+            on_done(outcome)
+
+    if launcher == "slurm":
+        assert slurm is not None
+        waiting = _submit_slurm_array(specs, folder, timeout_min, max_parallel, slurm)
+        queue: list[JobSpec] = []
+        sacct_error = _sacct_error(waiting)
+        executor = None
+    else:
+        executor = _local_executor(folder, timeout_min)
+        queue = list(specs)
+        sacct_error = None
+    try:
+        while waiting or queue:
+            while executor is not None and queue and len(waiting) < max_parallel:
+                spec = queue.pop(0)
+                waiting.append(_Watched(spec, executor.submit(spec.fn, *spec.args)))
+                _write_ids(folder, waiting)
+            if launcher == "slurm":
+                if sacct_error is None:
+                    # One sacct call for every unfinished job of the array (submitit's watcher).
+                    waiting[0].job.watcher.update()
+                else:  # ask again (slurmdbd may be back), without submitit's warning per poll
+                    sacct_error = _sacct_error(waiting)
+                listed = _squeue(waiting)
+            now = time.monotonic()
+            for w in list(waiting):
+                if launcher == "slurm":
+                    outcome = _settle_slurm(w, now, listed, sacct_error, unknown_after_s)
+                else:
+                    outcome = _settle_local(w, now, unknown_after_s)
+                if outcome is not None:
+                    finish(w, outcome)
+            if waiting:
+                time.sleep(poll_s)
+    except BaseException:
+        for w in waiting:  # Ctrl-C or a bug: leave nothing running on the cluster
+            w.job.cancel(check=False)
+        raise
+    return [outcomes[s.name] for s in specs]
+
+
+# ---- submission ---------------------------------------------------------------------------------
+def array_name(names: Sequence[str]) -> str:
+    """The dash-separated words every name starts with: bimpm-full-s0, bimpm-narrow-s0 -> bimpm."""
+    words = [n.split("-") for n in names]
+    common = []
+    for parts in zip(*words, strict=False):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    if len(names) > 1 and len(common) == min(len(w) for w in words):
+        common = common[:-1]  # one name is a prefix of the others: keep it readable
+    return "-".join(common) or "repro"
+
+
+def _slurm_mem(mem_gb: float) -> str:
+    return f"{int(mem_gb)}G" if float(mem_gb).is_integer() else f"{round(mem_gb * 1024)}M"
+
+
+def _submit_slurm_array(
+    specs: Sequence[JobSpec], folder: Path, timeout_min: int, max_parallel: int, opts: SlurmOptions
+) -> list[_Watched]:
+    import submitit
+
+    try:
+        executor = submitit.SlurmExecutor(folder=folder)
+    except RuntimeError as e:  # 'Could not detect "srun", are you indeed on a slurm cluster?'
+        raise LaunchError(f"launcher=slurm but this machine has no Slurm client: {e}") from e
+    params: dict[str, Any] = {
+        "job_name": array_name([s.name for s in specs]),
+        "time": timeout_min,
+        "cpus_per_task": opts.cpus_per_task,
+        "array_parallelism": max_parallel,  # the array's %N throttle
+    }
+    if opts.partition:
+        params["partition"] = opts.partition
+    if opts.mem_gb:
+        params["mem"] = _slurm_mem(opts.mem_gb)
+    if opts.gpus_per_node:
+        params["gpus_per_node"] = opts.gpus_per_node
+    if opts.sbatch:
+        params["additional_parameters"] = dict(opts.sbatch)
+    executor.update_parameters(**params)
+    try:
+        with executor.batch():
+            jobs = [executor.submit(s.fn, *s.args) for s in specs]
+    except submitit.core.utils.FailedJobError as e:  # sbatch's own stderr
+        raise LaunchError(f"sbatch refused the job array: {str(e).strip()}") from e
+    watched = [_Watched(s, j) for s, j in zip(specs, jobs, strict=True)]
+    _name_tasks(watched)
+    _write_ids(folder, watched)
+    return watched
+
+
+def _name_tasks(watched: list[_Watched]) -> None:
+    """Give each array task its own name; a task that ends first keeps the array's name."""
+    for w in watched:
+        out = _ask(["scontrol", "update", f"JobId={w.job.job_id}", f"JobName={w.spec.name}"])
+        if out.returncode:
+            log.info("could not rename %s: %s", w.job.job_id, _last_line(out))
+
+
+def _local_executor(folder: Path, timeout_min: int):
+    import submitit
+
+    executor = submitit.LocalExecutor(folder=folder)
+    executor.update_parameters(timeout_min=timeout_min)
+    return executor
+
+
+def _write_ids(folder: Path, watched: list[_Watched]) -> None:
+    """jobs.json: which of submitit's files (named by job id) belong to which job name."""
+    path = folder / "jobs.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    known.update({w.spec.name: w.job.job_id for w in watched})
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(known, indent=1))
+    os.replace(tmp, path)
+
+
+# ---- what became of a job ----------------------------------------------------------------------
+def _from_result(w: _Watched) -> JobOutcome:
+    """The job wrote its result file: its return value, or the error it raised."""
+    job_id = w.job.job_id
+    try:
+        return JobOutcome(w.spec.name, job_id, "COMPLETED", result=w.job.result())
+    except Exception as e:  # submitit's FailedJobError carries the job's traceback
+        line = _exception_line(str(e)) or str(e).strip().splitlines()[-1]
+        # submitit's handler of Slurm's pre-timeout signal (USR2) raises
+        # "UncompletedJobError: Job not requeued because: timed-out and not checkpointable."
+        state = "TIMEOUT" if "UncompletedJobError" in line and "timed-out" in line else "FAILED"
+        return JobOutcome(w.spec.name, job_id, state, error=line)
+
+
+def _no_result_reason(job: Any) -> str:
+    """submitit's own account of a job that ended without a result file: its state, and the
+    line of its error stream that names the cause (slurmstepd's or an exception's)."""
+    job._results_timeout_s = 0  # we already waited unknown_after_s; submitit would block 15 s more
+    text = str(job.exception())
+    found = re.search(r"has not produced any output \(state: [^)]*\)", text)
+    parts = [found.group(0) if found else text.strip().splitlines()[0]]
+    stream = text.split("Error stream produced:", 1)[-1] if "Error stream" in text else ""
+    cause = _stepd_line(stream) or _exception_line(stream)
+    if cause:
+        parts.append(cause)
+    return "; ".join(parts)
+
+
+def _settle_local(w: _Watched, now: float, unknown_after_s: float) -> JobOutcome | None:
+    job = w.job
+    if job.state == "RUNNING":  # LocalJob's state is its process's (result() would block on it)
+        return None
+    if job.paths.result_pickle.exists():
+        return _from_result(w)
+    # The process ended and left no result (killed, or os._exit): nothing can say why.
+    w.silent_since = w.silent_since or now
+    if now - w.silent_since < unknown_after_s:
+        return None
+    return JobOutcome(
+        w.spec.name,
+        job.job_id,
+        "UNKNOWN",
+        error=f"no result {unknown_after_s:g} s after the job's process ended; submitit: "
+        + _no_result_reason(job),
+    )
+
+
+def _settle_slurm(
+    w: _Watched,
+    now: float,
+    listed: dict[str, str] | None,
+    sacct_error: str | None,
+    unknown_after_s: float,
+) -> JobOutcome | None:
+    job = w.job
+    if job.paths.result_pickle.exists():
+        return _from_result(w)
+    # What submitit's watcher learnt from the last sacct call (no new call here); without sacct
+    # it knows nothing (and its cache may hold another cluster's job of the same id).
+    state = "UNKNOWN" if sacct_error else job.watcher.get_state(job.job_id, mode="cache")
+    word = state.split()[0].upper()  # "CANCELLED by 0" -> CANCELLED
+    if word in _ENDED:
+        w.ended_at = w.ended_at or now
+        if now - w.ended_at < unknown_after_s:
+            return None  # its result file may still be on its way
+        if word == "COMPLETED":  # ended well by Slurm's account, yet no result: say so
+            reason = f"Slurm says COMPLETED but no result file appeared in {unknown_after_s:g} s"
+            return JobOutcome(w.spec.name, job.job_id, "UNKNOWN", error=reason)
+        return JobOutcome(w.spec.name, job.job_id, word, error=_no_result_reason(job))
+    squeue_word = None if listed is None else listed.get(job.job_id)
+    alive = squeue_word is not None and squeue_word not in _ENDED
+    if word != "UNKNOWN" or alive:  # pending or running, by sacct's or squeue's account
+        w.silent_since = None
+        return None
+    w.silent_since = w.silent_since or now
+    if now - w.silent_since < unknown_after_s:
+        return None
+    sacct_said = f"sacct: {sacct_error}" if sacct_error else "sacct has no record of it"
+    if listed is None:
+        squeue_said = "squeue does not answer"
+    elif squeue_word:
+        squeue_said = f"squeue last listed it {squeue_word}"  # kept MinJobAge (300 s) after the end
+    else:
+        squeue_said = "squeue no longer lists it"
+    reason = (
+        f"Slurm cannot say what became of job {job.job_id} ({sacct_said}; {squeue_said}) "
+        f"and it wrote no result file in {unknown_after_s:g} s"
+    )
+    return JobOutcome(w.spec.name, job.job_id, "UNKNOWN", error=reason)
+
+
+def _sacct_error(watched: list[_Watched]) -> str | None:
+    """Whether sacct answers here, asked once: without accounting it fails on every call
+    ("Slurm accounting storage is disabled", measured), and submitit then knows no state."""
+    out = _ask(["sacct", "-n", "-j", _array_ids(watched)])
+    return None if out.returncode == 0 else _last_line(out)
+
+
+def _squeue(watched: list[_Watched]) -> dict[str, str] | None:
+    """Every task of our arrays that slurmctld still knows, with its state (one call); None when
+    squeue cannot answer (controller down)."""
+    out = _ask(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", _array_ids(watched)])
+    if out.returncode and "Invalid job id" not in out.stderr:  # all of them forgotten: fine
+        return None
+    listed = {}
+    for line in out.stdout.splitlines():
+        job_id, _, state = line.strip().partition("|")
+        listed[job_id] = state
+    return listed
+
+
+def _array_ids(watched: list[_Watched]) -> str:
+    return ",".join(sorted({w.job.job_id.split("_")[0] for w in watched}))
+
+
+def _ask(cmd: list[str]) -> subprocess.CompletedProcess:
+    """Run a Slurm client; a missing one answers like a failing one (exit 127)."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (FileNotFoundError, subprocess.TimeoutExpired) as e:
+        return subprocess.CompletedProcess(cmd, 127, "", str(e))
+
+
+def _last_line(out: subprocess.CompletedProcess) -> str:
+    lines = (out.stderr or out.stdout).strip().splitlines()
+    return lines[-1] if lines else f"{out.args[0]} exited with {out.returncode}"
+
+
+def _exception_line(text: str) -> str | None:
+    named = [ln.strip() for ln in text.splitlines() if _EXCEPTION_LINE.match(ln.strip())]
+    return named[-1] if named else None
+
+
+def _stepd_line(text: str) -> str | None:
+    """slurmstepd's verdict, the job's line before its step's ("*** JOB 9 ... CANCELLED ...")."""
+    found = sorted(
+        (m.group(0) for m in map(_STEPD_LINE.search, text.splitlines()) if m),
+        key=lambda line: not line.startswith("*** JOB"),
+    )
+    return found[0] if found else None

@@ -1,0 +1,194 @@
+"""Tests for repro/launch.py on a real one-node Slurm cluster (scripts/slurm_cluster.py starts it):
+one job array that passes, fails, is cancelled and times out; names in squeue/sacct; GPU requests;
+what the launcher records when Slurm has no accounting. Run with .ci/slurm-tests or pytest -m slurm.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import submitit
+
+from repro.errors import LaunchError
+from repro.launch import JobSpec, SlurmOptions, launch
+from scripts.slurm_cluster import Cluster, apt_command, missing_packages
+from tests import launch_jobs as jobs
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = SlurmOptions(partition=None, cpus_per_task=1, mem_gb=1, gpus_per_node=0)
+
+
+def _cluster(accounting: bool) -> Iterator[Cluster]:
+    missing = missing_packages(accounting)
+    if missing:
+        pytest.skip(f"Slurm is not installed here; as root: {apt_command(missing)}")
+    if os.geteuid() != 0:
+        pytest.skip("the test cluster's slurmd runs jobs as root: run as root (.ci/slurm-tests)")
+    # Not pytest's tmp dirs: munged wants a socket directory that everyone can traverse (0700
+    # fails), and .ci/slurm-tests stops what is left in $REPRO_SLURM_ROOT if pytest dies.
+    base = os.environ.get("REPRO_SLURM_ROOT") or None
+    cluster = Cluster(Path(tempfile.mkdtemp(prefix="cluster-", dir=base)), accounting=accounting)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def accounted() -> Iterator[Cluster]:
+    """A cluster with slurmdbd + MariaDB, so sacct (and submitit) learn every job's end."""
+    yield from _cluster(accounting=True)
+
+
+@pytest.fixture(scope="session")
+def unaccounted() -> Iterator[Cluster]:
+    """A cluster without accounting: sacct fails, submitit learns only from result files."""
+    yield from _cluster(accounting=False)
+
+
+def _use(cluster: Cluster, monkeypatch) -> None:
+    for key, value in cluster.env().items():
+        monkeypatch.setenv(key, value)
+    # Jobs import tests.launch_jobs by name; sbatch passes the environment on (--export=ALL).
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+
+
+def _cancel_when_running(name: str, log: list[str]) -> threading.Thread:
+    """scancel the task called `name` as soon as squeue shows it RUNNING (as a user would)."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                ["squeue", "-h", "-r", "-o", "%i|%j|%T"], capture_output=True, text=True
+            )
+            for line in out.stdout.splitlines():
+                job_id, job_name, state = line.split("|")
+                if job_name == name and state == "RUNNING":
+                    subprocess.run(["scancel", job_id], check=True)
+                    log.append(job_id)
+                    return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def _slurm_launch(specs, folder, **kw):
+    args = dict(
+        launcher="slurm",
+        folder=folder,
+        timeout_min=1,  # Slurm's smallest limit; submitit signals USR2 90 s before it
+        max_parallel=4,
+        poll_s=1.0,
+        unknown_after_s=5.0,
+        slurm=CPU,
+    )
+    return launch(specs, **{**args, **kw})
+
+
+def _sacct_names(array_id: str) -> dict[str, str]:
+    cmd = ["sacct", "-n", "-X", "-j", array_id, "-o", "JobID%20,JobName%30", "--parsable2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return dict(line.split("|") for line in out.splitlines())
+
+
+def test_one_array_passes_fails_is_cancelled_and_times_out(accounted, monkeypatch, tmp_path):
+    _use(accounted, monkeypatch)
+    specs = [
+        JobSpec("toy-pass-s0", jobs.add, (2, 3)),
+        JobSpec("toy-raise-s0", jobs.fail, ("boom 7",)),
+        JobSpec("toy-cancel-s0", jobs.stubborn, (300,)),  # deaf to USR2: only scancel ends it
+        JobSpec("toy-timeout-s0", jobs.nap, (300,)),  # 300 s asked, 1 min allowed
+    ]
+    cancelled: list[str] = []
+    canceller = _cancel_when_running("toy-cancel-s0", cancelled)
+    done: list[str] = []
+    watcher = submitit.SlurmJob.watcher
+    calls_before = watcher.num_calls
+    t0 = time.monotonic()
+    outcomes = _slurm_launch(specs, tmp_path, on_done=lambda o: done.append(o.name))
+    took = time.monotonic() - t0
+    canceller.join(1)
+
+    by = {o.name: o for o in outcomes}
+    array_id = by["toy-pass-s0"].job_id.split("_")[0]
+    assert [o.job_id for o in outcomes] == [f"{array_id}_{i}" for i in range(4)]
+    assert (by["toy-pass-s0"].state, by["toy-pass-s0"].result) == ("COMPLETED", 5)
+    assert (by["toy-raise-s0"].state, by["toy-raise-s0"].error) == ("FAILED", "ValueError: boom 7")
+    assert cancelled == [f"{array_id}_2"]
+    cancel = by["toy-cancel-s0"]
+    assert cancel.state == "CANCELLED"
+    assert cancel.error.startswith("has not produced any output (state: CANCELLED by 0); *** JOB ")
+    assert " CANCELLED AT " in cancel.error
+    timeout = by["toy-timeout-s0"]
+    assert (timeout.state, timeout.error) == (
+        "TIMEOUT",
+        "submitit.core.utils.UncompletedJobError: "
+        "Job not requeued because: timed-out and not checkpointable.",
+    )
+    assert sorted(done) == sorted(s.name for s in specs) and done[-1] == "toy-timeout-s0"
+    assert took < 60  # USR2 comes at slurmctld's first time check (every 30 s) after the start
+    # One sacct call per poll for the whole array (submitit's watcher), not one per job.
+    assert watcher.num_calls - calls_before <= took / 1.0 + 3
+    # Each task carries its own name in Slurm's records; the array's own name is what they share.
+    assert _sacct_names(array_id) == {f"{array_id}_{i}": s.name for i, s in enumerate(specs)}
+    script = (tmp_path / f"{array_id}_submission.sh").read_text()
+    assert "#SBATCH --job-name=toy" in script and "#SBATCH --array=0-3%4" in script
+    assert "gpus" not in script and "gres" not in script
+    assert "#SBATCH --mem=1G" in script and "#SBATCH --cpus-per-task=1" in script
+
+
+def test_a_gpu_request_on_a_cpu_cluster_is_refused_with_sbatchs_reason(
+    accounted, monkeypatch, tmp_path
+):
+    _use(accounted, monkeypatch)
+    specs = [JobSpec(f"toy-gpu-s{i}", jobs.add, (i, i)) for i in range(2)]
+    gpu = SlurmOptions(partition=None, cpus_per_task=1, mem_gb=1, gpus_per_node=1)
+    with pytest.raises(LaunchError) as err:
+        _slurm_launch(specs, tmp_path, slurm=gpu)
+    assert str(err.value) == (
+        "sbatch refused the job array: sbatch: error: Invalid generic resource (gres) specification"
+    )
+
+
+def test_without_accounting_a_cancelled_job_is_unknown_after_the_bound(
+    unaccounted, monkeypatch, tmp_path
+):
+    _use(unaccounted, monkeypatch)
+    specs = [
+        JobSpec("toy-pass-s0", jobs.add, (2, 3)),
+        JobSpec("toy-raise-s0", jobs.fail, ("boom 7",)),
+        JobSpec("toy-cancel-s0", jobs.stubborn, (300,)),
+    ]
+    cancelled: list[str] = []
+    canceller = _cancel_when_running("toy-cancel-s0", cancelled)
+    t0 = time.monotonic()
+    outcomes = _slurm_launch(specs, tmp_path, unknown_after_s=3.0)
+    took = time.monotonic() - t0
+    canceller.join(1)
+
+    passed, raised, cancel = outcomes
+    # Result files still tell a pass from a failure; nothing tells what ended the third.
+    assert (passed.state, passed.result) == ("COMPLETED", 5)
+    assert (raised.state, raised.error) == ("FAILED", "ValueError: boom 7")
+    assert cancelled == [cancel.job_id]
+    assert cancel.state == "UNKNOWN"
+    assert cancel.error == (
+        f"Slurm cannot say what became of job {cancel.job_id} (sacct: Slurm accounting storage "
+        "is disabled; squeue last listed it CANCELLED) and it wrote no result file in 3 s"
+    )
+    assert took < 30
