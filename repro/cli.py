@@ -9,6 +9,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from repro.errors import ReproError
 
@@ -89,8 +90,15 @@ def stage(
 ):
     """Run one gate; a later gate refuses until the earlier ones passed on the current code."""
     from repro.runner import run_stage
+    from repro.train.distributed import joined_run_dir
 
     project = _project()
+    joined = joined_run_dir()
+    if joined is not None:  # a DDP rank > 0 re-running this command: join rank 0's run
+        from repro.runner import run_joined
+
+        run_joined(project, joined, name, resume)
+        raise typer.Exit(0)
     paper = project.resolve_paper(paper)
     overrides = list(overrides or [])
     if (resume or dry_run) and name != "full":
@@ -121,23 +129,41 @@ def stage(
 
 
 def _finish(project, paper: str, run) -> None:
-    """Print a finished run's verdict and the paper's status; exit 0 when it passed."""
-    from repro.config import compose
+    """Print a finished run's verdict and the paper's milestones; exit 0 when it passed."""
     from repro.display import print_status, print_verdict
+
+    print_verdict(console, run.record)
+    console.print(f"run record: {run.dir.relative_to(project.root)}", markup=False)
+    note = _experiment_note(run.record)
+    if note:
+        console.print(f"[yellow]{escape(note)}[/yellow]")
+    print_status(console, paper, _milestones(project, paper))
+    raise typer.Exit(0 if run.record["status"] == "passed" else 1)
+
+
+def _experiment_note(record: dict) -> str | None:
+    """Why a run does not count as a milestone, when it does not."""
+    why = []
+    if record.get("overrides"):
+        why.append(f"overrides {' '.join(record['overrides'])}")
+    if record.get("forced"):
+        why.append(f"--force past {', '.join(record.get('skipped_prerequisites') or [])}")
+    if not why:
+        return None
+    return (
+        f"this run used {' and '.join(why)}: an experiment around the milestones, which it does "
+        "not change (the table below is the paper's base config)"
+    )
+
+
+def _milestones(project, paper: str):
+    """The status rows of the paper's base config (no overrides): the milestone rule."""
+    from repro.config import compose
     from repro.progression import stage_states
     from repro.runner import current_fingerprint
 
-    print_verdict(console, run.record)
-    console.print(f"run record: {run.dir.relative_to(project.root)}")
-    resolved = compose(
-        project, paper, list(run.record.get("overrides") or [])
-    )  # the config it ran with
-    print_status(
-        console,
-        paper,
-        stage_states(project.runs_dir, paper, current_fingerprint(project, paper, resolved)),
-    )
-    raise typer.Exit(0 if run.record["status"] == "passed" else 1)
+    fp = current_fingerprint(project, paper, compose(project, paper, []))
+    return stage_states(project.runs_dir, paper, fp)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
@@ -162,6 +188,23 @@ def rerun(
         err_console.print("Interrupted: the run is recorded as interrupted (see `repro log`).")
         raise typer.Exit(130) from None
     console.print(f"re-run of {run.record['links']['rerun_of']}: run {run.id}")
+    _finish(project, run.paper, run)
+
+
+@app.command()
+def judge(
+    run_id: str | None = typer.Argument(
+        None, help="The full run to judge (id or unique prefix); default: the newest finished one."
+    ),
+    paper: str | None = PAPER_OPT,
+):
+    """Re-apply the current targets and the full stage's judgements to a full run's recorded
+    metrics, without training; the new verdict is recorded as a run linked to the judged one."""
+    from repro.judge import judge_run
+
+    project = _project()
+    paper = project.resolve_paper(paper)
+    run = judge_run(project, paper, run_id, console)
     _finish(project, run.paper, run)
 
 
@@ -212,19 +255,14 @@ def status(
     paper: str | None = PAPER_OPT,
     all_papers: bool = typer.Option(False, "--all", help="Every paper."),
 ):
-    """One row per stage: PASS / FAIL / STALE / not run, when, run id, and the one-line reason."""
-    from repro.config import compose
+    """The milestones: one row per stage of the paper's base config (no overrides): PASS / FAIL /
+    STALE (with what changed) / not run, when, run id, the reason, and runs with overrides since."""
     from repro.display import print_status
-    from repro.progression import stage_states
-    from repro.runner import current_fingerprint
 
     project = _project()
     papers = project.papers() if all_papers else [project.resolve_paper(paper)]
     for p in papers:
-        resolved = compose(project, p, [])
-        print_status(
-            console, p, stage_states(project.runs_dir, p, current_fingerprint(project, p, resolved))
-        )
+        print_status(console, p, _milestones(project, p))
 
 
 @app.command()

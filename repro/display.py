@@ -17,6 +17,8 @@ STATE_STYLE = {
     "PASS": "bold green",
     "FAIL": "bold red",
     "STALE": "yellow",
+    "REJUDGE": "yellow",
+    "CORRUPT": "red",
     "ERROR": "red",
     "INTERRUPTED": "magenta",
     "RUNNING": "cyan",
@@ -99,6 +101,9 @@ def print_status(console: Console, paper: str, rows) -> None:
             escape(one_line(r.reason.removeprefix("all "), room)),
         )
     console.print(t)
+    for r in rows:
+        if r.around:
+            console.print(f"  {r.stage}: {escape(r.around)} (repro log -s {r.stage})", highlight=False)
 
 
 def run_marks(rec: dict) -> list[str]:

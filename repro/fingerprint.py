@@ -16,22 +16,26 @@ from repro import __version__
 from repro.config import Resolved
 from repro.gates import STAGES
 
-# Config sections each stage adds to what earlier stages depend on.
+# Config sections each stage adds to what earlier stages depend on. `seed` is full's: seeds vary
+# the model's randomness, and the milestones before it check code, config and data, not a seed.
+# The paper's targets are not here: they are part of the verdict (`judged` below), so changing a
+# target or its tolerance re-judges (`repro judge`) instead of retraining.
 STAGE_CONFIG = {
-    "data": ("seed", "data", "stage.data"),
-    "shapes": ("model", "init", "stage.shapes", "paper.expected_params"),
+    "data": ("data", "stage.data"),
+    "shapes": ("model", "init", "deterministic", "stage.shapes", "paper.expected_params"),
     "overfit": ("optim", "stage.overfit"),
-    "full": (
-        "schedule",
-        "lr_finder",
-        "trainer",
-        "seeds",
-        "stage.full",
-        "paper.targets",
-        "paper.baseline",
-    ),
+    "full": ("seed", "seeds", "schedule", "lr_finder", "trainer", "stage.full", "paper.baseline"),
     "experiments": ("paper.experiments", "stage.experiments"),
 }
+# The parts each stage adds; a stage's fingerprint covers its own and every earlier stage's.
+STAGE_INPUTS = {
+    "data": ("code.data", "data_files", "config.data"),
+    "shapes": ("code.model", "config.shapes"),
+    "overfit": ("config.overfit",),
+    "full": ("config.full",),
+    "experiments": ("config.experiments",),
+}
+JUDGED = {"full": "paper.targets"}  # what a stage's verdict (not its training) depends on
 CONTENT_HASH_LIMIT = 64 * 2**20  # larger data files are fingerprinted by size + mtime
 
 
@@ -76,41 +80,48 @@ def fingerprint(
     typed = asdict(resolved.cfg)  # every key present, defaults of optional paper keys filled in
     for stage, keys in STAGE_CONFIG.items():
         parts[f"config.{stage}"] = {k: _lookup(typed, k) for k in keys}
-    stage_inputs = {
-        "data": ["code.data", "data_files", "config.data"],
-        "shapes": ["code.model", "config.shapes"],
-        "overfit": ["config.overfit"],
-        "full": ["config.full"],
-        "experiments": ["config.experiments"],
-    }
-    stages, acc = {}, []
-    for stage in STAGES:
-        acc += stage_inputs[stage]
-        stages[stage] = _sha({k: parts[k] for k in acc})
+    stages = {stage: _sha({k: parts[k] for k in inputs_of(stage)}) for stage in STAGES}
+    prefix = f"papers/{paper_dir.name}/"
     return {
         "stages": stages,
         "parts": {k: _sha(v) for k, v in parts.items()},
         "files": {
-            **{f"papers/{paper_dir.name}/{n}": h for n, h in parts["code.data"].items()},
-            **{
-                f"papers/{paper_dir.name}/{n}": h
-                for n, h in parts["code.model"].items()
-                if n != "repro"
-            },
+            **{prefix + n: h for n, h in parts["code.data"].items()},
+            **{prefix + n: h for n, h in parts["code.model"].items() if n != "repro"},
             **parts["data_files"],
         },
+        "judged": {stage: _sha(_lookup(typed, key)) for stage, key in JUDGED.items()},
     }
 
 
-def changed_parts(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Names of the parts (and files) that differ between two fingerprints."""
+def inputs_of(stage: str) -> list[str]:
+    """The fingerprint parts a stage depends on: its own and every earlier stage's."""
+    return [p for s in STAGES[: STAGES.index(stage) + 1] for p in STAGE_INPUTS[s]]
+
+
+def changed_parts(old: dict[str, Any], new: dict[str, Any], stage: str | None = None) -> list[str]:
+    """Names of the parts (and files) that differ between two fingerprints; with `stage`, only
+    those that stage depends on (e.g. `code.model: papers/x/model.py` for shapes)."""
+    keep = set(inputs_of(stage)) if stage else None
+    parts_old, parts_new = old.get("parts", {}), new.get("parts", {})
     out = [
         k
-        for k in sorted(set(old.get("parts", {})) | set(new.get("parts", {})))
-        if old.get("parts", {}).get(k) != new.get("parts", {}).get(k)
+        for k in sorted(set(parts_old) | set(parts_new))
+        if parts_old.get(k) != parts_new.get(k) and (keep is None or k in keep)
     ]
     files_old, files_new = old.get("files", {}), new.get("files", {})
-    out += [
-        f for f in sorted(set(files_old) | set(files_new)) if files_old.get(f) != files_new.get(f)
-    ]
+    for f in sorted(set(files_old) | set(files_new)):
+        if files_old.get(f) == files_new.get(f):
+            continue
+        part = _part_of_file(f)
+        if keep is None or part in keep:
+            out.append(f)
     return out
+
+
+def _part_of_file(path: str) -> str:
+    """Which part a file of the fingerprint belongs to: the paper's top-level code or data."""
+    parts = path.split("/")
+    if len(parts) == 3 and parts[0] == "papers" and parts[2].endswith(".py"):
+        return "code.data" if parts[2] == "data.py" else "code.model"
+    return "data_files"

@@ -35,7 +35,7 @@ _ENDED = {
     "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
     "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT",
 }  # fmt: skip
-# The line of a traceback that names the exception, as in repro.gates.experiments.job_error.
+# The line of a traceback that names the exception (submitit ends its message with a log path).
 _EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b.*")
 # slurmstepd's own line in a job's stderr: "*** JOB 14 ON localhost CANCELLED AT ... ***".
 _STEPD_LINE = re.compile(r"\*\*\* (JOB|STEP) .* \*\*\*")
@@ -109,6 +109,35 @@ def launch(
     Interrupting the wait (Ctrl-C) cancels the jobs that have not finished.
     Raises LaunchError when the jobs cannot be submitted.
     """
+    _check_args(specs, launcher, slurm, max_parallel)
+    folder = Path(folder).absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    if launcher == "slurm":
+        assert slurm is not None
+        poller = _Poller(
+            _submit_slurm_array(specs, folder, timeout_min, max_parallel, slurm), [], None
+        )
+    else:
+        poller = _Poller([], list(specs), _local_executor(folder, timeout_min))
+    outcomes: dict[str, JobOutcome] = {}
+    try:
+        while poller.waiting or poller.queue:
+            for outcome in poller.poll(folder, max_parallel, unknown_after_s):
+                outcomes[outcome.name] = outcome
+                if on_done is not None:
+                    on_done(outcome)
+            if poller.waiting:
+                time.sleep(poll_s)
+    except BaseException:
+        for w in poller.waiting:  # Ctrl-C or a bug: leave nothing running on the cluster
+            w.job.cancel(check=False)
+        raise
+    return [outcomes[s.name] for s in specs]
+
+
+def _check_args(
+    specs: Sequence[JobSpec], launcher: str, slurm: SlurmOptions | None, max_parallel: int
+) -> None:
     if launcher not in LAUNCHERS:
         raise LaunchError(f"launcher '{launcher}' unknown; valid: {', '.join(LAUNCHERS)}")
     if launcher == "slurm" and slurm is None:
@@ -119,55 +148,41 @@ def launch(
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
         raise LaunchError(f"job names must be unique; repeated: {', '.join(dupes)}")
-    folder = Path(folder).absolute()
-    folder.mkdir(parents=True, exist_ok=True)
-    outcomes: dict[str, JobOutcome] = {}
-    waiting: list[_Watched] = []
 
-    def finish(w: _Watched, outcome: JobOutcome) -> None:
-        waiting.remove(w)
-        outcomes[outcome.name] = outcome
-        if on_done is not None:
-            on_done(outcome)
 
-    if launcher == "slurm":
-        assert slurm is not None
-        waiting = _submit_slurm_array(specs, folder, timeout_min, max_parallel, slurm)
-        queue: list[JobSpec] = []
-        sacct_error = _sacct_error(waiting)
-        executor = None
-    else:
-        executor = _local_executor(folder, timeout_min)
-        queue = list(specs)
-        sacct_error = None
-    try:
-        while waiting or queue:
-            while executor is not None and queue and len(waiting) < max_parallel:
-                spec = queue.pop(0)
-                waiting.append(_Watched(spec, executor.submit(spec.fn, *spec.args)))
-                _write_ids(folder, waiting)
-            if launcher == "slurm":
-                if sacct_error is None:
-                    # One sacct call for every unfinished job of the array (submitit's watcher).
-                    waiting[0].job.watcher.update()
-                else:  # ask again (slurmdbd may be back), without submitit's warning per poll
-                    sacct_error = _sacct_error(waiting)
-                listed = _squeue(waiting)
-            now = time.monotonic()
-            for w in list(waiting):
-                if launcher == "slurm":
-                    outcome = _settle_slurm(w, now, listed, sacct_error, unknown_after_s)
-                else:
-                    outcome = _settle_local(w, now, unknown_after_s)
-                if outcome is not None:
-                    finish(w, outcome)
-            if waiting:
-                time.sleep(poll_s)
-    except BaseException:
-        for w in waiting:  # Ctrl-C or a bug: leave nothing running on the cluster
-            w.job.cancel(check=False)
-        raise
-    return [outcomes[s.name] for s in specs]
+class _Poller:
+    """The jobs still running (`waiting`) and, for the local executor, those not yet submitted
+    (`queue`: it has no arrays, so at most max_parallel are submitted at a time)."""
+
+    def __init__(self, waiting: list[_Watched], queue: list[JobSpec], executor: Any):
+        self.waiting, self.queue, self.executor = waiting, queue, executor
+        self.slurm = executor is None
+        self.sacct_error = _sacct_error(waiting) if self.slurm else None
+
+    def poll(self, folder: Path, max_parallel: int, unknown_after_s: float) -> list[JobOutcome]:
+        """Submit what may start, ask the scheduler once, and return the jobs that ended."""
+        while not self.slurm and self.queue and len(self.waiting) < max_parallel:
+            spec = self.queue.pop(0)
+            self.waiting.append(_Watched(spec, self.executor.submit(spec.fn, *spec.args)))
+            _write_ids(folder, self.waiting)
+        listed = None
+        if self.slurm:
+            if self.sacct_error is None:
+                # One sacct call for every unfinished job of the array (submitit's watcher).
+                self.waiting[0].job.watcher.update()
+            else:  # ask again (slurmdbd may be back), without submitit's warning per poll
+                self.sacct_error = _sacct_error(self.waiting)
+            listed = _squeue(self.waiting)
+        now, ended = time.monotonic(), []
+        for w in list(self.waiting):
+            if self.slurm:
+                outcome = _settle_slurm(w, now, listed, self.sacct_error, unknown_after_s)
+            else:
+                outcome = _settle_local(w, now, unknown_after_s)
+            if outcome is not None:
+                self.waiting.remove(w)
+                ended.append(outcome)
+        return ended
 
 
 # ---- submission ---------------------------------------------------------------------------------

@@ -1,21 +1,45 @@
-"""Which stages have passed on the current code, which are STALE, and what must run first."""
+"""Milestones: which stages have passed, which are STALE, and what must run before a stage.
+
+One rule, used by `status`, the refusal and the report alike: a stage is PASSED when its latest
+*milestone run* on the current fingerprint of the paper's base config passed. A milestone run is
+an unforced run with no command-line overrides (a re-run or a `repro judge` of one counts).
+Runs with overrides or `--force` are experiments around the milestone: listed and marked, never
+replacing it. Every later stage requires all earlier ones.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from repro.gates import STAGES
+
+REJUDGE = "REJUDGE"  # passed, but the paper's targets changed since: `repro judge` re-applies them
 
 
 @dataclass
 class StageState:
     stage: str
-    state: str  # PASS | FAIL | STALE | RUNNING | INTERRUPTED | ERROR | not run
+    state: str  # PASS | FAIL | STALE | REJUDGE | RUNNING | INTERRUPTED | ERROR | CORRUPT | not run
     run_id: str | None = None
     when: str | None = None
     reason: str = ""
-    current_pass: bool = False  # a passed run exists on the current fingerprint
+    changed: list[str] = field(default_factory=list)  # STALE: the fingerprint parts and files
+    around: str = ""  # the runs with overrides or --force since the milestone, in a few words
+
+    @property
+    def passed(self) -> bool:
+        return self.state == "PASS"
+
+
+def is_milestone_run(run) -> bool:
+    """An unforced run of the base config (no overrides), with a readable record."""
+    rec = run.record
+    return run.corrupt is None and not rec.get("forced") and not rec.get("overrides")
+
+
+def _stage_fp(run, stage: str) -> str | None:
+    return ((run.record.get("fingerprint") or {}).get("stages") or {}).get(stage)
 
 
 def known_data_files(runs_dir: Path, paper: str, parts: dict[str, str]) -> list[str]:
@@ -35,47 +59,79 @@ def known_data_files(runs_dir: Path, paper: str, parts: dict[str, str]) -> list[
 
 
 def stage_states(runs_dir: Path, paper: str, current: dict) -> list[StageState]:
-    """One row per stage: the newest run's outcome, STALE if it passed on another fingerprint."""
+    """One row per stage, by the milestone rule, against `current` (the base config's fingerprint)."""
     from repro.records import list_runs
 
-    rows = []
-    for stage in STAGES:
-        runs = list_runs(runs_dir, paper=paper, stage=stage)
-        if not runs:
-            rows.append(StageState(stage, "not run"))
-            continue
-        newest = runs[0]
-        rec = newest.record
-        status = newest.effective_status
-        fp_now = current["stages"][stage]
-        current_pass = any(
-            r.effective_status == "passed"
-            and r.record.get("fingerprint", {}).get("stages", {}).get(stage) == fp_now
-            for r in runs
-        )
-        reason = (rec.get("verdict") or {}).get("reason") or rec.get("status_reason") or ""
-        if status == "passed":
-            state = (
-                "PASS"
-                if rec.get("fingerprint", {}).get("stages", {}).get(stage) == fp_now
-                else "STALE"
-            )
-            if state == "STALE":
-                reason = "passed on other code/config/data; re-run it. " + reason
-        elif status == "failed":
-            state = "FAIL"
-        elif status == "error":
-            state = "ERROR"
-            lines = (rec.get("error") or "").strip().splitlines()
-            reason = lines[-1] if lines else ""  # the exception line of the traceback
-        else:
-            state = status.upper()
-        rows.append(StageState(stage, state, newest.id, rec.get("started"), reason, current_pass))
-    return rows
+    return [stage_state(stage, list_runs(runs_dir, paper=paper, stage=stage), current) for stage in STAGES]
+
+
+def stage_state(stage: str, runs: list, current: dict) -> StageState:
+    """The milestone state of one stage from its runs (newest first)."""
+    from repro.fingerprint import changed_parts
+
+    milestones = [r for r in runs if is_milestone_run(r)]
+    on_current = [r for r in milestones if _stage_fp(r, stage) == current["stages"][stage]]
+    around = _around(runs, (on_current or milestones or [None])[0])
+    if on_current:
+        row = _row(stage, on_current[0], around)
+        judged = ((on_current[0].record.get("fingerprint") or {}).get("judged") or {}).get(stage)
+        if row.state == "PASS" and judged is not None and judged != (current.get("judged") or {}).get(stage):
+            row.state = REJUDGE
+            row.reason = f"the paper's targets changed since this verdict: run `repro judge {row.run_id}`"
+        return row
+    if not milestones:
+        return StageState(stage, "not run", around=around)
+    last = milestones[0]
+    changed = changed_parts(last.record.get("fingerprint") or {}, current, stage)
+    what = ", ".join(changed) or "the fingerprint"
+    verdict = _row(stage, last, "").state
+    return StageState(
+        stage,
+        "STALE",
+        last.id,
+        last.record.get("started"),
+        f"{verdict} on other code/config/data; changed since: {what}; re-run it",
+        changed,
+        around,
+    )
+
+
+def _row(stage: str, run, around: str) -> StageState:
+    rec, status = run.record, run.effective_status
+    reason = (rec.get("verdict") or {}).get("reason") or run.status_reason or rec.get("status_reason") or ""
+    if status == "error":
+        lines = (rec.get("error") or "").strip().splitlines()
+        reason = lines[-1] if lines else reason  # the exception line of the traceback
+    state = {"passed": "PASS", "failed": "FAIL"}.get(status, status.upper())
+    return StageState(stage, state, run.id, rec.get("started"), reason, [], around)
+
+
+def _around(runs: list, milestone) -> str:
+    """'2 runs with overrides or --force since (newest: FAIL 20261130-...)', or ''."""
+    since = milestone.id if milestone is not None else ""
+    others = [r for r in runs if not is_milestone_run(r) and r.id > since]
+    if not others:
+        return ""
+    newest = others[0]
+    state = {"passed": "PASS", "failed": "FAIL"}.get(newest.effective_status, newest.effective_status)
+    n = len(others)
+    return f"{n} run{'s' if n > 1 else ''} with overrides or --force since (newest {newest.id}: {state})"
 
 
 def missing_prerequisites(rows: list[StageState], stage: str) -> list[str]:
-    """Earlier stages without a passed run on the current fingerprint."""
+    """Earlier stages whose milestone has not passed on the current fingerprint."""
     earlier = STAGES[: STAGES.index(stage)]
     by_stage = {r.stage: r for r in rows}
-    return [s for s in earlier if not by_stage[s].current_pass]
+    return [s for s in earlier if not by_stage[s].passed]
+
+
+def passed_on(runs_dir: Path, paper: str, stage: str, fingerprint: dict) -> bool:
+    """Whether an unforced run of `stage` passed on this fingerprint (with whatever overrides
+    produced it): what a run with overrides needs of the earlier stages its overrides change."""
+    from repro.records import list_runs
+
+    want = fingerprint["stages"][stage]
+    return any(
+        r.effective_status == "passed" and not r.record.get("forced") and _stage_fp(r, stage) == want
+        for r in list_runs(runs_dir, paper=paper, stage=stage)
+    )

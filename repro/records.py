@@ -133,10 +133,14 @@ def _check_name(kind: str, value: str) -> None:
 class Run:
     """One stage run: its directory and its record (a plain dict saved as record.json)."""
 
-    def __init__(self, dir: Path, record: dict[str, Any], corrupt: str | None = None):
+    def __init__(
+        self, dir: Path, record: dict[str, Any], corrupt: str | None = None, readonly: bool = False
+    ):
         self.dir = Path(dir)
         self.record = record
         self.corrupt = corrupt  # why record.json could not be read; None when it could
+        # A DDP rank > 0 joins rank 0's run: same directory, but it writes nothing of its own.
+        self.readonly = readonly
         self._t0: float | None = None  # monotonic start, set by create_run in this process
         self._signal: str | None = None
 
@@ -194,11 +198,15 @@ class Run:
 
     def save(self) -> None:
         """Write record.json atomically (temp file in the same directory, fsync, rename)."""
+        if self.readonly:
+            return
         text = json.dumps(self.record, indent=2, default=_json_default, ensure_ascii=False)
         _atomic_write(self.path(RECORD_FILE), text + "\n")
 
     def write_text(self, name: str, text: str) -> Path:
         path = self.path(name)
+        if self.readonly:
+            return path
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(path, text)
         return path
@@ -398,6 +406,15 @@ def create_run(runs_root: Path, paper: str, stage: str, **initial: Any) -> Run:
         git["diff_file"] = "git.diff"
         record["git"] = git
     run.save()
+    return run
+
+
+def open_joined(run_dir: Path) -> Run:
+    """Rank 0's run, as another DDP rank sees it: readable, never written from this process."""
+    run = _read_run(Path(run_dir))
+    if run.corrupt is not None:
+        raise ReproError(f"{run_dir}: expected rank 0's run record to join, found {run.corrupt}")
+    run.readonly = True
     return run
 
 

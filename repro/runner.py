@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from typing import Any
 
@@ -10,9 +11,16 @@ from rich.console import Console
 from repro.config import Resolved, compose
 from repro.errors import GateRefused, ReproError
 from repro.fingerprint import fingerprint
-from repro.gates import CHEAP_STAGES, check_stage
-from repro.progression import known_data_files, missing_prerequisites, stage_states
+from repro.gates import CHEAP_STAGES, STAGES, check_stage
+from repro.progression import (
+    REJUDGE,
+    known_data_files,
+    missing_prerequisites,
+    passed_on,
+    stage_states,
+)
 from repro.project import Project
+from repro.train.distributed import JOIN_ENV
 
 
 def stage_command(stage: str, paper: str, overrides: list[str]) -> str:
@@ -55,62 +63,67 @@ def run_stage(
     links: dict[str, Any] | None = None,
 ):
     """Run `stage` for `paper`; returns the finished Run. Raises GateRefused when an earlier stage
-    has not passed on the current fingerprint and cannot be re-run automatically."""
+    has not passed (repro/progression.py: the milestones of the base config, and, for a run with
+    overrides, the earlier stages those overrides change) and cannot be re-run automatically."""
     from repro.context import StageContext
 
     check_stage(stage)
     console = console or Console()
     overrides = list(overrides or [])
     resolved = compose(project, paper, overrides)
-    # Refuse first, from the records alone: as cheap as `repro status` (no paper code imported).
-    _refuse_expensive(project, paper, stage, overrides, resolved, force)
+    base = compose(project, paper, []) if overrides else resolved
+    if not force:  # refuse first, from the records alone: as cheap as `repro status`
+        _plan(project, paper, stage, overrides, base, resolved, None)
     ctx = StageContext(project, paper, resolved, console, forced=force)
     ctx.check_paper_config()
-    current = current_fingerprint(project, paper, resolved, data_files_now(ctx))
-    missing = prepare(project, paper, stage, overrides, current, force, console)
-    run = _create(ctx, stage, current, missing, links or {})
+    files = data_files_now(ctx)
+    if force:
+        skipped = [s for s, _ in _plan(project, paper, stage, overrides, base, resolved, files, refuse=False)]
+    else:
+        skipped = _run_cheap_first(project, paper, stage, overrides, base, resolved, files, console)
+    current = current_fingerprint(project, paper, resolved, files)
+    run = _create(ctx, stage, current, sorted(set(skipped), key=STAGES.index), links or {})
     console.rule(f"[bold]{paper} · {stage}[/bold] · run {run.id}")
-    if missing:
+    if run.record["forced"]:
         console.print(
-            f"[yellow]--force: running without {', '.join(missing)} passing on the current code "
-            "(recorded in the run)[/yellow]"
+            f"[yellow]--force: running without {', '.join(run.record['skipped_prerequisites'])} "
+            "passing on the current code (recorded in the run)[/yellow]"
         )
     execute(ctx, run, stage)
     return run
 
 
-def _refuse_expensive(project, paper, stage, overrides, resolved, force) -> None:
-    if force:
-        return
-    rows = stage_states(project.runs_dir, paper, current_fingerprint(project, paper, resolved))
-    _raise_if_expensive_missing(rows, stage, paper, overrides)
+def _plan(project, paper, stage, overrides, base, resolved, files, refuse=True) -> list[tuple[str, list[str]]]:
+    """The earlier runs still needed, as (stage, overrides): base milestones first, then the
+    stages the overrides change. Raises GateRefused naming the command when an expensive one is
+    missing (unless refuse=False: --force lists what it skips)."""
+    base_fp = current_fingerprint(project, paper, base, files if base is resolved else None)
+    rows = stage_states(project.runs_dir, paper, base_fp)
+    states = {r.stage: r for r in rows}
+    todo = [(s, []) for s in missing_prerequisites(rows, stage)]
+    if overrides:
+        fp = current_fingerprint(project, paper, resolved, files)
+        changed = [s for s in STAGES[: STAGES.index(stage)] if fp["stages"][s] != base_fp["stages"][s]]
+        todo += [(s, overrides) for s in changed if not passed_on(project.runs_dir, paper, s, fp)]
+    for s, ov in todo if refuse else []:
+        if s not in CHEAP_STAGES:
+            row = states[s]
+            state = row.state if not ov else "not passed with these overrides"
+            fix = f"repro judge {row.run_id}" if row.state == REJUDGE else stage_command(s, paper, ov)
+            raise GateRefused(
+                f"stage '{stage}' needs '{s}' to pass on the current code, config and data first "
+                f"({s} is {state}); run: {fix}"
+            )
+    return todo
 
 
-def _raise_if_expensive_missing(rows, stage: str, paper: str, overrides: list[str]) -> None:
-    states = {r.stage: r.state for r in rows}
-    expensive = [s for s in missing_prerequisites(rows, stage) if s not in CHEAP_STAGES]
-    if expensive:
-        s = expensive[0]
-        raise GateRefused(
-            f"stage '{stage}' needs '{s}' to pass on the current code, config and data first "
-            f"({s} is {states[s]}); run: {stage_command(s, paper, overrides)}"
-        )
-
-
-def prepare(project, paper, stage, overrides, current, force, console) -> list[str]:
-    """Earlier stages that have not passed on `current`: cheap ones are run first (a failure there
-    refuses this stage); returns the ones skipped with --force ([] otherwise)."""
-    rows = stage_states(project.runs_dir, paper, current)
-    missing = missing_prerequisites(rows, stage)
-    if force or not missing:
-        return missing
-    _raise_if_expensive_missing(rows, stage, paper, overrides)
-    states = {r.stage: r.state for r in rows}
-    for s in missing:
-        console.print(
-            f"[yellow]{s} is {states[s]} on the current code/config: running it first[/yellow]"
-        )
-        pre = run_stage(project, paper, s, overrides, force=False, console=console)
+def _run_cheap_first(project, paper, stage, overrides, base, resolved, files, console) -> list[str]:
+    """Run the cheap earlier stages that have not passed (a failure there refuses this stage);
+    returns [] (nothing was skipped)."""
+    for s, ov in _plan(project, paper, stage, overrides, base, resolved, files):
+        what = "the base config" if not ov else "these overrides"
+        console.print(f"[yellow]{s} has not passed on the current code with {what}: running it first[/yellow]")
+        pre = run_stage(project, paper, s, ov, force=False, console=console)
         if pre.record["status"] != "passed":
             reason = (pre.record.get("verdict") or {}).get("reason", pre.record["status"])
             raise GateRefused(f"stage '{stage}' needs '{s}', which failed (run {pre.id}): {reason}")
@@ -151,6 +164,7 @@ def execute(ctx, run, stage: str) -> None:
     from repro.gates.metrics import to_record
     from repro.notebook import append_entry, format_entry
 
+    os.environ[JOIN_ENV] = str(run.dir)  # DDP ranks > 0, started while the gate runs, join it
     try:
         with run.guard():
             verdict = gate(stage).run(ctx)
@@ -164,7 +178,24 @@ def execute(ctx, run, stage: str) -> None:
             status = "passed" if verdict.passed else "failed"
             run.finish(verdict.to_dict(), status, metrics=to_record(verdict.metrics))
     finally:
+        os.environ.pop(JOIN_ENV, None)
         append_entry(ctx.project.notes_dir, ctx.paper, format_entry(run.record))
+
+
+def run_joined(project: Project, run_dir, stage: str, resume: bool) -> None:
+    """This process is a DDP rank > 0 that Lightning started by re-running the command line: run
+    the same gate in rank 0's run directory, writing no record, notebook line, checkpoint or plot
+    of its own (those are rank 0's), and exit if rank 0 dies."""
+    from repro.context import StageContext
+    from repro.gates import gate
+    from repro.records import open_joined
+    from repro.train.distributed import exit_with_parent
+
+    exit_with_parent()
+    run = open_joined(run_dir)
+    resolved = compose(project, run.paper, list(run.record.get("overrides") or []))
+    ctx = StageContext(project, run.paper, resolved, Console(quiet=True), run=run, resume=resume)
+    gate(check_stage(stage)).run(ctx)
 
 
 def peak_rss_mb() -> float | None:

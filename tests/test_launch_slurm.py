@@ -192,3 +192,75 @@ def test_without_accounting_a_cancelled_job_is_unknown_after_the_bound(
         "is disabled; squeue last listed it CANCELLED) and it wrote no result file in 3 s"
     )
     assert took < 30
+
+
+# ---- the experiments stage of a `repro new` paper, through the real cluster -------------------
+FAILING_MODEL = """
+
+_build = build_model
+
+
+def build_model(cfg: dict, *, n_features: int, num_classes: int):
+    if cfg.get("dropout") == 0.75:  # the test's deliberately failing variant
+        raise RuntimeError("deliberate failure of the dropout=0.75 variant")
+    return _build(cfg, n_features=n_features, num_classes=num_classes)
+"""
+
+
+def test_experiments_stage_runs_the_toy_papers_variants_as_one_array(
+    accounted, monkeypatch, project
+):
+    import json
+
+    from rich.console import Console
+
+    from repro.runner import run_stage
+
+    _use(accounted, monkeypatch)
+    model_py = project.paper_dir("toy") / "model.py"
+    model_py.write_text(model_py.read_text() + FAILING_MODEL)
+    paper_yaml = project.conf_dir / "paper" / "toy.yaml"
+    text = paper_yaml.read_text()
+    text = text.replace(
+        "      - name: narrow hidden layer\n",
+        "      - name: always fails\n        overrides: [model.dropout=0.75]\n        paper: null\n"
+        "      - name: narrow hidden layer\n",
+    )
+    paper_yaml.write_text(text)
+    overrides = [
+        "launcher=slurm",
+        "launcher.cpus_per_task=1",
+        "launcher.mem_gb=1",
+        "launcher.poll_s=1",
+        "data.n_examples=300",
+        "trainer.max_epochs=2",
+        "optim.lr=0.01",
+        "stage.experiments.parallel=3",
+    ]
+    run = run_stage(
+        project, "toy", "experiments", overrides, force=True, console=Console(quiet=True)
+    )
+    rec = json.loads((run.dir / "record.json").read_text())
+    assert rec["status"] == "failed"
+    results = {r["variant"]: r for r in rec["verdict"]["evidence"]["results"]}
+    assert set(results) == {"full model", "always fails", "narrow hidden layer"}
+    for name in ("full model", "narrow hidden layer"):
+        assert (
+            results[name]["state"] == "COMPLETED"
+            and 0 <= results[name]["metrics"]["test/acc"] <= 100
+        )
+    bad = results["always fails"]
+    assert bad["state"] == "FAILED"
+    assert bad["error"] == "FAILED: RuntimeError: deliberate failure of the dropout=0.75 variant"
+    ids = [results[n]["job_id"] for n in ("full model", "always fails", "narrow hidden layer")]
+    array = ids[0].split("_")[0]
+    assert ids == [f"{array}_{i}" for i in range(3)]  # one array, the job ids recorded
+    assert (
+        "1 of 3 runs failed: always fails (seed 0): FAILED: RuntimeError: deliberate"
+        in rec["verdict"]["reason"]
+    )
+    assert _sacct_names(array) == {
+        f"{array}_0": "toy-full-model-s0",
+        f"{array}_1": "toy-always-fails-s0",
+        f"{array}_2": "toy-narrow-hidden-layer-s0",
+    }

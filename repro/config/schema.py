@@ -157,6 +157,8 @@ class OverfitStage:
 @dataclass(frozen=True)
 class FullStage:
     show_baseline: bool
+    max_val_test_gap: float = field(metadata=GE0)
+    min_above_majority: float
 
 
 @dataclass(frozen=True)
@@ -182,13 +184,21 @@ class LoggerConfig:
 
 @dataclass(frozen=True)
 class LauncherConfig:
-    """Where the experiments stage's jobs run. The Slurm keys apply to launcher=slurm only."""
+    """Where the experiments stage's jobs run (repro/launch.py). The Slurm keys are set by
+    conf/launcher/slurm.yaml and mean nothing to launcher=local."""
 
     name: Literal["local", "slurm"]
+    poll_s: float = field(metadata=GT0)
+    unknown_after_s: float = field(metadata=GT0)
     partition: str | None = None
     cpus_per_task: int | None = field(default=None, metadata=GE1)
     mem_gb: float | None = field(default=None, metadata=GT0)
     gpus_per_node: int | None = field(default=None, metadata=GE0)
+    sbatch: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name == "slurm" and self.cpus_per_task is None:
+            raise Invalid("cpus_per_task", "expected a number of CPUs per job for launcher=slurm, found none")
 
 
 @dataclass(frozen=True)

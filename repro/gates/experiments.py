@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from repro.config.schema import LauncherConfig, Variant
+from repro.config.schema import Variant
 from repro.gates.metrics import ExperimentsMetrics, VariantRow
 from repro.verdict import Check, Verdict
 
@@ -33,18 +34,6 @@ def run_variant(
     model = ctx.build_model(dm, seed)
     r = fit_and_test(ctx.cfg, dm, model, Path(out_dir), seed=seed, progress=False)
     return {"metrics": r.metrics, "lr": r.lr, "epochs": r.epochs, "train_seconds": r.train_seconds}
-
-
-def job_error(exc: BaseException) -> str:
-    """The line of a failed job's error that names the exception (submitit's message ends with
-    the path of its log file, which says nothing about what went wrong)."""
-    import re
-
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    named = [line for line in lines if re.match(r"^[\w.]*(Error|Exception|Interrupt)\b.*", line)]
-    if named:
-        return named[-1]
-    return lines[-1] if lines else type(exc).__name__
 
 
 # ---- judgement (pure) -----------------------------------------------------------------------
@@ -149,24 +138,15 @@ def plot_table(rows: list[VariantRow], metric: str, path: Path) -> None:
 
 
 # ---- measurement ----------------------------------------------------------------------------
-def make_executor(launcher: LauncherConfig, folder: Path, timeout_min: int):
-    import submitit
-
-    if launcher.name == "local":
-        ex = submitit.LocalExecutor(folder=str(folder))
-        ex.update_parameters(timeout_min=timeout_min)
-        return ex
-    ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-    params = {
-        "slurm_partition": launcher.partition,
-        "cpus_per_task": launcher.cpus_per_task,
-        "mem_gb": launcher.mem_gb,
-        "gpus_per_node": launcher.gpus_per_node or None,
-    }
-    ex.update_parameters(
-        timeout_min=timeout_min, **{k: v for k, v in params.items() if v is not None}
-    )
-    return ex
+def job_name(paper: str, variant: str, seed: int, taken: set[str]) -> str:
+    """`<paper>-<variant>-s<seed>` with the variant's name reduced to [a-z0-9-] (Slurm job names
+    and file names); a number is appended when two variants reduce to the same name."""
+    slug = re.sub(r"[^a-z0-9]+", "-", variant.lower()).strip("-") or "variant"
+    name, n = f"{paper}-{slug}-s{seed}", 2
+    while name in taken:
+        name, n = f"{paper}-{slug}{n}-s{seed}", n + 1
+    taken.add(name)
+    return name
 
 
 def _config_error(ctx, overrides: list[str]) -> str | None:
@@ -193,82 +173,144 @@ def run(ctx) -> Verdict:
             False,
             "the paper config declares no paper.experiments.variants: nothing to run",
         )
-    jobs = [(v, ctx.seed + s) for v in exp.variants for s in range(exp.seeds)]
-    results = collect(ctx, launch(ctx, exp, jobs), exp.metric)
+    entries, specs = plan(ctx, exp)
+    ctx.run.annex(forecast=forecast_experiments(ctx, len(specs)))
+    results = collect(ctx, entries, specs, exp.metric)
     rows = results_table(exp.variants, results, exp.metric)
     write_results(ctx, rows, exp)
-    metrics = ExperimentsMetrics(
-        exp.metric, len(results), sum(1 for r in results if r.get("error")), rows
-    )
+    failed = sum(1 for r in results if r.get("error"))
+    metrics = ExperimentsMetrics(exp.metric, len(results), failed, rows)
     evidence = {"results": results, "table": "results.md", "plot": "results.png"}
     return Verdict.from_checks("experiments", [check_jobs(results, exp.metric)], evidence, metrics)
 
 
-def launch(ctx, exp, jobs: list[tuple[Variant, int]]) -> list[dict[str, Any]]:
-    """Submit each (variant, seed) whose config composes; the others become failed results now."""
-    c = ctx.cfg.stage.experiments
-    executor = make_executor(ctx.cfg.launcher, ctx.run.dir / "submitit", c.timeout_min)
-    launched = []
-    for i, (v, seed) in enumerate(jobs):
-        entry: dict[str, Any] = {"variant": v.name, "seed": seed, "overrides": list(v.overrides)}
-        overrides = [*exp.overrides, *v.overrides, *ctx.resolved.overrides]
-        bad = _config_error(ctx, overrides)  # fails here in a second, not in a job after the others
-        if bad:
-            launched.append(entry | {"error": bad})
-            continue
-        out = ctx.run.dir / "variants" / f"{i:02d}"
-        entry["job"] = (
-            executor,
-            run_variant,
-            (str(ctx.project.root), ctx.paper, overrides, seed, str(out)),
+def plan(ctx, exp) -> tuple[list[dict[str, Any]], list]:
+    """One entry per (variant, seed); a JobSpec for each whose config composes (the others fail
+    here, in a second, instead of in a job after the rest ran)."""
+    from repro.launch import JobSpec
+
+    entries, specs, taken = [], [], set()
+    for v in exp.variants:
+        for seed in (ctx.seed + s for s in range(exp.seeds)):
+            entry: dict[str, Any] = {
+                "variant": v.name,
+                "seed": seed,
+                "overrides": list(v.overrides),
+            }
+            entry["job"] = job_name(ctx.paper, v.name, seed, taken)
+            overrides = [*exp.overrides, *v.overrides, *ctx.resolved.overrides]
+            bad = _config_error(ctx, overrides)
+            if bad:
+                entry["error"] = bad
+            else:
+                out = ctx.run.dir / "variants" / entry["job"]
+                args = (str(ctx.project.root), ctx.paper, overrides, seed, str(out))
+                specs.append(JobSpec(entry["job"], run_variant, args))
+            entries.append(entry)
+    return entries, specs
+
+
+def collect(ctx, entries: list[dict[str, Any]], specs: list, metric: str) -> list[dict[str, Any]]:
+    """Launch the jobs (repro/launch.py) and fold each outcome into its entry, printing progress
+    and an ETA as jobs finish."""
+    from repro.launch import SlurmOptions, launch
+
+    for e in entries:
+        if "error" in e:
+            _report(ctx, e, metric)
+    by_job = {e["job"]: e for e in entries}
+    progress = _Progress(ctx.console, len(specs), ctx.cfg.stage.experiments.parallel)
+
+    def on_done(outcome) -> None:
+        e = by_job[outcome.name]
+        e["job_id"], e["state"] = outcome.job_id, outcome.state
+        if outcome.ok:
+            e.update(outcome.result)
+        else:
+            e["error"] = f"{outcome.state}: {outcome.error}"
+        progress.done()
+        _report(ctx, e, metric, progress.eta())
+
+    la, c = ctx.cfg.launcher, ctx.cfg.stage.experiments
+    slurm = None
+    if la.name == "slurm":
+        slurm = SlurmOptions(
+            la.partition, la.cpus_per_task or 1, la.mem_gb, la.gpus_per_node, dict(la.sbatch)
         )
-        launched.append(entry)
-    return launched
-
-
-def collect(ctx, launched: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-    """Run the jobs (at most stage.experiments.parallel at a time) and gather each one's result or
-    error, printing progress as they finish."""
-    from rich.progress import Progress
-
-    parallel = ctx.cfg.stage.experiments.parallel
-    queue = [e for e in launched if "job" in e]
-    results = [e for e in launched if "job" not in e]
-    pending: list[tuple[dict[str, Any], Any]] = []
-    for e in results:
-        _report(ctx, e, metric)
-    with Progress(console=ctx.console, transient=True) as prog:
-        task = prog.add_task(
-            f"experiments ({len(launched)} runs, {parallel} at a time)", total=len(launched)
+    if specs:
+        launch(
+            specs,
+            launcher=la.name,
+            folder=ctx.run.dir / "submitit",
+            timeout_min=c.timeout_min,
+            max_parallel=c.parallel,
+            poll_s=la.poll_s,
+            unknown_after_s=la.unknown_after_s,
+            slurm=slurm,
+            on_done=on_done,
         )
-        prog.advance(task, len(results))
-        while queue or pending:
-            while queue and len(pending) < parallel:
-                entry = queue.pop(0)
-                executor, fn, args = entry.pop("job")
-                pending.append((entry, executor.submit(fn, *args)))
-            time.sleep(0.5)
-            for item in [p for p in pending if p[1].done()]:
-                pending.remove(item)
-                entry, job = item
-                entry["job_id"] = job.job_id
-                try:
-                    entry.update(job.result())
-                except Exception as e:  # a failed job is a result: the gate reports it
-                    entry["error"] = job_error(e)
-                results.append(entry)
-                prog.advance(task)
-                _report(ctx, entry, metric)
-    return results
+    return entries
 
 
-def _report(ctx, entry: dict[str, Any], metric: str) -> None:
+class _Progress:
+    """Jobs done out of n, and the time left at the rate seen so far."""
+
+    def __init__(self, console, n: int, parallel: int):
+        self.console, self.n, self.parallel, self.k = console, n, parallel, 0
+        self.t0 = time.monotonic()
+        if n:
+            console.print(f"experiments: {n} jobs, {parallel} at a time", highlight=False)
+
+    def done(self) -> None:
+        self.k += 1
+
+    def eta(self) -> str:
+        left = self.n - self.k
+        if not left:
+            return f"{self.k}/{self.n} done"
+        per_job = (time.monotonic() - self.t0) / self.k
+        return f"{self.k}/{self.n} done, ~{left * per_job / 60:.1f} min left"
+
+
+def _report(ctx, entry: dict[str, Any], metric: str, progress: str = "") -> None:
     what = (
         f"{metric} {entry['metrics'].get(metric, float('nan')):.2f}"
         if "metrics" in entry
         else f"[red]failed[/red]: {escape(entry['error'])}"
     )
-    ctx.console.print(f"  {escape(entry['variant'])} (seed {entry['seed']}): {what}")
+    tail = f" [dim]({progress})[/dim]" if progress else ""
+    ctx.console.print(f"  {escape(entry['variant'])} (seed {entry['seed']}): {what}{tail}")
+
+
+def forecast_experiments(ctx, jobs: int) -> dict[str, Any] | None:
+    """≤ time for every job from the full stage's measured seconds per epoch (its newest passed
+    run): each job assumed to cost no more per epoch than the full run; printed and returned."""
+    from repro.config import compose
+    from repro.records import latest_run
+
+    full = latest_run(ctx.project.runs_dir, ctx.paper, "full", status="passed")
+    per_epoch = ((full.record.get("actual") or {}).get("s_per_epoch") if full else None) or None
+    if not jobs or per_epoch is None:
+        ctx.console.print("forecast: unavailable (needs a passed full run with its time measured)")
+        return None
+    exp = ctx.cfg.paper.experiments
+    epochs = compose(
+        ctx.project, ctx.paper, [*exp.overrides, *ctx.resolved.overrides]
+    ).cfg.trainer.max_epochs
+    waves = -(-jobs // ctx.cfg.stage.experiments.parallel)
+    total = waves * epochs * per_epoch
+    ctx.console.print(
+        f"forecast: ≤ {total / 60:.1f} min for {jobs} jobs ({waves} at a time x ≤ {epochs} epochs x "
+        f"{per_epoch:.2f} s/epoch measured by full run {full.id}; each job assumed no slower per epoch)",
+        highlight=False,
+    )
+    return {
+        "total_s": total,
+        "jobs": jobs,
+        "epochs": epochs,
+        "s_per_epoch": per_epoch,
+        "from_run": full.id,
+    }
 
 
 def write_results(ctx, rows: list[VariantRow], exp) -> None:

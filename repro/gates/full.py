@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, fields
 from typing import Any
 
-from repro.config.schema import Target
+from repro.config.schema import FullStage, Target
 from repro.errors import ConfigError, PaperError
 from repro.gates.metrics import FullMetrics, TargetResult
 from repro.verdict import Check, Verdict
@@ -105,6 +105,60 @@ def check_targets(
     return [compare_target(t, [m[t.metric] for m in per_seed if t.metric in m]) for t in mine]
 
 
+def check_sanity(mean: dict[str, float], majority: dict[str, float], c: FullStage) -> list[Check]:
+    """What no reproduction can show: accuracy at or below predicting the most frequent class,
+    val and test far apart, or val and test metrics identical (the same examples serve both)."""
+    checks = []
+    for split in ("val", "test"):
+        acc, base = mean.get(f"{split}/acc"), majority.get(split)
+        if acc is None or base is None:
+            continue
+        ok = acc > base + c.min_above_majority
+        reason = f"{split}/acc {acc:.2f} vs {base:.2f} by always predicting the most frequent class"
+        if not ok:
+            reason += (
+                ": the model learned nothing it can use on this split; are the labels aligned with "
+                "the inputs (shuffled separately? a label mapping that differs between splits?)"
+            )
+        checks.append(Check(f"{split} above majority class", ok, reason, {"acc": acc, "majority": base}))
+    if "val/acc" in mean and "test/acc" in mean:
+        gap = abs(mean["val/acc"] - mean["test/acc"])
+        ok = gap <= c.max_val_test_gap
+        reason = f"|val/acc - test/acc| = {gap:.2f} {'<=' if ok else '>'} {c.max_val_test_gap:g} points"
+        if not ok:
+            reason += ": val and test disagree; a test-only label mapping, or another split served as one of them?"
+        checks.append(Check("val and test agree", ok, reason, {"gap": gap}))
+    same = [k for k in ("loss", "acc") if f"val/{k}" in mean and mean[f"val/{k}"] == mean.get(f"test/{k}")]
+    if len(same) == 2:
+        checks.append(
+            Check(
+                "val and test differ",
+                False,
+                f"val and test give identical loss and accuracy ({mean['val/loss']:.6g}, "
+                f"{mean['val/acc']:.2f}): one loader serves the other's split, or the model is selected on test",
+            )
+        )
+    return checks
+
+
+def judge(cfg, per_seed: list[dict[str, float]], majority: dict[str, float], dataset) -> list[Check]:
+    """Every judgement of the full stage from measured metrics alone: the paper's targets and the
+    sanity checks. `repro judge` calls it again on a recorded run with the current config."""
+    keys = sorted({k for m in per_seed for k in m})
+    mean = {k: mean_std([m[k] for m in per_seed if k in m])[0] for k in keys}
+    return check_targets(cfg.paper.targets, dataset, per_seed) + check_sanity(mean, majority, cfg.stage.full)
+
+
+def majority_rates(dm) -> dict[str, float]:
+    """% of val and test examples in their split's most frequent class (what a constant guess gets)."""
+    out = {}
+    for split in ("val", "test"):
+        labels = [int(ex["label"]) for ex in dm.splits[split]]
+        if labels:
+            out[split] = 100.0 * max(labels.count(y) for y in set(labels)) / len(labels)
+    return out
+
+
 def target_results(checks: list[Check]) -> list[TargetResult]:
     """The TargetResult inside each target check's evidence."""
     names = {f.name for f in fields(TargetResult)}
@@ -134,7 +188,10 @@ def run(ctx) -> Verdict:
         raise
     per_seed = [r.metrics for r in results]
     dataset = cfg.data.options.get("dataset")
-    checks = check_targets(cfg.paper.targets, dataset, per_seed)
+    dm = ctx.build_datamodule()
+    dm.setup("fit")  # the split is the same for every seed (data.split_seed)
+    majority = majority_rates(dm)
+    checks = judge(cfg, per_seed, majority, dataset)
     keys = sorted({k for m in per_seed for k in m})
     stats = {k: mean_std([m[k] for m in per_seed if k in m]) for k in keys}
     metrics = FullMetrics(
@@ -147,7 +204,8 @@ def run(ctx) -> Verdict:
         epochs=sum(r.epochs for r in results),
         train_seconds=sum(r.train_seconds for r in results),
         dataset=dataset,
-        baseline=_baseline(ctx) if cfg.stage.full.show_baseline else None,
+        baseline=_baseline(ctx, dm) if cfg.stage.full.show_baseline else None,
+        majority=majority,
     )
     ctx.run.annex(actual=_actual(ctx.run.prior_duration_s, time.perf_counter() - t0, metrics))
     verdict = Verdict.from_checks("full", checks, {"runs": [asdict(r) for r in results]}, metrics)
@@ -176,7 +234,7 @@ def _fit_seed(ctx, seed: int, i: int, seeds: list[int], wandb):
 
 def _wandb_run(ctx):
     """A W&B run for this repro run when logger=wandb (rank 0 only: other DDP ranks log nothing)."""
-    from repro.train.fit import is_rank_zero
+    from repro.train.distributed import is_rank_zero
 
     if ctx.cfg.logger.name != "wandb" or not is_rank_zero():
         return None
@@ -193,13 +251,13 @@ def _wandb_run(ctx):
     )
 
 
-def _baseline(ctx) -> dict[str, Any] | None:
+def _baseline(ctx, dm) -> dict[str, Any] | None:
     """The paper's baseline (papers.<paper>.<module>:<function>) on the same data, if it names one."""
+    from repro.train.distributed import is_rank_zero
+
     spec = ctx.cfg.paper.baseline
-    if not spec:
+    if not spec or not is_rank_zero():
         return None
-    dm = ctx.build_datamodule()
-    dm.setup("fit")
     return {"name": spec, "metrics": paper_function(ctx.project, ctx.paper, spec)(dm)}
 
 

@@ -73,6 +73,7 @@ class FullMetrics:
     train_seconds: float
     dataset: str | None = None
     baseline: dict[str, Any] | None = None  # {"name": spec, "metrics": {...}}
+    majority: dict[str, float] = field(default_factory=dict)  # % of the most frequent class: val, test
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any
 from repro.config.schema import RunConfig
 from repro.config.typed import from_dict
 from repro.errors import ReproError
+from repro.train.distributed import is_rank_zero
 from repro.train.lr_finder import LRFinderResult
 from repro.train.seeding import seed_everything
 
@@ -43,15 +44,6 @@ class FitResult:
     @classmethod
     def load(cls, path: Path) -> FitResult:
         return from_dict(cls, json.loads(path.read_text()), path.name)
-
-
-def is_rank_zero() -> bool:
-    """Whether this process is rank 0: Lightning's DDP launcher re-runs the command line for the
-    other ranks with LOCAL_RANK / NODE_RANK set (SLURM_PROCID under srun). Readable before the
-    process group exists, which is when repro decides who records the run."""
-    return all(
-        int(os.environ.get(k) or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
-    )
 
 
 def quiet_lightning() -> None:
@@ -153,27 +145,29 @@ def choose_lr(cfg: RunConfig, model, dm, out_dir: Path, seed: int) -> tuple[floa
     if cfg.optim.lr is not None:
         return cfg.optim.lr, "optim.lr", None
     saved = out_dir / LR_FILE
+    if not is_rank_zero():  # rank 0 runs the finder before it starts training, then writes the file
+        _wait_for(saved)
     if saved.exists():
         data = json.loads(saved.read_text())
         finder = from_dict(LRFinderResult, data["finder"], LR_FILE) if data.get("finder") else None
-        return (
-            float(data["lr"]),
-            f"read from {LR_FILE} (chosen before this process started)",
-            finder,
-        )
-    if not is_rank_zero():
-        raise ReproError(
-            f"{saved}: expected the LR that rank 0 chose, found no file; rank 0 writes it first"
-        )
+        return float(data["lr"]), f"read from {LR_FILE} (chosen before this process started)", finder
     probe = ClassificationModule(model, cfg.optim, cfg.schedule, cfg.lr_finder.min_lr, seed=None)
     finder = find_lr(probe, dm, out_dir, cfg.lr_finder, cfg.trainer)
     tmp = saved.with_suffix(".tmp")
     tmp.write_text(json.dumps({"lr": finder.lr, "finder": asdict(finder)}))
     os.replace(tmp, saved)
-    seed_everything(
-        seed, cfg.deterministic
-    )  # the finder drew random numbers: start training afresh
+    seed_everything(seed, cfg.deterministic)  # the finder drew random numbers: start afresh
     return finder.lr, f"LR finder: {finder.note}", finder
+
+
+def _wait_for(path: Path, poll_s: float = 0.5, limit_s: float = 6 * 3600) -> None:
+    """Rank > 0: wait for rank 0's file (the LR finder of a later seed may still run there; if
+    rank 0 dies, repro.train.distributed.exit_with_parent ends this process)."""
+    deadline = time.monotonic() + limit_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise ReproError(f"{path}: expected the LR that rank 0 chose, found no file after {limit_s:.0f} s")
+        time.sleep(poll_s)
 
 
 def min_epochs(cfg: RunConfig) -> int:
