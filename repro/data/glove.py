@@ -323,7 +323,9 @@ def _parse(
                     bar.update(task, completed=fh.tell())
                 # Fast path, nearly every line: `dim` spaces, the word before the first one.
                 # Only a vocabulary word's line is split and parsed (module docstring).
-                if line.count(b" ") == dim:
+                # A trailing space on every line (fastText-style .vec) stays on the fast path.
+                spaces = line.count(b" ")
+                if spaces == dim or (spaces == dim + 1 and line.endswith(b" \n")):
                     word = line[: line.find(b" ")]
                     if word not in index:
                         if not word and not line.strip():
@@ -331,21 +333,13 @@ def _parse(
                         continue
                     fields = line.split()
                 else:
-                    # A trailing space (fastText-style .vec) is common enough to stay cheap.
-                    stripped = line.rstrip()
-                    if stripped and stripped.count(b" ") == dim:
-                        word = stripped[: stripped.find(b" ")]
-                        if word not in index:
-                            continue
-                        fields = stripped.split()
-                    else:
-                        fields = _irregular_fields(line, dim, path, lineno, dim_setting)
-                        if fields is None:
-                            blank += 1  # a blank line (e.g. at the end) carries nothing
-                            continue
-                        word = fields[0]
-                        if word not in index:
-                            continue
+                    fields = _irregular_fields(line, dim, path, lineno, dim_setting)
+                    if fields is None:
+                        blank += 1  # a blank line (e.g. at the end) carries nothing
+                        continue
+                    word = fields[0]
+                    if word not in index:
+                        continue
                 i = index[word]
                 if i in rows:
                     duplicates += 1
