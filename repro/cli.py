@@ -299,7 +299,8 @@ def main() -> None:
     try:
         app()
     except ReproError as e:
-        err_console.print(f"Error: {e}", markup=False, highlight=False)
+        # soft_wrap: one line even when stderr is not a terminal (Rich wraps at 80 columns there)
+        err_console.print(f"Error: {e}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

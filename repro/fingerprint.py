@@ -52,6 +52,8 @@ def _sha(obj: Any) -> str:
 def file_digest(path: Path) -> str:
     if not path.exists():
         return "missing"
+    if path.is_dir():  # the data gate reports a directory given for a file; status must not crash
+        return "a directory"
     st = path.stat()
     if st.st_size > CONTENT_HASH_LIMIT:
         return f"size={st.st_size},mtime={st.st_mtime_ns}"

@@ -3,10 +3,15 @@
 A batch (padding id 0, unknown id 1):
     p_words (B, Tp) long, p_chars (B, Tp, K) long, q_words (B, Tq), q_chars (B, Tq, K), label (B,)
 with K the characters of the longest word in the batch, capped at max_word_len. Word and
-character vocabularies come from the training split only; the word vectors are GloVe rows for
-the vocabulary, random (or zero) for vocabulary words the file lacks. Tokenized, numericalized
-splits are cached under cache_dir, keyed by the data files' sha256 and the settings that shape
-them.
+character vocabularies come from the training split only; the word vectors are GloVe rows for the
+vocabulary, random (or zero) for vocabulary words the file lacks. Tokenized, numericalized splits are cached under
+cache_dir, keyed by the data files' sha256, the settings that shape them and the code that reads
+them (this file, repro/data/text.py, repro's version). The cache holds only tensors and plain
+values and loads with weights_only=True: a file planted there is re-built over, never executed.
+
+Malformed input is a DataError `<file>:<line>: expected ..., found ...; what to do`; lines that
+are skipped on purpose (blank, SNLI no-consensus "-", empty pairs with data.empty=drop) are
+counted per reason and split, and the data gate prints them (stats()).
 """
 
 from __future__ import annotations
@@ -14,23 +19,46 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+import repro.data.text
+from repro import __version__ as repro_version
 from repro.config.schema import DataConfig
 from repro.config.typed import bound, from_dict
 from repro.data.datamodule import PaperDataModule
-from repro.data.download import how_to_get, sha256_of
+from repro.data.download import compressed_format, how_to_get, sha256_of
 from repro.data.glove import load_glove
 from repro.data.split import SPLITS
 from repro.data.text import PAD_ID, UNK, UNK_ID, Vocab, make_tokenizer
 from repro.errors import DataError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: tensors and plain values only (weights_only load), code in the key
+# The code whose edits must invalidate the cache: editing how the vocabulary is built once
+# passed the data gate on a stale cached vocabulary (issue 14).
+CODE_FILES = (Path(__file__).resolve(), Path(repro.data.text.__file__).resolve())
+# What a damaged, foreign or tampered cache file raises from a weights-only load or from
+# decoding its fields: each means "build again", never "run what is inside".
+_BAD_CACHE = (
+    pickle.UnpicklingError,
+    EOFError,
+    RuntimeError,
+    KeyError,
+    TypeError,
+    ValueError,
+    IndexError,
+    AttributeError,
+    UnicodeDecodeError,
+)
 SNLI_LABELS = ("entailment", "neutral", "contradiction")
 QUORA_LABELS = ("not paraphrase", "paraphrase")  # the TSV's label column: 0, 1
 FILES = {  # dataset -> (config key of its folder, file per split)
@@ -81,83 +109,169 @@ class BiMPMDataConfig:
 DATA_CONFIG = BiMPMDataConfig  # repro checks the `data:` keys against it before a run starts
 
 # ---- reading ------------------------------------------------------------------------------------
-def _lines(path: Path):
-    """(line number, text) of a UTF-8 file; undecodable bytes -> DataError naming the line."""
-    with open(path, "rb") as fh:
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 text file; unreadable, compressed, undecodable or NUL
+    bytes -> DataError naming the file and line."""
+    try:
+        fh = open(path, "rb")
+    except IsADirectoryError:
+        raise DataError(
+            f"{path}: expected a text file, found a directory; point at the file inside it"
+        ) from None
+    except OSError as e:
+        raise DataError(
+            f"{path}: expected a readable text file, found {e.strerror or e}; "
+            "check the path and its permissions"
+        ) from None
+    with fh:
         for lineno, raw in enumerate(fh, start=1):
-            try:
-                yield lineno, raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
+            if lineno == 1 and (kind := compressed_format(raw[:4])):
                 raise DataError(
-                    f"{path}:{lineno}: not valid UTF-8 (byte {raw[e.start]:#04x} at column "
-                    f"{e.start + 1}); expected UTF-8 text"
+                    f"{path}: expected a UTF-8 text file, found {kind} data; "
+                    f"{'gunzip' if kind == 'gzip' else 'unzip'} it first"
+                )
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:  # before the NUL check: UTF-16 fails here, clearer
+                raise DataError(
+                    f"{path}:{lineno}: expected UTF-8 text, found byte {raw[e.start]:#04x} at "
+                    f"column {e.start + 1}; re-save the file as UTF-8"
                 ) from None
+            if "\x00" in text:  # valid UTF-8, but no text has it: a binary or damaged file
+                column = raw.find(b"\x00") + 1
+                raise DataError(
+                    f"{path}:{lineno}: expected text, found a NUL byte at column {column}; "
+                    "the file is binary or damaged: re-extract or re-download it"
+                )
+            if lineno == 1:
+                text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
+            yield lineno, text
 
 
-def _tokenize_rows(path, rows, tokenize, empty: str) -> list[dict]:
-    """rows: (lineno, label, s1, s2, id) -> examples; empty sentences -> error or dropped."""
+def _json_kind(v: Any) -> str:
+    """A JSON value as a message names it: null, true, the number 4, a list, 'text'."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return f"the number {v}"
+    if isinstance(v, str):
+        return repr(v[:40])
+    return "a list" if isinstance(v, list) else "an object"
+
+
+def _tokenize_rows(path, rows, tokenize, empty: str) -> tuple[list[dict], int]:
+    """rows: (lineno, label, s1, s2, id) -> (examples, pairs dropped for an empty sentence)."""
     p_toks = tokenize([r[2] for r in rows])
     q_toks = tokenize([r[3] for r in rows])
-    out = []
+    out, dropped = [], 0
     for (lineno, label, _, _, ex_id), p, q in zip(rows, p_toks, q_toks, strict=True):
         if not p or not q:
             if empty == "drop":
+                dropped += 1
                 continue
             which = "first" if not p else "second"
             raise DataError(
-                f"{path}:{lineno}: the {which} sentence is empty; expected text in both "
-                "(or set data.empty=drop to skip such pairs)"
+                f"{path}:{lineno}: expected text in both sentences, found an empty {which} "
+                "sentence; fix the line or set data.empty=drop to skip such pairs"
             )
         out.append({"p": p, "q": q, "label": label, "id": ex_id})
-    return out
+    return out, dropped
 
 
-def read_quora(path: Path, tokenize, empty: str = "error") -> list[dict]:
-    """Headerless TSV `label \\t sentence1 \\t sentence2 \\t id` (the authors' Quora partition)."""
-    rows = []
+def _require_pairs(path: Path, examples: list[dict], skipped: dict[str, int]) -> None:
+    """An empty split would only fail later, inside a data loader (StopIteration, issue 14)."""
+    if examples:
+        return
+    n = sum(skipped.values())
+    reasons = ", ".join(f"{k} {v}" for k, v in skipped.items() if v)
+    found = "an empty file" if n == 0 else f"no pairs ({n} lines skipped: {reasons})"
+    raise DataError(
+        f"{path}: expected at least one pair, found {found}; "
+        "check that the file was copied or extracted completely"
+    )
+
+
+def read_quora(path: Path, tokenize, empty: str = "error") -> tuple[list[dict], dict[str, int]]:
+    """Headerless TSV `label \\t sentence1 \\t sentence2 \\t id` (the authors' Quora partition).
+
+    Returns the examples and the lines skipped per reason (blank, empty_pair)."""
+    rows, skipped = [], {"blank": 0, "empty_pair": 0}
     for lineno, line in _lines(path):
         if not line.strip():
-            continue  # blank (e.g. trailing) lines hold no pair
+            skipped["blank"] += 1  # blank (e.g. trailing) lines hold no pair
+            continue
         cols = line.split("\t")
         if len(cols) != 4:
             raise DataError(
                 f"{path}:{lineno}: expected 4 tab-separated columns (label, sentence1, sentence2, "
-                f"id), found {len(cols)}"
+                f"id), found {len(cols)}; fix or remove the line"
             )
         if cols[0] not in ("0", "1"):
             raise DataError(
-                f"{path}:{lineno}: expected label 0 or 1 in column 1, found {cols[0]!r}"
+                f"{path}:{lineno}: expected label 0 or 1 in column 1, found {cols[0][:40]!r}; "
+                "fix the label"
             )
         rows.append((lineno, int(cols[0]), cols[1], cols[2], cols[3]))
-    return _tokenize_rows(path, rows, tokenize, empty)
+    examples, skipped["empty_pair"] = _tokenize_rows(path, rows, tokenize, empty)
+    _require_pairs(path, examples, skipped)
+    return examples, skipped
 
 
-def read_snli(path: Path, tokenize, empty: str = "error") -> tuple[list[dict], int]:
-    """SNLI 1.0 JSON lines; pairs whose gold_label is "-" (no consensus) are dropped and counted."""
-    rows, dropped = [], 0
+def read_snli(path: Path, tokenize, empty: str = "error") -> tuple[list[dict], dict[str, int]]:
+    """SNLI 1.0 JSON lines; pairs whose gold_label is "-" (no consensus) are dropped.
+
+    Returns the examples and the lines skipped per reason (blank, no_consensus, empty_pair)."""
+    rows, skipped = [], {"blank": 0, "no_consensus": 0, "empty_pair": 0}
     for lineno, line in _lines(path):
         if not line.strip():
+            skipped["blank"] += 1
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{lineno}: expected a JSON object per line ({e.msg})") from None
-        missing = [k for k in ("gold_label", "sentence1", "sentence2") if k not in obj]
-        if not isinstance(obj, dict) or missing:
             raise DataError(
-                f"{path}:{lineno}: expected keys gold_label, sentence1, sentence2; missing {missing}"
+                f"{path}:{lineno}: expected a JSON object per line, found invalid JSON "
+                f"({e.msg} at column {e.colno}); fix or remove the line"
+            ) from None
+        if not isinstance(obj, dict):
+            raise DataError(
+                f"{path}:{lineno}: expected a JSON object per line, found {_json_kind(obj)}; "
+                "fix or remove the line"
+            )
+        missing = [k for k in ("gold_label", "sentence1", "sentence2") if k not in obj]
+        if missing:
+            raise DataError(
+                f"{path}:{lineno}: expected keys gold_label, sentence1, sentence2, found an "
+                f"object without {', '.join(missing)}; fix or remove the line"
             )
         gold = obj["gold_label"]
         if gold == "-":
-            dropped += 1
+            skipped["no_consensus"] += 1
             continue
-        if gold not in SNLI_LABELS:
+        if not isinstance(gold, str) or gold not in SNLI_LABELS:
             raise DataError(
-                f"{path}:{lineno}: expected gold_label in {list(SNLI_LABELS) + ['-']}, found {gold!r}"
+                f"{path}:{lineno}: expected gold_label {', '.join(SNLI_LABELS)} or '-', found "
+                f"{_json_kind(gold)}; fix the label"
             )
+        for key in ("sentence1", "sentence2"):
+            text = obj[key]
+            if not isinstance(text, str):
+                raise DataError(
+                    f"{path}:{lineno}: expected {key} to be a string, found {_json_kind(text)}; "
+                    "fix or remove the line"
+                )
+            if "\x00" in text:  # JSON "\u0000": the raw-byte check in _lines misses it
+                raise DataError(
+                    f"{path}:{lineno}: expected text in {key}, found a NUL character; "
+                    "fix or remove the line"
+                )
         ex_id = str(obj.get("pairID", lineno))
         rows.append((lineno, SNLI_LABELS.index(gold), obj["sentence1"], obj["sentence2"], ex_id))
-    return _tokenize_rows(path, rows, tokenize, empty), dropped
+    examples, skipped["empty_pair"] = _tokenize_rows(path, rows, tokenize, empty)
+    _require_pairs(path, examples, skipped)
+    return examples, skipped
 
 
 # ---- encoded splits -----------------------------------------------------------------------------
@@ -202,6 +316,72 @@ def _pad(
     return words, out_chars
 
 
+# ---- the preprocessing cache: tensors and plain values only ------------------------------------
+# torch.load(weights_only=True) refuses anything but tensors and plain containers, so a pickle
+# payload planted in the cache is never executed (issue 14). Strings travel as one UTF-8 byte
+# tensor plus offsets: the weights-only unpickler is pure Python, and loading 1.2M pickled
+# str objects through it measured 3.5 s against 0.6 s for the full unpickler (torch 2.13).
+def _pack_strings(strings: list[str]) -> dict[str, torch.Tensor]:
+    utf8 = np.frombuffer("".join(strings).encode("utf-8"), dtype=np.uint8).copy()
+    ends = torch.tensor(list(accumulate(map(len, strings))), dtype=torch.long)  # char offsets
+    return {"utf8": torch.from_numpy(utf8), "ends": ends}
+
+
+def _spans(ends: torch.Tensor) -> list[tuple[int, int]]:
+    """(start, end) of each item from the running ends [e1, e2, ...]."""
+    e = ends.tolist()
+    return list(zip([0, *e[:-1]], e, strict=True)) if e else []
+
+
+def _unpack_strings(packed: dict[str, torch.Tensor]) -> list[str]:
+    text = packed["utf8"].numpy().tobytes().decode("utf-8")
+    return [text[a:b] for a, b in _spans(packed["ends"])]
+
+
+def _pack_split(examples: list[dict], type_index: dict[str, int]) -> dict[str, Any]:
+    """A split's examples as token rows of the type table + offsets, labels and ids."""
+    out: dict[str, Any] = {}
+    for s in ("p", "q"):
+        ids = [type_index[w] for ex in examples for w in ex[s]]
+        out[f"{s}_tokens"] = torch.tensor(ids, dtype=torch.int32)  # (sum T,)
+        ends = list(accumulate(len(ex[s]) for ex in examples))
+        out[f"{s}_ends"] = torch.tensor(ends, dtype=torch.long)  # (N,)
+    out["label"] = torch.tensor([int(ex["label"]) for ex in examples], dtype=torch.long)  # (N,)
+    out["ids"] = _pack_strings([str(ex["id"]) for ex in examples])
+    return out
+
+
+def _unpack_split(packed: dict[str, Any], types: list[str]) -> list[dict]:
+    sides = {}
+    for s in ("p", "q"):
+        words = [types[i] for i in packed[f"{s}_tokens"].tolist()]
+        sides[s] = [words[a:b] for a, b in _spans(packed[f"{s}_ends"])]
+    labels, ids = packed["label"].tolist(), _unpack_strings(packed["ids"])
+    return [
+        {"p": p, "q": q, "label": y, "id": i}
+        for p, q, y, i in zip(sides["p"], sides["q"], labels, ids, strict=True)
+    ]
+
+
+def read_cache(cache_file: Path) -> dict[str, Any]:
+    """A cache file -> splits, vocab, chars, types, encoded, skipped; raises one of _BAD_CACHE."""
+    saved = torch.load(cache_file, weights_only=True)  # never weights_only=False: issue 14
+    if saved["version"] != CACHE_VERSION:
+        raise ValueError(f"cache format {saved['version']!r}, expected {CACHE_VERSION}")
+    types = _unpack_strings(saved["types"])
+    encoded = saved["encoded"]
+    if not all(isinstance(t, torch.Tensor) for enc in encoded.values() for t in enc.values()):
+        raise TypeError("encoded splits hold something other than tensors")
+    return {
+        "splits": {s: _unpack_split(saved["splits"][s], types) for s in SPLITS},
+        "vocab": _unpack_strings(saved["vocab"]),
+        "chars": _unpack_strings(saved["chars"]),
+        "types": types,
+        "encoded": {s: dict(encoded[s]) for s in SPLITS},
+        "skipped": {s: {str(k): int(v) for k, v in saved["skipped"][s].items()} for s in SPLITS},
+    }
+
+
 class BiMPMDataModule(PaperDataModule):
     input_fields = ("p", "q")
 
@@ -217,8 +397,9 @@ class BiMPMDataModule(PaperDataModule):
         self.vocab: Vocab | None = None
         self.chars: Vocab | None = None
         self.word_vectors: torch.Tensor | None = None
-        self.dropped: dict[str, int] = {}
+        self.skipped: dict[str, dict[str, int]] = {}  # split -> reason -> lines skipped
         self.loaded_from_cache = False
+        self.cache_rejected: str | None = None  # why a cache file was built over, if one was
         self._vector_stats: dict[str, Any] = {}
         self._cached: dict | None = None
         self._encoded: dict[str, dict[str, torch.Tensor]] = {}
@@ -227,7 +408,14 @@ class BiMPMDataModule(PaperDataModule):
     def _check_files(self) -> None:
         c = self.config
         folder_key = FILES[c.dataset][0]
+        names = ", ".join(p.name for p in self.files.values())
+        if self.folder.is_file():
+            raise DataError(
+                f"{self.folder}: expected a folder holding {names}, found a file; point "
+                f"data.{folder_key} at the folder that holds them"
+            )
         for path in self.files.values():
+            self._refuse_directory(path, self._folder_hint())
             if not path.is_file():
                 hint = {
                     "quora": how_to_get("quora"),
@@ -237,13 +425,24 @@ class BiMPMDataModule(PaperDataModule):
                 raise DataError(
                     f"{c.dataset} data file not found: {path} (from data.{folder_key}={str(self.folder)!r}). "
                     f"To get it: {hint}; or point data.{folder_key} at the folder that holds "
-                    f"{', '.join(p.name for p in self.files.values())}"
+                    f"{names}"
                 )
+
+    def _folder_hint(self) -> str:
+        names = ", ".join(p.name for p in self.files.values())
+        return f"data.{FILES[self.config.dataset][0]} at the folder that holds {names}"
+
+    @staticmethod
+    def _refuse_directory(path: Path, point: str) -> None:
+        if path.is_dir():
+            raise DataError(f"{path}: expected a file, found a directory; point {point}")
 
     def _cache_file(self) -> Path:
         c = self.config
         settings = {
             "version": CACHE_VERSION,
+            "code": {p.name: sha256_of(p) for p in CODE_FILES},
+            "repro": repro_version,
             "dataset": c.dataset,
             "files": {s: sha256_of(p) for s, p in self.files.items()},
             "tokenizer": c.resolved_tokenizer,
@@ -262,17 +461,28 @@ class BiMPMDataModule(PaperDataModule):
         if c.cache:
             cache_file = self._cache_file()
             if cache_file.is_file():
-                self._cached = torch.load(cache_file, weights_only=False)  # our own file
-                self.loaded_from_cache = True
-                self.dropped = self._cached["dropped"]
-                return self._cached["splits"]
+                try:
+                    self._cached = read_cache(cache_file)
+                except _BAD_CACHE as e:
+                    # Built over rather than an error: the cache is derived from the data files
+                    # and code alone, nothing in it ran, and a refusal would only make the user
+                    # delete the file by hand. The warning and stats() say it happened.
+                    reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+                    self.cache_rejected = f"{cache_file.name}: {reason}"
+                    warnings.warn(
+                        f"{cache_file}: expected a preprocessing cache written by repro, found "
+                        f"an unreadable file ({reason}); building it again",
+                        stacklevel=2,
+                    )
+                else:
+                    self.loaded_from_cache = True
+                    self.skipped = self._cached["skipped"]
+                    return self._cached["splits"]
         tokenize = make_tokenizer(c.resolved_tokenizer, c.lowercase)
         out = {}
         for split, path in self.files.items():
-            if c.dataset == "snli":
-                out[split], self.dropped[split] = read_snli(path, tokenize, c.empty)
-            else:
-                out[split] = read_quora(path, tokenize, c.empty)
+            read = read_snli if c.dataset == "snli" else read_quora
+            out[split], self.skipped[split] = read(path, tokenize, c.empty)
             if c.limit is not None:
                 out[split] = out[split][: c.limit]
         return out
@@ -318,21 +528,20 @@ class BiMPMDataModule(PaperDataModule):
             vectors, found = random_rows, torch.zeros(V, dtype=torch.bool)
         else:
             path = Path(c.vectors)
+            self._refuse_directory(path, "data.vectors at the GloVe .txt file inside it")
             if not path.is_file():
                 raise DataError(
                     f"word vectors file not found: {path} (data.vectors). To get GloVe: "
                     f"{how_to_get('glove-840b', 'data/glove')}; or set data.vectors=null for "
                     "random vectors"
                 )
-            try:
-                wv = load_glove(
-                    path,
-                    self.vocab.itos,
-                    dim=c.word_dim,
-                    cache_dir=c.cache_dir if c.cache else None,
-                )
-            except DataError as e:
-                raise DataError(f"{e} [data.word_dim={c.word_dim}]") from None
+            wv = load_glove(
+                path,
+                self.vocab.itos,
+                dim=c.word_dim,
+                cache_dir=c.cache_dir if c.cache else None,
+                dim_setting="data.word_dim",
+            )
             found = wv.found.clone()
             found[:2] = False  # <pad>, <unk> never take a row from the file
             fill = random_rows if c.oov_vectors == "random" else torch.zeros_like(random_rows)
@@ -350,6 +559,9 @@ class BiMPMDataModule(PaperDataModule):
             if c.vectors
             else "random (no vectors file)",
         }
+        if c.vectors is not None:
+            self._vector_stats["vectors_duplicates_dropped"] = wv.duplicates_dropped
+            self._vector_stats["vectors_skipped_blank"] = wv.blank_lines
 
     def _encode_examples(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         c = self.config
@@ -379,12 +591,13 @@ class BiMPMDataModule(PaperDataModule):
             cache_file = self._cache_file()
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             payload = {
-                "splits": self.splits,
-                "vocab": self.vocab.itos,
-                "chars": self.chars.itos,
-                "types": self._types,
+                "version": CACHE_VERSION,
+                "splits": {s: _pack_split(self.splits[s], self._type_index) for s in SPLITS},
+                "vocab": _pack_strings(self.vocab.itos),
+                "chars": _pack_strings(self.chars.itos),
+                "types": _pack_strings(self._types),
                 "encoded": self._encoded,
-                "dropped": self.dropped,
+                "skipped": self.skipped,
             }
             tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
             torch.save(payload, tmp)
@@ -447,11 +660,20 @@ class BiMPMDataModule(PaperDataModule):
 
     def data_files(self) -> list[Path]:
         files = [self.files[s] for s in SPLITS]
-        return files + ([Path(self.config.vectors)] if self.config.vectors else [])
+        vectors = [Path(self.config.vectors)] if self.config.vectors else []
+        # The run's fingerprint hashes these files before the data gate runs, and reading a
+        # directory there was an IsADirectoryError traceback (issue 14): refuse it here.
+        for path in files:
+            self._refuse_directory(path, self._folder_hint())
+        for path in vectors:
+            self._refuse_directory(path, "data.vectors at the GloVe .txt file inside it")
+        return files + vectors
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"vocab_size": len(self.vocab), "num_chars": len(self.chars)}
         out.update(self._vector_stats)
+        if self.cache_rejected is not None:
+            out["cache_rejected"] = self.cache_rejected
         for split, ds in self.datasets.items():
             words = torch.cat([ds.enc["p_words"], ds.enc["q_words"]])
             out[f"oov_rate/{split}"] = (
@@ -466,8 +688,8 @@ class BiMPMDataModule(PaperDataModule):
                 out[f"len_max/{split}"] = int(lens.max())
                 if self.config.max_len:
                     out[f"truncated/{split}"] = float((lens > self.config.max_len).float().mean())
-            if split in self.dropped:
-                out[f"dropped_no_consensus/{split}"] = self.dropped[split]
+            for reason, n in self.skipped.get(split, {}).items():
+                out[f"skipped_{reason}/{split}"] = n
         return out
 
 

@@ -72,6 +72,19 @@ def how_to_get(name: str, dest: str = "data/") -> str:
     return f"run `python -m repro.data.download {name} {dest}` (fetches {src.url} and unzips it)"
 
 
+def compressed_format(head: bytes) -> str | None:
+    """The archive format ("gzip" or "zip") that `head`, a file's first bytes, starts; or None.
+
+    The readers call it on a file's first line so that a .gz or .zip handed over where text is
+    expected gets "unzip it first" instead of a confusing parse error further on.
+    """
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    return None
+
+
 def sha256_of(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

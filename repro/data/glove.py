@@ -2,28 +2,54 @@
 
 Format: one `word v1 ... vD` per line, no header (GloVe); a word2vec-style first line
 `<count> <dim>` is recognised and skipped. Some GloVe 840B "words" contain spaces
-(e.g. ". . ."): the vector is always the last D fields and the word is everything before.
-Only lines whose first token could start a vocabulary word are parsed into floats, which makes
-a pass over the 5.6 GB 840B file mostly I/O (see benchmarks/glove_load.py).
+(e.g. ". . .", "at name@domain.com"): the vector is always the last D fields and the word is
+everything before. A line with more than D + 1 fields is therefore read as a word with spaces,
+unless the field just before the last D is itself a number: then it is a line with too many
+numbers (51 in a 50-d file), an error naming the line, not a word "the 0.12" silently dropped.
+The rule's price: a word with spaces whose last part is a number ("page 2") is refused too; the
+840B words with spaces reported by other loaders' users end in punctuation or an address.
+
+What is checked where (issue 14): every line's shape (a word and D numbers) is checked, cheaply,
+by counting separators; the values are parsed, and must be finite, only on the lines whose word
+is in the vocabulary: parsing all 2.2M lines of 840B is what makes a loader CPU-bound, and a
+value on an unused line never reaches the model. A word that occurs twice keeps its first
+vector; later ones are counted (`duplicates_dropped`) for the data gate to report. Empty files,
+directories and compressed files (gzip, zip) are refused with what to do: reading .gz
+transparently would hide a slower pass over 840B behind the cache, and a release unzips once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+import pickle
+import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from repro.data.download import compressed_format
 from repro.data.progress import start_byte_progress
 from repro.errors import DataError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the cache also holds duplicates_dropped and blank_lines
 PROGRESS_MIN_BYTES = 64 * 2**20  # show a progress bar only on files this large
 _BAR_EVERY_LINES = 4096
+# What a damaged, foreign or tampered cache file raises from a weights-only load or from reading
+# its fields; any of them means "parse the text file again", never "run what is inside".
+_BAD_CACHE = (
+    pickle.UnpicklingError,
+    EOFError,
+    RuntimeError,
+    KeyError,
+    TypeError,
+    ValueError,
+    AttributeError,
+)
 
 
 @dataclass
@@ -35,6 +61,8 @@ class WordVectors:
     dim: int
     path: Path
     from_cache: bool = False
+    duplicates_dropped: int = 0  # later lines for a vocabulary word that already had a vector
+    blank_lines: int = 0  # skipped: they carry nothing
 
     @property
     def coverage(self) -> float:
@@ -64,116 +92,281 @@ def _is_header(fields: list[bytes]) -> bool:
     return len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit()
 
 
+def _is_number(field: bytes) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def _show(b: bytes, limit: int = 40) -> str:
+    return repr(b[:limit].decode("utf-8", errors="replace"))
+
+
+def _what_to_do(lineno: int, numbers: int, dim_setting: str) -> str:
+    # On line 1 a wrong count is a file of another dimension; further down, one damaged line.
+    if lineno == 1:
+        return f"a {numbers}-d file? set {dim_setting} to {numbers}"
+    return "fix or remove that line"
+
+
 def load_glove(
     path: str | os.PathLike,
     vocab: Sequence[str],
     dim: int | None = None,
     cache_dir: str | os.PathLike | None = ".cache/repro",
     progress: bool = True,
+    dim_setting: str = "the expected dimension",
 ) -> WordVectors:
     """Vectors for `vocab` (a list of words, row i = vocab[i]) from the GloVe file at `path`.
 
     dim: the expected vector size; None infers it from the first line. cache_dir: where the
     result is kept (keyed by file path+size+mtime, vocabulary and dim); None disables caching.
-    The first occurrence of a word wins (840B repeats a few).
+    The first occurrence of a word wins (840B repeats a few); later ones are counted.
+    dim_setting: what an error tells the user to change when the file has another dimension
+    (a paper passes its config key, e.g. "data.word_dim").
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(
+            f"{path}: expected a GloVe text file, found a directory; "
+            "point at the .txt file inside it"
+        )
     if not path.is_file():
         raise DataError(f"word vectors file not found: {path} (expected a GloVe-format text file)")
     cache_file = None
     if cache_dir is not None:
         cache_file = Path(cache_dir) / "glove" / f"{path.stem}-{cache_key(path, vocab, dim)}.pt"
         if cache_file.is_file():
-            saved = torch.load(cache_file, weights_only=True)
-            return WordVectors(saved["vectors"], saved["found"], int(saved["dim"]), path, True)
+            cached = _load_cache(cache_file, path, len(vocab), dim)
+            if cached is not None:
+                return cached
 
-    result = _parse(path, vocab, dim, progress)
+    result = _parse(path, vocab, dim, progress, dim_setting)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"vectors": result.vectors, "found": result.found, "dim": result.dim}, tmp)
+        payload = {
+            "vectors": result.vectors,
+            "found": result.found,
+            "dim": result.dim,
+            "duplicates_dropped": result.duplicates_dropped,
+            "blank_lines": result.blank_lines,
+        }
+        torch.save(payload, tmp)
         os.replace(tmp, cache_file)  # atomic: a concurrent reader never sees half a file
     return result
 
 
-def _parse(path: Path, vocab: Sequence[str], dim: int | None, progress: bool) -> WordVectors:
+def _load_cache(cache_file: Path, path: Path, n_vocab: int, dim: int | None) -> WordVectors | None:
+    """The cached result, or None (with a warning) when the file is not one we wrote.
+
+    weights_only=True: cache folders are copied between machines, and a full unpickler would
+    run whatever a planted file holds (issue 14). A file that fails is re-parsed over, not an
+    error: the text file is the source of truth and nothing in the cache was executed.
+    """
+    try:
+        saved = torch.load(cache_file, weights_only=True)
+        vectors, found, d = saved["vectors"], saved["found"], int(saved["dim"])
+        ok = (
+            isinstance(vectors, torch.Tensor)
+            and isinstance(found, torch.Tensor)
+            and vectors.dtype == torch.float32
+            and found.dtype == torch.bool
+            and tuple(vectors.shape) == (n_vocab, d)
+            and tuple(found.shape) == (n_vocab,)
+            and (dim is None or d == dim)
+        )
+        if not ok:
+            raise ValueError("unexpected contents")
+        dups, blank = int(saved["duplicates_dropped"]), int(saved["blank_lines"])
+    except _BAD_CACHE as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        warnings.warn(
+            f"{cache_file}: expected a GloVe cache written by repro, found an unreadable file "
+            f"({reason[:200]}); re-reading {path}",
+            stacklevel=3,
+        )
+        return None
+    return WordVectors(vectors, found, d, path, True, dups, blank)
+
+
+def _first_word_line(fh: Iterable[bytes], path: Path) -> tuple[int, bytes, int]:
+    """(line number, line, blank lines before it) of the first non-blank line; errors if none."""
+    blank = 0
+    for lineno, line in enumerate(fh, start=1):
+        if lineno == 1 and (kind := compressed_format(line[:4])):
+            raise DataError(
+                f"{path}: expected an uncompressed GloVe text file, found {kind} data; "
+                f"{'gunzip' if kind == 'gzip' else 'unzip'} it first"
+            )
+        if line.strip():
+            return lineno, line, blank
+        blank += 1
+    found = "an empty file" if blank == 0 else f"{blank} blank lines and no vectors"
+    raise DataError(
+        f"{path}: expected GloVe text (a word and its numbers per line), found {found}; "
+        "re-download or re-extract the file"
+    )
+
+
+def _infer_dim(fields: list[bytes], path: Path, lineno: int) -> int:
+    """The vector size of a first line: its trailing run of numbers (the word may have spaces)."""
+    n = 0
+    while n < len(fields) - 1 and _is_number(fields[-1 - n]):
+        n += 1
+    if n < 1:
+        raise DataError(
+            f"{path}:{lineno}: expected a word and its vector, found {_show(b' '.join(fields))}; "
+            "is this a GloVe-format text file?"
+        )
+    return n
+
+
+def _irregular_fields(
+    line: bytes, dim: int, path: Path, lineno: int, dim_setting: str
+) -> list[bytes] | None:
+    """[word, v1..vD] of a line whose spaces do not count `dim`; None for a blank line.
+
+    Trailing or doubled spaces, tabs, and words with spaces end up here (rare in GloVe files).
+    """
+    fields = line.split()
+    if not fields:
+        return None
+    if len(fields) == dim + 1:
+        return fields
+    if len(fields) < dim + 1:
+        n = len(fields) - 1
+        raise DataError(
+            f"{path}:{lineno}: expected a word and {dim} numbers, found {n} numbers; "
+            + _what_to_do(lineno, n, dim_setting)
+        )
+    if _is_number(fields[-dim - 1]):
+        # The field before the vector is a number: too many numbers, not a word with spaces.
+        n = 1
+        while n < len(fields) - 1 and _is_number(fields[-1 - n]):
+            n += 1
+        if n > dim:
+            raise DataError(
+                f"{path}:{lineno}: expected a word and {dim} numbers, found "
+                f"{_show(b' '.join(fields[:-n]))} and {n} numbers; "
+                + _what_to_do(lineno, n, dim_setting)
+            )
+        raise DataError(
+            f"{path}:{lineno}: expected a word and {dim} numbers, found {len(fields) - 1} "
+            f"fields after {_show(fields[0])}; fix or remove that line"
+        )
+    return [b" ".join(fields[:-dim]), *fields[-dim:]]
+
+
+def _vector(fields: list[bytes], dim: int, path: Path, lineno: int, dim_setting: str) -> np.ndarray:
+    """The numbers of a vocabulary word's line as float32 (finiteness is checked in bulk later)."""
+    if len(fields) != dim + 1:  # a line with `dim` spaces but a doubled one: too few numbers
+        n = len(fields) - 1
+        raise DataError(
+            f"{path}:{lineno}: expected a word and {dim} numbers, found {n} numbers; "
+            + _what_to_do(lineno, n, dim_setting)
+        )
+    try:
+        return np.array(fields[1:], dtype=np.float32)
+    except ValueError:
+        j, bad = next((j, f) for j, f in enumerate(fields[1:], 1) if not _is_number(f))
+        raise DataError(
+            f"{path}:{lineno}: expected {dim} numbers after {_show(fields[0])}, found "
+            f"{_show(bad)} at number {j}; fix or remove that line"
+        ) from None
+
+
+def _open(path: Path):
+    try:
+        return open(path, "rb")
+    except OSError as e:  # a directory is refused earlier; this is permissions and the like
+        raise DataError(
+            f"{path}: expected a readable GloVe text file, found {e.strerror or e}; "
+            "check its permissions"
+        ) from None
+
+
+def _parse(
+    path: Path, vocab: Sequence[str], dim: int | None, progress: bool, dim_setting: str
+) -> WordVectors:
     index: dict[bytes, int] = {}
     for i, w in enumerate(vocab):
         index.setdefault(w.encode("utf-8"), i)
-    # A line can only hold a vocabulary word if its first token starts one (words with spaces).
-    first_tokens = {w.split(b" ", 1)[0] for w in index}
     rows: dict[int, np.ndarray] = {}
+    linenos: dict[int, int] = {}  # row -> line it came from, to name a non-finite value's line
+    duplicates = 0
     size = path.stat().st_size
     bar = None
     if progress and size >= PROGRESS_MIN_BYTES:
         bar, task = start_byte_progress(f"reading {path.name}", size)
     try:
-        with open(path, "rb") as fh:
-            for lineno, line in enumerate(fh, start=1):
+        with _open(path) as fh, np.errstate(over="ignore"):  # 1e50 -> inf, reported below
+            start, first, blank = _first_word_line(fh, path)
+            fields = first.split()
+            lines: Iterable[bytes]
+            if start == 1 and _is_header(fields):
+                header_dim = int(fields[1])
+                if dim is not None and header_dim != dim:
+                    raise DataError(
+                        f"{path}:1: expected {dim}-d vectors, found a header saying "
+                        f"{header_dim}-d; set {dim_setting} to {header_dim} or use a {dim}-d file"
+                    )
+                dim, start, lines = header_dim, 2, fh
+            else:
+                if dim is None:
+                    dim = _infer_dim(fields, path, start)
+                lines = chain([first], fh)
+            for lineno, line in enumerate(lines, start=start):
                 if bar is not None and lineno % _BAR_EVERY_LINES == 0:
                     bar.update(task, completed=fh.tell())
-                if lineno == 1:
-                    fields = line.split()
-                    if _is_header(fields):
-                        header_dim = int(fields[1])
-                        if dim is not None and header_dim != dim:
-                            raise DataError(
-                                f"{path}:1: header says {header_dim}-d vectors, expected {dim}-d"
-                            )
-                        dim = header_dim
+                # Fast path, nearly every line: `dim` spaces, the word before the first one.
+                # Only a vocabulary word's line is split and parsed (module docstring).
+                # A trailing space on every line (fastText-style .vec) stays on the fast path.
+                spaces = line.count(b" ")
+                if spaces == dim or (spaces == dim + 1 and line.endswith(b" \n")):
+                    word = line[: line.find(b" ")]
+                    if word not in index:
+                        if not word and not line.strip():
+                            blank += 1  # `dim` spaces and nothing else
                         continue
-                    if dim is None:
-                        dim = len(fields) - 1
-                        if dim < 1:
-                            raise DataError(
-                                f"{path}:1: expected a word and its vector, found {line[:80]!r}"
-                            )
-                    elif len(fields) - 1 != dim:
-                        # The first line is an ordinary word in every GloVe release: a mismatch here
-                        # is a file of another dimension, not a word with spaces.
-                        raise DataError(
-                            f"{path}:1: expected a word and {dim} numbers, found {len(fields) - 1} "
-                            f"numbers (a {len(fields) - 1}-d file? set the expected dim to match)"
-                        )
-                # Cheap check on every line (C-speed count): fewer than `dim` separators = too few
-                # fields. More is allowed: a word with spaces.
-                if line.count(b" ") < dim:
-                    if not line.strip():
-                        continue  # a blank line (e.g. at the end) carries nothing
-                    n = len(line.split()) - 1
-                    raise DataError(
-                        f"{path}:{lineno}: expected a word and {dim} numbers, found {n} numbers"
-                    )
-                word = line[: line.find(b" ")]
-                if word not in first_tokens:
-                    continue
-                fields = line.rstrip().split(b" ")
-                if len(fields) - 1 != dim:  # a word with spaces, or trailing/double spaces
                     fields = line.split()
-                    word = b" ".join(fields[:-dim])
-                    if len(fields) <= dim:
-                        raise DataError(
-                            f"{path}:{lineno}: expected a word and {dim} numbers, "
-                            f"found {len(fields) - 1} numbers"
-                        )
-                    fields = [word] + fields[-dim:]
-                i = index.get(fields[0])
-                if i is None or i in rows:
+                else:
+                    fields = _irregular_fields(line, dim, path, lineno, dim_setting)
+                    if fields is None:
+                        blank += 1  # a blank line (e.g. at the end) carries nothing
+                        continue
+                    word = fields[0]
+                    if word not in index:
+                        continue
+                i = index[word]
+                if i in rows:
+                    duplicates += 1
                     continue
-                try:
-                    rows[i] = np.array(fields[1:], dtype=np.float32)
-                except ValueError as e:
-                    raise DataError(
-                        f"{path}:{lineno}: expected {dim} numbers after the word: {e}"
-                    ) from None
+                rows[i] = _vector(fields, dim, path, lineno, dim_setting)
+                linenos[i] = lineno
     finally:
         if bar is not None:
             bar.update(task, completed=size)
             bar.stop()
-    dim = dim or 0
     vectors = torch.zeros(len(vocab), dim)
     found = torch.zeros(len(vocab), dtype=torch.bool)
-    for i, v in rows.items():
-        vectors[i] = torch.from_numpy(v)
-        found[i] = True
-    return WordVectors(vectors, found, dim, path, False)
+    if rows:
+        idx = torch.tensor(list(rows), dtype=torch.long)
+        matrix = np.stack(list(rows.values()))  # (n found, D)
+        finite = np.isfinite(matrix).all(axis=1)  # one pass here, not a call per line
+        if not finite.all():
+            lineno, r = min((linenos[int(idx[r])], r) for r in np.flatnonzero(~finite))
+            j = int(np.flatnonzero(~np.isfinite(matrix[r]))[0])
+            # The text as written (nan, -inf, or 1e50 beyond float32): re-read that one line.
+            with open(path, "rb") as fh:
+                line = next(islice(fh, lineno - 1, None))
+            raise DataError(
+                f"{path}:{lineno}: expected {dim} finite numbers after {vocab[int(idx[r])]!r}, "
+                f"found {_show(line.split()[-dim:][j])} at number {j + 1}; "
+                "fix or remove that line"
+            )
+        vectors[idx] = torch.from_numpy(matrix)
+        found[idx] = True
+    return WordVectors(vectors, found, dim, path, False, duplicates, blank)

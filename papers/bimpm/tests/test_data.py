@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pickle
+import shlex
 from pathlib import Path
 
 import pytest
 import torch
 
+import papers.bimpm.data as bimpm_data
+import repro.data.text
 from papers.bimpm.baseline import baseline
 from papers.bimpm.data import BiMPMDataConfig, BiMPMDataModule, read_quora, read_snli
 from papers.bimpm.sample import make_sample
 from repro.config.typed import from_dict
 from repro.data.text import make_tokenizer
-from repro.errors import ConfigError, DataError
+from repro.errors import ConfigError, DataError, ReproError
 from tests.configs import data_config
 
 SAMPLE = Path(make_sample.__file__).resolve().parent
+BAD = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "bad"  # malformed-input corpus
 WS = make_tokenizer("whitespace", lowercase=False)
 
 
@@ -60,7 +67,8 @@ def test_config_rejects_unknown_key_naming_valid_ones():
 
 
 def test_quora_reader_reads_the_sample():
-    exs = read_quora(SAMPLE / "train.tsv", WS)
+    exs, skipped = read_quora(SAMPLE / "train.tsv", WS)
+    assert skipped == {"blank": 0, "empty_pair": 0}
     assert len(exs) == 4000
     assert sum(ex["label"] for ex in exs) == 2000
     assert set(exs[0]) == {"p", "q", "label", "id"} and exs[0]["p"][-1] == "?"
@@ -69,9 +77,9 @@ def test_quora_reader_reads_the_sample():
 def test_snli_reader_drops_no_consensus_and_has_three_classes():
     path = SAMPLE / "snli" / "snli_1.0_train.jsonl"
     n_dash = path.read_text().count('"gold_label": "-"')
-    exs, dropped = read_snli(path, make_tokenizer("spacy", lowercase=False))
-    assert dropped == n_dash > 0
-    assert len(exs) + dropped == len(path.read_text().splitlines())
+    exs, skipped = read_snli(path, make_tokenizer("spacy", lowercase=False))
+    assert skipped == {"blank": 0, "no_consensus": n_dash, "empty_pair": 0} and n_dash > 0
+    assert len(exs) + n_dash == len(path.read_text().splitlines())
     assert {ex["label"] for ex in exs} == {0, 1, 2}
     assert exs[0]["p"][-1] == "?"  # spaCy split the attached punctuation
 
@@ -87,72 +95,149 @@ def test_snli_datamodule_has_three_classes(tmp_path):
     )
     m.setup()
     assert m.num_classes == 3 and m.model_kwargs()["num_classes"] == 3
-    assert m.stats()["dropped_no_consensus/val"] > 0
+    n_dash = (SAMPLE / "snli" / "snli_1.0_dev.jsonl").read_text().count('"gold_label": "-"')
+    assert m.stats()["skipped_no_consensus/val"] == n_dash > 0
 
 
-@pytest.mark.parametrize(
-    "line, expected",
-    [
-        ("1\tonly two\n", r"train\.tsv:2: expected 4 tab-separated columns .* found 2"),
-        ("yes\ta\tb\tid\n", r"train\.tsv:2: expected label 0 or 1 in column 1, found 'yes'"),
-        ("1\t  \tb\tid\n", r"train\.tsv:2: the first sentence is empty"),
-    ],
-)
-def test_malformed_quora_lines_name_file_and_line(tmp_path, line, expected):
-    write_quora(tmp_path / "q", "0\ta b\tc d\t1\n" + line)
+# ---- the malformed-input corpus (issue 14): tests/fixtures/bad/{quora,snli}, one case per file --
+FIX = "fix or remove the line"
+EMPTY = "check that the file was copied or extracted completely"
+COLUMNS = "expected 4 tab-separated columns (label, sentence1, sentence2, id), found"
+BOTH = "expected text in both sentences, found an empty"
+DROP = "fix the line or set data.empty=drop to skip such pairs"
+OBJECT = "expected a JSON object per line, found"
+GOLD = "expected gold_label entailment, neutral, contradiction or '-', found"
+BAD_QUORA = {  # file -> (":line" or "" for the whole file, the message after "<file><line>: ")
+    "empty.tsv": ("", f"expected at least one pair, found an empty file; {EMPTY}"),
+    "only_blank_lines.tsv": (
+        "",
+        f"expected at least one pair, found no pairs (3 lines skipped: blank 3); {EMPTY}",
+    ),
+    "directory.tsv": ("", "expected a text file, found a directory; point at the file inside it"),
+    "gzipped.tsv.gz": ("", "expected a UTF-8 text file, found gzip data; gunzip it first"),
+    "utf16.tsv": (
+        ":1",
+        "expected UTF-8 text, found byte 0xff at column 1; re-save the file as UTF-8",
+    ),
+    "latin1.tsv": (
+        ":2",
+        "expected UTF-8 text, found byte 0xe9 at column 9; re-save the file as UTF-8",
+    ),
+    "nul_byte.tsv": (
+        ":2",
+        "expected text, found a NUL byte at column 16; the file is binary or damaged: "
+        "re-extract or re-download it",
+    ),
+    "spaces_not_tabs.tsv": (":1", f"{COLUMNS} 1; {FIX}"),
+    "three_columns.tsv": (":2", f"{COLUMNS} 3; {FIX}"),
+    "five_columns.tsv": (":2", f"{COLUMNS} 5; {FIX}"),
+    "truncated_last_line.tsv": (":3", f"{COLUMNS} 2; {FIX}"),
+    "label_word.tsv": (":2", "expected label 0 or 1 in column 1, found 'yes'; fix the label"),
+    "label_two.tsv": (":3", "expected label 0 or 1 in column 1, found '2'; fix the label"),
+    "empty_first_sentence.tsv": (":2", f"{BOTH} first sentence; {DROP}"),
+    "blank_second_sentence.tsv": (":2", f"{BOTH} second sentence; {DROP}"),
+}
+BAD_SNLI = {
+    "empty.jsonl": ("", f"expected at least one pair, found an empty file; {EMPTY}"),
+    "all_no_consensus.jsonl": (
+        "",
+        f"expected at least one pair, found no pairs (2 lines skipped: no_consensus 2); {EMPTY}",
+    ),
+    "directory.jsonl": (
+        "",
+        "expected a text file, found a directory; point at the file inside it",
+    ),
+    "gzipped.jsonl.gz": ("", "expected a UTF-8 text file, found gzip data; gunzip it first"),
+    "number_line.jsonl": (":2", f"{OBJECT} the number 4; {FIX}"),
+    "null_line.jsonl": (":2", f"{OBJECT} null; {FIX}"),
+    "list_line.jsonl": (":2", f"{OBJECT} a list; {FIX}"),
+    "string_line.jsonl": (":2", f"{OBJECT} 'A man plays a guitar.'; {FIX}"),
+    "invalid_json.jsonl": (
+        ":2",
+        f"{OBJECT} invalid JSON (Expecting property name enclosed in double quotes at column 2); "
+        f"{FIX}",
+    ),
+    "truncated_line.jsonl": (
+        ":2",
+        f"{OBJECT} invalid JSON (Expecting ':' delimiter at column 41); {FIX}",
+    ),
+    "missing_sentence2.jsonl": (
+        ":2",
+        f"expected keys gold_label, sentence1, sentence2, found an object without sentence2; {FIX}",
+    ),
+    "sentence1_null.jsonl": (":2", f"expected sentence1 to be a string, found null; {FIX}"),
+    "sentence2_number.jsonl": (
+        ":2",
+        f"expected sentence2 to be a string, found the number 4; {FIX}",
+    ),
+    "sentence1_list.jsonl": (":2", f"expected sentence1 to be a string, found a list; {FIX}"),
+    "unknown_gold_label.jsonl": (":2", f"{GOLD} 'maybe'; fix the label"),
+    "gold_label_null.jsonl": (":2", f"{GOLD} null; fix the label"),
+    "escaped_nul.jsonl": (":2", f"expected text in sentence1, found a NUL character; {FIX}"),
+    "blank_sentence2.jsonl": (":2", f"{BOTH} second sentence; {DROP}"),
+}
+READERS = {"quora": (read_quora, BAD_QUORA), "snli": (read_snli, BAD_SNLI)}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_every_fixture_has_its_expected_message(reader):
+    assert sorted(p.name for p in (BAD / reader).iterdir()) == sorted(READERS[reader][1])
+
+
+def _bad_file_error(reader: str, name: str) -> tuple[DataError, str]:
+    read, table = READERS[reader]
+    where, rest = table[name]
+    with pytest.raises(DataError) as err:
+        read(BAD / reader / name, WS)
+    assert isinstance(err.value, ReproError)
+    return err.value, f"{BAD / reader / name}{where}: {rest}"
+
+
+@pytest.mark.parametrize("name", sorted(BAD_QUORA))
+def test_bad_quora_file_is_a_one_line_data_error_naming_file_and_line(name):
+    error, expected = _bad_file_error("quora", name)
+    assert str(error) == expected
+
+
+@pytest.mark.parametrize("name", sorted(BAD_SNLI))
+def test_bad_snli_file_is_a_one_line_data_error_naming_file_and_line(name):
+    error, expected = _bad_file_error("snli", name)
+    assert str(error) == expected
+
+
+def test_a_malformed_file_stops_setup_with_the_readers_error(tmp_path):
+    write_quora(tmp_path / "q", "0\ta b\tc d\t1\n")
+    (tmp_path / "q" / "dev.tsv").write_bytes((BAD / "quora" / "latin1.tsv").read_bytes())
     m = _dm({"dataset": "quora", "quora_dir": str(tmp_path / "q"), "cache": False})
-    with pytest.raises(DataError, match=expected):
+    with pytest.raises(DataError, match=r"dev\.tsv:2: expected UTF-8 text, found byte 0xe9"):
         m.setup()
 
 
-def test_undecodable_bytes_name_file_and_line(tmp_path):
-    write_quora(tmp_path / "q", "")
-    (tmp_path / "q" / "dev.tsv").write_bytes(b"0\ta\tb\t1\n0\tcaf\xe9\tb\t2\n")
-    m = _dm({"dataset": "quora", "quora_dir": str(tmp_path / "q"), "cache": False})
-    with pytest.raises(DataError, match=r"dev\.tsv:2: not valid UTF-8 \(byte 0xe9 at column 6\)"):
-        m.setup()
-
-
-def test_empty_sentence_can_be_dropped(tmp_path):
-    write_quora(tmp_path / "q", "0\ta b\tc d\t1\n1\t\tb\t2\n")
+def test_skipped_lines_are_counted_per_reason_and_split(tmp_path):
+    write_quora(tmp_path / "q", "0\ta b\tc d\t1\n\n1\t\tb\t2\n1\ta\t \t3\n\n")
     m = _dm(
         {"dataset": "quora", "quora_dir": str(tmp_path / "q"), "empty": "drop", "cache": False}
     )
     m.setup()
     assert len(m.splits["train"]) == 1
+    s = m.stats()
+    assert (s["skipped_blank/train"], s["skipped_empty_pair/train"]) == (2, 2)
+    assert (s["skipped_blank/val"], s["skipped_empty_pair/test"]) == (0, 0)
 
 
-@pytest.mark.parametrize(
-    "line, expected",
-    [
-        ("{not json\n", r"snli_1\.0_dev\.jsonl:1: expected a JSON object per line"),
-        (
-            '{"gold_label": "maybe", "sentence1": "A", "sentence2": "B"}\n',
-            r"jsonl:1: expected gold_label in .* found 'maybe'",
-        ),
-        (
-            '{"gold_label": "neutral", "sentence1": "A"}\n',
-            r"jsonl:1: expected keys .* missing \['sentence2'\]",
-        ),
-        (
-            '{"gold_label": "neutral", "sentence1": "A", "sentence2": " "}\n',
-            r"jsonl:1: the second sentence is empty",
-        ),
-    ],
-)
-def test_malformed_snli_lines_name_file_and_line(tmp_path, line, expected):
+def test_skipped_snli_lines_are_counted(tmp_path):
     folder = tmp_path / "snli"
     folder.mkdir()
-    for split in ("train", "test"):
-        (folder / f"snli_1.0_{split}.jsonl").write_text(
-            '{"gold_label": "neutral", "sentence1": "A", "sentence2": "B"}\n'
-        )
-    (folder / "snli_1.0_dev.jsonl").write_text(line)
+    ok = '{"gold_label": "neutral", "sentence1": "A", "sentence2": "B"}\n'
+    dash = '{"gold_label": "-", "sentence1": "A", "sentence2": "C"}\n'
+    for split in ("train", "dev", "test"):
+        (folder / f"snli_1.0_{split}.jsonl").write_text(ok + "\n" + dash + dash)
     m = _dm(
         {"dataset": "snli", "snli_dir": str(folder), "tokenizer": "whitespace", "cache": False}
     )
-    with pytest.raises(DataError, match=expected):
-        m.setup()
+    m.setup()
+    s = m.stats()
+    assert [s[f"skipped_{r}/train"] for r in ("blank", "no_consensus", "empty_pair")] == [1, 2, 0]
 
 
 def test_missing_files_say_which_path_and_how_to_get_it(tmp_path):
@@ -167,6 +252,38 @@ def test_missing_files_say_which_path_and_how_to_get_it(tmp_path):
     m = _dm(sample_cfg(tmp_path, vectors=str(tmp_path / "glove.txt"), cache=False))
     with pytest.raises(DataError, match=r"word vectors file not found: .*glove\.txt.*glove-840b"):
         m.setup()
+
+
+def test_a_directory_where_a_file_belongs_is_a_data_error(tmp_path):
+    # The fingerprint reads data_files() before the gate runs: a directory there was an
+    # IsADirectoryError traceback (issue 14), so data_files() refuses it as setup() does.
+    write_quora(tmp_path / "q", "0\ta b\tc d\t1\n")
+    (tmp_path / "q" / "train.tsv").unlink()
+    (tmp_path / "q" / "train.tsv").mkdir()
+    cases = [
+        (
+            {"dataset": "quora", "quora_dir": str(tmp_path / "q"), "cache": False},
+            f"{tmp_path / 'q' / 'train.tsv'}: expected a file, found a directory; point "
+            "data.quora_dir at the folder that holds train.tsv, dev.tsv, test.tsv",
+        ),
+        (
+            sample_cfg(tmp_path, vectors=str(tmp_path), cache=False),
+            f"{tmp_path}: expected a file, found a directory; point data.vectors at the GloVe "
+            ".txt file inside it",
+        ),
+    ]
+    for cfg, expected in cases:
+        for call in (_dm(cfg).setup, _dm(cfg).data_files):
+            with pytest.raises(DataError) as err:
+                call()
+            assert str(err.value) == expected
+    m = _dm({"dataset": "quora", "quora_dir": str(SAMPLE / "train.tsv")})
+    with pytest.raises(DataError) as err:
+        m.setup()
+    assert str(err.value) == (
+        f"{SAMPLE / 'train.tsv'}: expected a folder holding train.tsv, dev.tsv, test.tsv, found "
+        "a file; point data.quora_dir at the folder that holds them"
+    )
 
 
 def test_vocabulary_comes_from_training_split_only(dm):
@@ -227,11 +344,100 @@ def test_second_setup_reads_the_cache(tmp_path):
     second = _dm(sample_cfg(tmp_path))
     second.setup()
     assert second.loaded_from_cache
-    assert second.vocab.itos == first.vocab.itos
+    assert second.vocab.itos == first.vocab.itos and second.chars.itos == first.chars.itos
+    assert second.splits == first.splits and second.skipped == first.skipped
+    assert second.stats() == first.stats()
+    for split in first.datasets:
+        enc1, enc2 = first.datasets[split].enc, second.datasets[split].enc
+        assert enc1.keys() == enc2.keys() and all(torch.equal(enc1[k], enc2[k]) for k in enc1)
     assert torch.equal(second.fixed_batch()["p_chars"], first.fixed_batch()["p_chars"])
     changed = _dm(sample_cfg(tmp_path, max_len=5))  # other settings: other cache entry
     changed.setup()
     assert not changed.loaded_from_cache
+
+
+def test_the_cache_codec_round_trips_unicode_empty_strings_and_empty_splits():
+    for strings in ([], ["", "café", "日本", "", "a b"]):
+        assert bimpm_data._unpack_strings(bimpm_data._pack_strings(strings)) == strings
+    types = ["", "a", "café", "c"]
+    index = {w: i for i, w in enumerate(types)}
+    exs = [
+        {"p": ["a", "café"], "q": ["c"], "label": 1, "id": "x"},
+        {"p": ["c"], "q": ["a", "a"], "label": 0, "id": "é"},
+    ]
+    for split in (exs, []):
+        assert bimpm_data._unpack_split(bimpm_data._pack_split(split, index), types) == split
+
+
+def test_the_cache_key_covers_the_reading_code(tmp_path, monkeypatch):
+    m = _dm(sample_cfg(tmp_path))
+    before = m._cache_file()
+    assert bimpm_data.CODE_FILES == (
+        Path(bimpm_data.__file__).resolve(),
+        Path(repro.data.text.__file__).resolve(),
+    )
+    edited = tmp_path / "data.py"  # data.py with an edit to how the vocabulary is built
+    source = Path(bimpm_data.__file__).read_text(encoding="utf-8")
+    edited.write_text(source.replace("c.min_freq", "c.min_freq + 1"), encoding="utf-8")
+    monkeypatch.setattr(bimpm_data, "CODE_FILES", (edited, bimpm_data.CODE_FILES[1]))
+    assert m._cache_file() != before
+    monkeypatch.undo()
+    assert m._cache_file() == before
+    monkeypatch.setattr(bimpm_data, "repro_version", "0.0.0-other")
+    assert m._cache_file() != before
+
+
+class Payload:
+    """Pickles as a call to os.system: what a planted cache file would run under a full unpickler."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"echo executed > {shlex.quote(str(self.marker))}",))
+
+
+def plant(kind: str, target: Path, marker: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "pickle":
+        target.write_bytes(pickle.dumps({"splits": Payload(marker)}))
+    else:
+        torch.save({"splits": Payload(marker)}, target)  # the zip format torch.save writes
+
+
+@pytest.mark.parametrize("kind", ["pickle", "torch.save"])
+def test_a_pickle_payload_in_the_cache_is_refused_not_executed_and_built_over(tmp_path, kind):
+    plant(kind, tmp_path / "probe.pt", tmp_path / "probe-ran")
+    with contextlib.suppress(RuntimeError):  # a bare pickle runs, then fails torch's magic check
+        torch.load(tmp_path / "probe.pt", weights_only=False)  # what the old cache load did
+    assert (tmp_path / "probe-ran").is_file()  # so the payload is live
+
+    marker = tmp_path / "executed"
+    m = _dm(sample_cfg(tmp_path))
+    cache_file = m._cache_file()
+    plant(kind, cache_file, marker)
+    with pytest.warns(UserWarning, match=r"expected a preprocessing cache written by repro"):
+        m.setup()
+    assert not marker.exists()
+    assert not m.loaded_from_cache and len(m.splits["train"]) == 4000
+    assert m.stats()["cache_rejected"].startswith(f"{cache_file.name}: ")
+    again = _dm(sample_cfg(tmp_path))  # the planted file was replaced by a real cache
+    again.setup()
+    assert again.loaded_from_cache and again.splits == m.splits and not marker.exists()
+    assert "cache_rejected" not in again.stats()
+
+
+def test_duplicate_vectors_are_counted_in_the_stats(tmp_path):
+    vectors = tmp_path / "vectors.txt"
+    text = (SAMPLE / "vectors.txt").read_text(encoding="utf-8")
+    buy = next(line for line in text.splitlines() if line.startswith("buy "))
+    vectors.write_text(text + buy + "\n" + "sell" + " 0" * 50 + "\n\n", encoding="utf-8")
+    m = _dm(sample_cfg(tmp_path, vectors=str(vectors)))
+    m.setup()
+    s = m.stats()
+    assert (s["vectors_duplicates_dropped"], s["vectors_skipped_blank"]) == (2, 1)
+    sell = m.word_vectors[m.vocab.stoi["sell"]]
+    assert sell.abs().sum() > 0  # the first "sell" line won, not the later zeros
 
 
 def test_word_overlap_baseline_is_far_from_solving_the_sample(dm):
