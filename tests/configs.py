@@ -26,3 +26,22 @@ def data_config(values: dict[str, Any] | None = None) -> schema.DataConfig:
     repro's (dataset, paths ...) end up in .options, as they do when a config is composed."""
     base = yaml.safe_load((CONF / "defaults.yaml").read_text())["data"]
     return from_dict(schema.DataConfig, base | dict(values or {}), "data")
+
+
+def shrink_toy(project, n_examples: int = 300, max_epochs: int = 2, target: float = 40.0, **extra: str) -> None:
+    """Make the toy paper fast in its own config (the base config, whose runs are the milestones):
+    fewer examples and epochs, a reachable target, a fixed LR; `extra` appends YAML sections,
+    e.g. stage="  overfit:\\n    max_steps: 300\\n"."""
+    paper_yaml = project.conf_dir / "paper" / "toy.yaml"
+    text = paper_yaml.read_text()
+    for old, new in (
+        ("  n_examples: 1200", f"  n_examples: {n_examples}"),
+        ("  max_epochs: 15", f"  max_epochs: {max_epochs}"),
+        ("      value: 95.0", f"      value: {target}"),
+    ):
+        assert old in text, old
+        text = text.replace(old, new)
+    text += "optim:\n  lr: 0.01\n"
+    for section, body in extra.items():
+        text += f"{section}:\n{body}"
+    paper_yaml.write_text(text)

@@ -20,7 +20,7 @@ from repro.project import Project
 from repro.records import RUN_ID_RE, create_run, list_runs
 from repro.verdict import Check, Verdict
 
-COMMANDS = ("new", "stage", "status", "log", "show")
+COMMANDS = ("new", "stage", "status", "log", "show", "judge", "rerun", "diff", "report")
 
 
 def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
@@ -76,7 +76,8 @@ def test_app_help_lists_every_command():
     [
         ("new", "Scaffold a paper"),
         ("stage", "Run one gate"),
-        ("status", "One row per stage"),
+        ("status", "The milestones"),
+        ("judge", "Re-apply the current targets"),
         ("log", "The experiment log"),
         ("show", "One run"),
     ],
@@ -172,12 +173,16 @@ def test_show_lists_defaults_and_provenance_of_a_real_run(project, monkeypatch, 
     assert "resolved config with provenance" in out
 
 
-def test_stage_prints_status_for_the_config_it_ran_with(project, monkeypatch, capsys):
+def test_a_run_with_overrides_prints_the_milestones_and_says_it_is_an_experiment(
+    project, monkeypatch, capsys
+):
     code, out, err = _cli(monkeypatch, capsys, "stage", "data", "data.n_examples=300")
     assert code == 0, out + err
     assert "data: PASS" in out
+    assert "this run used overrides data.n_examples=300: an experiment around the milestones" in out
     row = next(ln for ln in out.splitlines() if "│ data " in ln)
-    assert "PASS" in row and "STALE" not in row, row  # it just passed on exactly this config
+    assert "not run" in row, row  # the base config's data stage has no milestone yet
+    assert "data: 1 run with overrides or --force since" in out
 
 
 def test_show_accepts_a_unique_prefix(project, monkeypatch, capsys):
@@ -202,7 +207,8 @@ print('HEAVY', 'torch' in sys.modules, 'pytorch_lightning' in sys.modules)
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["stage", "--help"], ["status"], ["log"], ["show", "RUN"], ["new", "other"]],
+    [["--help"], ["stage", "--help"], ["status"], ["log"], ["show", "RUN"], ["new", "other"],
+     ["stage", "full"], ["stage", "experiments", "optim.lr=0.1"]],
 )
 def test_commands_that_do_not_train_import_neither_torch_nor_lightning(project, args):
     run = _fake_run(project)

@@ -20,9 +20,7 @@ from repro.forecast import (
 )
 from repro.gates.experiments import results_table
 from repro.gates.full import compare_target, spread_verdict
-
-TINY = ["data.n_examples=300", "optim.lr=0.01"]
-
+from tests.configs import shrink_toy
 
 # ---- seeds and spread wording (pure) -------------------------------------------------------------
 TARGET = Target(name="test acc", metric="test/acc", value=90.0, tolerance=1.0, where="Table 2")
@@ -129,11 +127,12 @@ def test_full_with_two_seeds_reports_mean_std_and_records_forecast_and_actual(pr
     from repro.runner import run_stage
 
     quiet = Console(quiet=True)
-    assert run_stage(project, "toy", "overfit", TINY, console=quiet).record["status"] == "passed"
+    shrink_toy(project)
+    assert run_stage(project, "toy", "overfit", [], console=quiet).record["status"] == "passed"
 
     dry = CliRunner().invoke(
         app,
-        ["stage", "full", "--dry-run", *TINY, "trainer.max_epochs=2", "seeds=2"],
+        ["stage", "full", "--dry-run", "seeds=2"],
         env={"COLUMNS": "300"},
     )
     assert dry.exit_code == 0, dry.output
@@ -141,11 +140,11 @@ def test_full_with_two_seeds_reports_mean_std_and_records_forecast_and_actual(pr
     assert list_runs(project.runs_dir, "toy", "full") == []  # a dry run records nothing
 
     run = run_stage(
-        project, "toy", "full", [*TINY, "trainer.max_epochs=2", "seeds=2"], console=quiet
+        project, "toy", "full", ["seeds=2"], console=quiet
     )
     rec = run.record
     assert rec["metrics"]["seeds"] == [0, 1]
-    (check,) = rec["verdict"]["checks"]
+    (check,) = [c for c in rec["verdict"]["checks"] if "label" in c["evidence"]]  # the target
     vals = [m["test/acc"] for m in rec["metrics"]["per_seed"]]
     assert len(vals) == 2 and check["evidence"]["n_seeds"] == 2
     assert (
