@@ -26,6 +26,8 @@ from typing import Any
 from repro.errors import ReproError
 
 STATUSES = ("running", "passed", "failed", "error", "interrupted")
+HEARTBEAT_S = 30  # a running run touches its record.json this often (Run.heartbeat)
+HEARTBEAT_DEAD_S = 4 * HEARTBEAT_S  # silence after which a run on another host counts as dead
 # What a gate may add to its record besides the verdict (Run.annex).
 ANNEX_FIELDS = ("forecast", "actual", "init", "model", "peak_rss_mb", "env")
 RECORD_FILE = "record.json"
@@ -187,11 +189,43 @@ class Run:
         pid = self.record.get("pid")
         if not isinstance(pid, int):
             return "record has no pid: the process that wrote it is unknown"
-        if self.record.get("host") not in (None, socket.gethostname()):
-            return None  # another machine's process: we cannot tell, so trust the record
+        host = self.record.get("host")
+        if host not in (None, socket.gethostname()):
+            # Another machine's process (a compute node): its pid means nothing here, so judge it
+            # by the heartbeat the run keeps (record.json's mtime, refreshed every HEARTBEAT_S).
+            try:
+                silent = time.time() - self.path(RECORD_FILE).stat().st_mtime
+            except OSError:
+                return None
+            if silent <= HEARTBEAT_DEAD_S:
+                return None
+            return f"no heartbeat from host {host} for {silent:.0f} s (the run refreshes it every {HEARTBEAT_S} s)"
         if _pid_alive(pid, self.record.get("pid_start")):
             return None
         return f"process {pid} died without finishing"
+
+    @contextmanager
+    def heartbeat(self) -> Iterator[None]:
+        """While the block runs, touch record.json every HEARTBEAT_S seconds: how a process on
+        another host tells that this run is alive (it cannot check our pid)."""
+        if self.readonly:
+            yield
+            return
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_S):
+                try:
+                    os.utime(self.path(RECORD_FILE))
+                except OSError:  # a full or read-only disk: the run itself will say so
+                    pass
+
+        thread = threading.Thread(target=beat, daemon=True, name="repro-heartbeat")
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
 
     def path(self, name: str) -> Path:
         return self.dir / name
@@ -300,7 +334,8 @@ class Run:
         if in_main:
             previous = signal.signal(signal.SIGTERM, self._on_signal)
         try:
-            yield self
+            with self.heartbeat():
+                yield self
         except KeyboardInterrupt:
             self._finish_quietly("interrupted", self._interrupt_reason(), in_main)
             raise

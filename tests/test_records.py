@@ -460,3 +460,37 @@ def test_guard_marks_plain_nonzero_exit_as_error(tmp_path):
             sys.exit(3)
     rec = load_run(tmp_path, run.id).record
     assert rec["status"] == "error" and "SystemExit: 3" in rec["status_reason"]
+
+
+# ---- runs on another host: judged by their heartbeat, not by a local pid -----------------------
+def test_a_run_on_another_host_is_alive_while_its_heartbeat_is_fresh_and_dead_after(tmp_path):
+    import os
+    import time as _time
+
+    from repro.records import HEARTBEAT_DEAD_S, RECORD_FILE, list_runs
+
+    run = create_run(tmp_path, "toy", "full", host="node-17", pid=123456)
+    (fresh,) = list_runs(tmp_path)
+    assert fresh.effective_status == "running" and fresh.status_reason is None
+    old = _time.time() - HEARTBEAT_DEAD_S - 5
+    os.utime(run.path(RECORD_FILE), (old, old))
+    (dead,) = list_runs(tmp_path)
+    assert dead.effective_status == "interrupted"
+    assert dead.status_reason.startswith("no heartbeat from host node-17 for ")
+
+
+def test_a_running_guard_keeps_the_heartbeat(tmp_path, monkeypatch):
+    import os
+    import time as _time
+
+    from repro import records
+
+    monkeypatch.setattr(records, "HEARTBEAT_S", 0.05)
+    run = create_run(tmp_path, "toy", "full")
+    past = _time.time() - 1000
+    os.utime(run.path(records.RECORD_FILE), (past, past))
+    with run.guard():
+        _time.sleep(0.3)
+        beat = run.path(records.RECORD_FILE).stat().st_mtime
+        assert beat > past + 900  # touched while running
+        run.finish(None, "passed")
