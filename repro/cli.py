@@ -215,7 +215,14 @@ def diff(
     expect: list[str] | None = EXPECT_OPT,
 ):
     """What differs between two runs: config, overrides, code, data, environment, model."""
-    from repro.diff import diff_runs, format_diff, outcomes, unexpected
+    from repro.diff import (
+        code_text_diff,
+        diff_runs,
+        format_diff,
+        outcomes,
+        same_inputs_different_results,
+        unexpected,
+    )
     from repro.records import load_run
 
     project = _project()
@@ -226,11 +233,19 @@ def diff(
         return path.read_text(encoding="utf-8", errors="replace") if path.exists() else None
 
     d = diff_runs(a.record, b.record, git_diff(a), git_diff(b))
-    typer.echo(
-        format_diff(d, a.id, b.id, outcomes(a.record, b.record))
-    )  # plain, unwrapped: for scripts
+    typer.echo(format_diff(d, a.id, b.id, outcomes(a.record, b.record)))  # plain: for scripts
+    text = code_text_diff(a.dir, b.dir, d)
+    if text:
+        typer.echo(text, nl=False)
+    unsteady = same_inputs_different_results(d, a.record, b.record)
+    if unsteady:
+        typer.echo(
+            f"same inputs, different results ({', '.join(unsteady)}): these runs are not "
+            "deterministic; look for a set or dict iterated in preprocessing, data-loader workers, "
+            "or nondeterministic kernels"
+        )
     if expect is not None:
-        extra = unexpected(d, expect)
+        extra = unexpected(d, expect) + [f"results: {k}" for k in unsteady]
         if extra:
             typer.echo(
                 f"Error: differences not expected (--expect {' '.join(expect)}): {', '.join(extra)}",

@@ -229,3 +229,33 @@ def outcomes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple]:
     for k in sorted(set(ma) | set(mb)):
         out[k] = (ma.get(k), mb.get(k))
     return out
+
+
+def code_text_diff(dir_a, dir_b, diffs: list[Difference], context: int = 3) -> str:
+    """Unified diffs of the paper's code files that differ, from the copies each run keeps in
+    its code/ folder (runs recorded before repro kept them: a note instead)."""
+    import difflib
+    from pathlib import Path
+
+    out = []
+    for d in diffs:
+        if d.kind != "code":
+            continue
+        name = Path(d.key).name
+        a, b = Path(dir_a) / "code" / name, Path(dir_b) / "code" / name
+        if not a.exists() and not b.exists():
+            out.append(f"# {d.key}: neither run kept a copy of it (recorded before runs kept code/)")
+            continue
+        lines_a = a.read_text(encoding="utf-8").splitlines(keepends=True) if a.exists() else []
+        lines_b = b.read_text(encoding="utf-8").splitlines(keepends=True) if b.exists() else []
+        out += difflib.unified_diff(lines_a, lines_b, f"a/{d.key}", f"b/{d.key}", n=context)
+    return "".join(line if line.endswith("\n") else line + "\n" for line in out)
+
+
+def same_inputs_different_results(diffs: list[Difference], a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Metrics that differ although no input does (config, code, data, environment, model): the
+    run is not deterministic (a set iterated in preprocessing, threads, a GPU kernel...)."""
+    if any(d.kind in ("config", "overrides", "code", "data", "env", "model") for d in diffs):
+        return []
+    ma, mb = flatten(a.get("metrics") or {}), flatten(b.get("metrics") or {})
+    return [k for k in sorted(set(ma) & set(mb)) if ma[k] != mb[k] and isinstance(ma[k], int | float)]

@@ -116,6 +116,10 @@ def run_marks(rec: dict) -> list[str]:
         marks.append("re-run")
     if rec.get("resumed"):
         marks.append("resumed")
+    if (rec.get("links") or {}).get("judged"):
+        marks.append("judged again")
+    if rec.get("overrides"):
+        marks.append("overrides")
     return marks
 
 
@@ -138,6 +142,9 @@ def print_log(console: Console, runs) -> None:
             f"{took:.1f}s" if isinstance(took, (int, float)) else "",
         ]
         reason = (rec.get("verdict") or {}).get("reason") or r.status_reason or ""
+        overrides = rec.get("overrides")
+        if isinstance(overrides, list) and overrides:  # shown first: it is what makes the run differ
+            reason = f"[{' '.join(map(str, overrides))}] {reason}"
         rows.append((cells, st, reason))
     # One line per run (the full reason is in `repro show <run>`): the reason gets what the
     # other columns leave of the terminal's width, each taking its widest cell + 3 (padding and

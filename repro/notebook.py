@@ -59,7 +59,7 @@ def _reason(record: dict[str, Any]) -> str:
 
 
 def format_entry(run_record: dict[str, Any]) -> str:
-    """`- 2026-11-22 05:40 UTC · overfit · PASS · 20261122-054012-ab12 · <reason>`."""
+    """`- 2026-11-22 05:40 UTC · overfit · PASS · 20261122-054012-ab12 · [overrides: ...] · <reason>`."""
     when = run_record.get("ended") or run_record.get("started")
     try:
         moment = datetime.fromisoformat(when)
@@ -69,6 +69,12 @@ def format_entry(run_record: dict[str, Any]) -> str:
     except (TypeError, ValueError):
         stamp = "????-??-?? ??:?? UTC"
     parts = [stamp, run_record.get("stage", "?"), _label(run_record), run_record.get("id", "?")]
+    overrides = run_record.get("overrides")
+    if isinstance(overrides, list) and overrides:  # an experiment around the milestone: say which
+        parts.append("overrides: " + " ".join(map(str, overrides)))
+    judged = (run_record.get("links") or {}).get("judged") if isinstance(run_record.get("links"), dict) else None
+    if judged:
+        parts.append(f"judged again: {judged}")
     reason = one_line(_reason(run_record), MAX_REASON_CHARS)
     if reason:
         parts.append(reason)

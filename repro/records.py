@@ -29,7 +29,7 @@ STATUSES = ("running", "passed", "failed", "error", "interrupted")
 HEARTBEAT_S = 30  # a running run touches its record.json this often (Run.heartbeat)
 HEARTBEAT_DEAD_S = 4 * HEARTBEAT_S  # silence after which a run on another host counts as dead
 # What a gate may add to its record besides the verdict (Run.annex).
-ANNEX_FIELDS = ("forecast", "actual", "init", "model", "peak_rss_mb", "env")
+ANNEX_FIELDS = ("forecast", "actual", "init", "model", "peak_rss_mb", "env", "nondeterministic")
 RECORD_FILE = "record.json"
 RUN_ID_RE = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # paper and stage become directory names

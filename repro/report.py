@@ -39,15 +39,33 @@ def _reason(run) -> str:
     )
 
 
-def result_runs(runs: list) -> list:
-    """The newest finished full run per dataset (runs come newest first), ordered by dataset."""
+def result_runs(runs: list, current: dict | None = None) -> list:
+    """Per dataset, the full run the report headlines: among finished milestone runs (base
+    config, unforced) on the current fingerprint, the one with the most seeds (the newest of
+    those); when none is on the current fingerprint, the newest finished milestone run, which the
+    report marks STALE. Runs come newest first; the result is ordered by dataset."""
+    from repro.progression import is_milestone_run
+
     chosen: dict[str, Any] = {}
     for r in runs:
-        if r.stage != "full" or r.effective_status not in FINISHED:
+        if r.stage != "full" or r.effective_status not in FINISHED or not is_milestone_run(r):
             continue
         dataset = str(((r.record.get("config") or {}).get("data") or {}).get("dataset"))
-        chosen.setdefault(dataset, r)
+        best = chosen.get(dataset)
+        if best is None or _rank(r, current) > _rank(best, current):
+            chosen[dataset] = r
     return [chosen[k] for k in sorted(chosen)]
+
+
+def _rank(run, current: dict | None) -> tuple[bool, int]:
+    on_current = current is not None and is_current(run, current)
+    seeds = len(((run.record.get("metrics") or {}).get("seeds")) or [])
+    return (on_current, seeds)
+
+
+def is_current(run, current: dict) -> bool:
+    theirs = ((run.record.get("fingerprint") or {}).get("stages") or {}).get(run.stage)
+    return theirs == current["stages"][run.stage]
 
 
 def results_rows(run) -> list[dict[str, Any]]:
@@ -65,6 +83,7 @@ def results_rows(run) -> list[dict[str, Any]]:
             "paper": t.paper,
             "spread": t.spread,
             "gap": t.gap,
+            "per_seed": ", ".join(f"{ps[t.metric]:.2f}" for ps in m.per_seed if t.metric in ps),
             "verdict": t.label,
             "run": run.id,
         }
@@ -86,6 +105,8 @@ def reproduce_command(run) -> list[str]:
 
 
 def _deviations(project: Project, paper: str, runs: list) -> list[str]:
+    """DEVIATION/UNSTATED entries of the paper config's provenance, the `# DEVIATION:` and
+    `# UNSTATED:` comments of the paper's code, and its README's Deviations section."""
     out = []
     newest = next((r for r in runs if r.record.get("config")), None)
     prov = (
@@ -96,6 +117,7 @@ def _deviations(project: Project, paper: str, runs: list) -> list[str]:
     for key in sorted(prov):
         if re.search(r"DEVIATION|UNSTATED", str(prov[key])):
             out.append(f"- `{key}`: {_cell(prov[key])} (paper config provenance)")
+    out += [f"- {kind} `{where}`: {_cell(text)}" for where, kind, text in code_notes(project.paper_dir(paper))]
     readme = project.paper_dir(paper) / "README.md"
     if readme.exists():
         m = re.search(
@@ -105,6 +127,37 @@ def _deviations(project: Project, paper: str, runs: list) -> list[str]:
         if body and body != "TODO":
             out.append(f"\nFrom papers/{paper}/README.md:\n\n{body}")
     return out
+
+
+NOTE = re.compile(r"#\s*(DEVIATION|UNSTATED)\b:?\s*(.*)")  # matched at a comment's start
+
+
+def code_notes(paper_dir: Path) -> list[tuple[str, str, str]]:
+    """(file:line, DEVIATION|UNSTATED, text) for every such comment in the paper's code (real
+    comments only, read with tokenize: not the words in a docstring); a note continues on the
+    comment lines right below it."""
+    import io
+    import tokenize
+
+    notes = []
+    for path in sorted(paper_dir.glob("*.py")):
+        try:
+            tokens = list(tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline))
+        except (tokenize.TokenError, SyntaxError, UnicodeDecodeError):
+            continue  # the shapes gate reports a paper file that does not parse
+        comments = [(t.start[0], t.string) for t in tokens if t.type == tokenize.COMMENT]
+        for i, (line, text) in enumerate(comments):
+            m = NOTE.match(text)
+            if not m:
+                continue
+            parts, last = [m.group(2).strip()], line
+            for nxt, more in comments[i + 1 :]:
+                if nxt != last + 1 or NOTE.match(more):
+                    break
+                parts.append(more.lstrip("#").strip())
+                last = nxt
+            notes.append((f"papers/{paper_dir.name}/{path.name}:{line}", m.group(1), " ".join(parts)))
+    return notes
 
 
 def _header(paper: str, meta: dict, runs: list) -> list[str]:
@@ -181,16 +234,18 @@ def _assumptions(runs: list) -> list[str]:
     )
 
 
-def _results(chosen: list) -> list[str]:
+def _results(chosen: list, current: dict | None) -> list[str]:
     lines = [
         "",
         "## Results vs the paper",
         "",
-        "Mean ± std over the seeds of the newest finished `full` run per dataset; gap = ours − paper.",
+        "Mean ± std over the seeds of the `full` milestone run per dataset (base config, unforced; "
+        "on the current code, config and data, the one with the most seeds); gap = ours − paper.",
         "",
-        "| target | metric | ours | seeds | paper | gap | within paper's spread | verdict | run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| target | metric | ours | seeds | per seed | paper | gap | within paper's spread | verdict | run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    stale = {r.id for r in chosen if current is None or not is_current(r, current)}
     rows = [row for r in chosen for row in results_rows(r)]
     for row in rows:
         ours = _fmt(row["ours"]) + (f" ± {_fmt(row['std'])}" if row["std"] is not None else "")
@@ -200,12 +255,13 @@ def _results(chosen: list) -> list[str]:
             spread = "—"
         else:
             spread = f"{'yes' if abs(row['gap']) <= float(row['spread']) else 'no'} (±{float(row['spread']):g})"
+        run = row["run"] + (" (STALE: other code, config or data)" if row["run"] in stale else "")
         lines.append(
-            f"| {_cell(row['target'])} | {row['metric']} | {ours} | {row['n']} | {_fmt(row['paper'])} | "
-            f"{_fmt(row['gap'], '+.2f')} | {spread} | {row['verdict']} | {row['run']} |"
+            f"| {_cell(row['target'])} | {row['metric']} | {ours} | {row['n']} | {row['per_seed']} | "
+            f"{_fmt(row['paper'])} | {_fmt(row['gap'], '+.2f')} | {spread} | {row['verdict']} | {run} |"
         )
     if not rows:
-        lines.append("| — | — | no finished full run yet | | | | | | |")
+        lines.append("| — | — | no finished full run yet | | | | | | | |")
     return lines
 
 
@@ -261,6 +317,18 @@ def _figures(exp, chosen: list) -> tuple[list[str], dict[str, Path]]:
     ], figures
 
 
+def _current(project: Project, paper: str) -> dict | None:
+    """The base config's fingerprint now (None when the config does not compose any more)."""
+    from repro.config import compose
+    from repro.errors import ReproError
+    from repro.runner import current_fingerprint
+
+    try:
+        return current_fingerprint(project, paper, compose(project, paper, []))
+    except ReproError:
+        return None
+
+
 def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
     """The report text and the figures it references ({name in report/: source path})."""
     from repro.records import list_runs
@@ -268,7 +336,8 @@ def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
     runs = [r for r in list_runs(project.runs_dir, paper) if r.corrupt is None]  # newest first
     newest_cfg = next((r.record.get("config") for r in runs if r.record.get("config")), {}) or {}
     meta = newest_cfg.get("paper") or {}
-    chosen = result_runs(runs)
+    current = _current(project, paper)
+    chosen = result_runs(runs, current)
     exp = next(
         (r for r in runs if r.stage == "experiments" and r.effective_status == "passed"), None
     )
@@ -279,7 +348,7 @@ def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
     lines = (
         _header(paper, meta, runs)
         + _summary(meta, runs)
-        + _results(chosen)
+        + _results(chosen, current)
         + _experiments(paper, exp)
         + ["", "## Deviations", ""]
         + devs

@@ -53,7 +53,24 @@ def rerun(
         console=console,
         links={"rerun_of": old.id},
     )
+    unsteady = _different_results(old.record, run.record) if not changed else []
+    if unsteady:
+        run.annex(nondeterministic={"rerun_of": old.id, "metrics": unsteady})
+        console.print(
+            f"[red]same fingerprint as run {old.id}, different results ({', '.join(unsteady)}): "
+            "the run is not deterministic; look for a set or dict iterated in preprocessing, "
+            "data-loader workers or nondeterministic kernels (`repro diff` shows both)[/red]",
+            highlight=False,
+        )
     return run, changed
+
+
+def _different_results(a: dict, b: dict) -> list[str]:
+    """Recorded metrics of two runs that differ (numbers only)."""
+    from repro.config import flatten
+
+    ma, mb = flatten(a.get("metrics") or {}), flatten(b.get("metrics") or {})
+    return [k for k in sorted(set(ma) & set(mb)) if ma[k] != mb[k] and isinstance(ma[k], int | float)]
 
 
 def resumable_run(project: Project, paper: str, run_id: str | None = None):

@@ -152,6 +152,8 @@ def _create(ctx, stage: str, current: dict, missing: list[str], links: dict[str,
         links=links,
     )
     run.write_yaml("config.yaml", r.config)
+    for path in sorted(ctx.project.paper_dir(ctx.paper).glob("*.py")):  # what `repro diff` shows
+        run.write_text(f"code/{path.name}", path.read_text(encoding="utf-8", errors="replace"))
     ctx.run = run
     return run
 

@@ -188,3 +188,60 @@ def test_git_diffs_that_differ_only_in_run_records_and_notes_are_the_same():
     assert comparable_git_diff(a) != comparable_git_diff(
         base
     )  # the untracked paper file still counts
+
+
+def test_diff_shows_the_text_of_a_changed_code_file(project):
+    from repro.runner import run_stage
+
+    quiet = Console(quiet=True)
+    first = run_stage(project, "toy", "shapes", SMALL, console=quiet)
+    model = project.paper_dir("toy") / "model.py"
+    model.write_text(model.read_text().replace("nn.ReLU(),", "nn.Tanh(),"))
+    second = run_stage(project, "toy", "shapes", SMALL, console=quiet)
+    out = CliRunner().invoke(app, ["diff", first.id, second.id])
+    assert "--- a/papers/toy/model.py" in out.output and "+++ b/papers/toy/model.py" in out.output
+    assert "-            nn.ReLU()," in out.output and "+            nn.Tanh()," in out.output
+
+
+# A toy data module whose split depends on the order of a set of strings: Python's hash seed
+# (a new one in every process) decides it. The bug zoo's "non-deterministic set iteration".
+SET_ORDER = '''
+
+_load = ToyDataModule.load_examples
+
+
+def _set_ordered(self):
+    examples = _load(self)["all"]
+    order = {f"example-{i}": i for i in range(len(examples))}
+    return {"all": [examples[order[k]] for k in set(order)]}
+
+
+ToyDataModule.load_examples = _set_ordered
+'''
+
+
+def test_rerun_and_diff_say_when_the_same_inputs_give_different_results(project):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    data_py = project.paper_dir("toy") / "data.py"
+    data_py.write_text(data_py.read_text() + SET_ORDER)
+
+    def repro(seed: str, *args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONHASHSEED": seed, "COLUMNS": "300"}
+        env.pop("PYTHONPATH", None)
+        return subprocess.run([sys.executable, "-m", "repro", *args], cwd=project.root, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    assert repro("1", "stage", "overfit", *SMALL).returncode == 0
+    (first,) = [p.name for p in (project.root / "runs" / "toy" / "overfit").iterdir()]
+    again = repro("2", "rerun", first)
+    assert "the run is not deterministic" in again.stdout, again.stdout + again.stderr
+    second = next(p for p in (project.root / "runs" / "toy" / "overfit").iterdir() if p.name != first)
+    record = json.loads((second / "record.json").read_text())
+    assert record["nondeterministic"]["rerun_of"] == first and record["nondeterministic"]["metrics"]
+    out = repro("3", "diff", first, second.name)
+    assert "same inputs, different results" in out.stdout
+    assert repro("3", "diff", first, second.name, "--expect", "run").returncode == 1
