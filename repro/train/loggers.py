@@ -17,10 +17,18 @@ def csv_logger(out_dir: Path, flush_every: int):
 
 def wandb_logged_in() -> bool:
     """What wandb itself says: an API key from WANDB_API_KEY, its settings or ~/.netrc *for the
-    W&B host* (any other ~/.netrc entry does not count). Never prompts, never contacts a server."""
+    W&B host* (any other ~/.netrc entry does not count). Never prompts, never contacts a server,
+    and changes no state of the wandb library (wandb.login would keep what it found)."""
     import wandb
 
     try:
+        from wandb.sdk import wandb_setup
+        from wandb.sdk.lib.wbauth import authenticate_session
+
+        host = wandb_setup.singleton().settings.base_url
+        found = authenticate_session(host=host, source="repro", prompt=False, update_session=False)
+        return found is not None
+    except ImportError:  # another wandb version: its public check (it may keep the credentials)
         return bool(wandb.login(prompt=False, verify=False))
     except Exception:  # wandb raises UsageError and friends when it cannot tell: offline, then
         return False
