@@ -1,8 +1,10 @@
 """Forecast the full stage's wall time and peak memory from what earlier stages measured.
 
-Inputs come from the records: the overfit gate's steps/s (one fixed batch, forward + backward +
-optimizer step), the data gate's split sizes, the model's parameter count and the overfit
-process's peak RSS. It is arithmetic, not a simulation: see `forecast_full` for every assumption.
+Inputs come from the milestone records on the current fingerprint: the overfit gate's speed
+sample (training and evaluation steps timed through Lightning on the real loaders, with their
+spread and the machine's load, repro/speed.py), the data gate's split sizes, the model's
+parameter count and the overfit process's peak RSS. It is arithmetic, not a simulation: see
+`forecast_full` for every assumption. A measurement on other code, config or data is not used.
 """
 
 from __future__ import annotations
@@ -14,16 +16,20 @@ from typing import Any
 
 from repro.config.schema import RunConfig
 
-EVAL_COST = (
-    1 / 3
-)  # a forward pass costs about a third of forward + backward + step (2 of 3 passes skipped)
 BYTES_PER_PARAM = 16  # fp32 weights + gradients + Adam's two moments, 4 bytes each
+MARGIN = 1.5  # the bound's step time is the p90 step x this; x 2 when the sample was noisy
+NOISY_SPREAD = 1.5  # p90 / median above this, or a load above the CPUs: a noisy measurement
 
 
 @dataclass
 class ForecastInputs:
-    steps_per_s: float  # measured by the overfit gate at `measured_batch`
+    train_step_s: float  # median training step at `measured_batch`
+    train_p90_s: float
+    eval_step_s: float  # median evaluation step at `measured_eval_batch`
+    eval_p90_s: float
+    setup_s: float  # Trainer start to first batch, per fit/validate/test
     measured_batch: int
+    measured_eval_batch: int
     n_train: int
     n_val: int
     n_test: int
@@ -36,12 +42,14 @@ class ForecastInputs:
     params: int | None = None
     overfit_peak_rss_mb: float | None = None
     device: str = "cpu"
+    load_avg: float | None = None  # while the speed was measured
+    cpus: int | None = None
 
 
-def step_seconds(steps_per_s: float, measured_batch: int, batch: int) -> float:
-    """Seconds for one training step at `batch`: the measured step, scaled up linearly when the
-    batch is larger than the measured one (never scaled down: small steps are overhead-bound)."""
-    return (1.0 / steps_per_s) * max(1.0, batch / max(1, measured_batch))
+def scaled(step_s: float, measured_batch: int, batch: int) -> float:
+    """A step at `batch` from one measured at `measured_batch`: scaled up linearly when larger
+    (never scaled down: small steps are overhead-bound)."""
+    return step_s * max(1.0, batch / max(1, measured_batch))
 
 
 def train_batches(n_train: int, batch: int, limit: float | int | None) -> int:
@@ -53,37 +61,56 @@ def train_batches(n_train: int, batch: int, limit: float | int | None) -> int:
     return min(n, int(limit))
 
 
-def forecast_full(i: ForecastInputs) -> dict[str, Any]:
-    """Upper-bound time (every epoch runs: early stopping can only shorten it) and a rough memory figure."""
-    step_s = step_seconds(i.steps_per_s, i.measured_batch, i.batch_size)
-    eval_step_s = step_seconds(i.steps_per_s, i.measured_batch, i.eval_batch_size) * EVAL_COST
+def margin(i: ForecastInputs) -> tuple[float, bool]:
+    """(the bound's factor on the p90 step, whether the measurement was noisy)."""
+    spread = i.train_p90_s / i.train_step_s if i.train_step_s else 1.0
+    loaded = i.load_avg is not None and i.cpus is not None and i.load_avg > i.cpus
+    noisy = spread > NOISY_SPREAD or loaded
+    return (2 * MARGIN if noisy else MARGIN), noisy
+
+
+def _seconds(i: ForecastInputs, train_s: float, eval_s: float) -> dict[str, float]:
+    """Epoch, finder and total seconds for one training-step and one eval-step time."""
+    step = scaled(train_s, i.measured_batch, i.batch_size)
+    ev = scaled(eval_s, i.measured_eval_batch, i.eval_batch_size)
     n_steps = train_batches(i.n_train, i.batch_size, i.limit_train_batches)
-    val_s = math.ceil(i.n_val / i.eval_batch_size) * eval_step_s
-    test_s = math.ceil(i.n_test / i.eval_batch_size) * eval_step_s
-    epoch_s = n_steps * step_s + val_s
-    finder_s = i.lr_finder_steps * step_s
-    per_seed_s = (
-        finder_s + i.max_epochs * epoch_s + val_s + test_s
-    )  # + validate and test the best checkpoint
-    total_s = i.seeds * per_seed_s
+    val = math.ceil(i.n_val / i.eval_batch_size) * ev
+    test = math.ceil(i.n_test / i.eval_batch_size) * ev
+    epoch = n_steps * step + val
+    finder = i.lr_finder_steps * step
+    # per seed: the finder, every epoch (early stopping can only shorten it), then the best
+    # checkpoint validated and tested again; a Trainer's set-up for fit, validate and test
+    per_seed = finder + i.max_epochs * epoch + val + test + 3 * i.setup_s
+    return {"step_s": step, "steps": n_steps, "epoch_s": epoch, "finder_s": finder, "total_s": i.seeds * per_seed}
+
+
+def forecast_full(i: ForecastInputs) -> dict[str, Any]:
+    """A likely time (median steps) and an upper bound (p90 steps x margin), and a rough memory
+    figure; the note says every assumption."""
+    factor, noisy = margin(i)
+    likely = _seconds(i, i.train_step_s, i.eval_step_s)
+    bound = _seconds(i, i.train_p90_s * factor, i.eval_p90_s * factor)
     state_mb = (i.params or 0) * BYTES_PER_PARAM / 2**20
     # The overfit process held the same model, Adam state and the dataset; activations at a larger
     # batch are not measured, hence the wide band.
     peak_mb = (i.overfit_peak_rss_mb + state_mb) if i.overfit_peak_rss_mb is not None else None
     return {
         "inputs": asdict(i),
-        "step_s": step_s,
-        "train_steps_per_epoch": n_steps,
-        "s_per_epoch": epoch_s,
-        "lr_finder_s": finder_s,
-        "eval_s": val_s + test_s,
+        "train_steps_per_epoch": likely["steps"],
+        "s_per_epoch": likely["epoch_s"],
+        "s_per_epoch_bound": bound["epoch_s"],
+        "lr_finder_s": likely["finder_s"],
         "epochs": i.max_epochs,
         "seeds": i.seeds,
-        "total_s": total_s,
+        "likely_s": likely["total_s"],
+        "total_s": bound["total_s"],
+        "margin": factor,
+        "noisy": noisy,
         "param_state_mb": state_mb,
         "peak_rss_mb": peak_mb,
-        "note": "upper bound on time (all epochs, no early stopping); overfit's steps/s scaled linearly with "
-        "batch size; Lightning's per-step overhead and data loading not measured; memory ±50%",
+        "note": f"bound: every epoch runs (no early stopping) at the p90 step x {factor:g}"
+        + (" (noisy measurement: doubled margin)" if noisy else "")
+        + "; steps scaled linearly to larger batches; the machine no busier than when measured; memory ±50%",
     }
 
 
@@ -94,10 +121,14 @@ def _minutes(s: float) -> str:
 def format_forecast(fc: dict[str, Any]) -> str:
     i = fc["inputs"]
     seeds = f" × {fc['seeds']} seeds" if fc["seeds"] > 1 else ""
+    load = f", load {i['load_avg']:.1f} on {i['cpus']} CPUs" if i.get("load_avg") is not None else ""
     text = (
-        f"forecast: ≤ {_minutes(fc['total_s'])} for {fc['epochs']} epochs{seeds} "
-        f"(≈ {fc['s_per_epoch']:.2f} s/epoch: {fc['train_steps_per_epoch']} steps of batch {i['batch_size']} at "
-        f"{i['steps_per_s']:.1f} steps/s measured by overfit at batch {i['measured_batch']}, + val at 1/3 cost)"
+        f"forecast: ≈ {_minutes(fc['likely_s'])}, ≤ {_minutes(fc['total_s'])} for {fc['epochs']} epochs{seeds} "
+        f"(≈ {fc['s_per_epoch']:.2f} s/epoch: {fc['train_steps_per_epoch']} steps of batch {i['batch_size']}; "
+        f"steps measured through Lightning by overfit at batch {i['measured_batch']}: median "
+        f"{1000 * i['train_step_s']:.0f} ms, p90 {1000 * i['train_p90_s']:.0f} ms{load}"
+        + ("; noisy: the bound's margin is doubled" if fc.get("noisy") else "")
+        + ")"
     )
     if fc["lr_finder_s"]:
         text += f"; LR finder ≈ {fc['lr_finder_s']:.0f} s per seed"
@@ -107,44 +138,49 @@ def format_forecast(fc: dict[str, Any]) -> str:
     return text + f"; device {i['device']}"
 
 
-def inputs_from_records(runs_dir: Path, paper: str, cfg: RunConfig) -> ForecastInputs | None:
-    """The forecast inputs from the newest passed data and overfit runs, or None when missing."""
+def inputs_from_records(runs_dir: Path, paper: str, cfg: RunConfig, current: dict) -> ForecastInputs | str:
+    """The forecast inputs from the data and overfit milestones on the current fingerprint (the
+    base config's), or the reason there are none."""
     from repro.gates.metrics import DataMetrics, OverfitMetrics, load_metrics
-    from repro.records import latest_run
+    from repro.progression import stage_states
 
-    data = latest_run(runs_dir, paper, "data", status="passed")
-    overfit = latest_run(runs_dir, paper, "overfit", status="passed")
-    sizes = load_metrics(DataMetrics, data.record) if data else None
-    speed = load_metrics(OverfitMetrics, overfit.record) if overfit else None
-    if sizes is None or speed is None or not speed.steps_per_s:
-        return None
-    model = overfit.record.get("model") or {}
-    device = ((overfit.record.get("env") or {}).get("device") or {}).get("device", "?")
+    rows = {r.stage: r for r in stage_states(runs_dir, paper, current)}
+    for stage in ("data", "overfit"):
+        if not rows[stage].passed:
+            what = f"{stage} is {rows[stage].state}" + (f" ({rows[stage].reason})" if rows[stage].changed else "")
+            return f"{what}: no measurement on the current code, config and data"
+    from repro.records import load_run
+
+    data, overfit = load_run(runs_dir, rows["data"].run_id), load_run(runs_dir, rows["overfit"].run_id)
+    sizes, speed = load_metrics(DataMetrics, data.record), load_metrics(OverfitMetrics, overfit.record)
+    if sizes is None or speed is None or speed.speed is None:
+        return f"overfit run {overfit.id} recorded no speed sample (recorded by an older repro?)"
+    s = speed.speed
     return ForecastInputs(
-        steps_per_s=speed.steps_per_s,
-        measured_batch=speed.batch_size,
-        n_train=sizes.sizes.get("train", 0),
-        n_val=sizes.sizes.get("val", 0),
-        n_test=sizes.sizes.get("test", 0),
-        batch_size=cfg.data.batch_size,
-        eval_batch_size=cfg.data.eval_batch,
-        max_epochs=cfg.trainer.max_epochs,
-        seeds=cfg.seeds,
+        train_step_s=s.train_median_s, train_p90_s=s.train_p90_s, eval_step_s=s.eval_median_s,
+        eval_p90_s=s.eval_p90_s, setup_s=s.setup_s, measured_batch=s.batch_size,
+        measured_eval_batch=s.eval_batch_size, n_train=sizes.sizes.get("train", 0),
+        n_val=sizes.sizes.get("val", 0), n_test=sizes.sizes.get("test", 0),
+        batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch,
+        max_epochs=cfg.trainer.max_epochs, seeds=cfg.seeds,
         lr_finder_steps=0 if cfg.optim.lr is not None else cfg.lr_finder.num_training,
         limit_train_batches=cfg.trainer.limit_train_batches,
-        params=model.get("total"),
+        params=(overfit.record.get("model") or {}).get("total"),
         overfit_peak_rss_mb=overfit.record.get("peak_rss_mb"),
-        device=str(device),
-    )
+        device=str(((overfit.record.get("env") or {}).get("device") or {}).get("device", "?")),
+        load_avg=s.load_avg, cpus=s.cpus,
+    )  # fmt: skip
 
 
-def print_forecast(runs_dir: Path, paper: str, cfg: RunConfig, console) -> dict[str, Any] | None:
-    """Estimate the full stage's time and memory from the earlier stages' records; print it."""
-    inputs = inputs_from_records(runs_dir, paper, cfg)
-    if inputs is None:
-        console.print(
-            "forecast: unavailable (needs passed data and overfit runs with throughput measured)"
-        )
+def print_forecast(project, paper: str, cfg: RunConfig, console) -> dict[str, Any] | None:
+    """Estimate the full stage's time and memory from the milestones' records; print it."""
+    from repro.config import compose
+    from repro.runner import current_fingerprint
+
+    current = current_fingerprint(project, paper, compose(project, paper, []))
+    inputs = inputs_from_records(project.runs_dir, paper, cfg, current)
+    if isinstance(inputs, str):
+        console.print(f"forecast: unavailable: {inputs}", markup=False, highlight=False)
         return None
     fc = forecast_full(inputs)
     console.print(format_forecast(fc), highlight=False)
@@ -153,10 +189,13 @@ def print_forecast(runs_dir: Path, paper: str, cfg: RunConfig, console) -> dict[
 
 def compare(forecast: dict[str, Any] | None, actual: dict[str, Any] | None) -> str | None:
     """One line: forecast vs actual per-epoch time and total, for `repro show`."""
-    if not forecast or not actual:
+    if not forecast or not actual or "likely_s" not in forecast:
         return None
+    wall = actual.get("wall_s") or 0
+    held = "held" if wall <= forecast["total_s"] else "BROKEN"
     parts = [
-        f"forecast ≤ {_minutes(forecast['total_s'])} vs actual {_minutes(actual.get('wall_s') or 0)} wall"
+        f"forecast ≈ {_minutes(forecast['likely_s'])}, ≤ {_minutes(forecast['total_s'])} vs actual "
+        f"{_minutes(wall)} wall (bound {held})"
     ]
     if actual.get("s_per_epoch") is not None:
         parts.append(
@@ -164,7 +203,5 @@ def compare(forecast: dict[str, Any] | None, actual: dict[str, Any] | None) -> s
             f"({actual.get('epochs')} epochs run of {forecast['epochs'] * forecast['seeds']} forecast)"
         )
     if forecast.get("peak_rss_mb") is not None and actual.get("peak_rss_mb") is not None:
-        parts.append(
-            f"peak memory ≈ {forecast['peak_rss_mb']:.0f} vs {actual['peak_rss_mb']:.0f} MB"
-        )
+        parts.append(f"peak memory ≈ {forecast['peak_rss_mb']:.0f} vs {actual['peak_rss_mb']:.0f} MB")
     return "; ".join(parts)

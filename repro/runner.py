@@ -214,4 +214,4 @@ def forecast_only(project: Project, paper: str, overrides: list[str], console: C
     """`repro stage full --dry-run`: the forecast, no run recorded."""
     from repro.forecast import print_forecast
 
-    print_forecast(project.runs_dir, paper, compose(project, paper, overrides).cfg, console)
+    print_forecast(project, paper, compose(project, paper, overrides).cfg, console)

@@ -15,7 +15,7 @@ from repro.forecast import (
     compare,
     forecast_full,
     format_forecast,
-    step_seconds,
+    scaled,
     train_batches,
 )
 from repro.gates.experiments import results_table
@@ -67,8 +67,13 @@ def test_experiments_aggregate_mean_std_and_n_per_variant():
 # ---- forecast arithmetic (pure) ------------------------------------------------------------------
 def _inputs(**kw) -> ForecastInputs:
     base = dict(
-        steps_per_s=10.0,
+        train_step_s=0.1,
+        train_p90_s=0.12,
+        eval_step_s=0.03,
+        eval_p90_s=0.04,
+        setup_s=0.5,
         measured_batch=32,
+        measured_eval_batch=32,
         n_train=800,
         n_val=100,
         n_test=100,
@@ -79,46 +84,73 @@ def _inputs(**kw) -> ForecastInputs:
         lr_finder_steps=0,
         params=1_000_000,
         overfit_peak_rss_mb=400.0,
+        load_avg=1.0,
+        cpus=2,
     )
     return ForecastInputs(**(base | kw))
 
 
 def test_step_time_scales_up_with_batch_but_never_down():
-    assert step_seconds(10.0, 32, 32) == pytest.approx(0.1)
-    assert step_seconds(10.0, 32, 64) == pytest.approx(0.2)
-    assert step_seconds(10.0, 32, 8) == pytest.approx(0.1)
+    assert scaled(0.1, 32, 32) == pytest.approx(0.1)
+    assert scaled(0.1, 32, 64) == pytest.approx(0.2)
+    assert scaled(0.1, 32, 8) == pytest.approx(0.1)
     assert train_batches(801, 32, None) == 26
     assert train_batches(800, 32, 0.5) == 12 and train_batches(800, 32, 10) == 10
 
 
-def test_forecast_sums_epochs_eval_finder_and_seeds():
+def test_forecast_sums_epochs_eval_finder_setup_and_seeds():
     fc = forecast_full(_inputs())
-    # 25 train steps x 0.1 s + 2 val batches (of 50) x 0.1 x (50/32) / 3
-    eval_step = 0.1 * 50 / 32 / 3
+    eval_step = 0.03 * 50 / 32  # measured at 32, scaled up to 50
     assert fc["s_per_epoch"] == pytest.approx(25 * 0.1 + 2 * eval_step)
-    assert fc["total_s"] == pytest.approx(
-        5 * fc["s_per_epoch"] + 4 * eval_step
-    )  # + validate and test best
+    # likely: every epoch, then validate and test the best checkpoint, and three Trainer set-ups
+    assert fc["likely_s"] == pytest.approx(5 * fc["s_per_epoch"] + 4 * eval_step + 3 * 0.5)
+    assert fc["margin"] == 1.5 and fc["noisy"] is False
+    bound_epoch = 25 * 0.12 * 1.5 + 2 * 0.04 * 50 / 32 * 1.5
+    assert fc["s_per_epoch_bound"] == pytest.approx(bound_epoch)
     two = forecast_full(_inputs(seeds=2, lr_finder_steps=100))
     assert two["lr_finder_s"] == pytest.approx(10.0)
-    assert two["total_s"] == pytest.approx(2 * (fc["total_s"] + 10.0))
+    assert two["likely_s"] == pytest.approx(2 * (fc["likely_s"] + 10.0))
     assert fc["param_state_mb"] == pytest.approx(16e6 / 2**20)
     assert fc["peak_rss_mb"] == pytest.approx(400 + 16e6 / 2**20)
     assert forecast_full(_inputs(overfit_peak_rss_mb=None))["peak_rss_mb"] is None
+
+
+def test_a_noisy_measurement_doubles_the_margin():
+    spread = forecast_full(_inputs(train_p90_s=0.3))  # p90 3x the median
+    loaded = forecast_full(_inputs(load_avg=5.0))  # measured with 5 runnable tasks on 2 CPUs
+    for fc in (spread, loaded):
+        assert fc["noisy"] is True and fc["margin"] == 3.0
+    assert "noisy measurement: doubled margin" in loaded["note"]
 
 
 def test_forecast_wording_and_comparison_with_actual():
     fc = forecast_full(_inputs(max_epochs=40, seeds=3))
     text = format_forecast(fc)
     assert text.startswith(
-        f"forecast: ≤ {fc['total_s'] / 60:.1f} min for 40 epochs × 3 seeds (≈ 2.60 s/epoch: "
-        "25 steps of batch 32 at 10.0 steps/s measured by overfit at batch 32"
+        f"forecast: ≈ {fc['likely_s'] / 60:.1f} min, ≤ {fc['total_s'] / 60:.1f} min for 40 epochs × 3 seeds"
     )
+    assert "steps measured through Lightning by overfit at batch 32: median 100 ms, p90 120 ms" in text
+    assert "load 1.0 on 2 CPUs" in text
     assert "peak memory ≈ 415 MB" in text and text.endswith("device cpu")
     line = compare(fc, {"wall_s": 100.0, "s_per_epoch": 2.0, "epochs": 30, "peak_rss_mb": 500.0})
-    assert "2.60 vs 2.00 s/epoch (30 epochs run of 120 forecast)" in line
+    assert "(bound held)" in line
+    assert "2.59 vs 2.00 s/epoch (30 epochs run of 120 forecast)" in line
     assert "peak memory ≈ 415 vs 500 MB" in line
+    assert "(bound BROKEN)" in compare(fc, {"wall_s": fc["total_s"] + 1})
     assert compare(None, {"wall_s": 1}) is None
+
+
+RECORDED = [  # (forecast inputs, actual wall seconds) measured on this 2-core machine (toy paper)
+    (dict(train_step_s=0.138, train_p90_s=0.156, eval_step_s=0.05, eval_p90_s=0.05, setup_s=0.02,
+          n_train=240, n_val=30, n_test=30, max_epochs=3, load_avg=6.2), 4.0),
+]
+
+
+@pytest.mark.parametrize("inputs, wall", RECORDED)
+def test_the_bound_holds_on_recorded_pairs(inputs, wall):
+    fc = forecast_full(_inputs(**inputs))
+    assert fc["likely_s"] <= fc["total_s"]
+    assert wall <= fc["total_s"]
 
 
 # ---- integration: two seeds on the toy paper, forecast before, actual after ----------------------
@@ -136,7 +168,7 @@ def test_full_with_two_seeds_reports_mean_std_and_records_forecast_and_actual(pr
         env={"COLUMNS": "300"},
     )
     assert dry.exit_code == 0, dry.output
-    assert "forecast: ≤" in dry.output and "for 2 epochs × 2 seeds" in dry.output
+    assert "forecast: ≈ " in dry.output and "for 2 epochs × 2 seeds" in dry.output
     assert list_runs(project.runs_dir, "toy", "full") == []  # a dry run records nothing
 
     run = run_stage(
@@ -159,4 +191,18 @@ def test_full_with_two_seeds_reports_mean_std_and_records_forecast_and_actual(pr
 
     shown = CliRunner().invoke(app, ["show", run.id], env={"COLUMNS": "300"})
     assert shown.exit_code == 0
-    assert "forecast ≤" in shown.output and " s/epoch (" in shown.output
+    assert "forecast ≈ " in shown.output and " s/epoch (" in shown.output
+    assert rec["actual"]["wall_s"] <= rec["forecast"]["total_s"]  # the bound held on this run
+
+
+def test_no_forecast_from_a_stale_measurement(project, cli):
+    from repro.runner import run_stage
+
+    shrink_toy(project)
+    assert run_stage(project, "toy", "overfit", [], console=Console(quiet=True)).record["status"] == "passed"
+    model = project.paper_dir("toy") / "model.py"
+    model.write_text(model.read_text() + "\n# edited\n")
+    code, out, err = cli("stage", "full", "--dry-run")
+    assert code == 0, err
+    assert "forecast: unavailable: overfit is STALE" in out
+    assert "changed since: code.model, papers/toy/model.py" in out

@@ -152,6 +152,7 @@ class OverfitStage:
     loss_ratio: float = field(metadata=bound(gt=0, lt=1))
     accept_full_accuracy: bool
     disable_dropout: bool
+    speed_steps: int = field(metadata=bound(ge=3))
 
 
 @dataclass(frozen=True)

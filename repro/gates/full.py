@@ -177,7 +177,7 @@ def run(ctx) -> Verdict:
     t0 = time.perf_counter()
     cfg = ctx.cfg
     if not ctx.resume:
-        ctx.run.annex(forecast=print_forecast(ctx.project.runs_dir, ctx.paper, cfg, ctx.console))
+        ctx.run.annex(forecast=print_forecast(ctx.project, ctx.paper, cfg, ctx.console))
     seeds = [ctx.seed + i for i in range(cfg.seeds)]
     wandb = _wandb_run(ctx)
     try:

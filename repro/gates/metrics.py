@@ -33,6 +33,23 @@ class ShapesMetrics:
 
 
 @dataclass(frozen=True)
+class SpeedSample:
+    """Step times of training (forward + backward + optimizer) and of evaluation (forward),
+    measured through Lightning on the real loaders (repro/speed.py)."""
+
+    batch_size: int
+    eval_batch_size: int
+    train_steps: int  # how many training steps were timed
+    train_median_s: float
+    train_p90_s: float
+    eval_median_s: float
+    eval_p90_s: float
+    setup_s: float  # from Trainer.fit's start to its first batch (once per training run)
+    load_avg: float | None  # 1-minute load average while measuring
+    cpus: int | None
+
+
+@dataclass(frozen=True)
 class OverfitMetrics:
     initial_loss: float | None
     final_loss: float | None
@@ -42,6 +59,7 @@ class OverfitMetrics:
     steps_per_s: float  # median full step (forward + backward + optimizer) on the fixed batch
     batch_size: int
     lr: float
+    speed: SpeedSample | None = None  # the forecast's input (None: not measured)
 
 
 @dataclass(frozen=True)

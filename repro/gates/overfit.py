@@ -197,6 +197,7 @@ def run(ctx) -> Verdict:
         steps_per_s=out["steps_per_s"],
         batch_size=int(batch["label"].shape[0]),
         lr=float(lr),
+        speed=_speed(ctx, model, dm, lr) if check.passed else None,
     )
     evidence = check.evidence | {
         "seconds": out["seconds"],
@@ -212,3 +213,15 @@ def run(ctx) -> Verdict:
         ctx.run.write_text("overfit_losses.csv", "step,loss,acc\n" + rows)
         evidence["plot"] = "overfit_curve.png"
     return Verdict.from_checks("overfit", [check], evidence, metrics)
+
+
+def _speed(ctx, model, dm, lr: float):
+    """Training and evaluation steps timed through Lightning on the real loaders: the full
+    stage's forecast uses them (repro/speed.py). Run after the judgement, on the same model."""
+    from repro.speed import measure_speed
+    from repro.train.fit import quiet_lightning
+    from repro.train.module import ClassificationModule
+
+    quiet_lightning()
+    module = ClassificationModule(model, ctx.cfg.optim, ctx.cfg.schedule, lr)
+    return measure_speed(module, dm, ctx.cfg.stage.overfit.speed_steps, ctx.cfg.trainer.accelerator)
