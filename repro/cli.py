@@ -1,11 +1,12 @@
 """The `repro` command line: thin wrappers that turn library results and errors into terminal output.
 
-Commands that do not train (help, new, status, log, show, diff, report) import neither torch nor Lightning.
+Commands that do not train (help, init, new, status, log, show, diff, report) import neither torch nor Lightning.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -39,11 +40,56 @@ EXPECT_OPT = typer.Option(
     help="A key allowed to differ (repeatable); exit 1 when anything else differs.",
 )
 
+INIT_DIR_ARG = typer.Argument(
+    Path("."),
+    help="The folder to set up: an empty one or your own repository (created if absent).",
+    show_default="the current directory",
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from repro import __version__
+
+        typer.echo(f"repro {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print repro's version and exit.",
+    ),
+) -> None:
+    # Options before the command (`repro --version`); the app's help is Typer(help=...) above.
+    pass
+
 
 def _project():
     from repro.project import find_project
 
     return find_project()
+
+
+@app.command()
+def init(directory: Path = INIT_DIR_ARG):
+    """Make a folder a repro project: conf/ with repro's defaults, papers/, notes/; runs/ git-ignored."""
+    from repro.init_project import init_project
+
+    result = init_project(directory)
+    root = directory.absolute()
+    for p in result.created:
+        console.print(f"  created {p.relative_to(root)}{'/' if p.is_dir() else ''}")
+    if result.gitignore_added:
+        console.print(f"  added {' '.join(result.gitignore_added)} to .gitignore")
+    where = "" if root == Path.cwd() else f"cd {directory} && "
+    console.print(
+        f"\nNext: [bold]{where}repro new <paper>[/bold] (a tiny working example to replace with the paper)."
+    )
 
 
 @app.command()

@@ -23,3 +23,7 @@ class PaperError(ReproError):
 
 class LaunchError(ReproError):
     """Jobs could not be submitted (no scheduler here, or it refused the request)."""
+
+
+class ProjectError(ReproError):
+    """No repro project here, or a directory cannot become one without overwriting files."""

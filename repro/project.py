@@ -8,7 +8,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from repro.errors import PaperError, ReproError
+from repro.errors import PaperError, ProjectError
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,9 @@ def find_project(start: Path | None = None) -> Project:
     for d in (here, *here.parents):
         if (d / "conf" / "config.yaml").is_file():
             return Project(d)
-    raise ReproError(
+    raise ProjectError(
         f"no repro project found in {here} or its parents (looked for conf/config.yaml); "
-        "run repro from inside the repro checkout"
+        "run `repro init` to make this directory one"
     )
 
 
