@@ -244,7 +244,9 @@ def code_text_diff(dir_a, dir_b, diffs: list[Difference], context: int = 3) -> s
         name = Path(d.key).name
         a, b = Path(dir_a) / "code" / name, Path(dir_b) / "code" / name
         if not a.exists() and not b.exists():
-            out.append(f"# {d.key}: neither run kept a copy of it (recorded before runs kept code/)")
+            out.append(
+                f"# {d.key}: neither run kept a copy of it (recorded before runs kept code/)"
+            )
             continue
         lines_a = a.read_text(encoding="utf-8").splitlines(keepends=True) if a.exists() else []
         lines_b = b.read_text(encoding="utf-8").splitlines(keepends=True) if b.exists() else []
@@ -252,10 +254,14 @@ def code_text_diff(dir_a, dir_b, diffs: list[Difference], context: int = 3) -> s
     return "".join(line if line.endswith("\n") else line + "\n" for line in out)
 
 
-def same_inputs_different_results(diffs: list[Difference], a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+def same_inputs_different_results(
+    diffs: list[Difference], a: dict[str, Any], b: dict[str, Any]
+) -> list[str]:
     """Metrics that differ although no input does (config, code, data, environment, model): the
     run is not deterministic (a set iterated in preprocessing, threads, a GPU kernel...)."""
     if any(d.kind in ("config", "overrides", "code", "data", "env", "model") for d in diffs):
         return []
     ma, mb = flatten(a.get("metrics") or {}), flatten(b.get("metrics") or {})
-    return [k for k in sorted(set(ma) & set(mb)) if ma[k] != mb[k] and isinstance(ma[k], int | float)]
+    return [
+        k for k in sorted(set(ma) & set(mb)) if ma[k] != mb[k] and isinstance(ma[k], int | float)
+    ]

@@ -103,7 +103,9 @@ def print_status(console: Console, paper: str, rows) -> None:
     console.print(t)
     for r in rows:
         if r.around:
-            console.print(f"  {r.stage}: {escape(r.around)} (repro log -s {r.stage})", highlight=False)
+            console.print(
+                f"  {r.stage}: {escape(r.around)} (repro log -s {r.stage})", highlight=False
+            )
 
 
 def run_marks(rec: dict) -> list[str]:
@@ -143,7 +145,9 @@ def print_log(console: Console, runs) -> None:
         ]
         reason = (rec.get("verdict") or {}).get("reason") or r.status_reason or ""
         overrides = rec.get("overrides")
-        if isinstance(overrides, list) and overrides:  # shown first: it is what makes the run differ
+        if (
+            isinstance(overrides, list) and overrides
+        ):  # shown first: it is what makes the run differ
             reason = f"[{' '.join(map(str, overrides))}] {reason}"
         rows.append((cells, st, reason))
     # One line per run (the full reason is in `repro show <run>`): the reason gets what the

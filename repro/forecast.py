@@ -81,7 +81,13 @@ def _seconds(i: ForecastInputs, train_s: float, eval_s: float) -> dict[str, floa
     # per seed: the finder, every epoch (early stopping can only shorten it), then the best
     # checkpoint validated and tested again; a Trainer's set-up for fit, validate and test
     per_seed = finder + i.max_epochs * epoch + val + test + 3 * i.setup_s
-    return {"step_s": step, "steps": n_steps, "epoch_s": epoch, "finder_s": finder, "total_s": i.seeds * per_seed}
+    return {
+        "step_s": step,
+        "steps": n_steps,
+        "epoch_s": epoch,
+        "finder_s": finder,
+        "total_s": i.seeds * per_seed,
+    }
 
 
 def forecast_full(i: ForecastInputs) -> dict[str, Any]:
@@ -121,7 +127,9 @@ def _minutes(s: float) -> str:
 def format_forecast(fc: dict[str, Any]) -> str:
     i = fc["inputs"]
     seeds = f" × {fc['seeds']} seeds" if fc["seeds"] > 1 else ""
-    load = f", load {i['load_avg']:.1f} on {i['cpus']} CPUs" if i.get("load_avg") is not None else ""
+    load = (
+        f", load {i['load_avg']:.1f} on {i['cpus']} CPUs" if i.get("load_avg") is not None else ""
+    )
     text = (
         f"forecast: ≈ {_minutes(fc['likely_s'])}, ≤ {_minutes(fc['total_s'])} for {fc['epochs']} epochs{seeds} "
         f"(≈ {fc['s_per_epoch']:.2f} s/epoch: {fc['train_steps_per_epoch']} steps of batch {i['batch_size']}; "
@@ -138,7 +146,9 @@ def format_forecast(fc: dict[str, Any]) -> str:
     return text + f"; device {i['device']}"
 
 
-def inputs_from_records(runs_dir: Path, paper: str, cfg: RunConfig, current: dict) -> ForecastInputs | str:
+def inputs_from_records(
+    runs_dir: Path, paper: str, cfg: RunConfig, current: dict
+) -> ForecastInputs | str:
     """The forecast inputs from the data and overfit milestones on the current fingerprint (the
     base config's), or the reason there are none."""
     from repro.gates.metrics import DataMetrics, OverfitMetrics, load_metrics
@@ -147,12 +157,20 @@ def inputs_from_records(runs_dir: Path, paper: str, cfg: RunConfig, current: dic
     rows = {r.stage: r for r in stage_states(runs_dir, paper, current)}
     for stage in ("data", "overfit"):
         if not rows[stage].passed:
-            what = f"{stage} is {rows[stage].state}" + (f" ({rows[stage].reason})" if rows[stage].changed else "")
+            what = f"{stage} is {rows[stage].state}" + (
+                f" ({rows[stage].reason})" if rows[stage].changed else ""
+            )
             return f"{what}: no measurement on the current code, config and data"
     from repro.records import load_run
 
-    data, overfit = load_run(runs_dir, rows["data"].run_id), load_run(runs_dir, rows["overfit"].run_id)
-    sizes, speed = load_metrics(DataMetrics, data.record), load_metrics(OverfitMetrics, overfit.record)
+    data, overfit = (
+        load_run(runs_dir, rows["data"].run_id),
+        load_run(runs_dir, rows["overfit"].run_id),
+    )
+    sizes, speed = (
+        load_metrics(DataMetrics, data.record),
+        load_metrics(OverfitMetrics, overfit.record),
+    )
     if sizes is None or speed is None or speed.speed is None:
         return f"overfit run {overfit.id} recorded no speed sample (recorded by an older repro?)"
     s = speed.speed
@@ -203,5 +221,7 @@ def compare(forecast: dict[str, Any] | None, actual: dict[str, Any] | None) -> s
             f"({actual.get('epochs')} epochs run of {forecast['epochs'] * forecast['seeds']} forecast)"
         )
     if forecast.get("peak_rss_mb") is not None and actual.get("peak_rss_mb") is not None:
-        parts.append(f"peak memory ≈ {forecast['peak_rss_mb']:.0f} vs {actual['peak_rss_mb']:.0f} MB")
+        parts.append(
+            f"peak memory ≈ {forecast['peak_rss_mb']:.0f} vs {actual['peak_rss_mb']:.0f} MB"
+        )
     return "; ".join(parts)

@@ -47,9 +47,13 @@ def judge_run(project: Project, paper: str, run_id: str | None, console: Console
         env=env_info(),
         links={"judged": old.id},
     )
-    run.finish(verdict.to_dict(), "passed" if verdict.passed else "failed", metrics=to_record(metrics))
+    run.finish(
+        verdict.to_dict(), "passed" if verdict.passed else "failed", metrics=to_record(metrics)
+    )
     append_entry(project.notes_dir, old.paper, format_entry(run.record))
-    console.print(f"judged run {old.id} again with the current targets: new verdict in run {run.id}")
+    console.print(
+        f"judged run {old.id} again with the current targets: new verdict in run {run.id}"
+    )
     return run
 
 
@@ -60,7 +64,9 @@ def _judged_run(project: Project, paper: str, run_id: str | None):
     if run_id:
         run = load_run(project.runs_dir, run_id)
         if run.stage != "full":
-            raise GateRefused(f"run {run.id}: expected a full run to judge, found a {run.stage} run")
+            raise GateRefused(
+                f"run {run.id}: expected a full run to judge, found a {run.stage} run"
+            )
         if load_metrics(FullMetrics, run.record) is None:
             raise GateRefused(
                 f"run {run.id}: expected recorded full-stage metrics, found none "

@@ -72,7 +72,11 @@ def format_entry(run_record: dict[str, Any]) -> str:
     overrides = run_record.get("overrides")
     if isinstance(overrides, list) and overrides:  # an experiment around the milestone: say which
         parts.append("overrides: " + " ".join(map(str, overrides)))
-    judged = (run_record.get("links") or {}).get("judged") if isinstance(run_record.get("links"), dict) else None
+    judged = (
+        (run_record.get("links") or {}).get("judged")
+        if isinstance(run_record.get("links"), dict)
+        else None
+    )
     if judged:
         parts.append(f"judged again: {judged}")
     reason = one_line(_reason(run_record), MAX_REASON_CHARS)

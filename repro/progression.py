@@ -62,7 +62,10 @@ def stage_states(runs_dir: Path, paper: str, current: dict) -> list[StageState]:
     """One row per stage, by the milestone rule, against `current` (the base config's fingerprint)."""
     from repro.records import list_runs
 
-    return [stage_state(stage, list_runs(runs_dir, paper=paper, stage=stage), current) for stage in STAGES]
+    return [
+        stage_state(stage, list_runs(runs_dir, paper=paper, stage=stage), current)
+        for stage in STAGES
+    ]
 
 
 def stage_state(stage: str, runs: list, current: dict) -> StageState:
@@ -75,9 +78,15 @@ def stage_state(stage: str, runs: list, current: dict) -> StageState:
     if on_current:
         row = _row(stage, on_current[0], around)
         judged = ((on_current[0].record.get("fingerprint") or {}).get("judged") or {}).get(stage)
-        if row.state == "PASS" and judged is not None and judged != (current.get("judged") or {}).get(stage):
+        if (
+            row.state == "PASS"
+            and judged is not None
+            and judged != (current.get("judged") or {}).get(stage)
+        ):
             row.state = REJUDGE
-            row.reason = f"the paper's targets changed since this verdict: run `repro judge {row.run_id}`"
+            row.reason = (
+                f"the paper's targets changed since this verdict: run `repro judge {row.run_id}`"
+            )
         return row
     if not milestones:
         return StageState(stage, "not run", around=around)
@@ -98,7 +107,12 @@ def stage_state(stage: str, runs: list, current: dict) -> StageState:
 
 def _row(stage: str, run, around: str) -> StageState:
     rec, status = run.record, run.effective_status
-    reason = (rec.get("verdict") or {}).get("reason") or run.status_reason or rec.get("status_reason") or ""
+    reason = (
+        (rec.get("verdict") or {}).get("reason")
+        or run.status_reason
+        or rec.get("status_reason")
+        or ""
+    )
     if status == "error":
         lines = (rec.get("error") or "").strip().splitlines()
         reason = lines[-1] if lines else reason  # the exception line of the traceback
@@ -113,7 +127,9 @@ def _around(runs: list, milestone) -> str:
     if not others:
         return ""
     newest = others[0]
-    state = {"passed": "PASS", "failed": "FAIL"}.get(newest.effective_status, newest.effective_status)
+    state = {"passed": "PASS", "failed": "FAIL"}.get(
+        newest.effective_status, newest.effective_status
+    )
     n = len(others)
     return f"{n} run{'s' if n > 1 else ''} with overrides or --force since (newest {newest.id}: {state})"
 
@@ -132,6 +148,8 @@ def passed_on(runs_dir: Path, paper: str, stage: str, fingerprint: dict) -> bool
 
     want = fingerprint["stages"][stage]
     return any(
-        r.effective_status == "passed" and not r.record.get("forced") and _stage_fp(r, stage) == want
+        r.effective_status == "passed"
+        and not r.record.get("forced")
+        and _stage_fp(r, stage) == want
         for r in list_runs(runs_dir, paper=paper, stage=stage)
     )

@@ -117,7 +117,10 @@ def _deviations(project: Project, paper: str, runs: list) -> list[str]:
     for key in sorted(prov):
         if re.search(r"DEVIATION|UNSTATED", str(prov[key])):
             out.append(f"- `{key}`: {_cell(prov[key])} (paper config provenance)")
-    out += [f"- {kind} `{where}`: {_cell(text)}" for where, kind, text in code_notes(project.paper_dir(paper))]
+    out += [
+        f"- {kind} `{where}`: {_cell(text)}"
+        for where, kind, text in code_notes(project.paper_dir(paper))
+    ]
     readme = project.paper_dir(paper) / "README.md"
     if readme.exists():
         m = re.search(
@@ -142,7 +145,9 @@ def code_notes(paper_dir: Path) -> list[tuple[str, str, str]]:
     notes = []
     for path in sorted(paper_dir.glob("*.py")):
         try:
-            tokens = list(tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline))
+            tokens = list(
+                tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline)
+            )
         except (tokenize.TokenError, SyntaxError, UnicodeDecodeError):
             continue  # the shapes gate reports a paper file that does not parse
         comments = [(t.start[0], t.string) for t in tokens if t.type == tokenize.COMMENT]
@@ -156,7 +161,9 @@ def code_notes(paper_dir: Path) -> list[tuple[str, str, str]]:
                     break
                 parts.append(more.lstrip("#").strip())
                 last = nxt
-            notes.append((f"papers/{paper_dir.name}/{path.name}:{line}", m.group(1), " ".join(parts)))
+            notes.append(
+                (f"papers/{paper_dir.name}/{path.name}:{line}", m.group(1), " ".join(parts))
+            )
     return notes
 
 

@@ -70,7 +70,9 @@ def _different_results(a: dict, b: dict) -> list[str]:
     from repro.config import flatten
 
     ma, mb = flatten(a.get("metrics") or {}), flatten(b.get("metrics") or {})
-    return [k for k in sorted(set(ma) & set(mb)) if ma[k] != mb[k] and isinstance(ma[k], int | float)]
+    return [
+        k for k in sorted(set(ma) & set(mb)) if ma[k] != mb[k] and isinstance(ma[k], int | float)
+    ]
 
 
 def resumable_run(project: Project, paper: str, run_id: str | None = None):

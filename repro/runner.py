@@ -78,7 +78,10 @@ def run_stage(
     ctx.check_paper_config()
     files = data_files_now(ctx)
     if force:
-        skipped = [s for s, _ in _plan(project, paper, stage, overrides, base, resolved, files, refuse=False)]
+        skipped = [
+            s
+            for s, _ in _plan(project, paper, stage, overrides, base, resolved, files, refuse=False)
+        ]
     else:
         skipped = _run_cheap_first(project, paper, stage, overrides, base, resolved, files, console)
     current = current_fingerprint(project, paper, resolved, files)
@@ -93,7 +96,9 @@ def run_stage(
     return run
 
 
-def _plan(project, paper, stage, overrides, base, resolved, files, refuse=True) -> list[tuple[str, list[str]]]:
+def _plan(
+    project, paper, stage, overrides, base, resolved, files, refuse=True
+) -> list[tuple[str, list[str]]]:
     """The earlier runs still needed, as (stage, overrides): base milestones first, then the
     stages the overrides change. Raises GateRefused naming the command when an expensive one is
     missing (unless refuse=False: --force lists what it skips)."""
@@ -103,13 +108,17 @@ def _plan(project, paper, stage, overrides, base, resolved, files, refuse=True) 
     todo = [(s, []) for s in missing_prerequisites(rows, stage)]
     if overrides:
         fp = current_fingerprint(project, paper, resolved, files)
-        changed = [s for s in STAGES[: STAGES.index(stage)] if fp["stages"][s] != base_fp["stages"][s]]
+        changed = [
+            s for s in STAGES[: STAGES.index(stage)] if fp["stages"][s] != base_fp["stages"][s]
+        ]
         todo += [(s, overrides) for s in changed if not passed_on(project.runs_dir, paper, s, fp)]
     for s, ov in todo if refuse else []:
         if s not in CHEAP_STAGES:
             row = states[s]
             state = row.state if not ov else "not passed with these overrides"
-            fix = f"repro judge {row.run_id}" if row.state == REJUDGE else stage_command(s, paper, ov)
+            fix = (
+                f"repro judge {row.run_id}" if row.state == REJUDGE else stage_command(s, paper, ov)
+            )
             raise GateRefused(
                 f"stage '{stage}' needs '{s}' to pass on the current code, config and data first "
                 f"({s} is {state}); run: {fix}"
@@ -122,7 +131,9 @@ def _run_cheap_first(project, paper, stage, overrides, base, resolved, files, co
     returns [] (nothing was skipped)."""
     for s, ov in _plan(project, paper, stage, overrides, base, resolved, files):
         what = "the base config" if not ov else "these overrides"
-        console.print(f"[yellow]{s} has not passed on the current code with {what}: running it first[/yellow]")
+        console.print(
+            f"[yellow]{s} has not passed on the current code with {what}: running it first[/yellow]"
+        )
         pre = run_stage(project, paper, s, ov, force=False, console=console)
         if pre.record["status"] != "passed":
             reason = (pre.record.get("verdict") or {}).get("reason", pre.record["status"])

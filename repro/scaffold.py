@@ -20,7 +20,9 @@ LAYOUT = {
 }
 
 
-def scaffold_paper(project: Project, paper: str, title: str | None = None, arxiv: str | None = None) -> list[Path]:
+def scaffold_paper(
+    project: Project, paper: str, title: str | None = None, arxiv: str | None = None
+) -> list[Path]:
     """Write every file for `paper`; refuse before writing anything if one exists already."""
     check_paper_name(paper)
     values = {"paper": paper, "title": title or paper, "arxiv": arxiv or "TODO"}
@@ -28,7 +30,9 @@ def scaffold_paper(project: Project, paper: str, title: str | None = None, arxiv
     existing = [p for p in targets.values() if p.exists()]
     if existing:
         names = ", ".join(str(p.relative_to(project.root)) for p in existing)
-        raise PaperError(f"refusing to overwrite existing files: {names} (choose another name or move them)")
+        raise PaperError(
+            f"refusing to overwrite existing files: {names} (choose another name or move them)"
+        )
     templates = resources.files("repro") / "templates" / "paper"
     written = []
     for src, dst in targets.items():

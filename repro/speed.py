@@ -28,7 +28,9 @@ def measure_speed(module, dm, steps: int, accelerator: str) -> SpeedSample:
     )  # fmt: skip
     load_before = _load()
     t0 = time.perf_counter()
-    pl.Trainer(max_steps=steps + 2, limit_val_batches=0, num_sanity_val_steps=0, **common).fit(module, datamodule=dm)
+    pl.Trainer(max_steps=steps + 2, limit_val_batches=0, num_sanity_val_steps=0, **common).fit(
+        module, datamodule=dm
+    )
     pl.Trainer(limit_val_batches=steps + 2, **common).validate(module, datamodule=dm, verbose=False)
     load_after = _load()
     train, evals = timer.train[2:] or timer.train, timer.eval[2:] or timer.eval
@@ -41,7 +43,9 @@ def measure_speed(module, dm, steps: int, accelerator: str) -> SpeedSample:
         eval_median_s=statistics.median(evals),
         eval_p90_s=_p90(evals),
         setup_s=(timer.first_batch or t0) - t0,
-        load_avg=max(load_before, load_after) if load_before is not None and load_after is not None else None,
+        load_avg=max(load_before, load_after)
+        if load_before is not None and load_after is not None
+        else None,
         cpus=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
     )
 

@@ -28,7 +28,9 @@ def data_config(values: dict[str, Any] | None = None) -> schema.DataConfig:
     return from_dict(schema.DataConfig, base | dict(values or {}), "data")
 
 
-def shrink_toy(project, n_examples: int = 300, max_epochs: int = 2, target: float = 40.0, **extra: str) -> None:
+def shrink_toy(
+    project, n_examples: int = 300, max_epochs: int = 2, target: float = 40.0, **extra: str
+) -> None:
     """Make the toy paper fast in its own config (the base config, whose runs are the milestones):
     fewer examples and epochs, a reachable target, a fixed LR; `extra` appends YAML sections,
     e.g. stage="  overfit:\\n    max_steps: 300\\n"."""

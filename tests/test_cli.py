@@ -207,8 +207,16 @@ print('HEAVY', 'torch' in sys.modules, 'pytorch_lightning' in sys.modules)
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["stage", "--help"], ["status"], ["log"], ["show", "RUN"], ["new", "other"],
-     ["stage", "full"], ["stage", "experiments", "optim.lr=0.1"]],
+    [
+        ["--help"],
+        ["stage", "--help"],
+        ["status"],
+        ["log"],
+        ["show", "RUN"],
+        ["new", "other"],
+        ["stage", "full"],
+        ["stage", "experiments", "optim.lr=0.1"],
+    ],
 )
 def test_commands_that_do_not_train_import_neither_torch_nor_lightning(project, args):
     run = _fake_run(project)

@@ -22,9 +22,16 @@ DDP = ["trainer.devices=2", "trainer.accelerator=cpu", "trainer.strategy=ddp"]
 
 
 def _repro(root: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LOCAL_RANK", "NODE_RANK")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LOCAL_RANK", "NODE_RANK")
+    }
     return subprocess.run(
-        [sys.executable, "-m", "repro", *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "repro", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -86,7 +93,11 @@ print(json.dumps(out))
 
 def _test_on_one_process(root: Path, ckpt: Path) -> dict[str, float]:
     r = subprocess.run(
-        [sys.executable, "-c", ONE_PROCESS, str(ckpt)], cwd=root, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", ONE_PROCESS, str(ckpt)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -96,7 +107,9 @@ def test_an_interrupted_two_process_run_is_one_interrupted_record(project):
     _small_toy(project, epochs=200)
     r = _repro(project.root, "stage", "overfit", "--paper", "toy")
     assert r.returncode == 0, r.stdout + r.stderr
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LOCAL_RANK", "NODE_RANK")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LOCAL_RANK", "NODE_RANK")
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "repro", "stage", "full", "--paper", "toy", *DDP],
         cwd=project.root,
@@ -107,7 +120,9 @@ def test_an_interrupted_two_process_run_is_one_interrupted_record(project):
     )
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not list(project.root.glob("runs/toy/full/*/checkpoints/last.ckpt")):
+        while time.monotonic() < deadline and not list(
+            project.root.glob("runs/toy/full/*/checkpoints/last.ckpt")
+        ):
             assert proc.poll() is None, "the run ended before it could be interrupted"
             time.sleep(0.2)
         os.killpg(proc.pid, signal.SIGINT)
@@ -120,5 +135,7 @@ def test_an_interrupted_two_process_run_is_one_interrupted_record(project):
     assert rec["status"] == "interrupted", rec["status"]
     assert rec["status_reason"].startswith("interrupted by SIGINT")
     time.sleep(1)
-    ranks = subprocess.run(["pgrep", "-f", "repro stage full --paper toy"], capture_output=True, text=True)
+    ranks = subprocess.run(
+        ["pgrep", "-f", "repro stage full --paper toy"], capture_output=True, text=True
+    )
     assert ranks.stdout.strip() == ""  # no rank left behind

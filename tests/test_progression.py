@@ -37,7 +37,9 @@ def fast(project):
 
 
 def _run(project, stage, overrides=(), force=False):
-    return run_stage(project, "toy", stage, list(overrides), force=force, console=Console(quiet=True))
+    return run_stage(
+        project, "toy", stage, list(overrides), force=force, console=Console(quiet=True)
+    )
 
 
 def _rows(project) -> dict:
@@ -70,8 +72,13 @@ def test_data_shapes_overfit_pass_in_order_and_each_appends_a_note(fast):
         notes = _notes(fast)
         assert len(notes) == len(before) + i
         assert f" · {stage} · PASS · {run.id}" in notes[-1]
-    assert _states(fast) == {"data": "PASS", "shapes": "PASS", "overfit": "PASS", "full": "not run",
-                             "experiments": "not run"}
+    assert _states(fast) == {
+        "data": "PASS",
+        "shapes": "PASS",
+        "overfit": "PASS",
+        "full": "not run",
+        "experiments": "not run",
+    }
 
 
 def test_full_before_overfit_is_refused_with_the_command(fast):
@@ -111,8 +118,13 @@ def test_editing_the_model_makes_shapes_and_later_stages_stale_naming_the_file(f
 
     _append_comment(fast.paper_dir("toy") / "model.py")
     rows = _rows(fast)
-    assert {s: r.state for s, r in rows.items()} == {"data": "PASS", "shapes": "STALE", "overfit": "STALE",
-                                                     "full": "STALE", "experiments": "not run"}
+    assert {s: r.state for s, r in rows.items()} == {
+        "data": "PASS",
+        "shapes": "STALE",
+        "overfit": "STALE",
+        "full": "STALE",
+        "experiments": "not run",
+    }
     assert rows["shapes"].changed == ["code.model", "papers/toy/model.py"]
     assert "changed since: code.model, papers/toy/model.py" in rows["full"].reason
     assert rows["full"].reason.startswith("PASS on other code/config/data")
@@ -183,8 +195,11 @@ def test_a_forced_failing_full_does_not_replace_the_full_milestone(fast):
     _run(fast, "overfit")
     assert _run(fast, "full").record["status"] == "passed"
     paper_yaml = fast.conf_dir / "paper" / "toy.yaml"
-    paper_yaml.write_text(paper_yaml.read_text().replace("      value: 40.0", "      value: 99.9")
-                          .replace("      tolerance: 3.0", "      tolerance: 0.0"))
+    paper_yaml.write_text(
+        paper_yaml.read_text()
+        .replace("      value: 40.0", "      value: 99.9")
+        .replace("      tolerance: 3.0", "      tolerance: 0.0")
+    )
     forced = _run(fast, "full", ["seed=1"], force=True)
     assert forced.record["status"] == "failed"
     assert forced.record["overrides"] == ["seed=1"]
@@ -211,10 +226,15 @@ def test_a_run_with_overrides_needs_the_earlier_stages_its_overrides_change(fast
 def test_experiments_need_a_passed_full(fast):
     _run(fast, "overfit")
     paper_yaml = fast.conf_dir / "paper" / "toy.yaml"
-    paper_yaml.write_text(paper_yaml.read_text().replace("      value: 40.0", "      value: 99.9")
-                          .replace("      tolerance: 3.0", "      tolerance: 0.0"))
+    paper_yaml.write_text(
+        paper_yaml.read_text()
+        .replace("      value: 40.0", "      value: 99.9")
+        .replace("      tolerance: 3.0", "      tolerance: 0.0")
+    )
     assert _run(fast, "full").record["status"] == "failed"
-    with pytest.raises(GateRefused, match=r"needs 'full'.*\(full is FAIL\); run: repro stage full --paper toy"):
+    with pytest.raises(
+        GateRefused, match=r"needs 'full'.*\(full is FAIL\); run: repro stage full --paper toy"
+    ):
         _run(fast, "experiments")
 
 
@@ -237,8 +257,11 @@ def test_changing_a_tolerance_rejudges_without_training(fast, cli):
     assert full.record["status"] == "passed"
     ours = full.record["metrics"]["mean"]["test/acc"]
     paper_yaml = fast.conf_dir / "paper" / "toy.yaml"
-    paper_yaml.write_text(paper_yaml.read_text().replace("      value: 40.0", f"      value: {ours + 2:.2f}")
-                          .replace("      tolerance: 3.0", "      tolerance: 0.5"))
+    paper_yaml.write_text(
+        paper_yaml.read_text()
+        .replace("      value: 40.0", f"      value: {ours + 2:.2f}")
+        .replace("      tolerance: 3.0", "      tolerance: 0.5")
+    )
     assert _states(fast)["full"] == "REJUDGE"
     with pytest.raises(GateRefused, match=f"run: repro judge {full.id}"):
         _run(fast, "experiments")
@@ -250,20 +273,35 @@ def test_changing_a_tolerance_rejudges_without_training(fast, cli):
     assert judged.record["metrics"]["per_seed"] == full.record["metrics"]["per_seed"]  # no training
     assert not (judged.dir / "checkpoints").exists()
     assert _states(fast)["full"] == "FAIL"
-    paper_yaml.write_text(paper_yaml.read_text().replace("      tolerance: 0.5", "      tolerance: 3.0"))
+    paper_yaml.write_text(
+        paper_yaml.read_text().replace("      tolerance: 0.5", "      tolerance: 3.0")
+    )
     assert cli("judge", full.id)[0] == 0
     assert _states(fast)["full"] == "PASS"
 
 
 # ---- status and refusal agree on every sequence ----------------------------------------------
-OUTCOMES = ("passed", "failed", "override-passed", "override-failed", "forced-failed", "stale-passed")
+OUTCOMES = (
+    "passed",
+    "failed",
+    "override-passed",
+    "override-failed",
+    "forced-failed",
+    "stale-passed",
+)
 
 
 def _fake(project, stage: str, outcome: str, fp: dict) -> None:
     overrides = ["optim.lr=0.5"] if outcome.startswith("override") else []
     stale = {"stages": {s: "0" * 16 for s in STAGES}}
-    run = create_run(project.runs_dir, "toy", stage, overrides=overrides, forced=outcome.startswith("forced"),
-                     fingerprint=stale if outcome.startswith("stale") else fp)
+    run = create_run(
+        project.runs_dir,
+        "toy",
+        stage,
+        overrides=overrides,
+        forced=outcome.startswith("forced"),
+        fingerprint=stale if outcome.startswith("stale") else fp,
+    )
     run.finish(None, outcome.rsplit("-", 1)[-1])
 
 
@@ -281,7 +319,9 @@ def test_status_and_refusal_agree(project, seq):
     not_passed = [s for s in ("data", "shapes", "overfit") if rows[s].state != "PASS"]
     assert (rows["overfit"].state == "PASS") == (seq[2] == "passed")
     if "overfit" in not_passed:
-        with pytest.raises(GateRefused, match=f"needs 'overfit'.*overfit is {rows['overfit'].state}"):
+        with pytest.raises(
+            GateRefused, match=f"needs 'overfit'.*overfit is {rows['overfit'].state}"
+        ):
             _plan(project, "toy", "full", [], resolved, resolved, None)
     else:
         todo = _plan(project, "toy", "full", [], resolved, resolved, None)

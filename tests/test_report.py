@@ -88,12 +88,25 @@ def _fake_full(project, seeds: int, fp: dict, acc: float, overrides=()):
 
     per_seed = [{"test/acc": acc + i, "val/acc": acc} for i in range(seeds)]
     mean = sum(p["test/acc"] for p in per_seed) / seeds
-    target = TargetResult("toy test accuracy", "test/acc", 95.0, 3.0, mean, None, seeds, mean - 95.0, "NOT REPRODUCED")
-    metrics = FullMetrics(list(range(seeds)), per_seed, {"test/acc": mean}, {"test/acc": None}, [target], {}, 2, 1.0)
-    run = create_run(project.runs_dir, "toy", "full", fingerprint=fp, overrides=list(overrides),
-                     config={"data": {"dataset": "toy"}})
-    run.finish({"stage": "full", "passed": False, "reason": "r", "checks": [{"evidence": asdict(target)}]},
-               "failed", metrics=to_record(metrics))
+    target = TargetResult(
+        "toy test accuracy", "test/acc", 95.0, 3.0, mean, None, seeds, mean - 95.0, "NOT REPRODUCED"
+    )
+    metrics = FullMetrics(
+        list(range(seeds)), per_seed, {"test/acc": mean}, {"test/acc": None}, [target], {}, 2, 1.0
+    )
+    run = create_run(
+        project.runs_dir,
+        "toy",
+        "full",
+        fingerprint=fp,
+        overrides=list(overrides),
+        config={"data": {"dataset": "toy"}},
+    )
+    run.finish(
+        {"stage": "full", "passed": False, "reason": "r", "checks": [{"evidence": asdict(target)}]},
+        "failed",
+        metrics=to_record(metrics),
+    )
     return run
 
 
@@ -107,7 +120,9 @@ def test_report_headlines_the_current_run_with_the_most_seeds_and_marks_a_stale_
     _fake_full(project, 1, fp, 70.0)  # newer, fewer seeds
     _fake_full(project, 5, fp, 60.0, overrides=["seed=3"])  # not a milestone
     (row,) = parse_results_table(build_report(project, "toy")[0])
-    assert row["run"] == three.id and row["seeds"] == "3" and row["per seed"] == "80.00, 81.00, 82.00"
+    assert (
+        row["run"] == three.id and row["seeds"] == "3" and row["per seed"] == "80.00, 81.00, 82.00"
+    )
 
     stale = {**fp, "stages": {**fp["stages"], "full": "0" * 16}}
     only = project.runs_dir / "toy" / "full"
@@ -124,11 +139,13 @@ def test_report_collects_deviation_and_unstated_comments_from_the_code(project):
     from repro.report import build_report
 
     model = project.paper_dir("toy") / "model.py"
-    model.write_text(model.read_text().replace(
-        "        self.net = nn.Sequential(",
-        "        # DEVIATION: a ReLU where the paper used tanh,\n        # because tanh stalled here\n"
-        "        self.net = nn.Sequential(",
-    ))
+    model.write_text(
+        model.read_text().replace(
+            "        self.net = nn.Sequential(",
+            "        # DEVIATION: a ReLU where the paper used tanh,\n        # because tanh stalled here\n"
+            "        self.net = nn.Sequential(",
+        )
+    )
     text = build_report(project, "toy")[0]
     section = text.split("## Deviations", 1)[1].split("\n## ", 1)[0]
     assert "- DEVIATION `papers/toy/model.py:" in section

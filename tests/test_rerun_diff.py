@@ -205,7 +205,7 @@ def test_diff_shows_the_text_of_a_changed_code_file(project):
 
 # A toy data module whose split depends on the order of a set of strings: Python's hash seed
 # (a new one in every process) decides it. The bug zoo's "non-deterministic set iteration".
-SET_ORDER = '''
+SET_ORDER = """
 
 _load = ToyDataModule.load_examples
 
@@ -217,7 +217,7 @@ def _set_ordered(self):
 
 
 ToyDataModule.load_examples = _set_ordered
-'''
+"""
 
 
 def test_rerun_and_diff_say_when_the_same_inputs_give_different_results(project):
@@ -232,14 +232,22 @@ def test_rerun_and_diff_say_when_the_same_inputs_give_different_results(project)
     def repro(seed: str, *args: str) -> subprocess.CompletedProcess:
         env = {**os.environ, "PYTHONHASHSEED": seed, "COLUMNS": "300"}
         env.pop("PYTHONPATH", None)
-        return subprocess.run([sys.executable, "-m", "repro", *args], cwd=project.root, env=env,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "repro", *args],
+            cwd=project.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     assert repro("1", "stage", "overfit", *SMALL).returncode == 0
     (first,) = [p.name for p in (project.root / "runs" / "toy" / "overfit").iterdir()]
     again = repro("2", "rerun", first)
     assert "the run is not deterministic" in again.stdout, again.stdout + again.stderr
-    second = next(p for p in (project.root / "runs" / "toy" / "overfit").iterdir() if p.name != first)
+    second = next(
+        p for p in (project.root / "runs" / "toy" / "overfit").iterdir() if p.name != first
+    )
     record = json.loads((second / "record.json").read_text())
     assert record["nondeterministic"]["rerun_of"] == first and record["nondeterministic"]["metrics"]
     out = repro("3", "diff", first, second.name)

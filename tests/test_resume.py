@@ -32,7 +32,9 @@ def _shrink(project) -> None:
     for old, new in SHRINK.items():
         assert old in text
         text = text.replace(old, new)
-    paper_yaml.write_text(text + "optim:\n  lr: 0.01\ntrainer:\n  early_stopping:\n    patience: 10\n")
+    paper_yaml.write_text(
+        text + "optim:\n  lr: 0.01\ntrainer:\n  early_stopping:\n    patience: 10\n"
+    )
 
 
 def _repro(root: Path, *args: str, **kw) -> subprocess.CompletedProcess:

@@ -40,8 +40,16 @@ def _expected(root: Path, paper: str) -> list[Path]:
 
 
 def test_new_writes_every_file(root, monkeypatch, capsys):
-    code, out, err = _cli(monkeypatch, capsys, "new", "resnet", "--title", "Deep Residual Learning", "--arxiv",
-                          "1512.03385")
+    code, out, err = _cli(
+        monkeypatch,
+        capsys,
+        "new",
+        "resnet",
+        "--title",
+        "Deep Residual Learning",
+        "--arxiv",
+        "1512.03385",
+    )
     assert code == 0, err
     for p in _expected(root, "resnet"):
         assert p.is_file(), p
@@ -51,8 +59,10 @@ def test_new_writes_every_file(root, monkeypatch, capsys):
     assert 'title: "Deep Residual Learning"' in conf and '"1512.03385"' in conf
     assert "{{" not in conf
     assert "Deep Residual Learning" in (root / "papers" / "resnet" / "README.md").read_text()
-    assert "from papers.resnet.model import build_model" in (
-        root / "papers" / "resnet" / "tests" / "test_resnet_model.py").read_text()
+    assert (
+        "from papers.resnet.model import build_model"
+        in (root / "papers" / "resnet" / "tests" / "test_resnet_model.py").read_text()
+    )
     assert Project(root).papers() == ["resnet"]
 
 
@@ -93,7 +103,11 @@ def test_generated_paper_tests_pass(root):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "papers/toy/tests", "-q", "-p", "no:cacheprovider"],
-        cwd=root, capture_output=True, text=True, env=env, timeout=120,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 passed" in proc.stdout

@@ -129,7 +129,9 @@ def test_forecast_wording_and_comparison_with_actual():
     assert text.startswith(
         f"forecast: ≈ {fc['likely_s'] / 60:.1f} min, ≤ {fc['total_s'] / 60:.1f} min for 40 epochs × 3 seeds"
     )
-    assert "steps measured through Lightning by overfit at batch 32: median 100 ms, p90 120 ms" in text
+    assert (
+        "steps measured through Lightning by overfit at batch 32: median 100 ms, p90 120 ms" in text
+    )
     assert "load 1.0 on 2 CPUs" in text
     assert "peak memory ≈ 415 MB" in text and text.endswith("device cpu")
     line = compare(fc, {"wall_s": 100.0, "s_per_epoch": 2.0, "epochs": 30, "peak_rss_mb": 500.0})
@@ -141,8 +143,21 @@ def test_forecast_wording_and_comparison_with_actual():
 
 
 RECORDED = [  # (forecast inputs, actual wall seconds) measured on this 2-core machine (toy paper)
-    (dict(train_step_s=0.138, train_p90_s=0.156, eval_step_s=0.05, eval_p90_s=0.05, setup_s=0.02,
-          n_train=240, n_val=30, n_test=30, max_epochs=3, load_avg=6.2), 4.0),
+    (
+        dict(
+            train_step_s=0.138,
+            train_p90_s=0.156,
+            eval_step_s=0.05,
+            eval_p90_s=0.05,
+            setup_s=0.02,
+            n_train=240,
+            n_val=30,
+            n_test=30,
+            max_epochs=3,
+            load_avg=6.2,
+        ),
+        4.0,
+    ),
 ]
 
 
@@ -171,9 +186,7 @@ def test_full_with_two_seeds_reports_mean_std_and_records_forecast_and_actual(pr
     assert "forecast: ≈ " in dry.output and "for 2 epochs × 2 seeds" in dry.output
     assert list_runs(project.runs_dir, "toy", "full") == []  # a dry run records nothing
 
-    run = run_stage(
-        project, "toy", "full", ["seeds=2"], console=quiet
-    )
+    run = run_stage(project, "toy", "full", ["seeds=2"], console=quiet)
     rec = run.record
     assert rec["metrics"]["seeds"] == [0, 1]
     (check,) = [c for c in rec["verdict"]["checks"] if "label" in c["evidence"]]  # the target
@@ -199,7 +212,10 @@ def test_no_forecast_from_a_stale_measurement(project, cli):
     from repro.runner import run_stage
 
     shrink_toy(project)
-    assert run_stage(project, "toy", "overfit", [], console=Console(quiet=True)).record["status"] == "passed"
+    assert (
+        run_stage(project, "toy", "overfit", [], console=Console(quiet=True)).record["status"]
+        == "passed"
+    )
     model = project.paper_dir("toy") / "model.py"
     model.write_text(model.read_text() + "\n# edited\n")
     code, out, err = cli("stage", "full", "--dry-run")

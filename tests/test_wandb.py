@@ -99,7 +99,9 @@ def _read_offline_run(path) -> dict:
             out["name"], out["id"] = r.run.display_name, r.run.run_id
             out["config"] = {i.key: json.loads(i.value_json) for i in r.run.config.update}
         elif kind == "summary":
-            out["summary"].update({i.key: json.loads(i.value_json) for i in r.summary.update if i.key})
+            out["summary"].update(
+                {i.key: json.loads(i.value_json) for i in r.summary.update if i.key}
+            )
         elif kind == "history":
             out["history"] += 1
     return out

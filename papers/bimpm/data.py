@@ -105,8 +105,8 @@ class BiMPMDataConfig:
         return "spacy" if self.dataset == "snli" else "whitespace"
 
 
-
 DATA_CONFIG = BiMPMDataConfig  # repro checks the `data:` keys against it before a run starts
+
 
 # ---- reading ------------------------------------------------------------------------------------
 def _lines(path: Path) -> Iterator[tuple[int, str]]:

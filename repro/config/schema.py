@@ -199,7 +199,9 @@ class LauncherConfig:
 
     def __post_init__(self) -> None:
         if self.name == "slurm" and self.cpus_per_task is None:
-            raise Invalid("cpus_per_task", "expected a number of CPUs per job for launcher=slurm, found none")
+            raise Invalid(
+                "cpus_per_task", "expected a number of CPUs per job for launcher=slurm, found none"
+            )
 
 
 @dataclass(frozen=True)

@@ -294,79 +294,115 @@ def _parse(
     index: dict[bytes, int] = {}
     for i, w in enumerate(vocab):
         index.setdefault(w.encode("utf-8"), i)
-    rows: dict[int, np.ndarray] = {}
-    linenos: dict[int, int] = {}  # row -> line it came from, to name a non-finite value's line
-    duplicates = 0
     size = path.stat().st_size
-    bar = None
-    if progress and size >= PROGRESS_MIN_BYTES:
-        bar, task = start_byte_progress(f"reading {path.name}", size)
+    bar = (
+        start_byte_progress(f"reading {path.name}", size)
+        if progress and size >= PROGRESS_MIN_BYTES
+        else None
+    )
     try:
         with _open(path) as fh, np.errstate(over="ignore"):  # 1e50 -> inf, reported below
-            start, first, blank = _first_word_line(fh, path)
-            fields = first.split()
-            lines: Iterable[bytes]
-            if start == 1 and _is_header(fields):
-                header_dim = int(fields[1])
-                if dim is not None and header_dim != dim:
-                    raise DataError(
-                        f"{path}:1: expected {dim}-d vectors, found a header saying "
-                        f"{header_dim}-d; set {dim_setting} to {header_dim} or use a {dim}-d file"
-                    )
-                dim, start, lines = header_dim, 2, fh
-            else:
-                if dim is None:
-                    dim = _infer_dim(fields, path, start)
-                lines = chain([first], fh)
-            for lineno, line in enumerate(lines, start=start):
-                if bar is not None and lineno % _BAR_EVERY_LINES == 0:
-                    bar.update(task, completed=fh.tell())
-                # Fast path, nearly every line: `dim` spaces, the word before the first one.
-                # Only a vocabulary word's line is split and parsed (module docstring).
-                # A trailing space on every line (fastText-style .vec) stays on the fast path.
-                spaces = line.count(b" ")
-                if spaces == dim or (spaces == dim + 1 and line.endswith(b" \n")):
-                    word = line[: line.find(b" ")]
-                    if word not in index:
-                        if not word and not line.strip():
-                            blank += 1  # `dim` spaces and nothing else
-                        continue
-                    fields = line.split()
-                else:
-                    fields = _irregular_fields(line, dim, path, lineno, dim_setting)
-                    if fields is None:
-                        blank += 1  # a blank line (e.g. at the end) carries nothing
-                        continue
-                    word = fields[0]
-                    if word not in index:
-                        continue
-                i = index[word]
-                if i in rows:
-                    duplicates += 1
-                    continue
-                rows[i] = _vector(fields, dim, path, lineno, dim_setting)
-                linenos[i] = lineno
+            dim, start, lines, blank = _header(fh, path, dim, dim_setting)
+            found = _scan(lines, start, index, dim, path, dim_setting, fh, bar)
     finally:
         if bar is not None:
-            bar.update(task, completed=size)
-            bar.stop()
-    vectors = torch.zeros(len(vocab), dim)
-    found = torch.zeros(len(vocab), dtype=torch.bool)
-    if rows:
-        idx = torch.tensor(list(rows), dtype=torch.long)
-        matrix = np.stack(list(rows.values()))  # (n found, D)
-        finite = np.isfinite(matrix).all(axis=1)  # one pass here, not a call per line
-        if not finite.all():
-            lineno, r = min((linenos[int(idx[r])], r) for r in np.flatnonzero(~finite))
-            j = int(np.flatnonzero(~np.isfinite(matrix[r]))[0])
-            # The text as written (nan, -inf, or 1e50 beyond float32): re-read that one line.
-            with open(path, "rb") as fh:
-                line = next(islice(fh, lineno - 1, None))
+            bar[0].update(bar[1], completed=size)
+            bar[0].stop()
+    vectors, mask = _assemble(found, vocab, dim, path)
+    return WordVectors(vectors, mask, dim, path, False, found.duplicates, blank + found.blank)
+
+
+def _header(
+    fh, path: Path, dim: int | None, dim_setting: str
+) -> tuple[int, int, Iterable[bytes], int]:
+    """(dim, number of the first vector line, the lines from there on, blank lines before it):
+    a word2vec-style `<count> <dim>` first line is read and skipped; else dim is inferred."""
+    start, first, blank = _first_word_line(fh, path)
+    fields = first.split()
+    if start == 1 and _is_header(fields):
+        header_dim = int(fields[1])
+        if dim is not None and header_dim != dim:
             raise DataError(
-                f"{path}:{lineno}: expected {dim} finite numbers after {vocab[int(idx[r])]!r}, "
-                f"found {_show(line.split()[-dim:][j])} at number {j + 1}; "
-                "fix or remove that line"
+                f"{path}:1: expected {dim}-d vectors, found a header saying "
+                f"{header_dim}-d; set {dim_setting} to {header_dim} or use a {dim}-d file"
             )
-        vectors[idx] = torch.from_numpy(matrix)
-        found[idx] = True
-    return WordVectors(vectors, found, dim, path, False, duplicates, blank)
+        return header_dim, 2, fh, blank
+    return (
+        (dim if dim is not None else _infer_dim(fields, path, start)),
+        start,
+        chain([first], fh),
+        blank,
+    )
+
+
+@dataclass
+class _Found:
+    rows: dict[int, np.ndarray]  # vocabulary row -> its vector
+    linenos: dict[int, int]  # vocabulary row -> the line it came from (to name a bad value)
+    duplicates: int = 0
+    blank: int = 0
+
+
+def _scan(
+    lines, start: int, index: dict[bytes, int], dim: int, path: Path, dim_setting: str, fh, bar
+) -> _Found:
+    """The vectors of the vocabulary's words (the hot loop: kept in one function)."""
+    found = _Found({}, {})
+    rows, linenos = found.rows, found.linenos
+    for lineno, line in enumerate(lines, start=start):
+        if bar is not None and lineno % _BAR_EVERY_LINES == 0:
+            bar[0].update(bar[1], completed=fh.tell())
+        # Fast path, nearly every line: `dim` spaces, the word before the first one.
+        # Only a vocabulary word's line is split and parsed (module docstring).
+        # A trailing space on every line (fastText-style .vec) stays on the fast path.
+        spaces = line.count(b" ")
+        if spaces == dim or (spaces == dim + 1 and line.endswith(b" \n")):
+            word = line[: line.find(b" ")]
+            if word not in index:
+                if not word and not line.strip():
+                    found.blank += 1  # `dim` spaces and nothing else
+                continue
+            fields = line.split()
+        else:
+            fields = _irregular_fields(line, dim, path, lineno, dim_setting)
+            if fields is None:
+                found.blank += 1  # a blank line (e.g. at the end) carries nothing
+                continue
+            word = fields[0]
+            if word not in index:
+                continue
+        i = index[word]
+        if i in rows:
+            found.duplicates += 1
+            continue
+        rows[i] = _vector(fields, dim, path, lineno, dim_setting)
+        linenos[i] = lineno
+    return found
+
+
+def _assemble(
+    found: _Found, vocab: Sequence[str], dim: int, path: Path
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(vectors (V, D), found (V,)): rows in vocabulary order; a non-finite value is an error
+    naming its line (checked here in one pass, not once per line)."""
+    vectors = torch.zeros(len(vocab), dim)
+    mask = torch.zeros(len(vocab), dtype=torch.bool)
+    if not found.rows:
+        return vectors, mask
+    idx = torch.tensor(list(found.rows), dtype=torch.long)
+    matrix = np.stack(list(found.rows.values()))  # (n found, D)
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        lineno, r = min((found.linenos[int(idx[r])], r) for r in np.flatnonzero(~finite))
+        j = int(np.flatnonzero(~np.isfinite(matrix[r]))[0])
+        # The text as written (nan, -inf, or 1e50 beyond float32): re-read that one line.
+        with open(path, "rb") as fh:
+            line = next(islice(fh, lineno - 1, None))
+        raise DataError(
+            f"{path}:{lineno}: expected {dim} finite numbers after {vocab[int(idx[r])]!r}, "
+            f"found {_show(line.split()[-dim:][j])} at number {j + 1}; "
+            "fix or remove that line"
+        )
+    vectors[idx] = torch.from_numpy(matrix)
+    mask[idx] = True
+    return vectors, mask

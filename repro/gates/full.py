@@ -120,15 +120,23 @@ def check_sanity(mean: dict[str, float], majority: dict[str, float], c: FullStag
                 ": the model learned nothing it can use on this split; are the labels aligned with "
                 "the inputs (shuffled separately? a label mapping that differs between splits?)"
             )
-        checks.append(Check(f"{split} above majority class", ok, reason, {"acc": acc, "majority": base}))
+        checks.append(
+            Check(f"{split} above majority class", ok, reason, {"acc": acc, "majority": base})
+        )
     if "val/acc" in mean and "test/acc" in mean:
         gap = abs(mean["val/acc"] - mean["test/acc"])
         ok = gap <= c.max_val_test_gap
-        reason = f"|val/acc - test/acc| = {gap:.2f} {'<=' if ok else '>'} {c.max_val_test_gap:g} points"
+        reason = (
+            f"|val/acc - test/acc| = {gap:.2f} {'<=' if ok else '>'} {c.max_val_test_gap:g} points"
+        )
         if not ok:
             reason += ": val and test disagree; a test-only label mapping, or another split served as one of them?"
         checks.append(Check("val and test agree", ok, reason, {"gap": gap}))
-    same = [k for k in ("loss", "acc") if f"val/{k}" in mean and mean[f"val/{k}"] == mean.get(f"test/{k}")]
+    same = [
+        k
+        for k in ("loss", "acc")
+        if f"val/{k}" in mean and mean[f"val/{k}"] == mean.get(f"test/{k}")
+    ]
     if len(same) == 2:
         checks.append(
             Check(
@@ -141,12 +149,16 @@ def check_sanity(mean: dict[str, float], majority: dict[str, float], c: FullStag
     return checks
 
 
-def judge(cfg, per_seed: list[dict[str, float]], majority: dict[str, float], dataset) -> list[Check]:
+def judge(
+    cfg, per_seed: list[dict[str, float]], majority: dict[str, float], dataset
+) -> list[Check]:
     """Every judgement of the full stage from measured metrics alone: the paper's targets and the
     sanity checks. `repro judge` calls it again on a recorded run with the current config."""
     keys = sorted({k for m in per_seed for k in m})
     mean = {k: mean_std([m[k] for m in per_seed if k in m])[0] for k in keys}
-    return check_targets(cfg.paper.targets, dataset, per_seed) + check_sanity(mean, majority, cfg.stage.full)
+    return check_targets(cfg.paper.targets, dataset, per_seed) + check_sanity(
+        mean, majority, cfg.stage.full
+    )
 
 
 def majority_rates(dm) -> dict[str, float]:

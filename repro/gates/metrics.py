@@ -91,7 +91,9 @@ class FullMetrics:
     train_seconds: float
     dataset: str | None = None
     baseline: dict[str, Any] | None = None  # {"name": spec, "metrics": {...}}
-    majority: dict[str, float] = field(default_factory=dict)  # % of the most frequent class: val, test
+    majority: dict[str, float] = field(
+        default_factory=dict
+    )  # % of the most frequent class: val, test
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ JOIN_ENV = "REPRO_RUN_DIR"
 def is_rank_zero() -> bool:
     """Whether this process is rank 0 (readable before the process group exists, which is when
     repro decides who records the run)."""
-    return all(int(os.environ.get(k) or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+    return all(
+        int(os.environ.get(k) or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+    )
 
 
 def joined_run_dir() -> Path | None:

@@ -76,7 +76,7 @@ def fit_and_test(
     resume: a seed that finished is read back from fit_result.json, an interrupted one continues
     from out_dir/checkpoints/last.ckpt. loggers: Lightning loggers beside metrics.csv (W&B).
     """
-    from repro.train.curves import keep_rows_before_resume, merge_resumed_rows
+    from repro.train.curves import merge_resumed_rows
     from repro.train.module import ClassificationModule
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -86,18 +86,11 @@ def fit_and_test(
     dm.setup("fit")
     lr, lr_source, finder = choose_lr(cfg, model, dm, out_dir, seed)
     module = ClassificationModule(model, cfg.optim, cfg.schedule, lr, seed=seed)
-    last = out_dir / "checkpoints" / "last.ckpt"
-    resumed_from = checkpoint_epoch(last) if resume and last.exists() else None
-    if resumed_from is not None and is_rank_zero():
-        keep_rows_before_resume(out_dir, resumed_from)
+    last, resumed_from = _resume_point(out_dir, resume)
     trainer, best_cb, stopper = make_trainer(cfg, out_dir, progress, loggers)
     t0 = time.perf_counter()
-    trainer.fit(
-        module,
-        datamodule=dm,
-        ckpt_path=str(last) if resumed_from is not None else None,
-        weights_only=True,
-    )
+    ckpt = str(last) if resumed_from is not None else None
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
     train_seconds = time.perf_counter() - t0
     if is_rank_zero():
         _plot_fit_curves(trainer, out_dir)
@@ -112,9 +105,8 @@ def fit_and_test(
         epochs=int(trainer.current_epoch),
         global_steps=int(trainer.global_step),
         stopped_early=bool(stopper.stopped_epoch),
-        best_checkpoint=os.path.relpath(best_cb.best_model_path, out_dir)
-        if best_cb.best_model_path
-        else None,
+        best_checkpoint=best_cb.best_model_path
+        and os.path.relpath(best_cb.best_model_path, out_dir),
         train_seconds=train_seconds,
         train_examples=len(dm.splits["train"]),
         min_epochs=min_epochs(cfg),
@@ -124,6 +116,18 @@ def fit_and_test(
     if is_rank_zero():
         result.save(out_dir / RESULT_FILE)
     return result
+
+
+def _resume_point(out_dir: Path, resume: bool) -> tuple[Path, int | None]:
+    """(last.ckpt, the epoch it holds when resuming from it, else None); the metrics rows logged
+    after that epoch are set aside (rank 0)."""
+    from repro.train.curves import keep_rows_before_resume
+
+    last = out_dir / "checkpoints" / "last.ckpt"
+    epoch = checkpoint_epoch(last) if resume and last.exists() else None
+    if epoch is not None and is_rank_zero():
+        keep_rows_before_resume(out_dir, epoch)
+    return last, epoch
 
 
 def _test_best(trainer, module, dm, best_cb) -> dict[str, float]:
@@ -150,7 +154,11 @@ def choose_lr(cfg: RunConfig, model, dm, out_dir: Path, seed: int) -> tuple[floa
     if saved.exists():
         data = json.loads(saved.read_text())
         finder = from_dict(LRFinderResult, data["finder"], LR_FILE) if data.get("finder") else None
-        return float(data["lr"]), f"read from {LR_FILE} (chosen before this process started)", finder
+        return (
+            float(data["lr"]),
+            f"read from {LR_FILE} (chosen before this process started)",
+            finder,
+        )
     probe = ClassificationModule(model, cfg.optim, cfg.schedule, cfg.lr_finder.min_lr, seed=None)
     finder = find_lr(probe, dm, out_dir, cfg.lr_finder, cfg.trainer)
     tmp = saved.with_suffix(".tmp")
@@ -166,7 +174,9 @@ def _wait_for(path: Path, poll_s: float = 0.5, limit_s: float = 6 * 3600) -> Non
     deadline = time.monotonic() + limit_s
     while not path.exists():
         if time.monotonic() > deadline:
-            raise ReproError(f"{path}: expected the LR that rank 0 chose, found no file after {limit_s:.0f} s")
+            raise ReproError(
+                f"{path}: expected the LR that rank 0 chose, found no file after {limit_s:.0f} s"
+            )
         time.sleep(poll_s)
 
 

@@ -60,7 +60,9 @@ def write_quora(
 def test_config_rejects_unknown_key_naming_valid_ones():
     with pytest.raises(ConfigError, match=r"data\.max_lenght: unknown key.*'max_len'"):
         from_dict(BiMPMDataConfig, {"max_lenght": 10}, "data")
-    with pytest.raises(ConfigError, match=r"data\.tokenizer: expected one of \['auto', 'whitespace'"):
+    with pytest.raises(
+        ConfigError, match=r"data\.tokenizer: expected one of \['auto', 'whitespace'"
+    ):
         from_dict(BiMPMDataConfig, {"tokenizer": "nltk"}, "data")
     with pytest.raises(ConfigError, match=r"data\.max_len: expected an integer >= 1, found 0"):
         from_dict(BiMPMDataConfig, {"max_len": 0}, "data")
@@ -215,9 +217,7 @@ def test_a_malformed_file_stops_setup_with_the_readers_error(tmp_path):
 
 def test_skipped_lines_are_counted_per_reason_and_split(tmp_path):
     write_quora(tmp_path / "q", "0\ta b\tc d\t1\n\n1\t\tb\t2\n1\ta\t \t3\n\n")
-    m = _dm(
-        {"dataset": "quora", "quora_dir": str(tmp_path / "q"), "empty": "drop", "cache": False}
-    )
+    m = _dm({"dataset": "quora", "quora_dir": str(tmp_path / "q"), "empty": "drop", "cache": False})
     m.setup()
     assert len(m.splits["train"]) == 1
     s = m.stats()
@@ -232,9 +232,7 @@ def test_skipped_snli_lines_are_counted(tmp_path):
     dash = '{"gold_label": "-", "sentence1": "A", "sentence2": "C"}\n'
     for split in ("train", "dev", "test"):
         (folder / f"snli_1.0_{split}.jsonl").write_text(ok + "\n" + dash + dash)
-    m = _dm(
-        {"dataset": "snli", "snli_dir": str(folder), "tokenizer": "whitespace", "cache": False}
-    )
+    m = _dm({"dataset": "snli", "snli_dir": str(folder), "tokenizer": "whitespace", "cache": False})
     m.setup()
     s = m.stats()
     assert [s[f"skipped_{r}/train"] for r in ("blank", "no_consensus", "empty_pair")] == [1, 2, 0]
