@@ -138,15 +138,16 @@ def test_log_lists_runs_newest_first(project, monkeypatch, capsys):
 def test_log_marks_forced_rerun_and_resumed_runs(project, monkeypatch, capsys):
     from repro.display import run_marks
 
-    plain = _fake_run(project, "data")
+    plain = _fake_run(project, "data", overrides=())
     assert run_marks(plain.record) == []
+    assert run_marks(_fake_run(project, "data").record) == ["overrides"]
     rec = {
         "forced": True,
         "links": {"rerun_of": plain.id},
         "resumed": [{"at": "2026-11-30T00:00:00+00:00", "from_ckpt": ["checkpoints/last.ckpt"]}],
     }
     assert run_marks(rec) == ["forced", "re-run", "resumed"]
-    forced = _fake_run(project, "shapes")
+    forced = _fake_run(project, "shapes", overrides=())
     forced.record["forced"] = True
     forced.save()
     code, out, err = _cli(monkeypatch, capsys, "log")
