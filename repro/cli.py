@@ -99,6 +99,9 @@ def new(
     ),
     title: str | None = typer.Option(None, help="The paper's title."),
     arxiv: str | None = typer.Option(None, help="arXiv id, e.g. 1512.03385."),
+    use: bool = typer.Option(
+        False, "--use", help="Make it the current paper (commands without --paper act on it)."
+    ),
 ):
     """Scaffold a paper: config, model, data, tests, README and lab notebook (a tiny working example)."""
     from repro.scaffold import scaffold_paper
@@ -106,11 +109,34 @@ def new(
     project = _project()
     written = scaffold_paper(project, paper, title, arxiv)
     for p in written:
-        console.print(f"  created {p.relative_to(project.root)}")
+        console.print(f"  created {p.relative_to(project.root)}", markup=False)
+    if use:
+        project.use_paper(paper)
+    current = (
+        project.resolve_paper(None)
+        if len(project.papers()) == 1 or use
+        else _current_or_none(project)
+    )
+    if current == paper:
+        console.print(f"\n{paper} is the current paper: commands without --paper act on it.")
+    else:
+        stays = f"The current paper stays {current}" if current else "There is no current paper"
+        console.print(
+            f"\n{stays}: pass --paper {paper} (or make a paper current with `repro new --use`)."
+        )
     console.print(
-        f"\nNext: [bold]repro stage data --paper {paper}[/bold], then shapes and overfit "
+        f"Next: [bold]repro stage data --paper {paper}[/bold], then shapes and overfit "
         "(they pass on the toy example; replace the TODOs with the paper)."
     )
+
+
+def _current_or_none(project) -> str | None:
+    from repro.errors import PaperError
+
+    try:
+        return project.resolve_paper(None)
+    except PaperError:
+        return None
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})

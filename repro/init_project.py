@@ -15,7 +15,7 @@ from repro.errors import ProjectError
 DEFAULTS_PACKAGE = "repro._conf"
 NOT_DEFAULTS = ("paper", "__pycache__")
 EMPTY_DIRS = ("conf/paper", "notes")  # `repro new` fills them
-GITIGNORE = ("runs/", ".cache/")  # run records; data caches (.cache/repro)
+GITIGNORE = ("runs/", ".cache/", ".repro/")  # run records; data caches; this checkout's state
 
 
 @dataclass

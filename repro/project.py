@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keyword
+import re
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -40,7 +41,8 @@ class Project:
         return self.papers_dir / paper
 
     def resolve_paper(self, paper: str | None) -> str:
-        """--paper, else [tool.repro] paper in pyproject.toml, else the only paper."""
+        """--paper, else the current paper (`repro new --use`), else [tool.repro] paper in
+        pyproject.toml, else the only paper."""
         known = self.papers()
         if paper:
             if paper not in known:
@@ -49,6 +51,9 @@ class Project:
                     f"(papers here: {', '.join(known) or 'none'}); create it with `repro new {paper}`"
                 )
             return paper
+        current = self.current_paper()
+        if current and current in known:
+            return current
         configured = self.configured_paper()
         if configured and configured in known:
             return configured
@@ -59,6 +64,22 @@ class Project:
         raise PaperError(
             f"several papers ({', '.join(known)}): pass --paper or set [tool.repro] paper in pyproject.toml"
         )
+
+    @property
+    def current_paper_file(self) -> Path:
+        """This checkout's current paper (`repro new --use`): state, not config (git-ignored)."""
+        return self.root / ".repro" / "paper"
+
+    def current_paper(self) -> str | None:
+        try:
+            return self.current_paper_file.read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+
+    def use_paper(self, paper: str) -> None:
+        """Make `paper` the current one for commands without --paper."""
+        self.current_paper_file.parent.mkdir(parents=True, exist_ok=True)
+        self.current_paper_file.write_text(paper + "\n", encoding="utf-8")
 
     def configured_paper(self) -> str | None:
         pyproject = self.root / "pyproject.toml"
@@ -86,8 +107,9 @@ def find_project(start: Path | None = None) -> Project:
 
 
 def check_paper_name(name: str) -> None:
-    if not name.isidentifier() or keyword.iskeyword(name) or name != name.lower():
+    """A paper name becomes a Python package and directory names: ASCII lower-case identifier."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name or "") or keyword.iskeyword(name):
         raise PaperError(
-            f"'{name}' is not a valid paper name: use a lower-case Python identifier "
-            "(letters, digits, underscores; not starting with a digit), e.g. resnet or bimpm"
+            f"paper name {name!r}: expected a lower-case ASCII Python identifier (a-z, 0-9, _; "
+            "not starting with a digit, not a Python keyword), e.g. resnet or bimpm"
         )

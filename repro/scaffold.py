@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -23,24 +24,55 @@ LAYOUT = {
 def scaffold_paper(
     project: Project, paper: str, title: str | None = None, arxiv: str | None = None
 ) -> list[Path]:
-    """Write every file for `paper`; refuse before writing anything if one exists already."""
+    """Write every file for `paper`, each created exclusively: if any exists (or appears while
+    writing: another `repro new` at the same time), nothing of this call is left behind."""
     check_paper_name(paper)
-    values = {"paper": paper, "title": title or paper, "arxiv": arxiv or "TODO"}
+    values = render_values(paper, title or paper, arxiv or "TODO")
     targets = {src: project.root / dst.format(paper=paper) for src, dst in LAYOUT.items()}
     existing = [p for p in targets.values() if p.exists()]
     if existing:
-        names = ", ".join(str(p.relative_to(project.root)) for p in existing)
-        raise PaperError(
-            f"refusing to overwrite existing files: {names} (choose another name or move them)"
-        )
+        raise _refusal(project, existing)
     templates = resources.files("repro") / "templates" / "paper"
-    written = []
-    for src, dst in targets.items():
-        text = (templates / src).read_text(encoding="utf-8")
-        for key, value in values.items():
-            text = text.replace("{{" + key + "}}", value)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_text(text, encoding="utf-8")
-        written.append(dst)
+    written: list[Path] = []
+    try:
+        for src, dst in targets.items():
+            text = (templates / src).read_text(encoding="utf-8")
+            for key, value in values.items():
+                text = text.replace("{{" + key + "}}", value)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            with dst.open("x", encoding="utf-8") as f:  # exclusive: never over another's file
+                written.append(dst)
+                f.write(text)
+    except FileExistsError as e:
+        written.pop()  # the file that existed is not ours
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise _refusal(project, [Path(e.filename)]) from None
     (project.root / "papers" / "__init__.py").touch()
     return written
+
+
+def render_values(paper: str, title: str, arxiv: str) -> dict[str, str]:
+    """The placeholders, each written for where it goes: YAML through a serializer (quotes and
+    backslashes survive), Python docstrings escaped, Markdown as typed."""
+    for name, value in (("title", title), ("arxiv", arxiv)):
+        bad = [c for c in value if ord(c) < 32 or c == "\x7f"]
+        if bad or not value.strip():
+            raise PaperError(
+                f"--{name}: expected one line of text, found {value!r}; drop the newline or control characters"
+            )
+    return {
+        "paper": paper,
+        "title": title,
+        "arxiv": arxiv,
+        "title_yaml": json.dumps(title, ensure_ascii=False),  # a JSON string is a YAML scalar
+        "arxiv_yaml": json.dumps(arxiv, ensure_ascii=False),
+        "title_py": title.replace("\\", "\\\\").replace('"', '\\"'),
+    }
+
+
+def _refusal(project: Project, paths: list[Path]) -> PaperError:
+    names = ", ".join(str(p.relative_to(project.root)) for p in paths)
+    return PaperError(
+        f"{names}: expected no such file, found one; refusing to overwrite (choose another name or move it)"
+    )

@@ -77,8 +77,8 @@ def test_init_in_an_empty_directory_writes_the_project(tmp_path):
     )
     assert (tmp_path / "notes").is_dir() and not any((tmp_path / "notes").iterdir())
     assert (tmp_path / "papers" / "__init__.py").read_bytes() == b""
-    assert (tmp_path / ".gitignore").read_text() == "runs/\n.cache/\n"
-    assert result.gitignore_added == ["runs/", ".cache/"]
+    assert (tmp_path / ".gitignore").read_text() == "runs/\n.cache/\n.repro/\n"
+    assert result.gitignore_added == ["runs/", ".cache/", ".repro/"]
     assert not (tmp_path / "conf" / "__init__.py").exists()
     assert find_project(tmp_path) == Project(tmp_path)
 
@@ -95,8 +95,8 @@ def test_init_in_a_git_repo_keeps_its_files_and_appends_to_gitignore(tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "ideas.md").write_text("mine\n")
     result = init_project(tmp_path)
-    assert (tmp_path / ".gitignore").read_text() == "*.pyc\n/runs\n.cache/\n"
-    assert result.gitignore_added == [".cache/"]
+    assert (tmp_path / ".gitignore").read_text() == "*.pyc\n/runs\n.cache/\n.repro/\n"
+    assert result.gitignore_added == [".cache/", ".repro/"]
     assert (tmp_path / "train.py").read_text() == "print('mine')\n"
     assert (tmp_path / "notes" / "ideas.md").read_text() == "mine\n"
     assert "notes" not in [str(p.relative_to(tmp_path)) for p in result.created]
@@ -164,7 +164,7 @@ def test_cli_init_then_new_then_a_second_init_refuses(tmp_path, monkeypatch, cap
     code, out, err = _cli(monkeypatch, capsys, "init")
     assert code == 0, err
     assert "  created conf/config.yaml\n" in out and "  created conf/paper/\n" in out
-    assert "  added runs/ .cache/ to .gitignore\n" in out
+    assert "  added runs/ .cache/ .repro/ to .gitignore\n" in out
     assert out.endswith(
         "Next: repro new <paper> (a tiny working example to replace with the paper).\n"
     )

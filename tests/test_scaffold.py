@@ -72,7 +72,9 @@ def test_new_refuses_to_overwrite_and_writes_nothing(root, monkeypatch, capsys):
     existing.write_text("# my model\n")
     code, out, err = _cli(monkeypatch, capsys, "new", "resnet")
     assert code == 1
-    assert err.startswith("Error: refusing to overwrite")
+    assert err.startswith(
+        "Error: papers/resnet/model.py: expected no such file, found one; refusing to overwrite"
+    )
     assert "papers/resnet/model.py" in err
     assert existing.read_text() == "# my model\n"
     others = [p for p in _expected(root, "resnet") if p != existing]
@@ -92,8 +94,10 @@ def test_scaffold_twice_refuses(root):
 def test_new_rejects_names_that_are_not_identifiers(root, monkeypatch, capsys, name):
     code, out, err = _cli(monkeypatch, capsys, "new", name)
     assert code == 1
-    assert err.startswith(f"Error: '{name}' is not a valid paper name")
-    assert "lower-case Python identifier" in err
+    assert err.startswith(
+        f"Error: paper name {name!r}: expected a lower-case ASCII Python identifier"
+    )
+    assert "lower-case ASCII Python identifier" in err
     assert not (root / "papers").exists()
     assert not (root / "conf" / "paper").exists()
 
@@ -111,3 +115,74 @@ def test_generated_paper_tests_pass(root):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 passed" in proc.stdout
+
+
+# ---- issue 14: titles through a serializer, exclusive files, names checked in full ------------
+@pytest.mark.parametrize(
+    "title", ['He said "hi"', "back\\slash \\d", "a: b # c", "café — 'quotes'"]
+)
+def test_any_title_gives_a_paper_config_that_parses(root, title):
+    import py_compile
+
+    from repro.config import compose
+
+    scaffold_paper(Project(root), "odd", title, "1234.56789")
+    assert compose(Project(root), "odd").cfg.paper.title == title
+    for name in ("model.py", "data.py"):
+        py_compile.compile(str(root / "papers" / "odd" / name), doraise=True)
+
+
+def test_a_title_with_a_newline_is_refused_before_anything_is_written(root):
+    with pytest.raises(PaperError, match=r"--title: expected one line of text"):
+        scaffold_paper(Project(root), "odd", "two\nlines")
+    assert (
+        not (root / "papers" / "odd").exists()
+        and not (root / "conf" / "paper" / "odd.yaml").exists()
+    )
+
+
+def test_a_non_ascii_name_is_refused_before_anything_is_written(root, monkeypatch, capsys):
+    code, out, err = _cli(monkeypatch, capsys, "new", "café")
+    assert code == 1 and err.startswith("Error: paper name 'café': expected a lower-case ASCII")
+    assert (
+        not (root / "conf" / "paper" / "café.yaml").exists()
+        and not (root / "papers" / "café").exists()
+    )
+
+
+def test_two_scaffolds_at_once_never_overwrite_each_other(root):
+    import threading
+
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def scaffold(title: str) -> None:
+        barrier.wait()
+        try:
+            scaffold_paper(Project(root), "race", title)
+            outcomes.append(title)
+        except PaperError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=scaffold, args=(t,)) for t in ("first", "second")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [o for o in outcomes if o != "refused"]
+    assert sorted(outcomes).count("refused") == 1 and len(winners) == 1
+    text = (root / "conf" / "paper" / "race.yaml").read_text()
+    model = (root / "papers" / "race" / "model.py").read_text()
+    assert f'"{winners[0]}"' in text and model.startswith(
+        f'"""{winners[0]}:'
+    )  # one writer's files only
+
+
+def test_new_with_use_makes_the_paper_current(root, monkeypatch, capsys):
+    assert _cli(monkeypatch, capsys, "new", "first")[0] == 0
+    code, out, err = _cli(monkeypatch, capsys, "new", "second")
+    assert code == 0 and "There is no current paper: pass --paper second" in out
+    code, out, err = _cli(monkeypatch, capsys, "new", "third", "--use")
+    assert code == 0 and "third is the current paper" in out
+    assert Project(root).resolve_paper(None) == "third"
+    assert (root / ".repro" / "paper").read_text().strip() == "third"

@@ -1,4 +1,4 @@
-"""{{title}}: the data, as a LightningDataModule that repro's gates inspect.
+"""{{title_py}}: the data, as a LightningDataModule that repro's gates inspect.
 
 TODO: replace the toy Gaussian-cluster dataset with the paper's. Return the official
 train/val/test split from load_examples when the dataset has one; return {"all": [...]} and

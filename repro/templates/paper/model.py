@@ -1,4 +1,4 @@
-"""{{title}}: the whole model lives in this file (pure torch: no Lightning, Hydra or file IO).
+"""{{title_py}}: the whole model lives in this file (pure torch: no Lightning, Hydra or file IO).
 
 TODO: replace the toy MLP with the paper's model, one nn.Module per layer in paper order, a
 shape comment on each tensor line, and `# DEVIATION:` / `# UNSTATED:` where the paper is silent.

@@ -1,4 +1,4 @@
-"""{{title}}: the paper's own checks. TODO: add invariances the paper implies."""
+"""{{title_py}}: the paper's own checks. TODO: add invariances the paper implies."""
 
 import pytest
 import torch
