@@ -43,8 +43,7 @@ def scaffold_paper(
             with dst.open("x", encoding="utf-8") as f:  # exclusive: never over another's file
                 written.append(dst)
                 f.write(text)
-    except FileExistsError as e:
-        written.pop()  # the file that existed is not ours
+    except FileExistsError as e:  # e.filename: the one that appeared; `written` holds only ours
         for path in written:
             path.unlink(missing_ok=True)
         raise _refusal(project, [Path(e.filename)]) from None
