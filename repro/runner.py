@@ -102,7 +102,8 @@ def _plan(
     """The earlier runs still needed, as (stage, overrides): base milestones first, then the
     stages the overrides change. Raises GateRefused naming the command when an expensive one is
     missing (unless refuse=False: --force lists what it skips)."""
-    base_fp = current_fingerprint(project, paper, base, files if base is resolved else None)
+    same_data = base is resolved or base.cfg.data == resolved.cfg.data  # then the same files
+    base_fp = current_fingerprint(project, paper, base, files if same_data else None)
     rows = stage_states(project.runs_dir, paper, base_fp)
     states = {r.stage: r for r in rows}
     todo = [(s, []) for s in missing_prerequisites(rows, stage)]
