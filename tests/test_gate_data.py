@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import sys
+
+import pytest
 from rich.console import Console
 
+from repro.data.duplicates import NearDuplicates
+from repro.data.leak import LabelFunction
+from repro.data.served import Served
 from repro.gates.data import (
+    TrainOnly,
     check_classes,
+    check_deterministic,
     check_disjoint,
+    check_feature_shift,
+    check_fit_on_train,
+    check_label_leak,
+    check_labels_agree,
     check_loader_determinism,
+    check_loaders_serve_splits,
+    check_near_duplicates,
     check_nonempty,
     check_split_policy,
+    stat_checks,
 )
 
 OVERRIDES = ["data.n_examples=300"]
@@ -114,6 +129,139 @@ def test_loader_determinism():
     assert "different first batches" in c.reason
 
 
+def test_near_duplicates_fail_naming_count_rate_and_a_pair():
+    nd = NearDuplicates(
+        "normalised text",
+        counts={"train&val": 0, "train&test": 3, "val&test": 0},
+        rates={"train&val": 0.0, "train&test": 0.03, "val&test": 0.0},
+        pair=("train: p: what is x ?", "test: p: What is X"),
+    )
+    c = check_near_duplicates(nd, 0.005, 0.001)
+    assert not c.passed
+    assert c.reason.startswith(
+        "3 test examples (3.0%) are equal to examples of an earlier split once case, punctuation "
+        "and spacing are normalised (train&test, max 0.5% beyond chance); e.g. "
+        "'train: p: what is x ?' ~ 'test: p: What is X';"
+    )
+
+
+def test_near_duplicates_within_rate_or_chance_pass():
+    below = NearDuplicates("normalised text", counts={"train&test": 1}, rates={"train&test": 0.001})
+    assert check_near_duplicates(below, 0.005, 0.001).passed
+    chance = NearDuplicates(
+        "nearest neighbour",
+        counts={"train&test": 5},
+        rates={"train&test": 0.1},
+        expected={"train&test": 0.07},
+        tail_p={"train&test": 0.3},
+    )
+    assert check_near_duplicates(chance, 0.005, 0.001).passed
+    skipped = check_near_duplicates(NearDuplicates("", note="inputs mix"), 0.005, 0.001)
+    assert skipped.passed and skipped.reason == "not measured: inputs mix"
+
+
+def test_loaders_check_fails_when_test_serves_train():
+    served = {
+        "train": Served(rows=64, own=64, split_size=240),
+        "val": Served(rows=30, own=30, complete=True, split_size=30),
+        "test": Served(rows=240, own=0, others={"train": 240}, complete=False, split_size=30),
+    }
+    c = check_loaders_serve_splits(served)
+    assert not c.passed
+    assert c.reason.startswith(
+        "the test loader serves 240 rows (240 train examples) where its split has 30 examples, "
+        "0 of them served"
+    )
+
+
+def test_loaders_check_passes():
+    served = {
+        "train": Served(rows=64, own=64, split_size=240),
+        "val": Served(rows=30, own=30, complete=True, split_size=30),
+        "test": Served(rows=30, own=30, complete=True, split_size=30),
+    }
+    c = check_loaders_serve_splits(served)
+    assert c.passed and c.reason.startswith("val and test loaders serve each of their 30 and 30")
+
+
+def test_fit_on_train_reasons():
+    assert check_fit_on_train(TrainOnly([], 0, 240, None)).passed
+    c = check_fit_on_train(TrainOnly(["vocab_size"], 5, 240, 3))
+    assert c.reason.startswith(
+        "hiding val and test from build() changed model_kwargs() ['vocab_size'] and 5 of 240 "
+        "encoded training items (first: #3)"
+    )
+    c = check_fit_on_train(TrainOnly([], 0, 0, None, error="KeyError: 'val'"))
+    assert (
+        not c.passed and "build() failed when val and test were empty (KeyError: 'val')" in c.reason
+    )
+
+
+def test_deterministic_reasons():
+    assert check_deterministic([], [], "1").passed
+    c = check_deterministic([], ["model_kwargs/vocab"], "1")
+    assert c.reason.startswith(
+        "a build in a fresh process with PYTHONHASHSEED=1 differs in model_kwargs/vocab"
+    )
+    c = check_deterministic(["first_batch"], None, "1", "skipped")
+    assert c.reason.startswith(
+        "two builds in one process (the second bypassing preprocessing caches) differ in "
+        "first_batch: a stale cache"
+    )
+    c = check_deterministic([], None, "1", "it timed out")
+    assert c.passed and c.reason.endswith("fresh process not measured: it timed out")
+
+
+def test_label_leak_reasons():
+    found = [LabelFunction("x", "column 5 (index (5,))", {0: "0", 1: "1"})]
+    c = check_label_leak(found, 200)
+    assert not c.passed
+    assert c.reason.startswith(
+        "input x column 5 (index (5,)) is a function of the label on 200 training examples "
+        "(class 0 -> 0, class 1 -> 1)"
+    )
+    assert check_label_leak([], 200).passed
+
+
+def test_labels_agree_reasons():
+    odd = {
+        "split": "test",
+        "view": "inputs",
+        "drops": {
+            "train": {"on": "val", "acc_other": 0.9, "acc_odd": 0.1},
+            "val": {"on": "train", "acc_other": 0.9, "acc_odd": 0.1},
+        },
+    }
+    m = {"inputs": {"train": {"val": (0.9, 0.0)}}}
+    c = check_labels_agree(m, odd, 0.25, 3)
+    assert not c.passed
+    assert c.reason.startswith(
+        "a nearest-centroid probe (inputs) loses more than 0.25 balanced accuracy on test "
+        "(fitted on train: 0.90 on val vs 0.10 on test; fitted on val: 0.90 on train vs 0.10 on test)"
+    )
+    c = check_labels_agree({"inputs": {"train": {"val": (0.4, 0.0)}}}, None, 0.25, 3)
+    assert c.passed and c.reason.endswith(
+        "is within 0.25 of chance (0.33) everywhere: it cannot tell"
+    )
+
+
+def test_feature_shift_limit_rises_for_small_splits():
+    shifts = {"val": (0.1, "x[0]", 0.2), "test": (0.45, "x[3]", 0.7)}
+    c = check_feature_shift(shifts, 0.4, {"val": 0.3, "test": 0.3})
+    assert not c.passed
+    assert c.reason.startswith(
+        "test inputs are distributed unlike train's (mean KS 0.45 > 0.4; x[3]: 0.70)"
+    )
+    assert check_feature_shift(shifts, 0.4, {"val": 0.3, "test": 0.5}).passed
+
+
+def test_stat_checks_only_for_the_stats_a_paper_reports():
+    assert stat_checks({"vocab_size": 100}, {"oov_rate": 0.1, "truncated": 0.05}) == []
+    (c,) = stat_checks({"oov_rate/val": 0.3, "oov_rate/test": 0.02}, {"oov_rate": 0.1})
+    assert c.name == "OOV rate" and not c.passed
+    assert c.reason.startswith("oov_rate 0.3 on val > 0.1 (val 0.3, test 0.02)")
+
+
 # ---- the gate on datamodules ------------------------------------------------------------------
 OVERLAP_DATA = '''
 
@@ -180,9 +328,484 @@ def test_gate_passes_on_scaffolded_paper_with_80_10_10(project):
     assert [c["name"] for c in v["checks"]] == [
         "splits non-empty",
         "splits disjoint",
+        "no near-duplicates across splits",
         "every class in every split",
         "split policy",
         "loader determinism",
-    ]
+        "loaders serve their split",
+        "fitted on train only",
+        "preprocessing deterministic",
+        "no label in the inputs",
+        "labels mean the same in every split",
+        "no train/test feature shift",
+    ]  # no OOV/truncation checks: the toy's stats() reports neither
+    checks = {c["name"]: c for c in v["checks"]}
+    assert checks["no near-duplicates across splits"]["evidence"]["method"] == "nearest neighbour"
+    assert "PYTHONHASHSEED=1" in checks["preprocessing deterministic"]["reason"]
+    assert "fresh one" in checks["preprocessing deterministic"]["reason"]
+    assert (
+        "transfers between the splits alike"
+        in checks["labels mean the same in every split"]["reason"]
+    )
     assert len(v["evidence"]["examples"]) == 3
     assert v["evidence"]["batch_shapes"] == {"x": [32, 16], "label": [32]}
+
+
+# ---- the bug zoo (issue 13): each injected bug FAILS its check for its reason ----------------
+@pytest.fixture
+def no_fresh_process(monkeypatch):
+    """Skip the fresh-process build (a Python start with torch and Lightning, ~5 s) in the tests
+    that are not about it; the check then says it was not measured."""
+    from repro.gates import data as gate
+
+    class Skipped:
+        hashseed = "1"
+
+        class process:
+            @staticmethod
+            def poll():
+                return 0
+
+    monkeypatch.setattr(gate.hashseed, "start", lambda *a, **k: Skipped())
+    monkeypatch.setattr(gate.hashseed, "collect", lambda *a, **k: (None, "skipped by the test"))
+
+
+def _inject(project, code: str) -> None:
+    data_py = project.paper_dir("toy") / "data.py"
+    data_py.write_text(data_py.read_text() + code)
+
+
+def _failed(run) -> dict[str, str]:
+    """{check name: reason} of the run's failed checks."""
+    return {c["name"]: c["reason"] for c in run.record["verdict"]["checks"] if not c["passed"]}
+
+
+NEAR_COPIES = '''
+
+class NearCopies(ToyDataModule):
+    """Official splits whose test split is 30 training examples with a little noise added."""
+
+    def load_examples(self):
+        exs = super().load_examples()["all"]
+        rng = random.Random(7)
+        copies = [{"x": [v + rng.gauss(0, 1e-3) for v in e["x"]], "label": e["label"]} for e in exs[:30]]
+        return {"train": exs[:240], "val": exs[240:270], "test": copies}
+
+
+def build_datamodule(cfg, seed):
+    return NearCopies(cfg, seed)
+'''
+
+
+def test_gate_fails_on_near_copies_of_training_examples(project, no_fresh_process):
+    _inject(project, NEAR_COPIES)
+    failed = _failed(_run_data(project))
+    assert list(failed) == ["no near-duplicates across splits"]
+    reason = failed["no near-duplicates across splits"]
+    assert reason.startswith("30 test examples (100.0%) are nearer a training example than")
+    assert "e.g. 'train #0: x: [0.692, -1.36, 1.37, 0.383, ...]' ~ 'test #0: x: [0.692, " in reason
+    assert "(distance 0.00285 vs median neighbour 1.77)" in reason
+    assert reason.endswith(
+        "the same examples entered two splits in different forms: deduplicate by distance before splitting"
+    )
+
+
+VOCAB_ON_ALL_SPLITS = '''
+
+class StandardisedOnAllSplits(ToyDataModule):
+    """Inputs standardised with the mean and std of train+val+test (the bug: {BUG})."""
+
+    def build(self, splits):
+        xs = torch.tensor([e["x"] for s in {SPLITS} for e in splits[s]])
+        self.mean, self.std = xs.mean(0), xs.std(0)
+
+    def encode(self, example):
+        item = super().encode(example)
+        item["x"] = (item["x"] - self.mean) / self.std
+        return item
+
+
+def build_datamodule(cfg, seed):
+    return StandardisedOnAllSplits(cfg, seed)
+'''
+
+
+def test_gate_fails_when_statistics_are_fitted_on_all_splits(project, no_fresh_process):
+    _inject(project, VOCAB_ON_ALL_SPLITS.format(BUG="yes", SPLITS=("train", "val", "test")))
+    failed = _failed(_run_data(project))
+    assert list(failed) == ["fitted on train only"]
+    assert failed["fitted on train only"].startswith(
+        "hiding val and test from build() changed 240 of 240 encoded training items (first: #0)"
+    )
+    assert "fit them on splits['train'] alone" in failed["fitted on train only"]
+
+
+def test_gate_passes_when_statistics_are_fitted_on_train(project, no_fresh_process):
+    _inject(project, VOCAB_ON_ALL_SPLITS.format(BUG="none", SPLITS=("train",)))
+    run = _run_data(project)
+    assert _failed(run) == {}
+    checks = {c["name"]: c["reason"] for c in run.record["verdict"]["checks"]}
+    assert "240 identical encoded training items" in checks["fitted on train only"]
+
+
+VOCABULARY_ON_ALL_SPLITS = '''
+
+class VocabularyOnAllSplits(ToyDataModule):
+    """A vocabulary (of rounded first features) over train+val+test: model_kwargs changes."""
+
+    def build(self, splits):
+        words = {round(e["x"][0], 1) for s in ("train", "val", "test") for e in splits[s]}
+        self.vocab = sorted(words)
+
+    def model_kwargs(self):
+        return {**super().model_kwargs(), "vocab_size": len(self.vocab)}
+
+
+def build_datamodule(cfg, seed):
+    return VocabularyOnAllSplits(cfg, seed)
+'''
+
+
+def test_gate_fails_when_the_vocabulary_is_built_on_all_splits(project, no_fresh_process):
+    _inject(project, VOCABULARY_ON_ALL_SPLITS)
+    failed = _failed(_run_data(project))
+    assert failed["fitted on train only"].startswith(
+        "hiding val and test from build() changed model_kwargs() ['vocab_size']"
+    )
+
+
+WRONG_LOADERS = '''
+
+class WrongLoaders(ToyDataModule):
+    """{WHAT}"""
+
+    def {METHOD}(self):
+        return self._loader("{SERVED}", shuffle=False)
+
+
+def build_datamodule(cfg, seed):
+    return WrongLoaders(cfg, seed)
+'''
+
+
+def test_gate_fails_when_test_is_evaluated_on_the_training_loader(project, no_fresh_process):
+    _inject(
+        project,
+        WRONG_LOADERS.format(WHAT="test on train", METHOD="test_dataloader", SERVED="train"),
+    )
+    failed = _failed(_run_data(project))
+    assert list(failed) == ["loaders serve their split"]
+    assert failed["loaders serve their split"].startswith(
+        "the test loader serves 240 rows (240 train examples) where its split has 30 examples, "
+        "0 of them served: a *_dataloader() returns another split's loader"
+    )
+
+
+def test_gate_fails_when_the_val_loader_serves_test(project, no_fresh_process):
+    _inject(
+        project, WRONG_LOADERS.format(WHAT="val = test", METHOD="val_dataloader", SERVED="test")
+    )
+    failed = _failed(_run_data(project))
+    assert failed["loaders serve their split"].startswith(
+        "the val loader serves 30 rows (30 test examples) where its split has 30 examples, "
+        "0 of them served"
+    )
+
+
+LABEL_IN_FEATURE = '''
+
+class LabelInFeature(ToyDataModule):
+    """Feature 5 carries the label (a preprocessing bug: the label column kept as an input)."""
+
+    def encode(self, example):
+        item = super().encode(example)
+        item["x"][5] = float(example["label"])
+        return item
+
+
+def build_datamodule(cfg, seed):
+    return LabelInFeature(cfg, seed)
+'''
+
+
+def test_gate_fails_when_the_label_is_a_feature(project, no_fresh_process):
+    _inject(project, LABEL_IN_FEATURE)
+    failed = _failed(_run_data(project))
+    assert "no label in the inputs" in failed
+    assert failed["no label in the inputs"].startswith(
+        "input x column 5 (index (5,)) is a function of the label on 240 training examples "
+        "(class 0 -> 0, class 1 -> 1, class 2 -> 2): the label reached the inputs"
+    )
+
+
+def test_label_leak_can_be_switched_off_for_rule_based_tasks(project, no_fresh_process):
+    _inject(project, LABEL_IN_FEATURE)
+    run = run_stage_with(project, ["stage.data.label_leak=false"])
+    checks = {c["name"]: c for c in run.record["verdict"]["checks"]}
+    assert checks["no label in the inputs"]["passed"]
+    assert checks["no label in the inputs"]["reason"] == "not measured: stage.data.label_leak=false"
+
+
+SET_ORDER = '''
+
+class SetOrder(ToyDataModule):
+    """Examples ordered by iterating a set of strings: the split depends on PYTHONHASHSEED."""
+
+    def load_examples(self):
+        exs = super().load_examples()["all"]
+        order = list({f"ex{i}" for i in range(len(exs))})
+        return {"all": [exs[int(k[2:])] for k in order]}
+
+
+def build_datamodule(cfg, seed):
+    return SetOrder(cfg, seed)
+'''
+
+
+def test_gate_fails_when_preprocessing_follows_set_order(project):
+    _inject(project, SET_ORDER)
+    failed = _failed(_run_data(project))
+    assert list(failed) == ["preprocessing deterministic"]
+    reason = failed["preprocessing deterministic"]
+    assert reason.startswith("a build in a fresh process with PYTHONHASHSEED=")
+    assert "differs in examples/train, examples/val, examples/test" in reason
+    assert "follows the order of a set or dict of strings" in reason
+
+
+NOT_IN_A_FRESH_PROCESS = """
+
+import os
+
+if os.environ.get("PYTHONHASHSEED") in ("1", "2"):
+    raise RuntimeError("this data module only builds in the test's own process")
+"""
+
+
+def test_fresh_process_build_that_fails_is_skipped_with_a_note(project):
+    _inject(project, NOT_IN_A_FRESH_PROCESS)
+    run = _run_data(project)
+    checks = {c["name"]: c for c in run.record["verdict"]["checks"]}
+    assert run.record["status"] == "passed"
+    reason = checks["preprocessing deterministic"]["reason"]
+    assert reason.startswith(
+        "same in two builds in this process; fresh process not measured: "
+        "the datamodule could not be built in a fresh process (RuntimeError: "
+        "this data module only builds in the test's own process)"
+    )
+
+
+UNSEEDED = '''
+
+class Unseeded(ToyDataModule):
+    """Noise drawn from the global RNG in encode: every build differs."""
+
+    def encode(self, example):
+        item = super().encode(example)
+        item["x"] = item["x"] + 0.01 * torch.randn(len(item["x"]))
+        return item
+
+
+def build_datamodule(cfg, seed):
+    return Unseeded(cfg, seed)
+'''
+
+
+def test_gate_fails_when_preprocessing_draws_unseeded_randomness(project, no_fresh_process):
+    _inject(project, UNSEEDED)
+    failed = _failed(_run_data(project))
+    assert failed["preprocessing deterministic"].startswith(
+        "two builds in one process (the second bypassing preprocessing caches) differ in "
+        "items/train, items/val, items/test, first_batch: a stale cache (its key misses a "
+        "change, e.g. to the code) or unseeded randomness"
+    )
+    assert "loader determinism" in failed
+
+
+CACHED = '''
+
+import json
+from pathlib import Path
+
+
+class Cached(ToyDataModule):
+    """Caches its encoded inputs under a key that misses the code (as BiMPM's did, issue 13)."""
+
+    SCALE = {SCALE}
+
+    def load_examples(self):
+        cache = Path("toy-cache.json")
+        if cache.is_file() and not self.bypass_cache:
+            return json.loads(cache.read_text())
+        exs = super().load_examples()
+        exs = {{"all": [{{**e, "x": [self.SCALE * v for v in e["x"]]}} for e in exs["all"]]}}
+        if not self.bypass_cache:
+            cache.write_text(json.dumps(exs))
+        return exs
+
+
+def build_datamodule(cfg, seed):
+    return Cached(cfg, seed)
+'''
+
+
+def test_gate_fails_on_a_stale_preprocessing_cache(project, no_fresh_process):
+    data_py = project.paper_dir("toy") / "data.py"
+    original = data_py.read_text()
+    data_py.write_text(original + CACHED.format(SCALE=1.0))
+    assert _failed(_run_data(project)) == {}  # writes the cache
+    for name in [m for m in sys.modules if m == "papers" or m.startswith("papers.")]:
+        del sys.modules[name]  # as a new process would, import the edited code
+    data_py.write_text(original + CACHED.format(SCALE=0.25))  # the code changes, the key doesn't
+    failed = _failed(_run_data(project))
+    assert failed["preprocessing deterministic"].startswith(
+        "two builds in one process (the second bypassing preprocessing caches) differ in "
+        "examples/train, examples/val, examples/test, items/train, items/val, items/test, "
+        "first_batch: a stale cache (its key misses a change, e.g. to the code)"
+    )
+
+
+LABELS = '''
+
+class Labels(ToyDataModule):
+    """{WHAT}"""
+
+    def load_examples(self):
+        exs = super().load_examples()["all"]
+        train, val, test = exs[:240], exs[240:270], exs[270:]
+        {CODE}
+        return {{"train": train, "val": val, "test": test}}
+
+
+def build_datamodule(cfg, seed):
+    return Labels(cfg, seed)
+'''
+
+
+def test_gate_fails_on_a_test_only_label_mapping(project, no_fresh_process):
+    code = 'test = [{**e, "label": (e["label"] + 1) % 3} for e in test]'
+    _inject(project, LABELS.format(WHAT="test labels mapped differently", CODE=code))
+    failed = _failed(_run_data(project))
+    assert list(failed) == ["labels mean the same in every split"]
+    reason = failed["labels mean the same in every split"]
+    assert "balanced accuracy on test (fitted on train: " in reason
+    assert "test's labels disagree with the other splits'" in reason
+
+
+def test_gate_fails_when_training_labels_are_shuffled(project, no_fresh_process):
+    code = (
+        'ys = [e["label"] for e in train]; random.Random(0).shuffle(ys); '
+        'train = [{**e, "label": y} for e, y in zip(train, ys)]'
+    )
+    _inject(project, LABELS.format(WHAT="training labels shuffled apart from inputs", CODE=code))
+    failed = _failed(_run_data(project))
+    assert list(failed) == ["labels mean the same in every split"]
+    assert (
+        "train's labels disagree with the other splits'"
+        in failed["labels mean the same in every split"]
+    )
+
+
+def test_labels_shuffled_in_every_split_pass_the_data_gate(project, no_fresh_process):
+    """What the data gate cannot see: labels shuffled everywhere look like a hard dataset (the
+    probe is at chance on every split); `full` catches it (chance accuracy)."""
+    code = (
+        "exs = train + val + test; ys = [e['label'] for e in exs]; random.Random(0).shuffle(ys); "
+        "exs = [{**e, 'label': y} for e, y in zip(exs, ys)]; "
+        "train, val, test = exs[:240], exs[240:270], exs[270:]"
+    )
+    _inject(project, LABELS.format(WHAT="every label shuffled", CODE=code))
+    run = _run_data(project)
+    checks = {c["name"]: c for c in run.record["verdict"]["checks"]}
+    assert checks["labels mean the same in every split"]["passed"]
+    assert "it cannot tell" in checks["labels mean the same in every split"]["reason"]
+
+
+SCALED_TEST = '''
+
+class ScaledTest(ToyDataModule):
+    """Test inputs left unscaled (x10) while train and val are scaled."""
+
+    def load_examples(self):
+        exs = super().load_examples()["all"]
+        test = [{**e, "x": [10 * v for v in e["x"]]} for e in exs[270:]]
+        return {"train": exs[:240], "val": exs[240:270], "test": test}
+
+
+def build_datamodule(cfg, seed):
+    return ScaledTest(cfg, seed)
+'''
+
+
+def test_gate_fails_on_a_train_test_feature_shift(project, no_fresh_process):
+    _inject(project, SCALED_TEST)
+    failed = _failed(_run_data(project))
+    assert "no train/test feature shift" in failed
+    assert failed["no train/test feature shift"].startswith(
+        "test inputs are distributed unlike train's (mean KS "
+    )
+    assert "applied to one split only" in failed["no train/test feature shift"]
+
+
+STATS = """
+
+class WithStats(ToyDataModule):
+    def stats(self):
+        return {{"oov_rate/train": 0.0, "oov_rate/val": {OOV}, "oov_rate/test": {OOV},
+                "truncated/train": {TRUNC}, "truncated/val": 0.0, "truncated/test": 0.0}}
+
+
+def build_datamodule(cfg, seed):
+    return WithStats(cfg, seed)
+"""
+
+
+def test_gate_fails_when_oov_rate_and_truncation_are_too_high(project, no_fresh_process):
+    _inject(project, STATS.format(OOV=1.0, TRUNC=1.0))
+    failed = _failed(_run_data(project))
+    assert failed == {
+        "OOV rate": "oov_rate 1 on val > 0.1 (train 0, val 1, test 1): tokens the vocabulary "
+        "does not know: a case or tokenizer mismatch between building the vocabulary and "
+        "looking tokens up; use the same tokenization for both",
+        "truncation": "truncated 1 on train > 0.05 (train 1, val 0, test 0): sequences cut by "
+        "the length cap: raise the cap (the paper's max length) or say why",
+    }
+
+
+def test_gate_passes_oov_rate_and_truncation_within_limits(project, no_fresh_process):
+    _inject(project, STATS.format(OOV=0.02, TRUNC=0.01))
+    run = _run_data(project)
+    checks = {c["name"]: c for c in run.record["verdict"]["checks"]}
+    assert run.record["status"] == "passed"
+    assert checks["OOV rate"]["reason"] == "oov_rate train 0, val 0.02, test 0.02 (max 0.1)"
+
+
+ONE_BASED = '''
+
+class OneBased(ToyDataModule):
+    """Labels 1..3 instead of 0..2."""
+
+    def load_examples(self):
+        return {"all": [{**e, "label": e["label"] + 1} for e in super().load_examples()["all"]]}
+
+
+def build_datamodule(cfg, seed):
+    return OneBased(cfg, seed)
+'''
+
+
+def test_gate_fails_naming_one_based_labels_without_a_traceback(project, no_fresh_process):
+    _inject(project, ONE_BASED)
+    run = _run_data(project)
+    assert run.record["status"] == "failed"  # a verdict, not an error with a traceback
+    failed = _failed(run)
+    assert failed["every class in every split"] == (
+        "labels outside 0..2: {'train': [3], 'val': [3], 'test': [3]}"
+    )
+    examples = run.record["verdict"]["evidence"]["examples"]
+    assert len(examples) == 3 and all("'label': " in e for e in examples)  # raw tensors shown
+
+
+def run_stage_with(project, overrides: list[str]):
+    from repro.runner import run_stage
+
+    return run_stage(project, "toy", "data", OVERRIDES + overrides, console=Console(quiet=True))

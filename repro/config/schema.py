@@ -129,7 +129,20 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DataStage:
+    """The data gate's thresholds (conf/stage/data.yaml says why each default)."""
+
     show_examples: int = field(metadata=GE0)
+    sample_examples: int = field(metadata=GE1)
+    near_duplicate_max_rate: float = field(metadata=bound(ge=0, le=1))
+    near_duplicate_ratio: float = field(metadata=GE0)
+    chance_p: float = field(metadata=bound(gt=0, lt=1))
+    label_leak: bool
+    leak_min_per_class: int = field(metadata=GE1)
+    probe_max_drop: float = field(metadata=bound(gt=0, le=1))
+    max_feature_shift: float = field(metadata=bound(gt=0, le=1))
+    max_oov_rate: float = field(metadata=bound(ge=0, le=1))
+    max_truncated: float = field(metadata=bound(ge=0, le=1))
+    hashseed_timeout_s: float = field(metadata=GT0)
 
 
 @dataclass(frozen=True)

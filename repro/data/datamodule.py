@@ -102,6 +102,10 @@ class PaperDataModule(pl.LightningDataModule):
         self.splits: dict[str, list[dict]] = {}
         self.datasets: dict[str, Dataset] = {}
         self._is_setup = False
+        # Set by the data gate on the builds it compares with this one (train-only, another
+        # PYTHONHASHSEED): a paper that caches its preprocessing must then neither read nor write
+        # its cache, else the comparison is between a cache and itself.
+        self.bypass_cache = False
 
     # ---- what a paper implements -------------------------------------------------------
     def load_examples(self) -> dict[str, list[dict]]:
@@ -109,7 +113,12 @@ class PaperDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     def build(self, splits: dict[str, list[dict]]) -> None:
-        """Fit what comes from the training split (vocabulary, vectors). Optional."""
+        """Fit what comes from the training split (vocabulary, vectors, statistics). Optional.
+
+        Fit from splits["train"] only: the data gate builds again with val and test empty and
+        requires the same model_kwargs() and encoded training items. Lookup tables that need
+        every split (e.g. characters of every word) may read all of them as long as what the
+        model sees of the training split does not change."""
 
     def encode(self, example: dict) -> dict[str, torch.Tensor]:
         """One example -> tensors (including "label")."""
@@ -136,7 +145,13 @@ class PaperDataModule(pl.LightningDataModule):
         return []
 
     def stats(self) -> dict[str, Any]:
-        """Extra numbers for the data gate (OOV rate, vector coverage, lengths)."""
+        """Extra numbers for the data gate (OOV rate, vector coverage, lengths), printed as given.
+
+        The gate judges the ones named `oov_rate/<split>` (fraction of input tokens mapped to
+        unknown) and `truncated/<split>` (fraction of sequences cut by a length cap), both in
+        [0, 1], against stage.data.max_oov_rate and stage.data.max_truncated; a paper without them
+        has no such check.
+        """
         return {}
 
     # ---- what the base provides ---------------------------------------------------------
@@ -147,6 +162,25 @@ class PaperDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._is_setup:
             return
+        self._load_and_split()
+        self.build(self.splits)
+        self.datasets = {s: self.encode_split(s, self.splits[s]) for s in SPLITS}
+        self._is_setup = True
+
+    def setup_train_only(self) -> None:
+        """Load and split as setup() does, then let build() see the training split alone (val and
+        test empty) and encode only the training split; caches are bypassed.
+
+        The data gate compares this build with a normal one: a vocabulary or statistics fitted on
+        train alone come out the same, one fitted on train+val+test does not. A paper needs no
+        code for it; setup() overrides are not called (nothing is cached from this build).
+        """
+        self.bypass_cache = True
+        self._load_and_split()
+        self.build({"train": self.splits["train"], "val": [], "test": []})
+        self.datasets = {"train": self.encode_split("train", self.splits["train"])}
+
+    def _load_and_split(self) -> None:
         loaded = self.load_examples()
         if set(loaded) == set(SPLITS):
             self.official_split = True
@@ -162,9 +196,6 @@ class PaperDataModule(pl.LightningDataModule):
                 f"{type(self).__name__}.load_examples(): expected keys {list(SPLITS)} (an official "
                 f"split) or ['all'] (repro splits it), found {sorted(loaded)}"
             )
-        self.build(self.splits)
-        self.datasets = {s: self.encode_split(s, self.splits[s]) for s in SPLITS}
-        self._is_setup = True
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.datasets[split]

@@ -1,13 +1,40 @@
-"""The data gate: splits non-empty and disjoint, every class everywhere, the split policy, a batch draws."""
+"""The data gate: splits non-empty, disjoint (exactly and nearly) and served by their own loaders,
+every class everywhere, the split policy, preprocessing fitted on train and deterministic, no
+label in the inputs, labels that mean the same in every split, no feature shift, OOV/truncation
+within limits, a batch draws."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
+from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
+from repro.data import hashseed
 from repro.data.datamodule import PaperDataModule
+from repro.data.digest import (
+    build_digest,
+    digest_differences,
+    sample_indices,
+    sample_items,
+    value_digest,
+)
+from repro.data.duplicates import (
+    NearDuplicates,
+    input_kind,
+    neighbour_near_duplicates,
+    text_near_duplicates,
+)
+from repro.data.features import Features, featurize
+from repro.data.leak import LabelFunction, label_functions
+from repro.data.probe import odd_split, probe_views
+from repro.data.served import Served, audit_loaders
+from repro.data.shift import chance_bound, mean_shift
 from repro.gates.metrics import DataMetrics
 from repro.verdict import Check, Verdict
+
+BAG_BUCKETS = 1024  # hashed id buckets for the probe: collisions are rare below ~1000 frequent ids
 
 
 # ---- judgements (pure) ----------------------------------------------------------------------
@@ -120,6 +147,345 @@ def check_loader_determinism(same_first_batch: bool) -> Check:
     return Check("loader determinism", True, "same seed -> same first training batch", {})
 
 
+def check_near_duplicates(near: NearDuplicates, max_rate: float, chance_p: float) -> Check:
+    """Held-out examples that are near copies of earlier splits' (beyond chance) stay under max_rate."""
+    name = "no near-duplicates across splits"
+    ev = {
+        "method": near.method,
+        "counts": near.counts,
+        "rates": {k: round(v, 4) for k, v in near.rates.items()},
+        "expected": {k: round(v, 4) for k, v in near.expected.items()},
+        "pair": list(near.pair) if near.pair else None,
+    }
+    if not near.method:
+        return Check(name, True, f"not measured: {near.note}", ev)
+    bad = {}
+    for k, rate in near.rates.items():
+        excess = rate - near.expected.get(k, 0.0)
+        if excess > max_rate and near.tail_p.get(k, 0.0) < chance_p:
+            bad[k] = excess
+    if near.method == "normalised text":
+        how = "equal to examples of an earlier split once case, punctuation and spacing are normalised"
+        dedup = "on normalised inputs"
+    else:
+        how = "nearer a training example than training examples are to each other"
+        dedup = "by distance"
+    if not bad:
+        total = sum(near.counts.values())
+        return Check(name, True, f"{total} held-out examples {how} (max {100 * max_rate:g}%)", ev)
+    worst = max(bad, key=bad.get)
+    b = worst.split("&")[1]
+    pair = f" e.g. {near.pair[0]!r} ~ {near.pair[1]!r};" if near.pair else ""
+    return Check(
+        name,
+        False,
+        f"{near.counts[worst]} {b} examples ({100 * near.rates[worst]:.1f}%) are {how} "
+        f"({worst}, max {100 * max_rate:g}% beyond chance);{pair} the same examples entered two "
+        f"splits in different forms: deduplicate {dedup} before splitting",
+        ev,
+    )
+
+
+def check_loaders_serve_splits(served: dict[str, Served]) -> Check:
+    """Each loader serves its own split: val/test every example once and nothing else; train
+    nothing of val/test."""
+    name = "loaders serve their split"
+    ev = {s: dataclasses.asdict(v) for s, v in served.items()}
+    problems = []
+    for s, v in served.items():
+        wrong = ", ".join(f"{n} {o} examples" for o, n in v.others.items())
+        if s == "train":
+            if v.others:
+                problems.append(f"the train loader's first {v.rows} rows include {wrong}")
+            continue
+        if v.others or v.unmatched or not v.complete:
+            parts = [wrong] if wrong else []
+            if v.unmatched:
+                n_train = served["train"].split_size
+                sampled = (
+                    f" (train compared on {v.train_compared} of its {n_train})"
+                    if v.train_compared < n_train
+                    else ""
+                )
+                parts.append(f"{v.unmatched} rows matching no example{sampled}")
+            got = f"{v.rows} rows ({', '.join(parts)}" + ("" if parts else "all its own") + ")"
+            problems.append(
+                f"the {s} loader serves {got} where its split has {v.split_size} examples, "
+                f"{v.own} of them served"
+            )
+    if problems:
+        return Check(
+            name,
+            False,
+            "; ".join(problems) + ": a *_dataloader() returns another split's loader (e.g. "
+            "test_dataloader() serving train); build each from its own split "
+            "(self._loader(split, ...), or leave them to PaperDataModule)",
+            ev,
+        )
+    v, t = served["val"], served["test"]
+    return Check(
+        name,
+        True,
+        f"val and test loaders serve each of their {v.split_size} and {t.split_size} examples "
+        f"once; the train loader's first {served['train'].rows} rows are no val/test examples",
+        ev,
+    )
+
+
+@dataclass
+class TrainOnly:
+    """A build whose build() saw the training split alone, compared with the normal build."""
+
+    kwargs: list[str]  # model_kwargs() keys that differ
+    items_differ: int  # training items (of those compared) that differ
+    items_compared: int
+    first_item: int | None
+    error: str = ""
+
+
+def check_fit_on_train(t: TrainOnly | None, why_not: str = "") -> Check:
+    """What build() fits comes from the training split alone."""
+    name = "fitted on train only"
+    if t is None:
+        return Check(name, True, f"not measured: {why_not}", {"measured": False})
+    ev = dataclasses.asdict(t)
+    if t.error:
+        return Check(
+            name,
+            False,
+            f"build() failed when val and test were empty ({t.error}): what it fits must come "
+            "from splits['train'] alone; fit the vocabulary/statistics on train only",
+            ev,
+        )
+    if t.kwargs or t.items_differ:
+        parts = []
+        if t.kwargs:
+            parts.append(f"model_kwargs() {t.kwargs}")
+        if t.items_differ:
+            parts.append(
+                f"{t.items_differ} of {t.items_compared} encoded training items "
+                f"(first: #{t.first_item})"
+            )
+        return Check(
+            name,
+            False,
+            f"hiding val and test from build() changed {' and '.join(parts)}: the vocabulary or "
+            "statistics are fitted on val/test too; fit them on splits['train'] alone",
+            ev,
+        )
+    return Check(
+        name,
+        True,
+        f"build() on train alone gives the same model_kwargs() and {t.items_compared} "
+        "identical encoded training items",
+        ev,
+    )
+
+
+def check_deterministic(
+    same_process: list[str], other_hashseed: list[str] | None, hashseed: str, note: str = ""
+) -> Check:
+    """Two builds agree: in this process, and in a fresh one under another PYTHONHASHSEED."""
+    name = "preprocessing deterministic"
+    ev = {"same_process": same_process, "other_hashseed": other_hashseed, "hashseed": hashseed}
+    if same_process:
+        return Check(
+            name,
+            False,
+            f"two builds in one process (the second bypassing preprocessing caches) differ in "
+            f"{', '.join(same_process)}: a stale cache (its key misses a change, e.g. to the "
+            "code) or unseeded randomness (random/torch without a seeded generator); fix the "
+            "cache key, or seed from the config",
+            ev,
+        )
+    if other_hashseed:
+        return Check(
+            name,
+            False,
+            f"a build in a fresh process with PYTHONHASHSEED={hashseed} differs in "
+            f"{', '.join(other_hashseed)}: preprocessing follows the order of a set or dict "
+            "of strings (a vocabulary, a split); sort before numbering (sorted(set(...)))",
+            ev,
+        )
+    if other_hashseed is None:
+        return Check(
+            name,
+            True,
+            f"same in two builds in this process; fresh process not measured: {note}",
+            ev,
+        )
+    return Check(
+        name,
+        True,
+        f"same splits, model_kwargs, items and first batch in this process and in a fresh one "
+        f"with PYTHONHASHSEED={hashseed}",
+        ev,
+    )
+
+
+def check_label_leak(found: list[LabelFunction] | None, n: int, why_not: str = "") -> Check:
+    """No input of the training batch is a function of the label."""
+    name = "no label in the inputs"
+    if found is None:
+        return Check(name, True, f"not measured: {why_not}", {"measured": False})
+    ev = {"examples": n, "found": [dataclasses.asdict(f) for f in found]}
+    if found:
+        f = found[0]
+        per = ", ".join(f"class {c} -> {v}" for c, v in f.per_class.items())
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        return Check(
+            name,
+            False,
+            f"input {f.key} {f.where} is a function of the label on {n} training examples "
+            f"({per}){more}: the label reached the inputs (load_examples/encode/collate); "
+            "remove it, or set stage.data.label_leak=false if the task is this rule by design",
+            ev,
+        )
+    return Check(
+        name,
+        True,
+        f"no input column or token is a function of the label on {n} training examples",
+        ev,
+    )
+
+
+def check_labels_agree(
+    matrices: dict[str, dict[str, dict[str, tuple[float, float]]]] | None,
+    odd: dict | None,
+    max_drop: float,
+    num_classes: int,
+    why_not: str = "",
+) -> Check:
+    """Nearest-centroid probes (one per view of the inputs) transfer between the splits alike:
+    no split's labels are odd. `odd` is odd_split's finding for the first view that has one,
+    with its "view"."""
+    name = "labels mean the same in every split"
+    if not matrices:
+        return Check(
+            name, True, f"not measured: {why_not or 'no inputs to probe'}", {"measured": False}
+        )
+    ev = {
+        "balanced_accuracy": {
+            view: {a: {b: round(acc, 3) for b, (acc, _) in row.items()} for a, row in m.items()}
+            for view, m in matrices.items()
+        },
+        "odd": odd,
+    }
+    if odd:
+        s = odd["split"]
+        desc = "; ".join(
+            f"fitted on {x}: {d['acc_other']:.2f} on {d['on']} vs {d['acc_odd']:.2f} on {s}"
+            for x, d in odd["drops"].items()
+        )
+        return Check(
+            name,
+            False,
+            f"a nearest-centroid probe ({odd['view']}) loses more than {max_drop:g} balanced "
+            f"accuracy on {s} ({desc}): {s}'s labels disagree with the other splits' (a label "
+            "mapping of its own, or labels shuffled apart from their inputs); map labels in one "
+            "place for every split",
+            ev,
+        )
+    best_view, best = max(
+        (
+            (view, acc)
+            for view, m in matrices.items()
+            for row in m.values()
+            for acc, _ in row.values()
+        ),
+        key=lambda va: va[1],
+    )
+    chance = 1 / num_classes
+    if best - chance < max_drop:
+        how = f"is within {max_drop:g} of chance ({chance:.2f}) everywhere: it cannot tell"
+    else:
+        how = "transfers between the splits alike"
+    return Check(
+        name,
+        True,
+        f"a nearest-centroid probe (best: {best:.2f} balanced accuracy, {best_view}) {how}",
+        ev,
+    )
+
+
+def check_feature_shift(
+    shifts: dict[str, tuple[float, str, float]], max_shift: float, chance: dict[str, float]
+) -> Check:
+    """val/test inputs are distributed as train's: mean KS over the dense inputs within
+    max_shift, or within what chance gives splits this small (`chance`, per split)."""
+    name = "no train/test feature shift"
+    ev = {
+        s: {
+            "mean_ks": round(m, 3),
+            "worst": c,
+            "worst_ks": round(w, 3),
+            "limit": round(max(max_shift, chance.get(s, 0.0)), 3),
+        }
+        for s, (m, c, w) in shifts.items()
+    }
+    if not shifts:
+        return Check(name, True, "not measured: no float or length inputs vary in train", ev)
+    over = {s: v for s, v in shifts.items() if v[0] > max(max_shift, chance.get(s, 0.0))}
+    if over:
+        s = max(over, key=lambda k: over[k][0])
+        m, col, w = over[s]
+        limit = max(max_shift, chance.get(s, 0.0))
+        return Check(
+            name,
+            False,
+            f"{s} inputs are distributed unlike train's (mean KS {m:.2f} > {limit:.2g}; "
+            f"{col}: {w:.2f}): likely preprocessed differently (scaling/normalisation applied "
+            "to one split only); apply the same transform, fitted on train, to every split",
+            ev,
+        )
+    desc = ", ".join(f"{k} {v[0]:.2f}" for k, v in shifts.items())
+    limits = ", ".join(f"{k} {e['limit']:.2g}" for k, e in ev.items())
+    return Check(name, True, f"mean KS vs train {desc} (max {limits})", ev)
+
+
+STAT_LIMITS = {  # stats() name -> (check name, the likely cause and what to do)
+    "oov_rate": (
+        "OOV rate",
+        "tokens the vocabulary does not know: a case or tokenizer mismatch between building the "
+        "vocabulary and looking tokens up; use the same tokenization for both",
+    ),
+    "truncated": (
+        "truncation",
+        "sequences cut by the length cap: raise the cap (the paper's max length) or say why",
+    ),
+}
+
+
+def check_stat_limit(stat: str, values: dict[str, float], limit: float) -> Check:
+    """A fraction reported by the paper's stats() (`<stat>/<split>`) stays within limit."""
+    label, cause = STAT_LIMITS[stat]
+    desc = ", ".join(f"{s} {v:.3g}" for s, v in values.items())
+    over = {s: v for s, v in values.items() if v > limit}
+    if over:
+        worst = max(over, key=over.get)
+        return Check(
+            label,
+            False,
+            f"{stat} {over[worst]:.3g} on {worst} > {limit:g} ({desc}): {cause}",
+            {"values": values, "limit": limit},
+        )
+    return Check(label, True, f"{stat} {desc} (max {limit:g})", {"values": values, "limit": limit})
+
+
+def stat_checks(stats: dict[str, Any], limits: dict[str, float]) -> list[Check]:
+    """One check per limited stat the paper reports (`oov_rate/<split>` or `oov_rate`)."""
+    out = []
+    for stat, limit in limits.items():
+        values = {
+            (k.split("/", 1)[1] if "/" in k else "all"): float(v)
+            for k, v in stats.items()
+            if (k == stat or k.startswith(f"{stat}/")) and isinstance(v, int | float)
+        }
+        if values:
+            out.append(check_stat_limit(stat, values, limit))
+    return out
+
+
 # ---- measurement ----------------------------------------------------------------------------
 def _batches_equal(a: dict, b: dict) -> bool:
     import torch
@@ -128,7 +494,21 @@ def _batches_equal(a: dict, b: dict) -> bool:
 
 
 def run(ctx) -> Verdict:
-    """Build the datamodule twice (same seed), measure its splits, draw batches, show examples."""
+    """Build the datamodule (twice with the same seed, once more on train alone, once in a fresh
+    process under another PYTHONHASHSEED), measure its splits and loaders, show examples."""
+    st = ctx.cfg.stage.data
+    fresh_build = hashseed.start(
+        ctx.project.root, ctx.paper, ctx.cfg.data, ctx.seed, st.sample_examples
+    )
+    try:
+        return _run(ctx, st, fresh_build)
+    finally:
+        if fresh_build.process.poll() is None:
+            fresh_build.process.kill()
+            fresh_build.process.wait()
+
+
+def _run(ctx, st, fresh_build) -> Verdict:
     dm = ctx.build_datamodule(fresh=True)
     dm.setup("fit")
     sizes = {s: len(dm.splits[s]) for s in ("train", "val", "test")}
@@ -136,19 +516,32 @@ def run(ctx) -> Verdict:
     label_counts = {s: dict(Counter(int(ex["label"]) for ex in dm.splits[s])) for s in dm.splits}
 
     dm2 = ctx.build_datamodule(fresh=True)
+    dm2.bypass_cache = True  # computed from the files: a stale cache shows as a difference
     dm2.setup("fit")
     idempotent = all([dm2.example_hash(ex) for ex in dm2.splits[s]] == hashes[s] for s in hashes)
-    first = next(iter(dm.train_dataloader()))
-    same_first = _batches_equal(first, next(iter(dm2.train_dataloader())))
-
+    nonempty = check_nonempty(sizes)
+    classes = check_classes(label_counts, dm.num_classes)
     checks = [
-        check_nonempty(sizes),
+        nonempty,
         check_disjoint(hashes),
-        check_classes(label_counts, dm.num_classes),
+        check_near_duplicates(
+            _near_duplicates(dm, hashes, st), st.near_duplicate_max_rate, st.chance_p
+        ),
+        classes,
         check_split_policy(bool(dm.official_split), sizes, ctx.cfg.data.split, idempotent),
-        check_loader_determinism(same_first),
     ]
-    examples = _show(ctx.console, dm, first, ctx.cfg.stage.data.show_examples, checks[2].passed)
+    if not nonempty.passed:  # nothing to draw from: the loaders' checks cannot run
+        first = {}
+        checks += [check_loader_determinism(False)]
+    else:
+        first = next(iter(dm.train_dataloader()))
+        checks.append(
+            check_loader_determinism(_batches_equal(first, next(iter(dm2.train_dataloader()))))
+        )
+        checks += _leak_checks(ctx, st, dm, dm2, fresh_build, classes.passed)
+    checks += stat_checks(dm.stats(), {"oov_rate": st.max_oov_rate, "truncated": st.max_truncated})
+
+    examples = _show(ctx.console, dm, first, st.show_examples, classes.passed) if first else []
     metrics = DataMetrics(
         sizes=sizes,
         num_classes=dm.num_classes,
@@ -164,6 +557,131 @@ def run(ctx) -> Verdict:
         "stats": dm.stats(),
     }
     return Verdict.from_checks("data", checks, evidence, metrics)
+
+
+def _leak_checks(ctx, st, dm, dm2, fresh_build, labels_ok: bool) -> list[Check]:
+    """The checks that look for one split's data reaching another, or the label the inputs.
+    dm is the build training uses (caches allowed); dm2 is built from the files, and is what the
+    train-only and fresh-process builds are compared with."""
+    items = sample_items(dm, st.sample_examples)  # fetched once: encoding can be slow
+    items2 = sample_items(dm2, st.sample_examples)
+    digest = build_digest(dm2, items2)
+    same_process = digest_differences(build_digest(dm, items), digest)
+    whole = {  # the loaders' check needs every val and test item
+        s: items[s]
+        if len(items[s]) == len(dm.datasets[s])
+        else [dm.datasets[s][i] for i in range(len(dm.datasets[s]))]
+        for s in ("val", "test")
+    }
+    checks = [
+        check_loaders_serve_splits(
+            audit_loaders(dm, {"train": items["train"], **whole}, st.sample_examples)
+        )
+    ]
+    if same_process:
+        checks.append(
+            check_fit_on_train(None, "two builds in this process differ already (see below)")
+        )
+    else:
+        checks.append(
+            check_fit_on_train(_train_only(ctx, dm2, items2["train"], st.sample_examples))
+        )
+    feats = {s: featurize(items[s], BAG_BUCKETS) for s in items}
+    checks += [
+        _label_leak(dm, items["train"], st),
+        _labels_agree(dm, items, feats, st, labels_ok),
+        _feature_shift(feats, st),
+    ]
+    other, note = hashseed.collect(fresh_build, st.hashseed_timeout_s)
+    other_diffs = digest_differences(digest, other) if other is not None else None
+    checks.insert(2, check_deterministic(same_process, other_diffs, fresh_build.hashseed, note))
+    return checks
+
+
+def _near_duplicates(dm, hashes: dict[str, list[str]], st) -> NearDuplicates:
+    splits = dm.splits
+    if not splits["train"]:
+        return NearDuplicates("", note="the training split is empty")
+    ex = splits["train"][0]
+    fields = dm.input_fields or tuple(k for k in ex if k not in ("label", "id"))
+    kind = input_kind(ex, fields)
+    if kind == "text":
+        return text_near_duplicates(splits, fields, hashes)
+    if kind == "numbers":
+        return neighbour_near_duplicates(
+            splits, fields, st.near_duplicate_ratio, st.sample_examples
+        )
+    return NearDuplicates("", note=f"inputs {list(fields)} mix text and numbers")
+
+
+def _train_only(ctx, dm, train_items: list[dict], max_items: int) -> TrainOnly:
+    """Build again with val and test hidden from build(); compare what it fitted and encoded."""
+    other = ctx.build_datamodule(fresh=True)
+    try:
+        other.setup_train_only()
+    except Exception as e:  # the paper's build() needs val/test: that is the finding
+        return TrainOnly([], 0, 0, None, error=f"{type(e).__name__}: {e}")
+    mine, theirs = dm.model_kwargs(), other.model_kwargs()
+    kwargs = sorted(
+        k
+        for k in set(mine) | set(theirs)
+        if k not in mine or k not in theirs or value_digest(mine[k]) != value_digest(theirs[k])
+    )
+    n = len(dm.datasets["train"])
+    if len(other.datasets["train"]) != n:
+        return TrainOnly(kwargs, len(train_items), len(train_items), 0)
+    idx = sample_indices(n, max_items)
+    ds = other.datasets["train"]
+    differ = [
+        i for i, it in zip(idx, train_items, strict=True) if value_digest(it) != value_digest(ds[i])
+    ]
+    return TrainOnly(kwargs, len(differ), len(idx), differ[0] if differ else None)
+
+
+def _label_leak(dm, train_items: list[dict], st) -> Check:
+    if not st.label_leak:
+        return check_label_leak(None, 0, "stage.data.label_leak=false")
+    batch = dm.collate(train_items)
+    counts = Counter(batch["label"].tolist())
+    if len(counts) < 2 or min(counts.values()) < st.leak_min_per_class:
+        return check_label_leak(
+            None,
+            0,
+            f"a class has fewer than {st.leak_min_per_class} training examples "
+            f"(stage.data.leak_min_per_class): {dict(sorted(counts.items()))}",
+        )
+    return check_label_leak(label_functions(batch), len(batch["label"]))
+
+
+def _labels_agree(dm, items, feats: dict[str, Features], st, labels_ok: bool) -> Check:
+    import torch
+
+    name_args = (st.probe_max_drop, dm.num_classes)
+    if not labels_ok:
+        return check_labels_agree(
+            None, None, *name_args, "a split lacks a class or has labels out of range"
+        )
+    labels = {s: torch.tensor([int(it["label"]) for it in items[s]]) for s in items}
+    matrices = probe_views(feats, labels, dm.num_classes)
+    z = NormalDist().inv_cdf(1 - st.chance_p)
+    odd = None
+    for view, m in matrices.items():
+        odd = odd_split(m, st.probe_max_drop, z)
+        if odd:
+            odd["view"] = view
+            break
+    return check_labels_agree(matrices, odd, *name_args)
+
+
+def _feature_shift(feats: dict[str, Features], st) -> Check:
+    z = NormalDist().inv_cdf(1 - st.chance_p)
+    shifts, chance = {}, {}
+    for s in ("val", "test"):
+        m = mean_shift(feats["train"].dense, feats[s].dense)
+        if m is not None:
+            shifts[s] = (m[0], feats["train"].names[m[1]], m[2])
+            chance[s] = chance_bound(len(feats["train"].dense), len(feats[s].dense), z)
+    return check_feature_shift(shifts, st.max_feature_shift, chance)
 
 
 def _show(console, dm, batch: dict, n: int, labels_ok: bool) -> list[str]:

@@ -1,0 +1,96 @@
+"""Digests of a built datamodule (its splits, what build() fitted, its encoded items, its first
+batch), so that two builds made in different ways or in different processes can be compared."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+from typing import Any
+
+import torch
+
+from repro.data.split import SPLITS
+
+
+def value_digest(value: Any) -> str:
+    """sha1 of a tensor (dtype, shape, bytes) or of any other value's JSON (tensors inside
+    lists and dicts included), so equal values give equal digests."""
+    h = hashlib.sha1()
+    _feed(h, value)
+    return h.hexdigest()
+
+
+def _feed(h, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(f"tensor:{t.dtype}:{tuple(t.shape)}:".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    elif isinstance(value, dict):
+        h.update(b"{")
+        for k in sorted(value, key=str):
+            h.update(json.dumps(str(k)).encode())
+            _feed(h, value[k])
+        h.update(b"}")
+    elif isinstance(value, list | tuple):
+        h.update(b"[")
+        for v in value:
+            _feed(h, v)
+        h.update(b"]")
+    elif type(value).__module__ == "numpy":
+        _feed(h, torch.as_tensor(value))
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        _feed(h, dataclasses.asdict(value))
+    else:
+        h.update(json.dumps(value, default=_plain).encode())
+
+
+def _plain(value: Any) -> str:
+    """A JSON stand-in for other objects: their repr, unless it holds a memory address (which
+    differs in every build), then their type alone."""
+    text = repr(value)
+    return type(value).__qualname__ if " at 0x" in text else text
+
+
+def sample_indices(n: int, k: int) -> list[int]:
+    """k of range(n), the same for every build of the same size (sorted; all when n <= k)."""
+    if n <= k:
+        return list(range(n))
+    return sorted(random.Random(0).sample(range(n), k))
+
+
+def sample_items(dm, max_items: int) -> dict[str, list[dict]]:
+    """Per split, the encoded items at sample_indices(len(split), max_items), fetched once."""
+    out = {}
+    for s in SPLITS:
+        ds = dm.datasets[s]
+        out[s] = [ds[i] for i in sample_indices(len(ds), max_items)]
+    return out
+
+
+def build_digest(dm, items: dict[str, list[dict]]) -> dict[str, Any]:
+    """What a set-up datamodule is made of, as digests: per split the examples (which and in what
+    order) and the sampled encoded items (`sample_items`: the cost stays bounded); what build()
+    fitted (model_kwargs, one digest per key); the first training batch. Two builds that should be
+    the same compare equal key by key."""
+    return {
+        "examples": {s: value_digest([dm.example_hash(ex) for ex in dm.splits[s]]) for s in SPLITS},
+        "items": {s: value_digest([value_digest(it) for it in items[s]]) for s in SPLITS},
+        "model_kwargs": {k: value_digest(v) for k, v in dm.model_kwargs().items()},
+        "first_batch": value_digest(next(iter(dm.train_dataloader()))),
+    }
+
+
+def digest_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The parts in which two build digests differ, named as `examples/val`, `model_kwargs/vocab_size`,
+    `first_batch` (empty when they are the same)."""
+    diffs = []
+    for part in ("examples", "items", "model_kwargs"):
+        mine, theirs = a.get(part, {}), b.get(part, {})
+        for k in [*mine, *(k for k in theirs if k not in mine)]:  # splits in train/val/test order
+            if mine.get(k) != theirs.get(k):
+                diffs.append(f"{part}/{k}")
+    if a.get("first_batch") != b.get("first_batch"):
+        diffs.append("first_batch")
+    return diffs

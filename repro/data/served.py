@@ -1,0 +1,101 @@
+"""Which split's examples each loader serves: every row of its batches matched, by content, to the
+encoded items of the train, val and test splits (each item collated alone, padding trimmed)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import islice
+
+import torch
+
+from repro.data.split import SPLITS
+
+
+def trimmed_lengths(x: torch.Tensor) -> list[torch.Tensor]:
+    """For a batch x (B, d1, d2, ...): per row, its extent along each dim once trailing zeros
+    (padding) are cut: [(B,) lengths along d1, (B,) along d2, ...]."""
+    nonzero = x.ne(0)
+    out = []
+    for d in range(1, x.dim()):
+        other = [e for e in range(1, x.dim()) if e != d]
+        along = nonzero.any(dim=other) if other else nonzero  # (B, size_d)
+        positions = torch.arange(1, x.shape[d] + 1)  # (size_d,)
+        out.append((along * positions).max(1).values if x.shape[d] else torch.zeros(len(x)))
+    return out
+
+
+def row_keys(batch: dict[str, torch.Tensor]) -> list[str]:
+    """One key per row of a batch: its inputs (not the label), trimmed of padding, digested."""
+    inputs = sorted(k for k in batch if k != "label")
+    n = len(batch["label"])
+    hashes = [hashlib.sha1() for _ in range(n)]
+    for k in inputs:
+        x = batch[k].detach().cpu()
+        lengths = torch.stack(trimmed_lengths(x), 1).tolist() if x.dim() > 1 else [[]] * n
+        for i in range(n):
+            row = x[i][tuple(slice(0, int(e)) for e in lengths[i])].contiguous()
+            hashes[i].update(f"{k}:{row.dtype}:{tuple(row.shape)}:".encode())
+            hashes[i].update(row.numpy().tobytes())
+    return [h.hexdigest() for h in hashes]
+
+
+def item_keys(dm, items: list[dict], chunk: int = 256) -> list[str]:
+    """The keys of encoded items, collated `chunk` at a time (padding is trimmed, so a row's key
+    does not depend on its batch-mates)."""
+    return [
+        k for i in range(0, len(items), chunk) for k in row_keys(dm.collate(items[i : i + chunk]))
+    ]
+
+
+@dataclass
+class Served:
+    """What one loader served: rows of its own split, of each other split, and of none."""
+
+    rows: int
+    own: int  # rows that are items of the loader's own split
+    others: dict[str, int] = field(default_factory=dict)  # rows that are items of another split
+    unmatched: int = 0
+    complete: bool | None = None  # every item of its split served exactly once (eval loaders)
+    split_size: int = 0
+    train_compared: int = (
+        0  # training items compared with (a sample: unmatched rows may be train's)
+    )
+
+
+def audit_loaders(dm, items: dict[str, list[dict]], train_rows: int) -> dict[str, Served]:
+    """Iterate the val and test loaders to the end and the train loader for about `train_rows`
+    rows; match each row to `items`: every item of val and test, a sample of train's (so `own`
+    is a lower bound for the train loader)."""
+    keys = {s: item_keys(dm, items[s]) for s in SPLITS}
+    where = {}
+    for s in reversed(SPLITS):  # a key in several splits (an overlap) is owned by the first
+        where.update(dict.fromkeys(keys[s], s))
+    loaders = {
+        "train": dm.train_dataloader(),
+        "val": dm.val_dataloader(),
+        "test": dm.test_dataloader(),
+    }
+    out = {}
+    for s, loader in loaders.items():
+        if s == "train":
+            batches = islice(loader, max(1, -(-train_rows // dm.cfg.batch_size)))
+        else:
+            batches = loader
+        served = [k for b in batches for k in row_keys(b)]
+        own_keys = set(keys[s])
+        own = Counter(k for k in served if k in own_keys)
+        elsewhere = [where.get(k) for k in served if k not in own_keys]
+        result = Served(
+            rows=len(served),
+            own=sum(own.values()),
+            others=dict(Counter(w for w in elsewhere if w is not None)),
+            unmatched=sum(1 for w in elsewhere if w is None),
+            split_size=len(dm.datasets[s]),
+            train_compared=len(keys["train"]),
+        )
+        if s != "train":
+            result.complete = own == Counter(keys[s])
+        out[s] = result
+    return out
