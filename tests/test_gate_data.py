@@ -809,3 +809,25 @@ def run_stage_with(project, overrides: list[str]):
     from repro.runner import run_stage
 
     return run_stage(project, "toy", "data", OVERRIDES + overrides, console=Console(quiet=True))
+
+
+EMPTY_VAL = """
+
+class EmptyVal(ToyDataModule):
+    def load_examples(self):
+        exs = super().load_examples()["all"]
+        return {"train": exs[:270], "val": [], "test": exs[270:]}
+
+
+def build_datamodule(cfg, seed):
+    return EmptyVal(cfg, seed)
+"""
+
+
+def test_gate_fails_on_an_empty_split_without_measuring_across_splits(project, no_fresh_process):
+    _inject(project, EMPTY_VAL)
+    run = _run_data(project)
+    assert run.record["status"] == "failed"
+    names = [c["name"] for c in run.record["verdict"]["checks"]]
+    assert "loaders serve their split" not in names
+    assert _failed(run)["splits non-empty"] == "empty split(s) ['val'] (train=270, val=0, test=30)"

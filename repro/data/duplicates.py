@@ -12,13 +12,15 @@ which training examples are near copies of other training examples).
 from __future__ import annotations
 
 import math
-import unicodedata
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from repro.data.digest import sample_indices
+
+_PUNCTUATION = re.compile(r"[^\w\s]|_")  # punctuation and symbols, in any script
 
 
 @dataclass
@@ -53,10 +55,9 @@ def input_kind(example: dict, fields: tuple[str, ...]) -> str:
 
 
 def normalise(value: Any) -> str:
-    """Lower-cased, without punctuation, whitespace collapsed; token lists joined by spaces."""
+    """Lower-cased, punctuation and symbols dropped, whitespace collapsed; token lists joined."""
     text = " ".join(str(v) for v in _leaves(value))
-    text = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text.lower())
-    return " ".join(text.split())
+    return " ".join(_PUNCTUATION.sub(" ", text.lower()).split())
 
 
 def _show(example: dict, fields: tuple[str, ...]) -> str:
@@ -119,7 +120,7 @@ def _nearest(
         if skip_self is not None:
             rows = torch.arange(d.shape[0])
             d[rows, torch.tensor(skip_self[start : start + 512])] = float("inf")
-        out.append(d.min(1).values)
+        out.append(d.amin(1))
     return torch.cat(out) if out else torch.zeros(0)
 
 

@@ -26,6 +26,8 @@ def featurize(items: list[dict[str, torch.Tensor]], buckets: int) -> Features:
     """Features of encoded items (dicts of tensors with "label", as a dataset yields them)."""
     n = len(items)
     dense, bags, names = [], [], []
+    id_sets: dict[str, list[set[int]]] = {}
+    ranks: dict[str, int] = {}
     for key in sorted(k for k in items[0] if k != "label") if items else []:
         ts = [torch.as_tensor(it[key]) for it in items]
         if ts[0].dtype.is_floating_point:
@@ -36,38 +38,30 @@ def featurize(items: list[dict[str, torch.Tensor]], buckets: int) -> Features:
             x = torch.stack([t.reshape(-1).float() for t in ts])  # (n, F)
             dense.append(x)
             names += [f"{key}[{j}]" for j in range(x.shape[1])]
-        else:
-            ids = [t.reshape(-1).long() for t in ts]
-            ids = [t[t != 0] for t in ids]  # padding is not content
-            lengths = torch.tensor([float(len(t)) for t in ids])  # (n,)
-            dense.append(lengths[:, None])
-            names.append(f"len({key})")
-            owner = torch.repeat_interleave(torch.arange(n), lengths.long())  # (total,)
-            flat = torch.cat(ids) % buckets if ids else torch.zeros(0, dtype=torch.long)
-            counts = torch.bincount(owner * buckets + flat, minlength=n * buckets)
-            bag = counts.float().reshape(n, buckets)  # (n, B)
-            bags.append(bag / lengths.clamp(min=1)[:, None])
+            continue
+        ids = [[i for i in t.reshape(-1).tolist() if i != 0] for t in ts]  # padding is not content
+        lengths = torch.tensor([float(len(r)) for r in ids])  # (n,)
+        dense.append(lengths[:, None])
+        names.append(f"len({key})")
+        owner = torch.repeat_interleave(torch.arange(n), lengths.long())  # (total,)
+        flat = torch.tensor([i for r in ids for i in r], dtype=torch.long) % buckets
+        counts = torch.bincount(owner * buckets + flat, minlength=n * buckets)
+        bags.append(counts.float().reshape(n, buckets) / lengths.clamp(min=1)[:, None])  # (n, B)
+        id_sets[key], ranks[key] = [set(r) for r in ids], ts[0].dim()
     return Features(
         dense=torch.cat(dense, 1) if dense else torch.zeros(n, 0),
         bags=torch.cat(bags, 1) if bags else torch.zeros(n, 0),
-        overlaps=_overlaps(items),
+        overlaps=_overlaps(id_sets, ranks, n),
         names=names,
     )
 
 
-def _overlaps(items: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-    """(n, pairs) Jaccard overlap of the non-padding id sets of each pair of same-rank id inputs."""
-    if not items:
-        return torch.zeros(0, 0)
-    ids = {
-        k: [set(torch.as_tensor(it[k]).reshape(-1).tolist()) - {0} for it in items]
-        for k in sorted(items[0])
-        if k != "label" and not torch.as_tensor(items[0][k]).dtype.is_floating_point
-    }
-    rank = {k: torch.as_tensor(items[0][k]).dim() for k in ids}
-    pairs = [(a, b) for i, a in enumerate(ids) for b in list(ids)[i + 1 :] if rank[a] == rank[b]]
+def _overlaps(id_sets: dict[str, list[set[int]]], ranks: dict[str, int], n: int) -> torch.Tensor:
+    """(n, pairs) Jaccard overlap of the id sets of each pair of same-rank id inputs."""
+    keys = list(id_sets)
+    pairs = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1 :] if ranks[a] == ranks[b]]
     cols = [
-        [len(x & y) / max(1, len(x | y)) for x, y in zip(ids[a], ids[b], strict=True)]
+        [len(x & y) / max(1, len(x | y)) for x, y in zip(id_sets[a], id_sets[b], strict=True)]
         for a, b in pairs
     ]
-    return torch.tensor(cols).T if cols else torch.zeros(len(items), 0)  # (n, pairs)
+    return torch.tensor(cols).T if cols else torch.zeros(n, 0)  # (n, pairs)

@@ -46,7 +46,7 @@ def nearest_centroid(z_fit: torch.Tensor, y: torch.Tensor, z: torch.Tensor, num_
     for c in range(num_classes):
         if (y == c).any():
             centroids[c], present[c] = z_fit[y == c].mean(0), True
-    dist = ((z[:, None, :] - centroids[None]) ** 2).sum(-1)  # (m, C)
+    dist = torch.cdist(z, centroids)  # (m, C)
     dist[:, ~present] = float("inf")  # a class the fitting split lacks is never predicted
     return dist.argmin(1)  # (m,)
 

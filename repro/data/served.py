@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice
 
+import numpy as np
 import torch
 
 from repro.data.split import SPLITS
@@ -22,7 +23,8 @@ def trimmed_lengths(x: torch.Tensor) -> list[torch.Tensor]:
         other = [e for e in range(1, x.dim()) if e != d]
         along = nonzero.any(dim=other) if other else nonzero  # (B, size_d)
         positions = torch.arange(1, x.shape[d] + 1)  # (size_d,)
-        out.append((along * positions).max(1).values if x.shape[d] else torch.zeros(len(x)))
+        # amax, not max(1): with indices, an int reduction took ~5 ms here (2 threads)
+        out.append((along * positions).amax(1) if x.shape[d] else torch.zeros(len(x)))
     return out
 
 
@@ -34,10 +36,11 @@ def row_keys(batch: dict[str, torch.Tensor]) -> list[str]:
     for k in inputs:
         x = batch[k].detach().cpu()
         lengths = torch.stack(trimmed_lengths(x), 1).tolist() if x.dim() > 1 else [[]] * n
+        xn = x.numpy()  # numpy slicing: ~20x cheaper per row than torch indexing
         for i in range(n):
-            row = x[i][tuple(slice(0, int(e)) for e in lengths[i])].contiguous()
-            hashes[i].update(f"{k}:{row.dtype}:{tuple(row.shape)}:".encode())
-            hashes[i].update(row.numpy().tobytes())
+            row = np.ascontiguousarray(xn[i][tuple(slice(0, e) for e in lengths[i])])
+            hashes[i].update(f"{k}:{x.dtype}:{row.shape}:".encode())
+            hashes[i].update(row.tobytes())
     return [h.hexdigest() for h in hashes]
 
 

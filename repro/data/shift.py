@@ -30,7 +30,7 @@ def ks_statistics(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     points = torch.cat([a_sorted, b_sorted], 1)  # (F, n_a + n_b)
     cdf_a = torch.searchsorted(a_sorted, points, right=True) / a.shape[0]
     cdf_b = torch.searchsorted(b_sorted, points, right=True) / b.shape[0]
-    return (cdf_a - cdf_b).abs().max(1).values  # (F,)
+    return (cdf_a - cdf_b).abs().amax(1)  # (F,)  amax: max(1) with indices spins ~5 ms on 2 threads
 
 
 def mean_shift(train: torch.Tensor, other: torch.Tensor) -> tuple[float, int, float] | None:

@@ -530,15 +530,12 @@ def _run(ctx, st, fresh_build) -> Verdict:
         classes,
         check_split_policy(bool(dm.official_split), sizes, ctx.cfg.data.split, idempotent),
     ]
-    if not nonempty.passed:  # nothing to draw from: the loaders' checks cannot run
-        first = {}
-        checks += [check_loader_determinism(False)]
-    else:
-        first = next(iter(dm.train_dataloader()))
-        checks.append(
-            check_loader_determinism(_batches_equal(first, next(iter(dm2.train_dataloader()))))
-        )
-        checks += _leak_checks(ctx, st, dm, dm2, fresh_build, classes.passed)
+    first = next(iter(dm.train_dataloader())) if sizes["train"] else {}
+    if first:
+        second = next(iter(dm2.train_dataloader()))
+        checks.append(check_loader_determinism(_batches_equal(first, second)))
+    if nonempty.passed:  # the checks below compare splits: each needs examples
+        checks += _split_checks(ctx, st, dm, dm2, fresh_build, classes.passed)
     checks += stat_checks(dm.stats(), {"oov_rate": st.max_oov_rate, "truncated": st.max_truncated})
 
     examples = _show(ctx.console, dm, first, st.show_examples, classes.passed) if first else []
@@ -559,23 +556,19 @@ def _run(ctx, st, fresh_build) -> Verdict:
     return Verdict.from_checks("data", checks, evidence, metrics)
 
 
-def _leak_checks(ctx, st, dm, dm2, fresh_build, labels_ok: bool) -> list[Check]:
-    """The checks that look for one split's data reaching another, or the label the inputs.
+def _split_checks(ctx, st, dm, dm2, fresh_build, labels_ok: bool) -> list[Check]:
+    """Loaders, rebuilds (train-only, fresh process), label leak, probes and shift.
+
     dm is the build training uses (caches allowed); dm2 is built from the files, and is what the
     train-only and fresh-process builds are compared with."""
     items = sample_items(dm, st.sample_examples)  # fetched once: encoding can be slow
     items2 = sample_items(dm2, st.sample_examples)
     digest = build_digest(dm2, items2)
     same_process = digest_differences(build_digest(dm, items), digest)
-    whole = {  # the loaders' check needs every val and test item
-        s: items[s]
-        if len(items[s]) == len(dm.datasets[s])
-        else [dm.datasets[s][i] for i in range(len(dm.datasets[s]))]
-        for s in ("val", "test")
-    }
+    every = {s: _every_item(dm, s, items[s]) for s in ("val", "test")}  # each must be served
     checks = [
         check_loaders_serve_splits(
-            audit_loaders(dm, {"train": items["train"], **whole}, st.sample_examples)
+            audit_loaders(dm, {"train": items["train"], **every}, st.sample_examples)
         )
     ]
     if same_process:
@@ -596,6 +589,11 @@ def _leak_checks(ctx, st, dm, dm2, fresh_build, labels_ok: bool) -> list[Check]:
     other_diffs = digest_differences(digest, other) if other is not None else None
     checks.insert(2, check_deterministic(same_process, other_diffs, fresh_build.hashseed, note))
     return checks
+
+
+def _every_item(dm, split: str, sample: list[dict]) -> list[dict]:
+    ds = dm.datasets[split]
+    return sample if len(sample) == len(ds) else [ds[i] for i in range(len(ds))]
 
 
 def _near_duplicates(dm, hashes: dict[str, list[str]], st) -> NearDuplicates:

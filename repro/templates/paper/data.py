@@ -2,7 +2,10 @@
 
 TODO: replace the toy Gaussian-cluster dataset with the paper's. Return the official
 train/val/test split from load_examples when the dataset has one; return {"all": [...]} and
-repro applies a seeded, stratified 80/10/10 split.
+repro applies a seeded, stratified 80/10/10 split. Fit whatever comes from the data (a
+vocabulary, normalisation statistics) in build() from splits["train"] alone: the data gate builds
+again with val and test hidden and requires the same result. A cache of preprocessing must be
+neither read nor written when self.bypass_cache is set.
 """
 
 from __future__ import annotations
