@@ -241,7 +241,7 @@ def test_rerun_and_diff_say_when_the_same_inputs_give_different_results(project)
             timeout=300,
         )
 
-    assert repro("1", "stage", "overfit", *SMALL).returncode == 0
+    assert repro("1", "stage", "overfit", "--force", *SMALL).returncode == 0
     (first,) = [p.name for p in (project.root / "runs" / "toy" / "overfit").iterdir()]
     again = repro("2", "rerun", first)
     assert "the run is not deterministic" in again.stdout, again.stdout + again.stderr
