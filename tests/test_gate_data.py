@@ -831,3 +831,19 @@ def test_gate_fails_on_an_empty_split_without_measuring_across_splits(project, n
     names = [c["name"] for c in run.record["verdict"]["checks"]]
     assert "loaders serve their split" not in names
     assert _failed(run)["splits non-empty"] == "empty split(s) ['val'] (train=270, val=0, test=30)"
+
+
+NEEDS_LIGHTNING = """
+
+from pytorch_lightning.utilities import rank_zero_only  # more of Lightning than its base class
+"""
+
+
+def test_fresh_process_uses_real_lightning_when_the_stand_in_is_not_enough(project):
+    _inject(project, NEEDS_LIGHTNING)
+    run = _run_data(project)
+    checks = {c["name"]: c for c in run.record["verdict"]["checks"]}
+    assert run.record["status"] == "passed"
+    assert checks["preprocessing deterministic"]["reason"].startswith(
+        "same splits, model_kwargs, items and first batch in this process and in a fresh one"
+    )

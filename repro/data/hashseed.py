@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,20 +84,47 @@ def collect(build: Build, timeout_s: float) -> tuple[dict[str, Any] | None, str]
         shutil.rmtree(build.out.parent, ignore_errors=True)
 
 
-def main(argv: list[str]) -> None:
-    """In the fresh process: build the datamodule from SPEC (bypassing caches) and write its digest."""
+class _LightningDataModule:
+    """Stand-in for pytorch_lightning.LightningDataModule: building the splits, the vocabulary
+    and the loaders needs nothing of Lightning but its base class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def _build(spec: dict[str, Any]) -> dict[str, Any]:
     from repro.config.typed import from_dict
     from repro.context import import_paper_module
     from repro.data.digest import build_digest, sample_items
     from repro.project import Project
 
-    spec = json.loads(argv[0])
-    project = Project(Path(spec["root"]))
-    build = import_paper_module(project, spec["paper"], "data", "build_datamodule")
+    build = import_paper_module(
+        Project(Path(spec["root"])), spec["paper"], "data", "build_datamodule"
+    )
     dm = build(from_dict(DataConfig, spec["data"], "data"), spec["seed"])
     dm.bypass_cache = True  # computed from the files, not read back from a cache of this process
     dm.setup("fit")
-    digest = build_digest(dm, sample_items(dm, spec["max_items"]))
+    return build_digest(dm, sample_items(dm, spec["max_items"]))
+
+
+def main(argv: list[str]) -> None:
+    """In the fresh process: build the datamodule from SPEC (bypassing caches), write its digest.
+
+    Importing Lightning is ~3 s of this process's ~4.5 s (measured on BiMPM's sample), so the
+    build first runs with a stand-in for its LightningDataModule; a data module that needs more
+    of Lightning fails there and is built again with the real one.
+    """
+    spec = json.loads(argv[0])
+    stand_in = types.ModuleType("pytorch_lightning")
+    stand_in.LightningDataModule = _LightningDataModule  # type: ignore[attr-defined]
+    sys.modules.setdefault("pytorch_lightning", stand_in)
+    try:
+        digest = _build(spec)
+    except Exception:
+        for name in [m for m in sys.modules if m.split(".")[0] in ("papers", "pytorch_lightning")]:
+            del sys.modules[name]
+        sys.modules.pop("repro.data.datamodule", None)
+        digest = _build(spec)
     Path(spec["out"]).write_text(json.dumps(digest))
 
 
