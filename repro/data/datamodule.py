@@ -173,7 +173,9 @@ class PaperDataModule(pl.LightningDataModule):
 
         The data gate compares this build with a normal one: a vocabulary or statistics fitted on
         train alone come out the same, one fitted on train+val+test does not. A paper needs no
-        code for it; setup() overrides are not called (nothing is cached from this build).
+        code for it; setup() overrides are not called (nothing is cached from this build). What
+        is fitted outside build() (in load_examples, before repro's split, or per split in
+        encode_split) is not seen by this comparison.
         """
         self.bypass_cache = True
         self._load_and_split()

@@ -107,6 +107,14 @@ def _build(spec: dict[str, Any]) -> dict[str, Any]:
     return build_digest(dm, sample_items(dm, spec["max_items"]))
 
 
+def stop(build: Build) -> None:
+    """End the build if it still runs and remove its files (the gate ended early)."""
+    if build.process.poll() is None:
+        build.process.kill()
+        build.process.wait()
+    shutil.rmtree(build.out.parent, ignore_errors=True)
+
+
 def main(argv: list[str]) -> None:
     """In the fresh process: build the datamodule from SPEC (bypassing caches), write its digest.
 

@@ -503,9 +503,7 @@ def run(ctx) -> Verdict:
     try:
         return _run(ctx, st, fresh_build)
     finally:
-        if fresh_build.process.poll() is None:
-            fresh_build.process.kill()
-            fresh_build.process.wait()
+        hashseed.stop(fresh_build)
 
 
 def _run(ctx, st, fresh_build) -> Verdict:
