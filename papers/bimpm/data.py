@@ -458,7 +458,7 @@ class BiMPMDataModule(PaperDataModule):
     def load_examples(self) -> dict[str, list[dict]]:
         c = self.config
         self._check_files()
-        if c.cache:
+        if c.cache and not self.bypass_cache:  # the data gate's comparison builds bypass it
             cache_file = self._cache_file()
             if cache_file.is_file():
                 try:
@@ -539,7 +539,7 @@ class BiMPMDataModule(PaperDataModule):
                 path,
                 self.vocab.itos,
                 dim=c.word_dim,
-                cache_dir=c.cache_dir if c.cache else None,
+                cache_dir=c.cache_dir if c.cache and not self.bypass_cache else None,
                 dim_setting="data.word_dim",
             )
             found = wv.found.clone()
@@ -587,7 +587,7 @@ class BiMPMDataModule(PaperDataModule):
         if self._is_setup:
             return
         super().setup(stage)
-        if self.config.cache and self._cached is None:
+        if self.config.cache and not self.bypass_cache and self._cached is None:
             cache_file = self._cache_file()
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             payload = {
