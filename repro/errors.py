@@ -23,3 +23,8 @@ class PaperError(ReproError):
 
 class LaunchError(ReproError):
     """Jobs could not be submitted (no scheduler here, or it refused the request)."""
+
+
+class StorageError(ReproError):
+    """A file or folder could not be written (permission denied, read-only or full disk); the
+    message names the path (repro/storage.py: storage_error)."""

@@ -62,11 +62,43 @@ def stage_states(runs_dir: Path, paper: str, current: dict) -> list[StageState]:
     """One row per stage, by the milestone rule, against `current` (the base config's fingerprint)."""
     from repro.records import list_runs
 
-    return [stage_state(stage, list_runs(runs_dir, paper=paper, stage=stage), current) for stage in STAGES]
+    return [
+        stage_state(stage, list_runs(runs_dir, paper=paper, stage=stage), current)
+        for stage in STAGES
+    ]
 
 
 def stage_state(stage: str, runs: list, current: dict) -> StageState:
-    """The milestone state of one stage from its runs (newest first)."""
+    """The milestone state of one stage from its runs (newest first). Records that cannot be read
+    are skipped, but when the newest run's is one of them the row is CORRUPT: what that run
+    decided is unknown, so no older verdict can stand for the stage."""
+    row = _milestone_state(stage, [r for r in runs if r.corrupt is None], current)
+    newest = runs[0] if runs else None
+    if newest is None or newest.corrupt is None or (row.run_id or "") > newest.id:
+        return row
+    return StageState(
+        stage,
+        "CORRUPT",
+        newest.id,
+        _id_time(newest.id),
+        f"{newest.unreadable}: the newest run's verdict is unknown; repair or remove the file, "
+        "or run the stage again",
+        [],
+        row.around,
+    )
+
+
+def _id_time(run_id: str) -> str | None:
+    """The start time a run id begins with (YYYYMMDD-HHMMSS, UTC) as ISO text."""
+    from datetime import datetime
+
+    try:
+        return datetime.strptime(run_id[:15], "%Y%m%d-%H%M%S").isoformat()
+    except ValueError:
+        return None
+
+
+def _milestone_state(stage: str, runs: list, current: dict) -> StageState:
     from repro.fingerprint import changed_parts
 
     milestones = [r for r in runs if is_milestone_run(r)]
@@ -75,9 +107,15 @@ def stage_state(stage: str, runs: list, current: dict) -> StageState:
     if on_current:
         row = _row(stage, on_current[0], around)
         judged = ((on_current[0].record.get("fingerprint") or {}).get("judged") or {}).get(stage)
-        if row.state == "PASS" and judged is not None and judged != (current.get("judged") or {}).get(stage):
+        if (
+            row.state == "PASS"
+            and judged is not None
+            and judged != (current.get("judged") or {}).get(stage)
+        ):
             row.state = REJUDGE
-            row.reason = f"the paper's targets changed since this verdict: run `repro judge {row.run_id}`"
+            row.reason = (
+                f"the paper's targets changed since this verdict: run `repro judge {row.run_id}`"
+            )
         return row
     if not milestones:
         return StageState(stage, "not run", around=around)
@@ -98,7 +136,12 @@ def stage_state(stage: str, runs: list, current: dict) -> StageState:
 
 def _row(stage: str, run, around: str) -> StageState:
     rec, status = run.record, run.effective_status
-    reason = (rec.get("verdict") or {}).get("reason") or run.status_reason or rec.get("status_reason") or ""
+    reason = (
+        (rec.get("verdict") or {}).get("reason")
+        or run.status_reason
+        or rec.get("status_reason")
+        or ""
+    )
     if status == "error":
         lines = (rec.get("error") or "").strip().splitlines()
         reason = lines[-1] if lines else reason  # the exception line of the traceback
@@ -113,7 +156,9 @@ def _around(runs: list, milestone) -> str:
     if not others:
         return ""
     newest = others[0]
-    state = {"passed": "PASS", "failed": "FAIL"}.get(newest.effective_status, newest.effective_status)
+    state = {"passed": "PASS", "failed": "FAIL"}.get(
+        newest.effective_status, newest.effective_status
+    )
     n = len(others)
     return f"{n} run{'s' if n > 1 else ''} with overrides or --force since (newest {newest.id}: {state})"
 
@@ -132,6 +177,8 @@ def passed_on(runs_dir: Path, paper: str, stage: str, fingerprint: dict) -> bool
 
     want = fingerprint["stages"][stage]
     return any(
-        r.effective_status == "passed" and not r.record.get("forced") and _stage_fp(r, stage) == want
+        r.effective_status == "passed"
+        and not r.record.get("forced")
+        and _stage_fp(r, stage) == want
         for r in list_runs(runs_dir, paper=paper, stage=stage)
     )

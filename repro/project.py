@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keyword
+import os
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ class Project:
         """--paper, else [tool.repro] paper in pyproject.toml, else the only paper."""
         known = self.papers()
         if paper:
+            if not _is_paper_name(paper):
+                raise PaperError(
+                    f"--paper {paper!r}: expected the name of a paper here ({', '.join(known) or 'none yet'}), "
+                    "a lower-case Python identifier, found a name no paper can have; see `repro status --all`"
+                )
             if paper not in known:
                 raise PaperError(
                     f"no paper '{paper}': expected conf/paper/{paper}.yaml and papers/{paper}/ "
@@ -85,8 +91,22 @@ def find_project(start: Path | None = None) -> Project:
     )
 
 
+def enter_project(start: Path | None = None) -> Project:
+    """find_project, then make its root the current directory, so that every relative path in the
+    config or on the command line (data files, vectors, caches) means the same file from any
+    folder below the root: `cd papers && repro stage data` reads papers/bimpm/sample as the
+    config says, not papers/papers/bimpm/sample (issue 14)."""
+    project = find_project(start)
+    os.chdir(project.root)
+    return project
+
+
+def _is_paper_name(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name) and name == name.lower()
+
+
 def check_paper_name(name: str) -> None:
-    if not name.isidentifier() or keyword.iskeyword(name) or name != name.lower():
+    if not _is_paper_name(name):
         raise PaperError(
             f"'{name}' is not a valid paper name: use a lower-case Python identifier "
             "(letters, digits, underscores; not starting with a digit), e.g. resnet or bimpm"
