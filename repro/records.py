@@ -537,7 +537,9 @@ def create_run(runs_root: Path, paper: str, stage: str, **initial: Any) -> Run:
     try:
         stage_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise (storage_error(stage_dir, e, "a run directory") if is_storage_error(e) else e) from e
+        raise (
+            storage_error(stage_dir, e, "a new run's record") if is_storage_error(e) else e
+        ) from e
     _remove_abandoned(stage_dir)
     run_id, now = _reserve_id(stage_dir)
     t0 = time.monotonic()
@@ -577,7 +579,7 @@ def _reserve_id(stage_dir: Path) -> tuple[str, datetime]:
             continue
         except OSError as e:
             raise (
-                storage_error(stage_dir, e, "a run directory") if is_storage_error(e) else e
+                storage_error(stage_dir, e, "a new run's record") if is_storage_error(e) else e
             ) from e
         if not (stage_dir / run_id).exists():
             return run_id, now

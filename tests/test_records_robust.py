@@ -280,3 +280,36 @@ def test_a_run_directory_is_never_visible_without_its_record(tmp_path, monkeypat
     assert list_runs(tmp_path) == []  # readers never see either
     run = create_run(tmp_path, "toy", "data")
     assert sorted(p.name for p in stage_dir.iterdir()) == [fresh.name, run.id]
+
+
+def test_relative_data_paths_mean_the_project_root_from_any_folder(project, cli, monkeypatch):
+    """`cd papers && repro stage data`: a relative path in the config names the file under the
+    project root, as it does from the root (the CLI works from there)."""
+    import os
+
+    data_py = project.paper_dir("toy") / "data.py"
+    text = data_py.read_text()
+    for old, new in (
+        ("    noise: float\n", "    noise: float\n    names_file: str\n"),
+        ("        n, d, noise = ", "        assert Path(self.toy.names_file).read_text() == 'a b c\\n'\n"
+                                   "        n, d, noise = "),
+        ("import random\n", "import random\nfrom pathlib import Path\n"),
+    ):  # fmt: skip
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    data_py.write_text(text)
+    paper_yaml = project.conf_dir / "paper" / "toy.yaml"
+    paper_yaml.write_text(
+        paper_yaml.read_text().replace(
+            "  noise: 1.0\n", "  noise: 1.0\n  names_file: data/names.txt\n"
+        )
+    )
+    (project.root / "data").mkdir()
+    (project.root / "data" / "names.txt").write_text("a b c\n")
+
+    monkeypatch.chdir(project.root / "papers" / "toy")
+    code, out, err = cli("stage", "data")
+    assert code == 0, err
+    assert os.getcwd() == str(project.root)
+    (run,) = list_runs(project.runs_dir, "toy", "data")
+    assert run.record["status"] == "passed"
