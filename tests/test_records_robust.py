@@ -313,3 +313,27 @@ def test_relative_data_paths_mean_the_project_root_from_any_folder(project, cli,
     assert os.getcwd() == str(project.root)
     (run,) = list_runs(project.runs_dir, "toy", "data")
     assert run.record["status"] == "passed"
+
+
+@pytest.mark.parametrize("how", ["--debug", "REPRO_DEBUG=1"])
+def test_debug_shows_the_traceback_of_an_expected_error(bare, cli, monkeypatch, how):
+    args = ["show", "../x"]
+    if how == "--debug":
+        args.insert(0, "--debug")
+    else:
+        monkeypatch.setenv("REPRO_DEBUG", "1")
+    code, out, err = cli(*args)
+    assert code == 1
+    assert err.startswith("Traceback (most recent call last):")
+    assert err.rstrip().splitlines()[-1].startswith("Error: no run with id '../x'")
+
+
+def test_an_unexpected_exception_keeps_its_traceback(bare, cli, monkeypatch):
+    from repro import records
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug in repro")
+
+    monkeypatch.setattr(records, "list_runs", bug)
+    with pytest.raises(RuntimeError, match="a bug in repro"):
+        cli("log")
