@@ -5,7 +5,9 @@ Commands that do not train (help, init, new, status, log, show, diff, report) im
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import typer
@@ -24,6 +26,21 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+@app.callback()
+def _options(
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        help="Print the traceback of an expected error too (or set REPRO_DEBUG=1).",
+    ),
+) -> None:
+    """repro: reproduce a paper through five gates (data, shapes, overfit, full, experiments)
+    that measure, decide PASS/FAIL with evidence, and record every run."""
+    # main() reads --debug from the command line itself: errors raised while the command line
+    # is parsed, before this runs, get their traceback too.
+
 
 PAPER_OPT = typer.Option(
     None,
@@ -70,9 +87,17 @@ def _options(
 
 
 def _project():
-    from repro.project import find_project
+    from repro.project import enter_project
 
-    return find_project()
+    return enter_project()  # relative paths in the config mean the project root's (issue 14)
+
+
+def _warn_unreadable(project, paper: str | None = None) -> None:
+    """One warning per run record that cannot be read (the command skips it)."""
+    from repro.display import print_unreadable
+    from repro.records import list_runs
+
+    print_unreadable(err_console, list_runs(project.runs_dir, paper=paper))
 
 
 @app.command()
@@ -333,6 +358,7 @@ def report(paper: str | None = PAPER_OPT):
 
     project = _project()
     paper = project.resolve_paper(paper)
+    _warn_unreadable(project, paper)
     path = write_report(project, paper)
     console.print(f"wrote {path.relative_to(project.root)}")
 
@@ -349,6 +375,7 @@ def status(
     project = _project()
     papers = project.papers() if all_papers else [project.resolve_paper(paper)]
     for p in papers:
+        _warn_unreadable(project, p)
         print_status(console, p, _milestones(project, p))
 
 
@@ -356,14 +383,23 @@ def status(
 def log(
     paper: str | None = typer.Option(None, "--paper", "-p", help="Only this paper."),
     stage: str | None = typer.Option(None, "--stage", "-s", help="Only this stage."),
-    n: int = typer.Option(20, "-n", help="How many runs."),
+    n: int = typer.Option(20, "-n", help="How many runs (1 or more)."),
 ):
     """The experiment log: every gate run, newest first."""
-    from repro.display import print_log
+    from repro.display import print_log, print_unreadable
+    from repro.gates import check_stage
     from repro.records import list_runs
 
+    if n < 1:
+        raise ReproError(
+            f"-n: expected how many runs to show (1 or more), found {n}; leave it out for 20"
+        )
+    if stage is not None:
+        check_stage(stage)
     project = _project()
-    runs = list_runs(project.runs_dir, paper=paper, stage=stage)[:n]
+    runs = list_runs(project.runs_dir, paper=paper, stage=stage)
+    print_unreadable(err_console, runs)
+    runs = [r for r in runs if r.corrupt is None][:n]
     if not runs:
         console.print("no runs yet: start with `repro stage data`")
         return
@@ -383,12 +419,51 @@ def show(
 
 
 def main() -> None:
+    """The console script. Expected failures (a ReproError, bad command-line input, a disk that is
+    full, read-only or not ours) print one `Error: ...` line and exit 1; `repro --debug ...` or
+    REPRO_DEBUG=1 prints their traceback first. Anything else is a bug and keeps its traceback."""
+    from typer.exceptions import TyperException  # click's exceptions, as Typer vendors them
+
+    from repro.storage import is_storage_error, storage_error
+
+    debug = _debug_requested(sys.argv[1:])
     try:
-        app()
+        code = app(prog_name="repro", standalone_mode=False)
     except ReproError as e:
-        # soft_wrap: one line even when stderr is not a terminal (Rich wraps at 80 columns there)
-        err_console.print(f"Error: {e}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(1)
+        _fail(e, str(e), debug)
+    except TyperException as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `repro`: the help is printed already
+            sys.exit(e.exit_code)
+        _fail(e, _usage_error(e), debug)
+    except OSError as e:
+        if not is_storage_error(e):
+            raise
+        _fail(e, str(storage_error(None, e)), debug)
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
+
+
+def _debug_requested(args: list[str]) -> bool:
+    """--debug before the command (`repro --debug stage data`) or REPRO_DEBUG set (not 0)."""
+    if os.environ.get("REPRO_DEBUG", "0") not in ("", "0"):
+        return True
+    leading = next((i for i, a in enumerate(args) if not a.startswith("-")), len(args))
+    return "--debug" in args[:leading]
+
+
+def _usage_error(e) -> str:
+    """Click's message for bad command-line input, with the command's --help to read."""
+    ctx = getattr(e, "ctx", None)
+    where = ctx.command_path if ctx is not None else "repro"
+    return f"{where}: {e.format_message().rstrip('.')}; see `{where} --help`"
+
+
+def _fail(e: BaseException, message: str, debug: bool) -> None:
+    if debug:
+        traceback.print_exception(e)
+    # soft_wrap: one line even when stderr is not a terminal (Rich wraps at 80 columns there)
+    err_console.print(f"Error: {message}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

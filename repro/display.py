@@ -32,14 +32,41 @@ STATE_STYLE = {
 }
 
 
+def _styled(text: str, state: str) -> str:
+    """`text` (escaped) in the style of `state`; plain when the state has no style (an empty
+    `[]...[/]` would be a Rich MarkupError)."""
+    style = STATE_STYLE.get(state)
+    return f"[{style}]{escape(text)}[/]" if style else escape(text)
+
+
 def _when(iso: str | None) -> str:
     return (iso or "")[:19].replace("T", " ")
+
+
+def _took(run) -> str:
+    """`12.3s`, `≥12.3s` for a run that died (its start to the last file it wrote), or ''."""
+    seconds, estimated = run.took()
+    if seconds is None:
+        return ""
+    return ("≥" if estimated else "") + f"{seconds:.1f}s"
+
+
+def print_unreadable(console: Console, runs) -> None:
+    """One warning line per run whose record.json cannot be read: the command skips it."""
+    for r in runs:
+        if r.corrupt is not None:
+            console.print(
+                f"Warning: {r.unreadable}; skipped (repair or remove the file)",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 def print_verdict(console: Console, record: dict[str, Any]) -> None:
     v = record.get("verdict") or {}
     label = "PASS" if v.get("passed") else "FAIL"
-    console.print(f"[{STATE_STYLE[label]}]{record['stage']}: {label}[/] — ", end="")
+    console.print(f"[{STATE_STYLE[label]}]{escape(str(record['stage']))}: {label}[/] — ", end="")
     console.print(v.get("reason", ""), markup=False, highlight=False)
     checks = v.get("checks") or []
     if checks:
@@ -49,9 +76,9 @@ def print_verdict(console: Console, record: dict[str, Any]) -> None:
         t.add_column("measured")
         for c in checks:
             t.add_row(
-                escape(c["name"]),
-                "[green]ok[/]" if c["passed"] else "[red]FAIL[/]",
-                escape(c["reason"]),
+                escape(str(c.get("name") or "?")),
+                "[green]ok[/]" if c.get("passed") else "[red]FAIL[/]",
+                escape(str(c.get("reason") or "")),
             )
         console.print(t)
     full = load_metrics(FullMetrics, record) if record.get("stage") == "full" else None
@@ -73,7 +100,7 @@ def _print_full(console: Console, m: FullMetrics) -> None:
         t.add_column(f"baseline ({escape(str((m.baseline or {}).get('name', '')).split(':')[-1])})")
     for k, mean in m.mean.items():
         std = m.std.get(k)
-        row = [k, f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")]
+        row = [escape(k), f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")]
         if len(m.seeds) > 1:
             row += [f"{ps[k]:.2f}" if k in ps else "—" for ps in m.per_seed]
         if base:
@@ -81,11 +108,11 @@ def _print_full(console: Console, m: FullMetrics) -> None:
         t.add_row(*row)
     console.print(t)
     lrs = ", ".join(f"seed {s}: {lr:.3g}" for s, lr in m.lr_by_seed.items())
-    console.print(f"learning rate used: {lrs}", highlight=False)
+    console.print(f"learning rate used: {lrs}", markup=False, highlight=False)
 
 
 def print_status(console: Console, paper: str, rows) -> None:
-    t = Table(title=f"repro status · {paper}", header_style="bold")
+    t = Table(title=escape(f"repro status · {paper}"), header_style="bold")
     t.add_column("stage", no_wrap=True, min_width=11)
     t.add_column("state", no_wrap=True, min_width=7)
     t.add_column("when (UTC)", no_wrap=True, min_width=11)
@@ -94,17 +121,17 @@ def print_status(console: Console, paper: str, rows) -> None:
     t.add_column("reason", no_wrap=True)
     for r in rows:
         t.add_row(
-            r.stage,
-            f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]",
-            _when(r.when)[5:16],
-            r.run_id or "",
+            escape(r.stage),
+            _styled(r.state, r.state),
+            escape(_when(r.when)[5:16]),
+            escape(r.run_id or ""),
             escape(one_line(r.reason.removeprefix("all "), room)),
         )
     console.print(t)
     for r in rows:
         if r.around:
             console.print(
-                f"  {r.stage}: {escape(r.around)} (repro log -s {r.stage})", highlight=False
+                f"  {r.stage}: {r.around} (repro log -s {r.stage})", markup=False, highlight=False
             )
 
 
@@ -135,13 +162,12 @@ def print_log(console: Console, runs) -> None:
     for r in runs:
         rec, st = r.record, r.effective_status
         marks = run_marks(rec)
-        took = rec.get("duration_s")
         cells = [
             r.id,
             *([r.paper] if many else []),
             r.stage,
             st + (f" ({', '.join(marks)})" if marks else ""),
-            f"{took:.1f}s" if isinstance(took, (int, float)) else "",
+            _took(r),
         ]
         reason = (rec.get("verdict") or {}).get("reason") or r.status_reason or ""
         overrides = rec.get("overrides")
@@ -156,14 +182,13 @@ def print_log(console: Console, runs) -> None:
     widths = [max(len(h), *(len(cells[i]) for cells, _, _ in rows)) for i, h in enumerate(headers)]
     reason_width = max(10, console.width - sum(w + 3 for w in widths) - 4)
     title = "repro log (newest first" + (")" if many else f"; {papers[0]})")
-    t = Table(title=title, header_style="bold")
+    t = Table(title=escape(title), header_style="bold")
     for h in headers:
         t.add_column(h, no_wrap=True, justify="right" if h == "took" else "left")
     t.add_column("reason", no_wrap=True, overflow="ellipsis", max_width=reason_width)
     status_col = headers.index("status")
     for cells, st, reason in rows:
-        cells = [escape(c) for c in cells]
-        cells[status_col] = f"[{STATE_STYLE.get(st, '')}]{cells[status_col]}[/]"
+        cells = [_styled(c, st) if i == status_col else escape(c) for i, c in enumerate(cells)]
         t.add_row(*cells, escape(one_line(reason, 200)))
     console.print(t)
 
@@ -199,13 +224,12 @@ def _print_header(console: Console, run) -> None:
     rec, st = run.record, run.effective_status
     console.rule(escape(f"run {run.id} · {run.paper} · {run.stage}"))
     console.print(
-        f"status: [{STATE_STYLE.get(st, '')}]{escape(st)}[/]"
+        f"status: {_styled(st, st)}"
         + (f" ({escape(str(run.status_reason))})" if run.status_reason else "")
         + ("  [yellow]forced: ran without its prerequisites[/]" if rec.get("forced") else "")
     )
     console.print(f"dir: {run.dir}", markup=False, highlight=False)
-    took = rec.get("duration_s")
-    took = f"{took:.1f}s" if isinstance(took, int | float) else "unknown"
+    took = _took(run) or "unknown"
     console.print(f"started {_when(rec.get('started'))} UTC, took {took}", markup=False)
 
 
@@ -273,7 +297,7 @@ def _print_environment(console: Console, run) -> None:
     """Init, git, packages and device, plots."""
     rec = run.record
     if isinstance(rec.get("init"), dict) and rec["init"]:
-        kinds = sorted({str(v).split()[0] for v in rec["init"].values()})
+        kinds = sorted({(str(v).split() or ["?"])[0] for v in rec["init"].values()})
         console.print(
             f"init: {len(rec['init'])} parameters initialised by repro ({', '.join(kinds)}); "
             "see record.json 'init'",
@@ -293,7 +317,8 @@ def _print_environment(console: Console, run) -> None:
         else ""
     )
     console.print(
-        f"env: python {str(env.get('python', '?')).split()[0]}, {packages}{where}", markup=False
+        f"env: python {(str(env.get('python') or '?').split() or ['?'])[0]}, {packages}{where}",
+        markup=False,
     )
     plots = sorted(str(p.relative_to(run.dir)) for p in run.dir.rglob("*.png"))
     if plots:

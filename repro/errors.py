@@ -27,3 +27,8 @@ class LaunchError(ReproError):
 
 class ProjectError(ReproError):
     """No repro project here, or a directory cannot become one without overwriting files."""
+
+
+class StorageError(ReproError):
+    """A file or folder could not be written (permission denied, read-only or full disk); the
+    message names the path (repro/storage.py: storage_error)."""

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.oneline import one_line
+from repro.storage import is_storage_error, storage_error
 
 MAX_REASON_CHARS = 160
 
@@ -16,8 +17,20 @@ def notebook_path(notes_dir: Path, paper: str) -> Path:
 
 
 def append_entry(notes_dir: Path, paper: str, line: str) -> Path:
-    """Append one line to `notes/<paper>.md`, creating it with a header; never rewrites the file."""
+    """Append one line to `notes/<paper>.md`, creating it with a header; never rewrites the file.
+
+    A notebook (or notes/) that is read-only, or a full disk, raises StorageError naming it.
+    """
     path = notebook_path(notes_dir, paper)
+    try:
+        return _append(path, paper, line)
+    except OSError as e:
+        if is_storage_error(e):
+            raise storage_error(path, e, "the lab notebook line") from e
+        raise
+
+
+def _append(path: Path, paper: str, line: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     line = " ".join(line.split())  # one entry is one line, whatever the reason text held
     try:

@@ -69,7 +69,36 @@ def stage_states(runs_dir: Path, paper: str, current: dict) -> list[StageState]:
 
 
 def stage_state(stage: str, runs: list, current: dict) -> StageState:
-    """The milestone state of one stage from its runs (newest first)."""
+    """The milestone state of one stage from its runs (newest first). Records that cannot be read
+    are skipped, but when the newest run's is one of them the row is CORRUPT: what that run
+    decided is unknown, so no older verdict can stand for the stage."""
+    row = _milestone_state(stage, [r for r in runs if r.corrupt is None], current)
+    newest = runs[0] if runs else None
+    if newest is None or newest.corrupt is None or (row.run_id or "") > newest.id:
+        return row
+    return StageState(
+        stage,
+        "CORRUPT",
+        newest.id,
+        _id_time(newest.id),
+        f"{newest.unreadable}: the newest run's verdict is unknown; repair or remove the file, "
+        "or run the stage again",
+        [],
+        row.around,
+    )
+
+
+def _id_time(run_id: str) -> str | None:
+    """The start time a run id begins with (YYYYMMDD-HHMMSS, UTC) as ISO text."""
+    from datetime import datetime
+
+    try:
+        return datetime.strptime(run_id[:15], "%Y%m%d-%H%M%S").isoformat()
+    except ValueError:
+        return None
+
+
+def _milestone_state(stage: str, runs: list, current: dict) -> StageState:
     from repro.fingerprint import changed_parts
 
     milestones = [r for r in runs if is_milestone_run(r)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keyword
+import os
 import re
 import sys
 import tomllib
@@ -45,6 +46,11 @@ class Project:
         pyproject.toml, else the only paper."""
         known = self.papers()
         if paper:
+            if not _is_paper_name(paper):
+                raise PaperError(
+                    f"--paper {paper!r}: expected the name of a paper here ({', '.join(known) or 'none yet'}), "
+                    "a lower-case Python identifier, found a name no paper can have; see `repro status --all`"
+                )
             if paper not in known:
                 raise PaperError(
                     f"no paper '{paper}': expected conf/paper/{paper}.yaml and papers/{paper}/ "
@@ -106,9 +112,23 @@ def find_project(start: Path | None = None) -> Project:
     )
 
 
-def check_paper_name(name: str) -> None:
+def enter_project(start: Path | None = None) -> Project:
+    """find_project, then make its root the current directory, so that every relative path in the
+    config or on the command line (data files, vectors, caches) means the same file from any
+    folder below the root: `cd papers && repro stage data` reads papers/bimpm/sample as the
+    config says, not papers/papers/bimpm/sample (issue 14)."""
+    project = find_project(start)
+    os.chdir(project.root)
+    return project
+
+
+def _is_paper_name(name: str) -> bool:
     """A paper name becomes a Python package and directory names: ASCII lower-case identifier."""
-    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name or "") or keyword.iskeyword(name):
+    return bool(re.fullmatch(r"[a-z_][a-z0-9_]*", name or "")) and not keyword.iskeyword(name)
+
+
+def check_paper_name(name: str) -> None:
+    if not _is_paper_name(name):
         raise PaperError(
             f"paper name {name!r}: expected a lower-case ASCII Python identifier (a-z, 0-9, _; "
             "not starting with a digit, not a Python keyword), e.g. resnet or bimpm"

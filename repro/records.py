@@ -10,9 +10,9 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
-import tempfile
 import threading
 import time
 import traceback
@@ -23,7 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from repro.errors import ReproError
+from repro.errors import ReproError, StorageError
+from repro.oneline import one_line
+from repro.storage import atomic_write, is_storage_error, shown_path, storage_error
 
 STATUSES = ("running", "passed", "failed", "error", "interrupted")
 HEARTBEAT_S = 30  # a running run touches its record.json this often (Run.heartbeat)
@@ -31,9 +33,25 @@ HEARTBEAT_DEAD_S = 4 * HEARTBEAT_S  # silence after which a run on another host 
 # What a gate may add to its record besides the verdict (Run.annex).
 ANNEX_FIELDS = ("forecast", "actual", "init", "model", "peak_rss_mb", "env", "nondeterministic")
 RECORD_FILE = "record.json"
+# A run directory is made under this hidden prefix and renamed into place once its record.json
+# is in it: readers never see a run directory without a record (create_run).
+CREATING = ".creating-"
+ABANDONED_S = 600
+# What a final save writes when nothing else fits on a full disk (Run._save_in_place).
+FINAL_FIELDS = (
+    "status",
+    "status_reason",
+    "error",
+    "ended",
+    "duration_s",
+)  # a .creating- directory without a record this old was left by a killed process
 RUN_ID_RE = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
+_ID_PREFIX_RE = re.compile(r"^[0-9][0-9a-f-]{0,19}$")  # what `show`/`diff`/`--resume` accept
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # paper and stage become directory names
 _MAX_ID_TRIES = 1000  # 65536 suffixes per second: running out means something else is wrong
+
+
+_UNSET = object()
 
 
 def _utcnow() -> datetime:
@@ -107,23 +125,6 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see either the old file or the whole new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _check_name(kind: str, value: str) -> None:
     if not _NAME_RE.match(value or ""):
         raise ReproError(
@@ -140,7 +141,8 @@ class Run:
     ):
         self.dir = Path(dir)
         self.record = record
-        self.corrupt = corrupt  # why record.json could not be read; None when it could
+        # Why record.json could not be read, starting "record.json" (see `unreadable`); None when it could.
+        self.corrupt = corrupt
         # A DDP rank > 0 joins rank 0's run: same directory, but it writes nothing of its own.
         self.readonly = readonly
         self._t0: float | None = None  # monotonic start, set by create_run in this process
@@ -230,19 +232,53 @@ class Run:
     def path(self, name: str) -> Path:
         return self.dir / name
 
+    @property
+    def record_file(self) -> Path:
+        return self.path(RECORD_FILE)
+
+    @property
+    def unreadable(self) -> str | None:
+        """`runs/<paper>/<stage>/<id>/record.json: <why>` for a record that cannot be read."""
+        if self.corrupt is None:
+            return None
+        return f"{shown_path(self.dir)}/{self.corrupt}"
+
+    def took(self) -> tuple[float | None, bool]:
+        """(seconds, estimated): the recorded duration; for a run whose process died without
+        recording one, the time from its start to the last file it wrote (estimated=True)."""
+        recorded = self.record.get("duration_s")
+        if isinstance(recorded, int | float) and not isinstance(recorded, bool):
+            return float(recorded), False
+        if self.effective_status != "interrupted" or not isinstance(
+            self.record.get("started"), str
+        ):
+            return None, False
+        try:
+            started = datetime.fromisoformat(self.record["started"])
+        except ValueError:
+            return None, False
+        last = _last_write(self.dir)
+        if last is None or started.tzinfo is None:
+            return None, False
+        return max(0.0, last - started.timestamp()), True
+
     def save(self) -> None:
-        """Write record.json atomically (temp file in the same directory, fsync, rename)."""
+        """Write record.json atomically (temp file in the same directory, fsync, rename); a full
+        or read-only disk raises StorageError naming the file."""
         if self.readonly:
             return
         text = json.dumps(self.record, indent=2, default=_json_default, ensure_ascii=False)
-        _atomic_write(self.path(RECORD_FILE), text + "\n")
+        atomic_write(self.record_file, text + "\n", "the run record")
 
     def write_text(self, name: str, text: str) -> Path:
         path = self.path(name)
         if self.readonly:
             return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, text)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise (storage_error(path.parent, e, "a folder") if is_storage_error(e) else e) from e
+        atomic_write(path, text)
         return path
 
     def write_yaml(self, name: str, obj: Any) -> Path:
@@ -268,8 +304,13 @@ class Run:
 
     def reopen(self, changed: list[str]) -> None:
         """Continue this (interrupted or errored) run in this process, in its own directory: the
-        record goes back to running, owned by this process, and notes where it resumed from."""
+        record goes back to running, owned by this process, and notes where it resumed from.
+
+        Only in memory: `guard` saves it when it starts, so that a Ctrl-C before the guard
+        leaves the record as it was (interrupted) rather than running without an owner.
+        """
         pid = os.getpid()
+        previous_s, _ = self.took()
         self.record.setdefault("resumed", []).append(
             {
                 "at": _utcnow().isoformat(),
@@ -278,7 +319,7 @@ class Run:
                 )
                 or None,
                 "previous_status": self.effective_status,
-                "previous_duration_s": self.record.get("duration_s"),
+                "previous_duration_s": None if previous_s is None else round(previous_s, 3),
                 "changed": list(changed),
             }
         )
@@ -292,9 +333,9 @@ class Run:
             status_reason=None,
             verdict=None,
             evidence={},
+            duration_s=None,
         )
         self.corrupt = None
-        self.save()
 
     def finish(
         self,
@@ -323,42 +364,60 @@ class Run:
         self.save()
 
     @contextmanager
-    def guard(self) -> Iterator[Run]:
+    def guard(self, held: HeldInterrupts | None = None) -> Iterator[Run]:
         """Make sure the record ends with a final status, whatever happens inside the block.
 
-        Ctrl-C and SIGTERM -> 'interrupted' (KeyboardInterrupt re-raised); any other exception ->
-        'error' with its traceback (re-raised); a block that sets no status -> 'error'.
+        Ctrl-C and SIGTERM -> 'interrupted' (KeyboardInterrupt re-raised); a full or read-only
+        disk -> 'error' naming the path (StorageError re-raised); any other exception -> 'error'
+        with its traceback (re-raised); a block that sets no status -> 'error'. The record is
+        saved as it is on entry (running), and `held` interrupts (noted since the record was
+        made, see HeldInterrupts) are released, and acted on, inside the guard.
         """
         in_main = threading.current_thread() is threading.main_thread()
-        previous = None
-        if in_main:
-            previous = signal.signal(signal.SIGTERM, self._on_signal)
+        previous: Any = _UNSET
         try:
+            pending = held.release() if held is not None else None
+            if in_main:
+                previous = signal.signal(signal.SIGTERM, self._on_signal)
+            self.save()
+            if pending is not None:
+                self._on_signal(pending, None)
             with self.heartbeat():
                 yield self
-        except KeyboardInterrupt:
-            self._finish_quietly("interrupted", self._interrupt_reason(), in_main)
-            raise
         except BaseException as exc:
-            if isinstance(exc, SystemExit) and isinstance(exc.__context__, KeyboardInterrupt):
-                # Lightning catches Ctrl-C / SIGTERM itself and calls sys.exit(1) from its
-                # handler: the SystemExit carries the KeyboardInterrupt as its context.
-                reason = self._interrupt_reason()
-                self._finish_quietly("interrupted", reason, in_main)
-                raise KeyboardInterrupt(reason) from exc
-            if isinstance(exc, SystemExit) and exc.code in (0, None):
-                if self.status == "running":
-                    self._finish_quietly("error", "run ended without a verdict", in_main)
+            error = self._record_exception(exc, in_main)
+            if error is exc:
                 raise
-            self.record["error"] = traceback.format_exc()
-            self._finish_quietly("error", f"{type(exc).__name__}: {exc}", in_main)
-            raise
+            raise error from exc
         else:
             if self.record.get("status") == "running":
                 self._finish_quietly("error", "run ended without a verdict", in_main)
         finally:
-            if in_main:
+            if in_main and previous is not _UNSET:
                 signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+    def _record_exception(self, exc: BaseException, in_main: bool) -> BaseException:
+        """Record how the guarded block ended; returns what the caller should see raised."""
+        if isinstance(exc, KeyboardInterrupt):
+            self._finish_quietly("interrupted", self._interrupt_reason(), in_main)
+            return exc
+        if isinstance(exc, SystemExit) and isinstance(exc.__context__, KeyboardInterrupt):
+            # Lightning catches Ctrl-C / SIGTERM itself and calls sys.exit(1) from its
+            # handler: the SystemExit carries the KeyboardInterrupt as its context.
+            reason = self._interrupt_reason()
+            self._finish_quietly("interrupted", reason, in_main)
+            return KeyboardInterrupt(reason)
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            if self.status == "running":
+                self._finish_quietly("error", "run ended without a verdict", in_main)
+            return exc
+        error = exc
+        if is_storage_error(exc):  # the gate's own write: name the file, or the run's folder
+            where = exc.filename if exc.filename is not None else self.dir
+            error = storage_error(where, exc, "the run's files")
+        self.record["error"] = "".join(traceback.format_exception(exc))
+        self._finish_quietly("error", f"{type(error).__name__}: {error}", in_main)
+        return error
 
     def _interrupt_reason(self) -> str:
         return f"interrupted by {self._signal or 'SIGINT (Ctrl-C)'}"
@@ -368,7 +427,13 @@ class Run:
         raise KeyboardInterrupt(f"received {self._signal}")
 
     def _finish_quietly(self, status: str, reason: str, in_main: bool) -> None:
-        """Save the final status with SIGINT/SIGTERM held off, so a second Ctrl-C cannot lose it."""
+        """Save the final status with SIGINT/SIGTERM held off, so a second Ctrl-C cannot lose it.
+
+        A disk too full for the record with its traceback gets the record without it, written
+        in place over the old one if need be; when even that cannot be written, the StorageError
+        names record.json and says how the run ended (the record still says running: readers
+        show the run as interrupted once this process has exited).
+        """
         held = {}
         if in_main:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -377,11 +442,83 @@ class Run:
             self.record["status_reason"] = reason
             if status == "error" and not self.record.get("error"):
                 self.record["error"] = reason
-            self.finish(self.record.get("verdict"), status)
+            try:
+                self.finish(self.record.get("verdict"), status)
+            except StorageError:
+                self.record["error"] = reason  # the traceback may be what does not fit
+                try:
+                    self.finish(self.record.get("verdict"), status)
+                except StorageError:
+                    if not self._save_in_place(FINAL_FIELDS):
+                        raise
+        except StorageError as e:
+            if str(e) in reason:  # the run ended because this very file could not be written
+                raise
+            raise StorageError(f"{e} (the run ended: {one_line(reason, 300)})") from e
         finally:
             for sig, handler in held.items():
                 if handler is not None:  # None: a handler set outside Python, cannot be restored
                     signal.signal(sig, handler)
+
+    def _save_in_place(self, fields: tuple[str, ...]) -> bool:
+        """Last resort on a full disk (an atomic save needs room for a second copy): the record
+        on disk with these fields of ours, written over it inside the blocks it already holds.
+        Not atomic, so only when the text fits those blocks (no allocation can fail half-way);
+        False when it does not, or the file cannot be read or written."""
+        try:
+            with open(self.record_file, "r+b") as f:
+                on_disk = json.loads(f.read())
+                on_disk.update({k: self.record.get(k) for k in fields})
+                text = json.dumps(on_disk, indent=2, default=_json_default, ensure_ascii=False)
+                data = (text + "\n").encode()
+                if len(data) > os.fstat(f.fileno()).st_blocks * 512:
+                    return False
+                f.seek(0)
+                f.write(data)
+                f.truncate()
+                f.flush()
+                os.fsync(f.fileno())
+        except (OSError, ValueError, AttributeError):
+            return False
+        return True
+
+
+class HeldInterrupts:
+    """Ctrl-C and SIGTERM noted, not acted on, from the moment a run's record says running until
+    its guard starts: an interrupt in that gap would otherwise leave 'running' with no process
+    behind it. `Run.guard(held)` releases them and records a noted one as 'interrupted'.
+
+    Python-level handlers (not a signal mask): Python runs them in the main thread whichever
+    thread the kernel delivers the signal to.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> HeldInterrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._old = {sig: signal.signal(sig, self._note) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pending = self.release()
+        if pending is not None:  # never reached a guard (an error on the way): act on it now
+            signal.raise_signal(pending)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if self.pending is None:
+            self.pending = signum
+
+    def release(self) -> int | None:
+        """Restore the handlers; the signal noted meanwhile (None if none), not yet acted on."""
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._old = {}
+        pending, self.pending = self.pending, None
+        return pending
 
 
 def create_run(runs_root: Path, paper: str, stage: str, **initial: Any) -> Run:
@@ -389,25 +526,70 @@ def create_run(runs_root: Path, paper: str, stage: str, **initial: Any) -> Run:
 
     `initial` overrides or extends the record fields (config=..., git=..., env=..., links=...).
     A git dict with a non-empty "diff" has that text moved to `git.diff` next to the record.
+
+    No reader ever sees the run directory without its record: it is filled under a hidden name
+    (.creating-<run-id>) and renamed into place. A disk that is full or not writable raises
+    StorageError naming the path, and leaves nothing behind.
     """
     _check_name("paper", paper)
     _check_name("stage", stage)
     stage_dir = Path(runs_root) / paper / stage
-    stage_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise (
+            storage_error(stage_dir, e, "a new run's record") if is_storage_error(e) else e
+        ) from e
+    _remove_abandoned(stage_dir)
+    run_id, now = _reserve_id(stage_dir)
+    t0 = time.monotonic()
+    making = stage_dir / f"{CREATING}{run_id}"
+    run = Run(making, _initial_record(run_id, paper, stage, now) | initial)
+    try:
+        git = run.record.get("git")
+        if isinstance(git, dict) and git.get("diff"):
+            git = dict(git)
+            run.write_text("git.diff", git.pop("diff"))
+            git["diff_file"] = "git.diff"
+            run.record["git"] = git
+        run.save()
+        os.rename(making, stage_dir / run_id)
+    except BaseException as e:
+        shutil.rmtree(making, ignore_errors=True)
+        cause = e.__cause__ if isinstance(e, StorageError) else e
+        if cause is not None and is_storage_error(cause):  # name the folder, not the hidden name
+            raise storage_error(stage_dir, cause, "a new run's record") from cause
+        raise
+    run.dir = stage_dir / run_id
+    run._t0 = t0
+    return run
+
+
+def _reserve_id(stage_dir: Path) -> tuple[str, datetime]:
+    """A run id nobody else has or is creating: the hidden .creating-<id> directory is made with
+    mkdir (atomic: one creator wins an id), and the id is ours if no finished run has it. The
+    rename into place then cannot collide either: rename(2) only replaces an empty directory, and
+    every run directory holds its record."""
     for _ in range(_MAX_ID_TRIES):
         now = _utcnow()
         run_id = f"{now:%Y%m%d-%H%M%S}-{_suffix()}"
         try:
-            os.mkdir(stage_dir / run_id)  # atomic: exactly one creator wins a given id
-            break
+            os.mkdir(stage_dir / f"{CREATING}{run_id}")
         except FileExistsError:
             continue
-    else:
-        raise RuntimeError(f"could not create a unique run directory under {stage_dir}")
-    t0 = time.monotonic()
+        except OSError as e:
+            raise (
+                storage_error(stage_dir, e, "a new run's record") if is_storage_error(e) else e
+            ) from e
+        if not (stage_dir / run_id).exists():
+            return run_id, now
+        os.rmdir(stage_dir / f"{CREATING}{run_id}")
+    raise RuntimeError(f"could not create a unique run directory under {stage_dir}")
 
+
+def _initial_record(run_id: str, paper: str, stage: str, now: datetime) -> dict[str, Any]:
     pid = os.getpid()
-    record: dict[str, Any] = {
+    return {
         "id": run_id,
         "paper": paper,
         "stage": stage,
@@ -431,17 +613,27 @@ def create_run(runs_root: Path, paper: str, stage: str, **initial: Any) -> Run:
         "error": None,
         "links": {},
     }
-    record.update(initial)
-    run = Run(stage_dir / run_id, record)
-    run._t0 = t0
-    git = record.get("git")
-    if isinstance(git, dict) and git.get("diff"):
-        git = dict(git)
-        run.write_text("git.diff", git.pop("diff"))
-        git["diff_file"] = "git.diff"
-        record["git"] = git
-    run.save()
-    return run
+
+
+def _remove_abandoned(stage_dir: Path) -> None:
+    """Remove .creating- directories whose creator died before renaming them into place (a kill
+    -9 inside create_run): their record names the process; one with no record yet is abandoned
+    after ABANDONED_S. Never a live creator's."""
+    try:
+        making = [p for p in stage_dir.iterdir() if p.name.startswith(CREATING)]
+    except OSError:
+        return
+    for d in making:
+        try:
+            record = json.loads((d / RECORD_FILE).read_text(encoding="utf-8"))
+            alive = _pid_alive(int(record["pid"]), record.get("pid_start"))
+        except (OSError, ValueError, TypeError, KeyError):
+            try:
+                alive = time.time() - d.stat().st_mtime < ABANDONED_S
+            except OSError:
+                continue
+        if not alive:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def open_joined(run_dir: Path) -> Run:
@@ -454,17 +646,60 @@ def open_joined(run_dir: Path) -> Run:
 
 
 def _read_run(run_dir: Path) -> Run:
-    """A Run from its directory; an unreadable record.json gives a Run with status 'corrupt'."""
+    """A Run from its directory; a record.json that is missing, not JSON, or not shaped like a
+    run record (repro/record_shape.py) gives a Run with status 'corrupt' and the reason."""
+    from repro.record_shape import record_problem
+
     path = run_dir / RECORD_FILE
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return _corrupt(run_dir, "record.json is missing")
-    except (OSError, ValueError) as exc:
-        return _corrupt(run_dir, f"record.json is unreadable: {exc}")
-    if not isinstance(record, dict):
-        return _corrupt(run_dir, f"record.json holds a {type(record).__name__}, not an object")
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return _corrupt(
+            run_dir, f"record.json: expected a JSON object, found {_why_unreadable(exc)}"
+        )
+    problem = record_problem(record)
+    if problem is None:
+        expected = {
+            "id": run_dir.name,
+            "paper": run_dir.parent.parent.name,
+            "stage": run_dir.parent.name,
+        }
+        wrong = [k for k, v in expected.items() if record[k] != v]
+        if wrong:
+            k = wrong[0]
+            problem = (
+                f"{k!r}: expected {expected[k]!r} (the name of its folder), found {record[k]!r}"
+            )
+    if problem is not None:
+        return _corrupt(run_dir, f"record.json: {one_line(problem, 300)}")
     return Run(run_dir, record)
+
+
+def _last_write(run_dir: Path) -> float | None:
+    """The newest modification time of any file in a run directory: when its process was last
+    seen alive (checkpoints, metrics.csv and the record's heartbeat keep it fresh)."""
+    newest = None
+    for p in run_dir.rglob("*"):
+        try:
+            mtime = p.stat().st_mtime
+        except OSError:
+            continue
+        newest = mtime if newest is None else max(newest, mtime)
+    return newest
+
+
+def _why_unreadable(exc: BaseException) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a byte that is not UTF-8 ({exc.object[exc.start]:#04x} at offset {exc.start})"
+    if isinstance(exc, json.JSONDecodeError):
+        return (
+            "an empty file"
+            if not exc.doc.strip()
+            else f"invalid JSON ({exc.msg}, line {exc.lineno} column {exc.colno}: cut off or edited by hand?)"
+        )
+    return f"an unreadable file ({exc.strerror or exc})" if isinstance(exc, OSError) else str(exc)
 
 
 def _corrupt(run_dir: Path, why: str) -> Run:
@@ -478,6 +713,9 @@ def _corrupt(run_dir: Path, why: str) -> Run:
 
 
 def _run_dirs(runs_root: Path, paper: str | None = None, stage: str | None = None) -> list[Path]:
+    for kind, name in (("paper", paper), ("stage", stage)):
+        if name is not None:
+            _check_name(kind, name)  # `--paper ../..` must not list folders outside runs/
     root = Path(runs_root)
     papers = [root / paper] if paper else _subdirs(root)
     dirs = []
@@ -508,12 +746,21 @@ def list_runs(runs_root: Path, paper: str | None = None, stage: str | None = Non
 
 
 def load_run(runs_root: Path, run_id: str) -> Run:
-    """The run with this id, or the only one whose id starts with it."""
+    """The run with this id, or the only one whose id starts with it. An id that is not (the
+    start of) one, or a run whose record cannot be read, is a ReproError naming it."""
+    if not _ID_PREFIX_RE.match(run_id or ""):
+        raise ReproError(
+            f"no run with id {run_id!r}: expected a run id like 20261122-054012-ab12 or its first "
+            "characters (digits, '-', a-f); run `repro log` to list the runs"
+        )
     dirs = _run_dirs(runs_root)
     exact = [d for d in dirs if d.name == run_id]
-    matches = exact or [d for d in dirs if run_id and d.name.startswith(run_id)]
+    matches = exact or [d for d in dirs if d.name.startswith(run_id)]
     if len(matches) == 1:
-        return _read_run(matches[0])
+        run = _read_run(matches[0])
+        if run.corrupt is not None:
+            raise ReproError(f"{run.unreadable}; repair or remove the file")
+        return run
     if not matches:
         raise ReproError(
             f"no run with id {run_id!r} under {runs_root}; run `repro log` to list the runs"

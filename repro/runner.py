@@ -20,6 +20,7 @@ from repro.progression import (
     stage_states,
 )
 from repro.project import Project
+from repro.records import HeldInterrupts
 from repro.train.distributed import JOIN_ENV
 
 
@@ -85,14 +86,9 @@ def run_stage(
     else:
         skipped = _run_cheap_first(project, paper, stage, overrides, base, resolved, files, console)
     current = current_fingerprint(project, paper, resolved, files)
-    run = _create(ctx, stage, current, sorted(set(skipped), key=STAGES.index), links or {})
-    console.rule(f"[bold]{paper} · {stage}[/bold] · run {run.id}")
-    if run.record["forced"]:
-        console.print(
-            f"[yellow]--force: running without {', '.join(run.record['skipped_prerequisites'])} "
-            "passing on the current code (recorded in the run)[/yellow]"
-        )
-    execute(ctx, run, stage)
+    with HeldInterrupts() as held:  # from the record's creation until its guard holds the run
+        run = _create(ctx, stage, current, sorted(set(skipped), key=STAGES.index), links or {})
+        execute(ctx, run, stage, held)
     return run
 
 
@@ -163,24 +159,33 @@ def _create(ctx, stage: str, current: dict, missing: list[str], links: dict[str,
         env=env_info(),
         links=links,
     )
-    run.write_yaml("config.yaml", r.config)
-    for path in sorted(ctx.project.paper_dir(ctx.paper).glob("*.py")):  # what `repro diff` shows
-        run.write_text(f"code/{path.name}", path.read_text(encoding="utf-8", errors="replace"))
     ctx.run = run
     return run
 
 
-def execute(ctx, run, stage: str) -> None:
+def _snapshot(ctx, run) -> None:
+    """The resolved config and the paper's code as this run used them (what `repro diff` shows)."""
+    if run.path("config.yaml").exists():  # a resumed run keeps what it started with
+        return
+    run.write_yaml("config.yaml", ctx.resolved.config)
+    for path in sorted(ctx.project.paper_dir(ctx.paper).glob("*.py")):
+        run.write_text(f"code/{path.name}", path.read_text(encoding="utf-8", errors="replace"))
+
+
+def execute(ctx, run, stage: str, held: HeldInterrupts | None = None) -> None:
     """Run the gate inside the run's guard; record verdict, metrics, env, model and peak memory;
-    append the notebook line whatever happens."""
+    append the notebook line whatever happens (a notebook that cannot be written is a warning
+    that prints the line: the verdict stands). `held`: interrupts noted since the record was
+    made, acted on inside the guard."""
     from repro.envinfo import env_info
     from repro.gates import gate
     from repro.gates.metrics import to_record
-    from repro.notebook import append_entry, format_entry
 
     os.environ[JOIN_ENV] = str(run.dir)  # DDP ranks > 0, started while the gate runs, join it
     try:
-        with run.guard():
+        with run.guard(held):
+            _announce(ctx, run, stage)
+            _snapshot(ctx, run)
             verdict = gate(stage).run(ctx)
             info = ctx.model_info
             run.annex(
@@ -193,7 +198,36 @@ def execute(ctx, run, stage: str) -> None:
             run.finish(verdict.to_dict(), status, metrics=to_record(verdict.metrics))
     finally:
         os.environ.pop(JOIN_ENV, None)
-        append_entry(ctx.project.notes_dir, ctx.paper, format_entry(run.record))
+        with HeldInterrupts():  # the line is short: a Ctrl-C now waits for it
+            _append_notebook(ctx, run)
+
+
+def _announce(ctx, run, stage: str) -> None:
+    if ctx.resume:  # repro/rerun.py: resume_full announces the resume itself
+        return
+    ctx.console.rule(f"[bold]{ctx.paper} · {stage}[/bold] · run {run.id}")
+    if run.record["forced"]:
+        ctx.console.print(
+            f"[yellow]--force: running without {', '.join(run.record['skipped_prerequisites'])} "
+            "passing on the current code (recorded in the run)[/yellow]"
+        )
+
+
+def _append_notebook(ctx, run) -> None:
+    """Append the run's line to notes/<paper>.md; when that cannot be written, say so on stderr
+    with the line itself, so that it is never lost (issue 14)."""
+    from repro.errors import StorageError
+    from repro.notebook import append_entry, format_entry
+
+    line = format_entry(run.record)
+    try:
+        append_entry(ctx.project.notes_dir, ctx.paper, line)
+    except StorageError as e:
+        Console(stderr=True, soft_wrap=True).print(
+            f"Warning: {e}; the run is recorded, this is its notebook line: {line}",
+            markup=False,
+            highlight=False,
+        )
 
 
 def run_joined(project: Project, run_dir, stage: str, resume: bool) -> None:

@@ -364,7 +364,8 @@ def test_corrupt_record_is_listed_not_fatal(some_runs, content):
     assert runs[0].id == "20260105-000000-eeee"
     assert runs[0].effective_status == "corrupt" and runs[0].stage == "full"
     assert "record.json" in runs[0].status_reason
-    assert load_run(some_runs, "20260105").status == "corrupt"
+    with pytest.raises(ReproError, match=r"20260105-000000-eeee/record\.json.*repair or remove"):
+        load_run(some_runs, "20260105")  # show, diff, rerun: a one-line error naming the file
     assert mark_dead_runs(some_runs) == []
 
 

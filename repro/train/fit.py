@@ -14,6 +14,7 @@ from typing import Any
 from repro.config.schema import RunConfig
 from repro.config.typed import from_dict
 from repro.errors import ReproError
+from repro.storage import atomic_write
 from repro.train.distributed import is_rank_zero
 from repro.train.lr_finder import LRFinderResult
 from repro.train.seeding import seed_everything
@@ -39,11 +40,17 @@ class FitResult:
     lr_finder: LRFinderResult | None = None
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2))
+        atomic_write(path, json.dumps(asdict(self), indent=2), "the seed's result")
 
     @classmethod
     def load(cls, path: Path) -> FitResult:
-        return from_dict(cls, json.loads(path.read_text()), path.name)
+        try:
+            return from_dict(cls, json.loads(path.read_text()), path.name)
+        except (ValueError, ReproError) as e:  # JSONDecodeError is a ValueError
+            raise ReproError(
+                f"{path}: expected the result of a finished seed, found an unreadable file "
+                f"({str(e)[:200]}); delete it to train that seed again with --resume"
+            ) from e
 
 
 def quiet_lightning() -> None:
@@ -79,9 +86,9 @@ def fit_and_test(
     from repro.train.curves import merge_resumed_rows
     from repro.train.module import ClassificationModule
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if resume and (out_dir / RESULT_FILE).exists():
-        return FitResult.load(out_dir / RESULT_FILE)
+    finished = _prepare(out_dir, resume)
+    if finished is not None:
+        return finished
     quiet_lightning()
     dm.setup("fit")
     lr, lr_source, finder = choose_lr(cfg, model, dm, out_dir, seed)
@@ -105,8 +112,7 @@ def fit_and_test(
         epochs=int(trainer.current_epoch),
         global_steps=int(trainer.global_step),
         stopped_early=bool(stopper.stopped_epoch),
-        best_checkpoint=best_cb.best_model_path
-        and os.path.relpath(best_cb.best_model_path, out_dir),
+        best_checkpoint=_relative(best_cb.best_model_path, out_dir),
         train_seconds=train_seconds,
         train_examples=len(dm.splits["train"]),
         min_epochs=min_epochs(cfg),
@@ -118,16 +124,45 @@ def fit_and_test(
     return result
 
 
+def _prepare(out_dir: Path, resume: bool) -> FitResult | None:
+    """Make out_dir, clear what a killed attempt left there; on --resume, a seed that finished."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if is_rank_zero():
+        remove_leftovers(out_dir)
+    if resume and (out_dir / RESULT_FILE).exists():
+        return FitResult.load(out_dir / RESULT_FILE)
+    return None
+
+
 def _resume_point(out_dir: Path, resume: bool) -> tuple[Path, int | None]:
-    """(last.ckpt, the epoch it holds when resuming from it, else None); the metrics rows logged
-    after that epoch are set aside (rank 0)."""
+    """(last.ckpt, the epoch it holds) to continue from on --resume; None: train from the start."""
     from repro.train.curves import keep_rows_before_resume
 
     last = out_dir / "checkpoints" / "last.ckpt"
-    epoch = checkpoint_epoch(last) if resume and last.exists() else None
-    if epoch is not None and is_rank_zero():
-        keep_rows_before_resume(out_dir, epoch)
-    return last, epoch
+    resumed_from = checkpoint_epoch(last) if resume and last.exists() else None
+    if resumed_from is not None and is_rank_zero():
+        keep_rows_before_resume(out_dir, resumed_from)
+    return last, resumed_from
+
+
+def _relative(path: str, out_dir: Path) -> str | None:
+    return os.path.relpath(path, out_dir) if path else None
+
+
+def remove_leftovers(out_dir: Path) -> list[str]:
+    """Temporary files an earlier attempt in this directory left when it was killed (kill -9, a
+    lost node): the LR finder's checkpoint, a checkpoint or LR file cut off mid-write. Whoever
+    wrote them is gone (a resumed run owns its directory), so they are removed; their names are
+    returned."""
+    from repro.train.lr_finder import remove_finder_checkpoints
+
+    removed = remove_finder_checkpoints(out_dir)
+    # atomic_write's temp files (.<name>.<random>.tmp) and AtomicCheckpointIO's (.<name>.tmp<pid>)
+    for pattern in (".*.tmp", "checkpoints/.*.ckpt.tmp*"):
+        for path in sorted(out_dir.glob(pattern)):
+            path.unlink(missing_ok=True)
+            removed.append(str(path.relative_to(out_dir)))
+    return removed
 
 
 def _test_best(trainer, module, dm, best_cb) -> dict[str, float]:
@@ -161,9 +196,7 @@ def choose_lr(cfg: RunConfig, model, dm, out_dir: Path, seed: int) -> tuple[floa
         )
     probe = ClassificationModule(model, cfg.optim, cfg.schedule, cfg.lr_finder.min_lr, seed=None)
     finder = find_lr(probe, dm, out_dir, cfg.lr_finder, cfg.trainer)
-    tmp = saved.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"lr": finder.lr, "finder": asdict(finder)}))
-    os.replace(tmp, saved)
+    atomic_write(saved, json.dumps({"lr": finder.lr, "finder": asdict(finder)}), "the chosen LR")
     seed_everything(seed, cfg.deterministic)  # the finder drew random numbers: start afresh
     return finder.lr, f"LR finder: {finder.note}", finder
 

@@ -39,15 +39,18 @@ def find_lr(
         devices=1,
         default_root_dir=str(out_dir),
     )
-    finder = Tuner(finder_trainer).lr_find(
-        module,
-        datamodule=dm,
-        min_lr=cfg.min_lr,
-        max_lr=cfg.max_lr,
-        num_training=cfg.num_training,
-        attr_name="lr",
-        update_attr=False,
-    )
+    try:
+        finder = Tuner(finder_trainer).lr_find(
+            module,
+            datamodule=dm,
+            min_lr=cfg.min_lr,
+            max_lr=cfg.max_lr,
+            num_training=cfg.num_training,
+            attr_name="lr",
+            update_attr=False,
+        )
+    finally:  # Lightning removes its checkpoint only when the range test ends normally
+        remove_finder_checkpoints(out_dir)
     lrs, losses = finder.results["lr"], finder.results["loss"]
     picked = steepest_descent_lr(lrs, losses)
     if picked is None:
@@ -59,6 +62,19 @@ def find_lr(
         lr, note = picked, "steepest descent of the finder's loss vs log10(lr)"
     plot_finder(lrs, losses, lr, finder.suggestion(), out_dir / "lr_finder.png")
     return LRFinderResult(float(lr), note, cfg.num_training, finder.suggestion())
+
+
+FINDER_CHECKPOINTS = ".lr_find_*.ckpt"  # Lightning 2.6.6: the weights it restores after the test
+
+
+def remove_finder_checkpoints(out_dir: Path) -> list[str]:
+    """Remove the LR finder's temporary checkpoints from `out_dir`: the one it leaves on Ctrl-C or
+    an error (removed on the way out) or a kill -9 (removed by the next run there, a --resume)."""
+    removed = []
+    for path in sorted(Path(out_dir).glob(FINDER_CHECKPOINTS)):
+        path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
 
 
 def steepest_descent_lr(
