@@ -47,10 +47,12 @@ def judge_run(project: Project, paper: str, run_id: str | None, console: Console
         env=env_info(),
         links={"judged": old.id},
     )
-    run.finish(
-        verdict.to_dict(), "passed" if verdict.passed else "failed", metrics=to_record(metrics)
-    )
-    append_entry(project.notes_dir, old.paper, format_entry(run.record))
+    status = "passed" if verdict.passed else "failed"
+    try:
+        with run.guard():  # the record ends finished, interrupted or error, never running
+            run.finish(verdict.to_dict(), status, metrics=to_record(metrics))
+    finally:
+        append_entry(project.notes_dir, old.paper, format_entry(run.record))
     console.print(
         f"judged run {old.id} again with the current targets: new verdict in run {run.id}"
     )

@@ -4,6 +4,7 @@ run, from its checkpoint)."""
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 
 from repro.config import compose
 from repro.errors import GateRefused
@@ -40,7 +41,7 @@ def rerun(
     changed = changed_parts(old.record.get("fingerprint") or {}, now)
     if changed:
         console.print(
-            f"[yellow]warning: since run {old.id} these changed: {', '.join(changed)}; "
+            f"[yellow]warning: since run {old.id} these changed: {escape(', '.join(changed))}; "
             "the re-run uses the current code, config and data[/yellow]",
             highlight=False,
         )
@@ -57,7 +58,7 @@ def rerun(
     if unsteady:
         run.annex(nondeterministic={"rerun_of": old.id, "metrics": unsteady})
         console.print(
-            f"[red]same fingerprint as run {old.id}, different results ({', '.join(unsteady)}): "
+            f"[red]same fingerprint as run {old.id}, different results ({escape(', '.join(unsteady))}): "
             "the run is not deterministic; look for a set or dict iterated in preprocessing, "
             "data-loader workers or nondeterministic kernels (`repro diff` shows both)[/red]",
             highlight=False,
@@ -114,7 +115,7 @@ def resume_full(
     changed = changed_parts(run.record.get("fingerprint") or {}, now)
     if changed:
         console.print(
-            f"[yellow]warning: since run {run.id} started these changed: {', '.join(changed)}; "
+            f"[yellow]warning: since run {run.id} started these changed: {escape(', '.join(changed))}; "
             "the resumed part uses the current code, config and data[/yellow]",
             highlight=False,
         )
