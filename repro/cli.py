@@ -28,20 +28,6 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-@app.callback()
-def _options(
-    debug: bool = typer.Option(
-        False,
-        "--debug",
-        help="Print the traceback of an expected error too (or set REPRO_DEBUG=1).",
-    ),
-) -> None:
-    """repro: reproduce a paper through five gates (data, shapes, overfit, full, experiments)
-    that measure, decide PASS/FAIL with evidence, and record every run."""
-    # main() reads --debug from the command line itself: errors raised while the command line
-    # is parsed, before this runs, get their traceback too.
-
-
 PAPER_OPT = typer.Option(
     None,
     "--paper",
@@ -81,8 +67,15 @@ def _options(
         is_eager=True,
         help="Print repro's version and exit.",
     ),
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        help="Print the traceback of an expected error too (or set REPRO_DEBUG=1).",
+    ),
 ) -> None:
     # Options before the command (`repro --version`); the app's help is Typer(help=...) above.
+    # main() reads --debug from the command line itself: errors raised while the command line
+    # is parsed, before this runs, get their traceback too.
     pass
 
 

@@ -251,10 +251,10 @@ def _print_history(console: Console, rec: dict) -> None:
             highlight=False,
         )
     if rec.get("forecast") or rec.get("actual"):
-        from repro.forecast import compare, format_forecast
+        from repro.forecast import compare, describe
 
         if rec.get("forecast"):
-            console.print(format_forecast(rec["forecast"]), markup=False, highlight=False)
+            console.print(describe(rec["forecast"]), markup=False, highlight=False)
         line = compare(rec.get("forecast"), rec.get("actual"))
         if line:
             console.print(line, markup=False, highlight=False)

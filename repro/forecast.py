@@ -225,3 +225,20 @@ def compare(forecast: dict[str, Any] | None, actual: dict[str, Any] | None) -> s
             f"peak memory ≈ {forecast['peak_rss_mb']:.0f} vs {actual['peak_rss_mb']:.0f} MB"
         )
     return "; ".join(parts)
+
+
+def describe(forecast: dict[str, Any]) -> str:
+    """Any recorded forecast in one line: full's (format_forecast), experiments' (jobs), or one
+    recorded by an older repro (its total only)."""
+    try:
+        if "likely_s" in forecast:
+            return format_forecast(forecast)
+        if "jobs" in forecast:
+            return (
+                f"forecast: ≤ {_minutes(float(forecast['total_s']))} for {forecast['jobs']} jobs "
+                f"(≤ {forecast.get('epochs')} epochs each at {float(forecast['s_per_epoch']):.2f} s/epoch "
+                f"of full run {forecast.get('from_run')})"
+            )
+        return f"forecast: ≤ {_minutes(float(forecast['total_s']))} (recorded by an older repro)"
+    except (KeyError, TypeError, ValueError):
+        return "forecast: recorded in a shape this repro cannot read"

@@ -102,35 +102,6 @@ class ResumedShape:
 
 
 @dataclass(frozen=True)
-class ForecastInputsShape:
-    EXTRA_FIELD = "extra"
-
-    batch_size: int
-    steps_per_s: float
-    measured_batch: int
-    device: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ForecastShape:
-    """What `repro show` prints of a full run's forecast (repro.forecast.format_forecast)."""
-
-    EXTRA_FIELD = "extra"
-
-    inputs: ForecastInputsShape
-    total_s: float
-    s_per_epoch: float
-    train_steps_per_epoch: int
-    epochs: int
-    seeds: int
-    lr_finder_s: float
-    peak_rss_mb: float | None
-    param_state_mb: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class ActualShape:
     EXTRA_FIELD = "extra"
 
@@ -183,7 +154,7 @@ class RecordShape:
     status_reason: str | None = None
     links: dict[str, str] | None = None
     resumed: list[ResumedShape] | None = None
-    forecast: ForecastShape | None = None
+    forecast: dict[str, Any] | None = None  # full's or experiments' (repro.forecast.describe)
     actual: ActualShape | None = None
     init: dict[str, str] | None = None
     model: ModelShape | None = None
