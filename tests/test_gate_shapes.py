@@ -672,3 +672,19 @@ def test_standardised_toy_inputs_pass_init_loss_with_repros_init(project):
     c = check(run_shapes(model, batch, 3, stage_config("shapes"), None, init), "init_loss")
     assert not c.passed and "the initial logits are large" in c.reason
     assert "start the output layer small" in c.reason
+
+
+def test_model_that_cannot_take_a_batch_of_one_fails_alone_vs_batch_saying_so():
+    class Squeezes(MLP):
+        def forward(self, x):
+            h = self.net[1](self.net[0](x)).squeeze()  # (B, 32), but (32,) when B = 1
+            return self.net[3](h - h.mean(1, keepdim=True))  # (B, C); raises when B = 1
+
+    v = run(Squeezes())
+    c = check(v, "alone_vs_batch")
+    assert not c.passed
+    assert c.reason.startswith("example 0 alone (a batch of 1) raised IndexError")
+    assert c.reason.endswith(
+        "a model must take any batch size (a squeeze() that drops the batch dim?)"
+    )
+    assert check(v, "dummy_batch").passed  # a batch of 3 does not show it

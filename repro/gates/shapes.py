@@ -363,14 +363,30 @@ def measure_alone_vs_batch(model: nn.Module, batch: Batch, examples: int = 8) ->
             try:
                 gap = float((probe(**cast(trimmed))[0] - in_batch[i]).abs().max())
             except Exception as exc:  # a model that needs the batch's length: padding untested
+                if not padded:
+                    raise AloneError(i, exc) from exc
                 out["trim_error"], trimmed, padded = _error(exc), one, False
-                gap = float((probe(**cast(one))[0] - in_batch[i]).abs().max())
+                try:
+                    gap = float((probe(**cast(one))[0] - in_batch[i]).abs().max())
+                except Exception as exc:
+                    raise AloneError(i, exc) from exc
             out["padded_rows"] += padded
             if not gap <= worst_gap:  # NaN counts as the worst
                 worst, worst_gap, worst_one = i, gap, (one, trimmed, padded)
         out |= {"gap": worst_gap, "row": worst}
         out |= _split_gap(probe, cast, in_batch, worst, worst_gap, worst_one)
     return out
+
+
+class AloneError(Exception):
+    """One example alone (a batch of 1) made the model raise: a bug of its own (a squeeze() that
+    drops the batch dim, a shape hard-coded from the batch)."""
+
+    def __init__(self, row: int, exc: BaseException):
+        super().__init__(
+            f"example {row} alone (a batch of 1) raised {_error(exc)}: a model must take any "
+            "batch size (a squeeze() that drops the batch dim?)"
+        )
 
 
 def _split_gap(probe, cast, in_batch, row, gap, ones) -> dict[str, Any]:
@@ -867,6 +883,11 @@ class _Attempts:
             return measure()
         except Exception as exc:
             where = f"on the real batch of {self.size}"
-            self.checks.append(Check(name, False, f"the model raised {_error(exc)} {where}"))
+            reason = (
+                str(exc)
+                if isinstance(exc, AloneError)
+                else f"the model raised {_error(exc)} {where}"
+            )
+            self.checks.append(Check(name, False, reason))
             self.evidence[f"{name}_traceback"] = traceback.format_exc()
             return None
