@@ -27,7 +27,7 @@ NAME = "memorise a fixed subset"
 # ---- judgement (pure) -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Stops:
-    """When training on the subset stops before max_steps, besides passing (conf/stage/overfit.yaml).
+    """When training on the subset stops early, besides passing (conf/stage/overfit.yaml).
 
     diverge_factor/diverge_window: the median of the last `window` losses above factor x the
     initial loss. stall_steps: no loss below the initial one for that many steps. probability_atol:
@@ -352,7 +352,7 @@ class CurveFile:
             self.file.flush()
 
     def close(self, losses: list[float]) -> str | None:
-        """Close the CSV and plot the curve; returns the plot's file name (None: nothing to plot)."""
+        """Close the CSV and plot the curve; the plot's file name (None: nothing to plot)."""
         if self.file is None:
             return None
         self.file.close()

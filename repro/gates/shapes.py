@@ -339,7 +339,7 @@ def _as_float64(inputs: Batch) -> Batch:
     return {k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}
 
 
-def measure_alone_vs_batch(model: nn.Module, batch: Batch, examples: int = 8) -> dict[str, Any]:
+def measure_alone_vs_batch(model: nn.Module, batch: Batch, examples: int) -> dict[str, Any]:
     """Eval mode, no grad, float64 where the model allows it: each of `examples` examples (those
     with the most padding) alone in a batch of 1, trimmed to its own length (trim_padding), vs
     its logits inside the batch. Where they differ, the worst example also runs alone as padded

@@ -13,19 +13,22 @@ Scheme "he_xavier" (design.md, "Defaults where the paper is silent"):
   small and the cross-entropy at init is close to ln C, as Karpathy's "A Recipe for Training
   Neural Networks" (2019, "init well") asks; the weights are not zero, so the gradient still
   reaches every layer below at the first step. Measured (issue 13): the scaffold's MLP on
-  standardised inputs started at 2.13 vs ln 3 = 1.10 with gain 1, and at ln 3 + 0.01 with 0.1.
+  standardised inputs started at 2.13 vs ln 3 = 1.10 with gain 1 (the shapes gate failed a
+  correct change); on one draw of the weights, 2.23 with gain 1 and 1.13 with gain 0.1.
   Which layer is the output layer: the one(s) with `init_nonlinearity = "output"`, else the
-  last nn.Linear / nn.Conv registered in the model (module definition order), which is the
-  classifier head in the usual layout (a model that defines its head first must mark it).
+  last nn.Linear / nn.Conv registered in the model (module definition order) unless something
+  says it feeds an activation; that is the classifier head in the usual layout (a model that
+  defines its head first must mark it).
 - nn.LSTM / nn.GRU / nn.RNN: `xavier_uniform_` on every weight_ih* / weight_hh* (and weight_hr*),
   one gate at a time: torch stacks the gates (4 for LSTM, 3 for GRU) into one matrix, and each
   gate is its own (hidden x input) map, so its variance is 2/(fan_in+hidden).
 - every bias of those modules: zero.
 
 What a layer feeds is read (a) from the layer's attribute `init_nonlinearity = "relu" | "tanh" |
-"linear" | "output"`, which always wins, else (b) inside an nn.Sequential (nested ones flattened) from the
-next module after the layer, skipping dropout, normalisation and Identity, else (c) it is treated
-as "linear" (Xavier): a layer called from a hand-written forward() cannot be seen from outside.
+"linear" | "output"`, which always wins, else (b) inside an nn.Sequential (nested ones
+flattened) from the next module after the layer, skipping dropout, normalisation and Identity,
+else (c) it is treated as "linear" (Xavier): a layer called from a hand-written forward() cannot
+be seen from outside.
 
 Left untouched: embeddings (a paper's vectors or torch's N(0, 1)), normalisation layers,
 nn.Parameters defined directly on other modules, other module types, and frozen parameters
