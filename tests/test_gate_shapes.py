@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from repro.errors import ConfigError
@@ -13,11 +14,14 @@ from repro.gates.shapes import (
     check_finite,
     check_grad_flow,
     check_init_loss,
+    check_logits,
     check_output_shape,
     check_param_count,
     check_zero_input,
     make_dummy_batch,
+    probability_floor,
     run_shapes,
+    trim_padding,
     zeroed_batch,
 )
 from tests.configs import stage_config
@@ -150,6 +154,10 @@ def test_good_mlp_passes_every_check():
         "zero_input",
         "dummy_batch",
         "finite",
+        "logits",
+        "eval_deterministic",
+        "alone_vs_batch",
+        "frozen_params",
     }
     ev = v.evidence
     assert ev["output_shape"] == [16, C]
@@ -423,3 +431,260 @@ def test_the_runner_has_no_per_stage_branches():
         if isinstance(node, ast.Compare):
             consts = {c.value for c in ast.walk(node) if isinstance(c, ast.Constant)}
             assert not consts & stage_literals, ast.unparse(node)
+
+
+# ---- issue 13: what the bug zoo got through ---------------------------------------------------
+# Each bug in its smallest form beside the correct model: the check fails for its own reason on
+# the bug and passes on the correct one.
+class LSTMText(nn.Module):
+    """ids (B, T), 0 = pad -> final LSTM state -> logits (B, 2). masked: the state at each row's
+    length (packed); not masked: the state after the last column, padding included."""
+
+    def __init__(self, masked: bool = True):
+        super().__init__()
+        self.masked = masked
+        self.emb = nn.Embedding(50, 8, padding_idx=0)
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, ids):
+        x = self.emb(ids)  # (B, T, 8)
+        if self.masked:
+            lengths = (ids != 0).sum(1).clamp(min=1)  # (B,)
+            x = nn.utils.rnn.pack_padded_sequence(x, lengths, True, enforce_sorted=False)
+        _, (h, _) = self.lstm(x)  # h (1, B, 8)
+        return self.out(h[0])  # (B, 2)
+
+
+class MaxPoolText(nn.Module):
+    """ids (B, T) -> Linear per token -> max over time -> logits (B, 2); masked: pads get -inf."""
+
+    def __init__(self, masked: bool = True, relu: bool = False):
+        super().__init__()
+        self.masked, self.relu = masked, relu
+        self.emb = nn.Embedding(50, 8, padding_idx=0)
+        self.proj = nn.Linear(8, 16)
+        self.out = nn.Linear(16, 2)
+
+    def forward(self, ids):
+        h = self.proj(self.emb(ids))  # (B, T, 16)
+        h = torch.relu(h) if self.relu else h
+        if self.masked:
+            h = h.masked_fill((ids == 0).unsqueeze(-1), float("-inf"))
+        return self.out(h.max(1).values)  # (B, 2)
+
+
+class DetachedBatchMean(MLP):
+    """Mixes examples without a gradient path: the gradient-leak check cannot see it."""
+
+    def forward(self, x):
+        h = self.net[1](self.net[0](x))  # (B, 32)
+        return self.net[3](h - h.detach().mean(0))  # (B, C)
+
+
+class DropoutAtEval(MLP):
+    def forward(self, x):
+        h = self.net[1](self.net[0](x))  # (B, 32)
+        return self.net[3](F.dropout(h, 0.1, training=True))  # on whatever the mode
+
+
+class DoubleSoftmax(MLP):
+    def forward(self, x):
+        return self.net(x).softmax(-1)  # probabilities where cross-entropy expects logits
+
+
+@pytest.mark.parametrize("model_cls", [LSTMText, MaxPoolText])
+def test_unmasked_padding_fails_alone_vs_batch_naming_the_cause(model_cls):
+    torch.manual_seed(0)
+    good = run(model_cls(masked=True), text_batch(), num_classes=2)
+    assert check(good, "alone_vs_batch").passed, good.reason
+    torch.manual_seed(0)
+    v = run(model_cls(masked=False), text_batch(), num_classes=2)
+    c = check(v, "alone_vs_batch")
+    assert not c.passed and not v.passed
+    assert "trimmed to its own length (ids " in c.reason
+    assert "depends on its batch-mates' padding, so padding is not masked" in c.reason
+    assert c.evidence["pad_gap"] > 1e-6 and c.evidence["dtype"] == "float64"
+    assert check(v, "batch_independence").passed  # the gradient-leak check cannot see a pad
+
+
+def test_alone_vs_batch_passes_on_padded_text_and_says_what_it_measured():
+    torch.manual_seed(0)
+    c = check(run(BagOfWords(), text_batch(), num_classes=2), "alone_vs_batch")
+    assert c.passed
+    assert c.reason.startswith("8 examples alone, trimmed to their own length (8 of them padded")
+    assert c.evidence["gap"] < 1e-12  # float64: rounding is ~1e-16
+
+
+def test_mixing_examples_without_a_gradient_fails_alone_vs_batch():
+    v = run(DetachedBatchMean())
+    assert check(v, "batch_independence").passed  # detach() hides it from the gradient check
+    c = check(v, "alone_vs_batch")
+    assert not c.passed
+    assert "logits alone (a batch of 1) differ from inside the batch by" in c.reason
+    assert "depends on its batch-mates" in c.reason
+
+
+def test_float_model_alone_equals_in_batch_and_padding_is_said_untested():
+    c = check(run(MLP()), "alone_vs_batch")
+    assert c.passed and c.reason.endswith(": padding was not tested")
+    assert c.evidence["padded_rows"] == 0
+
+
+def test_model_that_needs_the_batch_length_is_not_failed_by_trimming():
+    class FixedLength(BagOfWords):
+        def forward(self, ids):
+            return self.out(self.emb(ids).reshape(ids.shape[0], 12, 16).mean(1))  # T fixed at 12
+
+    c = check(run(FixedLength(), text_batch(), num_classes=2), "alone_vs_batch")
+    assert c.passed
+    assert "trimming raised RuntimeError" in c.reason and "padding was not tested" in c.reason
+
+
+def test_model_with_float32_constants_is_measured_in_float32_and_says_so():
+    class Float32Inside(MLP):
+        def forward(self, x):
+            return self.net(x) @ torch.eye(C)  # float32 constant: a float64 copy fails
+
+    c = check(run(Float32Inside()), "alone_vs_batch")
+    assert c.passed
+    assert (
+        "float64 copy failed (RuntimeError" in c.reason and "measured in torch.float32" in c.reason
+    )
+
+
+def test_trim_padding_cuts_words_and_characters_together():
+    one = {
+        "words": torch.tensor([[5, 7, 0, 0]]),  # (1, T=4): 2 words
+        "chars": torch.tensor([[[3, 4, 0], [2, 0, 0], [0, 0, 0], [0, 0, 0]]]),  # (1, T, K=3)
+        "x": torch.randn(1, 4),  # float: kept
+        "lengths": torch.tensor([2]),  # per-example scalar: kept
+        "label": torch.tensor([1]),
+    }
+    t = trim_padding(one)
+    assert t["words"].tolist() == [[5, 7]]
+    assert t["chars"].tolist() == [[[3, 4], [2, 0]]]
+    assert t["x"].shape == (1, 4) and t["lengths"].tolist() == [2]
+    empty = trim_padding({"ids": torch.zeros(1, 5, dtype=torch.long)})
+    assert empty["ids"].shape == (1, 1)  # an all-pad row keeps one position
+
+
+def test_dropout_at_eval_fails_eval_deterministic():
+    v = run(DropoutAtEval())
+    c = check(v, "eval_deterministic")
+    assert not c.passed
+    assert "two eval-mode forwards of the same batch differ by" in c.reason
+    assert "something random stays on in eval mode" in c.reason
+    assert "alone_vs_batch" not in {c.name for c in v.checks}  # not judged: eval is random
+    assert v.evidence["alone_vs_batch"].startswith("not judged")
+    assert check(run(MLP()), "eval_deterministic").reason.startswith(
+        "two eval-mode forwards of the same batch differ by 0 <= "
+    )
+
+
+def test_frozen_layer_fails_naming_it_unless_declared():
+    model = MLP()
+    model.net[0].requires_grad_(False)
+    c = check(run(model), "frozen_params")
+    assert not c.passed
+    assert c.reason.startswith(
+        "2 frozen parameters (requires_grad False: never trained) that are not embeddings: "
+        "net.0.weight (Linear, 320), net.0.bias (Linear, 32); if the paper fixes them, list them "
+        "in stage.shapes.frozen_ok"
+    )
+    assert check(run(model, frozen_ok=["net.0.*"]), "frozen_params").passed
+    assert check(run(MLP()), "frozen_params").reason == "no frozen parameters"
+
+
+def test_frozen_embedding_passes_and_is_named():
+    model = BagOfWords()
+    model.emb.requires_grad_(False)
+    c = check(run(model, text_batch(), num_classes=2), "frozen_params")
+    assert c.passed
+    assert c.reason.startswith("frozen, never trained: emb.weight (Embedding, 800); intended only")
+    assert "from_pretrained freezes unless freeze=False" in c.reason
+
+
+def test_probability_outputs_fail_the_logits_check_with_the_floor():
+    v = run(DoubleSoftmax())
+    c = check(v, "logits")
+    assert not c.passed
+    assert "each row sums to 1" in c.reason and "drop the softmax" in c.reason
+    assert "cross-entropy floor of probabilities, 0.5514" in c.reason  # -ln(e/(e+2)), C = 3
+    assert check(v, "init_loss").passed  # the init loss alone cannot see it (~ln C)
+    assert check(run(MLP()), "logits").passed
+
+
+def test_outputs_inside_0_1_that_do_not_sum_to_1_are_not_taken_for_probabilities():
+    class SmallPositive(MLP):  # like BiMPM's small-init logits, but all positive
+        def forward(self, x):
+            return 0.2 + 0.01 * torch.tanh(self.net(x))  # (B, C) in [0.19, 0.21]
+
+    assert check(run(SmallPositive()), "logits").passed
+    assert check_logits({"min": 0.0, "max": 1.0, "row_sum_gap": 0.0, "spread": 0.4}, 3, 1e-4).reason
+    assert probability_floor(2) == pytest.approx(0.3133, abs=1e-4)
+
+
+def test_too_confident_init_loss_says_why_and_what_to_change():
+    c = check(run(MLP(scale=50.0)), "init_loss")
+    assert "the initial logits are large (each row's logits spread by" in c.reason
+    assert "start the output layer small" in c.reason
+    c = check_init_loss(2.13, 3, 0.5, spread=1.4, output_layer="net.3")
+    assert "repro's init started the output layer net.3 small (Xavier x 0.1)" in c.reason
+    assert "un-normalised inputs?" in c.reason and "init_nonlinearity = 'output'" in c.reason
+    c = check_init_loss(0.05, 3, 0.5)
+    assert "below ln C, the model knows the labels before training" in c.reason
+
+
+def _toy_batch_and_model(project, overrides=()):
+    from rich.console import Console
+
+    from repro.config import compose
+    from repro.context import StageContext
+
+    ctx = StageContext(
+        project, "toy", compose(project, "toy", ["data.n_examples=300", *overrides]), Console()
+    )
+    dm = ctx.build_datamodule()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    return ctx, dm, batch, ctx.build_model(dm)
+
+
+def test_standardised_toy_inputs_pass_init_loss_with_repros_init(project):
+    """Issue 13: standardising the toy's inputs (a correct change) failed shapes at 2.13 vs ln 3
+    when the output layer started at a hidden layer's scale."""
+    ctx, dm, batch, model = _toy_batch_and_model(project)
+    x = torch.tensor([ex["x"] for ex in dm.splits["train"]])  # the training split
+    batch = batch | {"x": (batch["x"] - x.mean(0)) / x.std(0)}  # standardised with its statistics
+    init = ctx.model_info.init
+    assert init["net.3.weight"].startswith("output: xavier_uniform_(gain=0.1)")
+    v = run_shapes(model, batch, dm.num_classes, stage_config("shapes"), None, init)
+    assert v.passed, v.reason
+    assert abs(v.metrics.init_loss - math.log(3)) < 0.05
+    assert check(v, "grad_flow").passed  # small, not zero: every parameter gets a gradient
+    # the head at a hidden layer's scale (gain 1): the failure the issue met, now explained
+    model.net[3].init_nonlinearity = "linear"
+    from repro.train.init import apply_init
+
+    torch.manual_seed(0)
+    init = apply_init(model)
+    c = check(run_shapes(model, batch, 3, stage_config("shapes"), None, init), "init_loss")
+    assert not c.passed and "the initial logits are large" in c.reason
+    assert "start the output layer small" in c.reason
+
+
+def test_model_that_cannot_take_a_batch_of_one_fails_alone_vs_batch_saying_so():
+    class Squeezes(MLP):
+        def forward(self, x):
+            h = self.net[1](self.net[0](x)).squeeze()  # (B, 32), but (32,) when B = 1
+            return self.net[3](h - h.mean(1, keepdim=True))  # (B, C); raises when B = 1
+
+    v = run(Squeezes())
+    c = check(v, "alone_vs_batch")
+    assert not c.passed
+    assert c.reason.startswith("example 0 alone (a batch of 1) raised IndexError")
+    assert c.reason.endswith(
+        "a model must take any batch size (a squeeze() that drops the batch dim?)"
+    )
+    assert check(v, "dummy_batch").passed  # a batch of 3 does not show it

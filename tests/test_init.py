@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from repro.errors import ConfigError
-from repro.train.init import apply_init
+from repro.train.init import OUTPUT_GAIN, apply_init
 
 
 def _var(p: torch.Tensor) -> float:
@@ -53,7 +53,9 @@ def test_sequential_relu_tanh_last_layer_and_skipped_modules():
     assert report["0.weight"] == "he: kaiming_normal_(fan_in, relu) (feeds GELU)"
     assert report["4.weight"] == "xavier: xavier_uniform_ (feeds Tanh)"
     assert report["6.0.weight"].startswith("he")
-    assert report["8.weight"] == "xavier: xavier_uniform_ (no activation seen after it)"
+    assert report["8.weight"] == (
+        "output: xavier_uniform_(gain=0.1) (output layer: the last Linear/Conv registered in the model)"
+    )
     for name in ("0.bias", "4.bias", "6.0.bias", "8.bias"):
         assert report[name] == "zeros"
     assert "2.weight" not in report  # LayerNorm keeps its ones
@@ -83,12 +85,14 @@ def test_layer_outside_sequential_gets_xavier():
         def __init__(self):
             super().__init__()
             self.hidden = nn.Linear(4, 4)
+            self.out = nn.Linear(4, 2)
 
         def forward(self, x):
-            return torch.relu(self.hidden(x))  # invisible from outside
+            return self.out(torch.relu(self.hidden(x)))  # the ReLU is invisible from outside
 
     report = apply_init(Net())
-    assert report["hidden.weight"].startswith("xavier")
+    assert report["hidden.weight"] == "xavier: xavier_uniform_ (no activation seen after it)"
+    assert report["out.weight"].startswith("output")
 
 
 def test_lstm_weights_get_xavier_per_gate_and_zero_biases():
@@ -151,4 +155,63 @@ def test_report_names_every_initialised_parameter():
     report = apply_init(model)
     assert set(report) == {name for name, _ in model.named_parameters()}
     assert report["0.weight"].startswith("he")
-    assert report["3.weight"].startswith("xavier")
+    assert report["3.weight"].startswith("output")
+
+
+# ---- the output layer starts small: loss at init ~ ln C (Karpathy's Recipe, issue 13) -----------
+def _mlp(n_in: int = 16, hidden: int = 64, classes: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+
+
+def test_output_layer_gets_xavier_scaled_by_the_output_gain():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1000, 1000), nn.ReLU(), nn.Linear(1000, 500))
+    report = apply_init(model)
+    assert report["2.weight"].startswith("output: xavier_uniform_(gain=0.1)")
+    assert _var(model[2].weight) == pytest.approx(OUTPUT_GAIN**2 * 2 / 1500, rel=0.05)
+    assert report["0.weight"].startswith("he")  # a layer feeding a ReLU is never the output
+
+
+def test_standardised_inputs_start_near_ln_c_and_every_parameter_gets_a_gradient():
+    """The case of issue 13: unit-variance inputs gave 2.13 vs ln 3 with Xavier on the head."""
+    import math
+
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    x, y = torch.randn(256, 16), torch.randint(0, 3, (256,))  # standardised: unit variance
+    model = _mlp()
+    apply_init(model)
+    loss = F.cross_entropy(model(x), y)
+    assert abs(loss.item() - math.log(3)) < 0.05 * math.log(3)
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad.abs().max() > 0, name  # small, not zero: the gradient reaches every layer
+    # the previous rule (gain 1 on the head) started far above ln C on the same data
+    torch.manual_seed(0)
+    old = _mlp()
+    old[2].init_nonlinearity = "linear"
+    apply_init(old)
+    assert F.cross_entropy(old(x), y).item() > math.log(3) + 0.4  # measured 1.63
+
+
+def test_marked_output_layer_wins_over_the_last_registered():
+    class HeadFirst(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(8, 3)
+            self.head.init_nonlinearity = "output"
+            self.body = nn.Linear(4, 8)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    report = apply_init(HeadFirst())
+    assert report["head.weight"] == "output: xavier_uniform_(gain=0.1) (init_nonlinearity='output')"
+    assert report["body.weight"].startswith("xavier")
+
+
+def test_no_output_layer_when_the_last_layer_is_marked_otherwise():
+    model = _mlp()
+    model[2].init_nonlinearity = "tanh"
+    assert not any(v.startswith("output") for v in apply_init(model).values())

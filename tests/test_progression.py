@@ -197,7 +197,7 @@ def test_a_forced_failing_full_does_not_replace_the_full_milestone(fast):
     paper_yaml = fast.conf_dir / "paper" / "toy.yaml"
     paper_yaml.write_text(
         paper_yaml.read_text()
-        .replace("      value: 40.0", "      value: 99.9")
+        .replace("      value: 40.0", "      value: 101.0")  # above any accuracy: a sure FAIL
         .replace("      tolerance: 3.0", "      tolerance: 0.0")
     )
     forced = _run(fast, "full", ["seed=1"], force=True)
@@ -228,7 +228,7 @@ def test_experiments_need_a_passed_full(fast):
     paper_yaml = fast.conf_dir / "paper" / "toy.yaml"
     paper_yaml.write_text(
         paper_yaml.read_text()
-        .replace("      value: 40.0", "      value: 99.9")
+        .replace("      value: 40.0", "      value: 101.0")  # above any accuracy: a sure FAIL
         .replace("      tolerance: 3.0", "      tolerance: 0.0")
     )
     assert _run(fast, "full").record["status"] == "failed"

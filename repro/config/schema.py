@@ -154,6 +154,9 @@ class ShapesStage:
     leak_atol: float = field(metadata=GE0)
     zero_input_min_change: float = field(metadata=GE0)
     params_rel_tol: float = field(metadata=GE0)
+    alone_examples: int = field(metadata=GE1)
+    roundoff_eps: float = field(metadata=GT0)
+    frozen_ok: list[str]
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,11 @@ class OverfitStage:
     accept_full_accuracy: bool
     disable_dropout: bool
     speed_steps: int = field(metadata=bound(ge=3))
+    diverge_factor: float = field(metadata=bound(gt=1))
+    diverge_window: int = field(metadata=GE1)
+    stall_steps: int = field(metadata=GE1)
+    probability_atol: float = field(metadata=GT0)
+    floor_rtol: float = field(metadata=bound(gt=0, lt=1))
 
 
 @dataclass(frozen=True)

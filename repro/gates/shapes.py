@@ -5,6 +5,14 @@ Measurements (`measure_*`, `count_params`) run the model and return numbers; jud
 from the other into a Verdict. Every measurement restores the model's train/eval modes,
 requires_grad flags and .grad tensors, so the gate leaves the model as it found it.
 
+What it judges: output shape; loss at init vs ln C; outputs that are logits, not probabilities;
+a gradient to every trainable parameter; no gradient from one example's loss to another's input;
+two eval forwards identical (nothing random at eval); each example's logits alone, trimmed to its
+own length, equal to its logits inside the padded batch (padding masked, examples not mixed);
+frozen parameters named (and failed outside embeddings unless declared); zeroed inputs change the
+output; an odd batch size works; everything finite; the parameter count (issue 13 for the
+checks that came from its bug zoo).
+
 A batch is a dict of tensors with "label"; the other keys are the model's keyword arguments
 (repro/data/datamodule.py). Integer inputs use id 0 for padding and 1 for "unknown".
 """
@@ -47,6 +55,19 @@ def preserved(model: nn.Module) -> Iterator[None]:
         for p, requires_grad, grad in params:
             p.requires_grad_(requires_grad)
             p.grad = grad
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one CPU thread inside the block: batch-of-1 forwards gain nothing from two, and
+    on a busy 2-core machine OpenMP's spin-waits made them 7-18x slower (measured on BiMPM:
+    32 single examples in 0.55 s on one thread, 3.8-10 s on two; design.md, known pitfalls)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _nonfinite(t: torch.Tensor) -> int:
@@ -250,6 +271,170 @@ def measure_dummy_batch(
     return {"shape": tuple(logits.shape), "nonfinite": _nonfinite(logits), "error": None}
 
 
+def measure_eval_repeat(model: nn.Module, batch: Batch, logits: torch.Tensor) -> dict[str, Any]:
+    """Eval mode, no grad: the same batch a second time; max |Δlogits| against the first pass."""
+    inputs, _ = split_batch(batch)
+    with preserved(model), torch.no_grad():
+        model.eval()
+        again = model(**inputs)  # (B, C)
+    return {
+        "max_change": float((again - logits).abs().max()),
+        "scale": float(logits.abs().max()),
+        "dtype": str(logits.dtype).removeprefix("torch."),
+    }
+
+
+def trim_padding(one: Batch) -> Batch:
+    """One example's inputs (batch dim 1) cut to its own length: every dim after the batch dim of
+    its integer and bool inputs ends after the last non-zero entry (id 0 is padding, README), at
+    least 1 long. Dims that have the same size in the batch are cut together, to the longest of
+    them, so tensors that share a length (words and their characters) stay aligned, as a collate
+    of this one example would leave them. Float inputs and per-example scalars are kept."""
+    extent: dict[int, int] = {}
+    for v in one.values():
+        if v.is_floating_point() or v.dim() < 2:
+            continue
+        nonpad = (v[0] != 0).to(torch.int8)  # (...): the example without its batch dim
+        for d in range(nonpad.dim()):
+            others = tuple(x for x in range(nonpad.dim()) if x != d)
+            along = nonpad.amax(dim=others) if others else nonpad  # (size of dim d,)
+            last = int(along.nonzero().max()) + 1 if bool(along.any()) else 1
+            size = v.shape[d + 1]
+            extent[size] = max(extent.get(size, 1), last)
+    out = {}
+    for k, v in one.items():
+        keep = v.is_floating_point() or v.dim() < 2
+        out[k] = v if keep else v[(slice(None), *(slice(0, extent[n]) for n in v.shape[1:]))]
+    return out
+
+
+def _padding_per_row(inputs: Batch) -> torch.Tensor:
+    """(B,) number of padding ids (0) in each row's integer sequence inputs."""
+    size = next(iter(inputs.values())).shape[0]
+    pad = torch.zeros(size, dtype=torch.long)
+    for v in inputs.values():
+        if not v.is_floating_point() and v.dim() >= 2:
+            pad += (v == 0).reshape(size, -1).sum(1)
+    return pad
+
+
+def _float64_probe(
+    model: nn.Module, inputs: Batch
+) -> tuple[nn.Module, Callable, torch.Tensor, str | None]:
+    """(probe, cast for its inputs, its logits on `inputs`, note): a float64 copy of the model
+    when it runs in float64 (rounding ~1e-16 can neither hide a real difference nor fake one),
+    else the model itself in its own precision, with the reason in the note."""
+    import copy
+
+    try:
+        probe = copy.deepcopy(model).double().eval()
+        return probe, _as_float64, probe(**_as_float64(inputs)), None
+    except Exception as exc:  # float32 constants inside the model: measured as it is, and said so
+        dtype = next((p.dtype for p in model.parameters()), torch.float32)
+        note = f"float64 copy failed ({_error(exc)}): measured in {dtype}"
+        return model, lambda b: b, model(**inputs), note
+
+
+def _as_float64(inputs: Batch) -> Batch:
+    return {k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}
+
+
+def measure_alone_vs_batch(model: nn.Module, batch: Batch, examples: int) -> dict[str, Any]:
+    """Eval mode, no grad, float64 where the model allows it: each of `examples` examples (those
+    with the most padding) alone in a batch of 1, trimmed to its own length (trim_padding), vs
+    its logits inside the batch. Where they differ, the worst example also runs alone as padded
+    in the batch, to tell the two causes apart: batch_gap = max |alone as padded - in batch|
+    (its batch-mates change its output) and pad_gap = max |trimmed - alone as padded| (the amount
+    of padding changes it: padding not masked). The gradient-leak check cannot see the second: a
+    constant pad carries no gradient from one example to another."""
+    inputs, _ = split_batch(batch)
+    order = torch.argsort(_padding_per_row(inputs), descending=True, stable=True)
+    rows = order[:examples].tolist()
+    with preserved(model), torch.no_grad(), one_thread():
+        model.eval()
+        probe, cast, in_batch, note = _float64_probe(model, inputs)  # in_batch (B, C)
+        out = {"rows": rows, "dtype": str(in_batch.dtype).removeprefix("torch."), "note": note}
+        out |= {"scale": float(in_batch.abs().max()), "trim_error": None, "padded_rows": 0}
+        worst, worst_gap, worst_one = None, -1.0, None
+        for i in rows:
+            one = {k: v[i : i + 1] for k, v in inputs.items()}
+            trimmed = trim_padding(one) if out["trim_error"] is None else one
+            padded = any(trimmed[k].shape != one[k].shape for k in one)
+            try:
+                gap = float((probe(**cast(trimmed))[0] - in_batch[i]).abs().max())
+            except Exception as exc:  # a model that needs the batch's length: padding untested
+                if not padded:
+                    raise AloneError(i, exc) from exc
+                out["trim_error"], trimmed, padded = _error(exc), one, False
+                try:
+                    gap = float((probe(**cast(one))[0] - in_batch[i]).abs().max())
+                except Exception as exc:
+                    raise AloneError(i, exc) from exc
+            out["padded_rows"] += padded
+            if not gap <= worst_gap:  # NaN counts as the worst
+                worst, worst_gap, worst_one = i, gap, (one, trimmed, padded)
+        out |= {"gap": worst_gap, "row": worst}
+        out |= _split_gap(probe, cast, in_batch, worst, worst_gap, worst_one)
+    return out
+
+
+class AloneError(Exception):
+    """One example alone (a batch of 1) made the model raise: a bug of its own (a squeeze() that
+    drops the batch dim, a shape hard-coded from the batch)."""
+
+    def __init__(self, row: int, exc: BaseException):
+        super().__init__(
+            f"example {row} alone (a batch of 1) raised {_error(exc)}: a model must take any "
+            "batch size (a squeeze() that drops the batch dim?)"
+        )
+
+
+def _split_gap(probe, cast, in_batch, row, gap, ones) -> dict[str, Any]:
+    """The worst example's gap split into its two causes (one more forward, as padded, only
+    when the example was trimmed and its gap is not zero)."""
+    one, trimmed, padded = ones
+    if not padded:
+        return {"batch_gap": gap, "batch_row": row, "pad_gap": 0.0, "pad_row": None}
+    if gap == 0.0:
+        return {"batch_gap": 0.0, "batch_row": row, "pad_gap": 0.0, "pad_row": row}
+    alone = probe(**cast(one))[0]  # (C,): alone, as padded in the batch
+    return {
+        "batch_gap": float((alone - in_batch[row]).abs().max()),
+        "batch_row": row,
+        "pad_gap": float((probe(**cast(trimmed))[0] - alone).abs().max()),
+        "pad_row": row,
+        "pad_lengths": _lengths(one, trimmed),
+    }
+
+
+def _lengths(one: Batch, trimmed: Batch) -> str:
+    """'p_words 9 of 16, q_words 8 of 15': each id sequence's own length vs the batch's."""
+    seqs = [k for k, v in one.items() if not v.is_floating_point() and v.dim() == 2] or [
+        k for k, v in one.items() if not v.is_floating_point() and v.dim() > 2
+    ]
+    return ", ".join(f"{k} {trimmed[k].shape[1]} of {one[k].shape[1]}" for k in seqs)
+
+
+def measure_frozen(model: nn.Module) -> list[dict[str, Any]]:
+    """Every parameter with requires_grad False: name, the type of the module that owns it, size."""
+    owners = {id(p): type(m).__name__ for m in model.modules() for p in m.parameters(recurse=False)}
+    return [
+        {"name": n, "module": owners.get(id(p), "?"), "numel": p.numel()}
+        for n, p in model.named_parameters()
+        if not p.requires_grad
+    ]
+
+
+def measure_output_range(logits: torch.Tensor) -> dict[str, float]:
+    """min and max of the outputs, and how far the rows are from summing to 1 (probabilities)."""
+    return {
+        "min": float(logits.min()),
+        "max": float(logits.max()),
+        "row_sum_gap": float((logits.sum(-1) - 1).abs().max()),
+        "spread": float(logits.std(-1).mean()) if logits.shape[-1] > 1 else 0.0,
+    }
+
+
 # ---- judgements -------------------------------------------------------------------------------
 def check_output_shape(shape: tuple[int, ...], batch_size: int, num_classes: int) -> Check:
     expected = (batch_size, num_classes)
@@ -262,19 +447,174 @@ def check_output_shape(shape: tuple[int, ...], batch_size: int, num_classes: int
     )
 
 
-def check_init_loss(loss: float, num_classes: int, rel_tol: float) -> Check:
-    """At init a classifier should be unsure: CE ≈ -ln(1/C) = ln C, within rel_tol * ln C."""
+def check_init_loss(
+    loss: float,
+    num_classes: int,
+    rel_tol: float,
+    spread: float | None = None,
+    output_layer: str | None = None,
+) -> Check:
+    """At init a classifier should be unsure: CE ≈ -ln(1/C) = ln C, within rel_tol * ln C.
+
+    spread: the mean standard deviation of a row's logits (how confident the model starts);
+    output_layer: the layer repro's init started small ("" when repro's init found none, None
+    when unknown), so the reason can say what to change."""
     ln_c = math.log(num_classes)
     tol = rel_tol * ln_c
     gap = abs(loss - ln_c)
     ok = gap <= tol  # False for NaN
-    return Check(
-        "init_loss",
-        ok,
+    reason = (
         f"loss at init {loss:.4g} vs ln({num_classes}) = {ln_c:.4g}: "
-        f"|gap| {gap:.4g} {'<=' if ok else '>'} tol {tol:.4g} ({rel_tol:g} x ln C)",
-        {"loss": loss, "ln_c": ln_c, "tol": tol},
+        f"|gap| {gap:.4g} {'<=' if ok else '>'} tol {tol:.4g} ({rel_tol:g} x ln C)"
     )
+    if not ok and loss > ln_c:
+        reason += _init_too_confident(spread, output_layer)
+    elif not ok and loss < ln_c:
+        reason += (
+            ": below ln C, the model knows the labels before training: a label leaked into the "
+            "inputs, or the outputs/labels do not make a C-way cross-entropy"
+        )
+    return Check(
+        "init_loss", ok, reason, {"loss": loss, "ln_c": ln_c, "tol": tol, "spread": spread}
+    )
+
+
+def _init_too_confident(spread: float | None, output_layer: str | None) -> str:
+    """Why a loss at init far above ln C, and what to change (Karpathy's Recipe: init well)."""
+    why = ": the initial logits are large"
+    why += f" (each row's logits spread by {spread:.3g} on average)" if spread is not None else ""
+    why += ", so the model is confidently wrong before it has learnt anything; "
+    if output_layer:
+        return why + (
+            f"repro's init started the output layer {output_layer} small (Xavier x 0.1), so what "
+            "feeds it is large (un-normalised inputs? a missing normalisation?), or the output "
+            "layer is another one: mark that one with init_nonlinearity = 'output'"
+        )
+    return why + (
+        "start the output layer small (repro's he_xavier init does it for the last "
+        "Linear/Conv, or the one marked init_nonlinearity = 'output') or scale the logits down"
+    )
+
+
+def roundoff_tol(dtype: str, scale: float, eps_units: float) -> float:
+    """What rounding alone can explain between two computations of logits of size `scale`:
+    eps_units machine epsilons of `dtype`, times (1 + scale)."""
+    return eps_units * torch.finfo(getattr(torch, dtype)).eps * (1.0 + scale)
+
+
+def check_eval_repeat(max_change: float, tol: float) -> Check:
+    """Two eval-mode forwards of one batch must agree to rounding: nothing random at eval."""
+    ok = max_change <= tol  # False for NaN
+    return Check(
+        "eval_deterministic",
+        ok,
+        f"two eval-mode forwards of the same batch differ by {max_change:.3g} "
+        f"{'<=' if ok else '>'} {tol:.2g}"
+        + (
+            ""
+            if ok
+            else ": something random stays on in eval mode (dropout called with training=True or "
+            "without self.training, a noise layer): evaluation would not be reproducible"
+        ),
+        {"max_change": max_change, "tol": tol},
+    )
+
+
+def check_alone_vs_batch(m: dict[str, Any], eps_units: float) -> Check:
+    """An example's logits alone (trimmed to its own length) must equal its logits inside the
+    padded batch, to rounding (roundoff_tol in the measured dtype); a failure names the cause:
+    its batch-mates (batch_gap) or the padding they make it carry (pad_gap)."""
+    tol = roundoff_tol(m["dtype"], m["scale"], eps_units)
+    keys = ("gap", "row", "batch_gap", "pad_gap", "padded_rows", "trim_error", "rows")
+    ev = {k: m.get(k) for k in keys} | {"tol": tol, "dtype": m["dtype"]}
+    where = f"({m['dtype']}{'; ' + m['note'] if m['note'] else ''})"
+    if m["gap"] <= tol:
+        padded = f"{m['padded_rows']} of them padded in the batch"
+        reason = (
+            f"{len(m['rows'])} examples alone, trimmed to their own length ({padded}), vs inside "
+            f"the batch: max |Δlogits| {m['gap']:.2g} <= {tol:.2g} {where}"
+        )
+        if m["trim_error"]:
+            reason += f"; trimming raised {m['trim_error']}, so padding was not tested"
+        elif not m["padded_rows"]:
+            reason += ": padding was not tested"
+        return Check("alone_vs_batch", True, reason, ev)
+    if not m["batch_gap"] <= tol:
+        reason = (
+            f"example {m['row']}'s logits alone (a batch of 1) differ from inside the batch by "
+            f"{m['batch_gap']:.3g} > {tol:.2g} {where}: its output depends on its batch-mates, "
+            "though nothing should mix examples in eval mode (statistics over the batch? a "
+            "reshape or mean across dim 0?)"
+        )
+    else:
+        reason = (
+            f"example {m['row']} trimmed to its own length ({m.get('pad_lengths')}) gives logits "
+            f"{m['pad_gap']:.3g} away from the same example padded as in its batch (> {tol:.2g} "
+            f"{where}): its output depends on its batch-mates' padding, so padding is not masked: "
+            "an LSTM/GRU run over the pads (lengths ignored: pack the sequence or take the state "
+            "at each row's length), or a max/mean/attention over padded positions (mask them)"
+        )
+    return Check("alone_vs_batch", False, reason, ev)
+
+
+_FIXED_OK = ("Embedding", "EmbeddingBag")  # fixed (pretrained) vectors are common and intended
+
+
+def check_frozen(frozen: list[dict[str, Any]], allowed: list[str]) -> Check:
+    """Frozen parameters are named. Frozen embeddings pass (fixed pretrained vectors, e.g. BiMPM's
+    word vectors, are common and intended) and so do names matching stage.shapes.frozen_ok; any
+    other frozen parameter fails: no gradient check can see it, and a layer frozen by mistake
+    (a leftover requires_grad_(False), a loaded backbone left frozen) silently trains less."""
+    from fnmatch import fnmatchcase
+
+    def fixed(f: dict[str, Any]) -> bool:
+        return f["module"] in _FIXED_OK or any(fnmatchcase(f["name"], a) for a in allowed)
+
+    def show(fs: list[dict[str, Any]]) -> str:
+        return _names([f"{f['name']} ({f['module']}, {f['numel']:,})" for f in fs])
+
+    bad = [f for f in frozen if not fixed(f)]
+    ev = {"frozen": [f["name"] for f in frozen], "unexpected": [f["name"] for f in bad]}
+    if bad:
+        reason = (
+            f"{len(bad)} frozen parameters (requires_grad False: never trained) that are not "
+            f"embeddings: {show(bad)}; if the paper fixes them, list them in stage.shapes."
+            "frozen_ok, else make them trainable (requires_grad_(True))"
+        )
+        return Check("frozen_params", False, reason, ev)
+    if not frozen:
+        return Check("frozen_params", True, "no frozen parameters", ev)
+    reason = (
+        f"frozen, never trained: {show(frozen)}; intended only if the paper fixes them "
+        "(nn.Embedding.from_pretrained freezes unless freeze=False)"
+    )
+    return Check("frozen_params", True, reason, ev)
+
+
+def probability_floor(num_classes: int) -> float:
+    """The lowest cross-entropy that outputs in [0, 1] fed as logits can reach: one-hot
+    probabilities, -ln(e / (e + C - 1)) (0.5514 for C = 3, 0.3133 for C = 2)."""
+    return -math.log(math.e / (math.e + num_classes - 1))
+
+
+def check_logits(out: dict[str, float], num_classes: int, tol: float) -> Check:
+    """Cross-entropy expects logits: outputs in [0, 1] whose rows sum to 1 are probabilities.
+
+    Only rows summing to 1 are judged: outputs merely inside [0, 1] can be a correct model's at
+    init (measured: BiMPM's small-init logits all lay in [-0.073, -0.0001], nearly the same for
+    every example), so a sigmoid is left to the overfit gate, which sees the loss floor."""
+    lo, hi, sum_gap = out["min"], out["max"], out["row_sum_gap"]
+    probabilities = lo >= -tol and hi <= 1 + tol and sum_gap <= tol
+    if probabilities:
+        reason = (
+            f"every output lies in [{lo:.3g}, {hi:.3g}] and each row sums to 1 (max |sum - 1| "
+            f"{sum_gap:.2g}): the model outputs probabilities; cross-entropy expects logits (it "
+            "applies log-softmax itself): drop the softmax (training would stall at the "
+            f"cross-entropy floor of probabilities, {probability_floor(num_classes):.4f})"
+        )
+    else:
+        reason = f"outputs span [{lo:.3g}, {hi:.3g}], rows sum to 1 +- {sum_gap:.3g}: logits"
+    return Check("logits", not probabilities, reason, dict(out))
 
 
 def check_grad_flow(grad_max: dict[str, float], atol: float) -> Check:
@@ -392,8 +732,9 @@ def run(ctx) -> Verdict:
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     model = ctx.build_model(dm)
+    init = ctx.model_info.init if ctx.model_info is not None else None
     return run_shapes(
-        model, batch, dm.num_classes, ctx.cfg.stage.shapes, ctx.cfg.paper.expected_params
+        model, batch, dm.num_classes, ctx.cfg.stage.shapes, ctx.cfg.paper.expected_params, init
     )
 
 
@@ -403,8 +744,12 @@ def run_shapes(
     num_classes: int,
     c: ShapesStage,
     expected_params: int | None = None,
+    init: dict[str, str] | None = None,
 ) -> Verdict:
-    """Measure the model on `batch` (and a dummy batch), judge each measurement, one Verdict."""
+    """Measure the model on `batch` (and a dummy batch), judge each measurement, one Verdict.
+
+    init: what repro's init applied ({parameter: how}, as ModelInfo.init records it), so the
+    init-loss reason can name the output layer it started small."""
     if num_classes < 2:
         raise PaperError(
             f"num_classes: expected a classifier (C >= 2) for the shapes gate, found {num_classes}"
@@ -432,12 +777,15 @@ def run_shapes(
     if not checks[-1].passed:  # the other measurements need (B, C) logits
         evidence["not_run"] = "the other checks need logits of shape (B, C)"
         return verdict()
-    checks.append(check_init_loss(fwd["loss"], num_classes, c.init_loss_rel_tol))
+    _output_checks(fwd, num_classes, c, _output_layer(init), checks, evidence)
     nonfinite = {
         "logits": fwd["logits_nonfinite"],
         "loss at init": int(not math.isfinite(fwd["loss"])),
     }
     _gradient_checks(model, batch, c, measure, checks, evidence)
+    _row_checks(model, batch, fwd, c, measure, checks, evidence)
+    checks.append(check_frozen(measure_frozen(model), list(c.frozen_ok)))
+    evidence["frozen_params"] = checks[-1].evidence["frozen"]
     zero = measure("zero_input", lambda: measure_zero_input(model, batch, fwd["logits"]))
     if zero is not None:
         checks.append(check_zero_input(zero["max_change"], c.zero_input_min_change))
@@ -445,6 +793,57 @@ def run_shapes(
             zero["max_change"],
             zero["loss"],
         )
+    nonfinite["dummy logits"] = _dummy_check(model, batch, num_classes, c, checks, evidence)
+    checks.append(check_finite(nonfinite))
+    return verdict(fwd["loss"])
+
+
+def _output_layer(init: dict[str, str] | None) -> str | None:
+    """The layer repro's init started small ("" when it started none; None: init unknown)."""
+    if init is None:
+        return None
+    names = [n.rsplit(".", 1)[0] for n, how in init.items() if how.startswith("output:")]
+    return ", ".join(names)
+
+
+def _output_checks(fwd, num_classes: int, c: ShapesStage, output_layer, checks, evidence) -> None:
+    """Loss at init vs ln C, and outputs that are logits (not probabilities)."""
+    logits = fwd["logits"]
+    out = measure_output_range(logits) if not fwd["logits_nonfinite"] else None
+    spread = out["spread"] if out else None
+    checks.append(
+        check_init_loss(fwd["loss"], num_classes, c.init_loss_rel_tol, spread, output_layer)
+    )
+    if out is not None:
+        dtype = str(logits.dtype).removeprefix("torch.")
+        checks.append(check_logits(out, num_classes, roundoff_tol(dtype, 1.0, c.roundoff_eps)))
+        evidence["output_range"] = [out["min"], out["max"]]
+
+
+def _row_checks(model, batch, fwd, c: ShapesStage, measure, checks, evidence) -> None:
+    """Eval forwards repeat exactly, and each example's logits are the same alone as in the batch
+    (judged only when eval is deterministic and the logits finite: else both differ anyway)."""
+    if fwd["logits_nonfinite"]:
+        return
+    rep = measure("eval_deterministic", lambda: measure_eval_repeat(model, batch, fwd["logits"]))
+    if rep is None:
+        return
+    checks.append(
+        check_eval_repeat(
+            rep["max_change"], roundoff_tol(rep["dtype"], rep["scale"], c.roundoff_eps)
+        )
+    )
+    if not checks[-1].passed:
+        evidence["alone_vs_batch"] = "not judged: two eval forwards of one batch already differ"
+        return
+    rows = measure("alone_vs_batch", lambda: measure_alone_vs_batch(model, batch, c.alone_examples))
+    if rows is not None:
+        checks.append(check_alone_vs_batch(rows, c.roundoff_eps))
+        evidence["alone_vs_batch"] = checks[-1].evidence
+
+
+def _dummy_check(model, batch, num_classes: int, c: ShapesStage, checks, evidence) -> int:
+    """A batch of an unusual size through the model; returns its number of non-finite logits."""
     dummy = measure_dummy_batch(model, batch, num_classes, c.dummy_batch_size)
     checks.append(
         check_dummy_batch(
@@ -452,9 +851,7 @@ def run_shapes(
         )
     )
     evidence["dummy_output_shape"] = dummy["shape"] and list(dummy["shape"])
-    nonfinite["dummy logits"] = dummy["nonfinite"]
-    checks.append(check_finite(nonfinite))
-    return verdict(fwd["loss"])
+    return dummy["nonfinite"]
 
 
 def _gradient_checks(model, batch, c: ShapesStage, measure, checks, evidence) -> None:
@@ -486,6 +883,11 @@ class _Attempts:
             return measure()
         except Exception as exc:
             where = f"on the real batch of {self.size}"
-            self.checks.append(Check(name, False, f"the model raised {_error(exc)} {where}"))
+            reason = (
+                str(exc)
+                if isinstance(exc, AloneError)
+                else f"the model raised {_error(exc)} {where}"
+            )
+            self.checks.append(Check(name, False, reason))
             self.evidence[f"{name}_traceback"] = traceback.format_exc()
             return None

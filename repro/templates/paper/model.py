@@ -32,7 +32,7 @@ class Classifier(nn.Module):
             nn.Linear(n_features, cfg.hidden),
             nn.ReLU(),  # repro's default init gives the layer before a ReLU He init
             nn.Dropout(cfg.dropout),
-            nn.Linear(cfg.hidden, num_classes),
+            nn.Linear(cfg.hidden, num_classes),  # output layer: repro's init starts it small
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
