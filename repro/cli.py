@@ -33,7 +33,8 @@ OVERRIDES_ARG = typer.Argument(None, help="Hydra overrides, e.g. optim.lr=3e-3 m
 COLD_OPT = typer.Option(
     False,
     "--cold",
-    help="Run in this process even when a warm worker (`repro dev`) is up for the paper.",
+    help="Run in this process even when a warm worker (`repro dev`) is up for the paper "
+    "(data, shapes and overfit run there otherwise: same output, same record).",
 )
 RERUN_OVERRIDES_ARG = typer.Argument(None, help="Overrides appended to the recorded ones.")
 EXPECT_OPT = typer.Option(
@@ -93,8 +94,7 @@ def stage(
     ),
     cold: bool = COLD_OPT,
 ):
-    """Run one gate; a later gate refuses until the earlier ones passed on the current code.
-    With `repro dev` up, data, shapes and overfit run in its warm worker (same output, record)."""
+    """Run one gate; a later gate refuses until the earlier ones passed on the current code."""
     from repro.runner import run_stage
 
     project = _project()
