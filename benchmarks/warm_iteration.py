@@ -8,7 +8,8 @@ and times, in the same run and alternating which goes first:
   watch  `repro dev --watch`             no command at all: edit -> the verdict line printed
 For overfit the stale shapes runs first in every path (the progression rule). Each time runs
 until the command exits (verdict and status printed), or for --watch until the verdict line
-appears. Also printed: the worker's set-up time and its resident memory run after run.
+appears; the --watch rounds alternate with cold commands on a second copy (the watcher would
+see edits to its own). Also printed: the worker's set-up time and its memory run after run.
 Targets (issue 12): warm shapes p50 < 1 s and >= 5x faster than cold; warm overfit faster
 than cold by at least the worker's set-up time.
 """
@@ -156,70 +157,81 @@ def client_rounds(project, paper, model, original, worker, stages, repeats):
     return times, inside, rss
 
 
-def watch_rounds(project, paper, model, original, stages, repeats):
-    """{("watch", stage): [seconds]}: edit -> the stage's verdict line in the worker's output."""
+def watch_rounds(project, cold_project, paper, stages, repeats):
+    """{("watch", stage) / ("cold", stage): [seconds]}: edit -> the stage's verdict line in the
+    watching worker's output, interleaved with cold commands on a second copy of the project
+    (whose edits that worker does not see), so both meet the same machine load."""
     worker = Worker(project, paper, "--watch", *[a for s in stages for a in ("--stage", s)])
+    model, cold_model = (p.paper_dir(paper) / "model.py" for p in (project, cold_project))
+    original, cold_original = model.read_text(), cold_model.read_text()
     times: dict[tuple[str, str], list[float]] = {}
     try:
         time.sleep(0.5)
         for i in range(repeats):
-            t0 = edit(model, original, f"watch-{i}")
-            for stage in stages:
-                t = worker.first_line_after(t0, f"{stage}: PASS")
-                times.setdefault(("watch", stage), []).append(t - t0)
-            worker.first_line_after(t0, "exited 0")  # the child is done: next edit
-            time.sleep(0.2)
+            for path in ("watch", "cold") if i % 2 == 0 else ("cold", "watch"):
+                if path == "cold":
+                    for stage in stages:
+                        t0 = edit(cold_model, cold_original, f"cold-{stage}-{i}")
+                        repro(cold_project, "stage", stage, "--paper", paper, "--cold")
+                        times.setdefault(("cold", stage), []).append(time.perf_counter() - t0)
+                    continue
+                t0 = edit(model, original, f"watch-{i}")
+                for stage in stages:
+                    t = worker.first_line_after(t0, f"{stage}: PASS")
+                    times.setdefault(("watch", stage), []).append(t - t0)
+                worker.first_line_after(t0, "exited 0")  # the child is done: next edit
     finally:
         worker.stop()
+        model.write_text(original)
+        cold_model.write_text(cold_original)
     return times
 
 
-def report(times, inside, setup_s, rss, repeats, stages) -> None:
-    def med(key):
-        return statistics.median(times[key]) if key in times else float("nan")
-
-    def span(key):
-        return f"{min(times[key]):.2f}-{max(times[key]):.2f}" if key in times else ""
+def report(client, inside, watch, setup_s, rss, repeats, stages) -> None:
+    def cell(xs):
+        return f"{statistics.median(xs):6.2f} ({min(xs):.2f}-{max(xs):.2f})"
 
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\nedit -> verdict, median of {repeats} (min-max), seconds; {os.cpu_count()} CPUs, ")
-    print(f"load average {load}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    print(f"\nedit -> verdict in seconds, median of {repeats} (min-max); {os.cpu_count()} CPUs,")
     print(
-        f"{'stage':9s} {'cold CLI':>16s} {'warm repro stage':>18s} {'warm --watch':>16s} {'cold/warm':>10s}"
+        f"load average {load} (1, 5, 15 min); OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
     )
-    for s in stages:
-        c, w, x = med(("cold", s)), med(("warm", s)), med(("watch", s))
-        print(
-            f"{s:9s} {c:6.2f} {span(('cold', s)):>9s} {w:7.2f} {span(('warm', s)):>10s} "
-            f"{x:6.2f} {span(('watch', s)):>9s} {c / w:9.1f}x"
-        )
+    print(f"{'':26s} {'cold CLI':>20s} {'warm worker':>20s} {'speed-up':>9s} {'saved':>7s}")
+    rows = [("repro stage", client, "warm")] + (
+        [("repro dev --watch", watch, "watch")] if watch else []
+    )
+    gains = {}
+    for how, times, key in rows:
+        for s in stages:
+            c, w = times[("cold", s)], times[(key, s)]
+            cm, wm = statistics.median(c), statistics.median(w)
+            gains[(how, s)] = (cm, wm)
+            print(
+                f"{how + ' ' + s:26s} {cell(c):>20s} {cell(w):>20s} {cm / wm:8.1f}x {cm - wm:6.2f}"
+            )
     for s in stages:
         c, w = statistics.median(inside[("cold", s)]), statistics.median(inside[("warm", s)])
         print(
-            f"{s}: inside the recorded runs (create -> verdict, gate included) cold {c:.2f} s, "
-            f"warm {w:.2f} s; outside them cold {med(('cold', s)) - c:.2f} s, "
-            f"warm {med(('warm', s)) - w:.2f} s"
+            f"repro stage {s}: {c:.2f} s cold / {w:.2f} s warm inside the recorded runs (create -> "
+            f"verdict, gate included), {statistics.median(client[('cold', s)]) - c:.2f} s / "
+            f"{statistics.median(client[('warm', s)]) - w:.2f} s outside them"
         )
     print(f"worker set-up (paid once): {setup_s:.2f} s")
     print(
         f"worker RSS: {rss[0]:.1f} MB after start, {rss[-1]:.1f} MB after {len(rss) - 1} warm runs "
         f"({rss[-1] - rss[0]:+.1f} MB; max {max(rss):.1f})"
     )
-    if "shapes" in stages:
-        w, c = med(("warm", "shapes")), med(("cold", "shapes"))
-        x = med(("watch", "shapes"))
-        for how, t in (("repro stage", w), ("--watch", x)):
+    for (how, s), (cm, wm) in gains.items():
+        if s == "shapes":
             print(
-                f"target warm shapes (via {how}) p50 < 1 s: {'met' if t < 1 else 'MISSED'} "
-                f"({t:.2f} s); >= 5x faster than cold: {'met' if c / t >= 5 else 'MISSED'} "
-                f"({c / t:.1f}x)"
+                f"target {how} shapes p50 < 1 s: {'met' if wm < 1 else 'MISSED'} ({wm:.2f} s); "
+                f">= 5x faster than cold: {'met' if cm / wm >= 5 else 'MISSED'} ({cm / wm:.1f}x)"
             )
-    if "overfit" in stages:
-        gain = med(("cold", "overfit")) - med(("warm", "overfit"))
-        print(
-            f"target warm overfit faster by >= set-up ({setup_s:.2f} s): "
-            f"{'met' if gain >= setup_s else 'MISSED'} ({gain:.2f} s faster)"
-        )
+        if s == "overfit":
+            print(
+                f"target {how} overfit faster than cold by >= the set-up ({setup_s:.2f} s): "
+                f"{'met' if cm - wm >= setup_s else 'MISSED'} ({cm - wm:.2f} s faster)"
+            )
 
 
 def main() -> None:
@@ -233,28 +245,25 @@ def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("COLUMNS", "120")
     with tempfile.TemporaryDirectory(prefix="warm-iteration-") as d:
-        project = copy_project(args.source, args.paper, Path(d) / "proj")
+        copies = [copy_project(args.source, args.paper, Path(d) / n) for n in ("a", "b")]
+        print(f"priming: data, shapes, overfit pass cold in {d}/a and {d}/b")
+        for project in copies if not args.no_watch else copies[:1]:
+            repro(project, "stage", "overfit", "--paper", args.paper, "--cold")
+        project = copies[0]
         model = project.paper_dir(args.paper) / "model.py"
         original = model.read_text()
+        worker = Worker(project, args.paper)
         try:
-            print(f"priming: data, shapes, overfit pass cold in {project.root}")
-            repro(project, "stage", "overfit", "--paper", args.paper, "--cold")
-            worker = Worker(project, args.paper)
-            try:
-                times, inside, rss = client_rounds(
-                    project, args.paper, model, original, worker, args.stages, args.repeats
-                )
-                setup_s = worker.setup_s
-            finally:
-                worker.stop()
-            if not args.no_watch:
-                watched = watch_rounds(
-                    project, args.paper, model, original, args.stages, args.repeats
-                )
-                times.update(watched)
+            client, inside, rss = client_rounds(
+                project, args.paper, model, original, worker, args.stages, args.repeats
+            )
         finally:
+            worker.stop()
             model.write_text(original)  # restored, even in the throwaway copy
-        report(times, inside, setup_s, rss, args.repeats, args.stages)
+        watch = {}
+        if not args.no_watch:
+            watch = watch_rounds(project, copies[1], args.paper, args.stages, args.repeats)
+        report(client, inside, watch, worker.setup_s, rss, args.repeats, args.stages)
 
 
 if __name__ == "__main__":

@@ -179,6 +179,16 @@ def test_code_change_between_two_warm_runs_records_both_with_different_fingerpri
     assert "shapes: PASS" in first.stdout and "shapes: PASS" in second.stdout
 
 
+def test_overrides_that_change_the_data_config_run_warm_with_data_built_in_the_child(shared):
+    project, worker = shared
+    proc = stage(project, "shapes", "data.n_examples=300")
+    assert proc.returncode == 0, proc.stderr
+    rec = newest(project, "shapes")
+    assert rec["overrides"] == ["data.n_examples=300"]
+    assert rec["worker"]["warm"] is True and rec["worker"]["warm_data"] is False
+    assert rec["evidence"]["batch_size"] == 32
+
+
 def test_a_model_that_fails_to_import_is_one_clear_line_and_the_worker_survives(shared, model_py):
     project, worker = shared
     model_py.write_text(model_py.read_text() + "\ndef broken(:\n")
@@ -404,3 +414,20 @@ def test_dev_help_and_stage_without_watch(cli, project):
     assert err.strip() == "Error: --stage chooses what --watch re-runs on a change: add --watch"
     code, out, _ = cli("stage", "--help")
     assert "--cold" in out
+
+
+@pytest.mark.slow
+def test_the_warm_iteration_benchmark_runs_and_prints_every_figure(tmp_path):
+    source = _new_project(tmp_path / "source")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "warm_iteration.py"), "--source", str(source)]
+        + ["--paper", "toy", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=_env(),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for row in ("repro stage shapes", "repro stage overfit", "repro dev --watch shapes"):
+        assert row in proc.stdout
+    assert "worker set-up (paid once)" in proc.stdout and "worker RSS" in proc.stdout

@@ -168,3 +168,35 @@ def test_the_child_takes_its_thread_count_from_the_clients_environment(var, monk
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+# ---- worker.py: what it declines -------------------------------------------------------------
+def test_the_worker_declines_what_must_run_in_the_commands_own_process(project):
+    from rich.console import Console
+
+    import repro
+    from repro.dev.worker import Worker, _python
+
+    worker = Worker(project, "toy", Console())
+    good = {
+        "op": "stage",
+        "paper": "toy",
+        "stage": "shapes",
+        "version": repro.__version__,
+        "python": _python(),
+    }
+    a, b = socket.socketpair(socket.AF_UNIX)
+    try:
+        assert worker._refusal(good, a, [0, 1, 2]) is None
+        cases = {
+            "paper": ("other", "this worker serves toy, not other"),
+            "stage": ("full", "full runs in its own process"),
+            "version": ("0.0.1", "repro 0.0.1 asked"),
+            "python": ("/elsewhere (Python 3.0)", "this command in /elsewhere"),
+        }
+        for key, (value, why) in cases.items():
+            assert why in worker._refusal({**good, key: value}, a, [0, 1, 2])
+        assert "not a stage request" in worker._refusal(good, a, [0])
+    finally:
+        a.close()
+        b.close()

@@ -63,6 +63,8 @@ def rss_mb(pid: int | None = None) -> float | None:
 
 
 class Worker:
+    """One warm worker for a project and paper: `run()` warms up, serves, and cleans up."""
+
     def __init__(
         self, project: Project, paper: str, console: Console, watch: list[str] | None = None
     ):
@@ -100,7 +102,7 @@ class Worker:
         directory.mkdir(mode=0o700, exist_ok=True)
         ignore = directory / ".gitignore"
         if not ignore.exists():  # the lock and socket are no code: a run's git state skips them
-            ignore.write_text("# repro dev's lock and socket: not part of the project\n*\n")
+            ignore.write_text("# this checkout's state (repro dev's lock and socket)\n*\n")
         fd = os.open(lock_path(self.project, self.paper), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
