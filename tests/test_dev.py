@@ -420,7 +420,12 @@ def test_dev_help_and_stage_without_watch(cli, project):
 def test_the_warm_iteration_benchmark_runs_and_prints_every_figure(tmp_path):
     source = _new_project(tmp_path / "source")
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "warm_iteration.py"), "--source", str(source)]
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "warm_iteration.py"),
+            "--source",
+            str(source.root),
+        ]
         + ["--paper", "toy", "--repeats", "1"],
         capture_output=True,
         text=True,
