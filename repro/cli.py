@@ -35,6 +35,12 @@ PAPER_OPT = typer.Option(
     help="Paper name (default: \\[tool.repro] paper in pyproject.toml, or the only paper).",
 )
 OVERRIDES_ARG = typer.Argument(None, help="Hydra overrides, e.g. optim.lr=3e-3 model.hidden=128.")
+COLD_OPT = typer.Option(
+    False,
+    "--cold",
+    help="Run in this process even when a warm worker (`repro dev`) is up for the paper "
+    "(data, shapes and overfit run there otherwise: same output, same record).",
+)
 RERUN_OVERRIDES_ARG = typer.Argument(None, help="Overrides appended to the recorded ones.")
 EXPECT_OPT = typer.Option(
     None,
@@ -177,6 +183,7 @@ def stage(
         "--dry-run",
         help="full only: print the time/memory forecast and stop (no run is recorded).",
     ),
+    cold: bool = COLD_OPT,
 ):
     """Run one gate; a later gate refuses until the earlier ones passed on the current code."""
     from repro.runner import run_stage
@@ -198,6 +205,7 @@ def stage(
 
         forecast_only(project, paper, overrides, console)
         raise typer.Exit(0)
+    _run_in_worker(project, paper, name, overrides, force, skip=cold or resume)
     try:
         if resume:
             from repro.rerun import resume_full
@@ -216,6 +224,52 @@ def stage(
         err_console.print("Interrupted: the run is recorded as interrupted (see `repro log`).")
         raise typer.Exit(130) from None
     _finish(project, paper, run)
+
+
+WATCH_STAGES_OPT = typer.Option(
+    None,
+    "--stage",
+    "-s",
+    help="What --watch re-runs on a change: shapes (default) or overfit; repeat for both.",
+)
+
+
+@app.command()
+def dev(
+    paper: str | None = PAPER_OPT,
+    stages: list[str] | None = WATCH_STAGES_OPT,
+    watch: bool = typer.Option(
+        False, "--watch", help="Re-run the gates whenever a file of the paper or conf/ changes."
+    ),
+):
+    """Keep a warm worker for a paper: `repro stage data|shapes|overfit` runs in it without the
+    start-up, recorded as usual; --watch re-runs gates when the paper's code or config changes."""
+    from repro.dev.protocol import SERVED_STAGES
+    from repro.dev.worker import Worker
+
+    project = _project()
+    paper = project.resolve_paper(paper)
+    if stages and not watch:
+        raise ReproError("--stage chooses what --watch re-runs on a change: add --watch")
+    for s in stages or []:
+        if s not in SERVED_STAGES:
+            raise ReproError(
+                f"--stage {s}: expected one of {', '.join(SERVED_STAGES)} (full and experiments "
+                "run in their own process: `repro stage full`)"
+            )
+    Worker(project, paper, console, watch=(stages or ["shapes"]) if watch else None).run()
+
+
+def _run_in_worker(project, paper, name, overrides, force, skip: bool) -> None:
+    """Exit with the code of the run when the paper's warm worker ran it; return when there is no
+    worker or it declined (the worker's child itself calls `stage` with --cold)."""
+    if skip:
+        return
+    from repro.dev.client import hand_to_worker
+
+    code = hand_to_worker(project, paper, name, overrides, force)
+    if code is not None:
+        raise typer.Exit(code)
 
 
 def _finish(project, paper: str, run) -> None:
