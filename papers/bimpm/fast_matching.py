@@ -134,7 +134,9 @@ class _MaxPoolCosine(torch.autograd.Function):
         g_n1 = -g * m / n1  # (B, Ti, L)
         g_n2 = torch.zeros_like(n2).view(B, L * Tj)  # (B, L*Tj), summed over the i's that won
         flat = j + (torch.arange(L, device=j.device) * Tj)  # index into (L, Tj), flattened
-        g_n2.scatter_add_(1, flat.view(B, -1), (-g * m / n2_j).view(B, -1))
+        g_n2.scatter_add_(
+            1, flat.view(B, -1), (-g * m / n2_j).reshape(B, -1)
+        )  # g may be non-contiguous
         # n = sqrt(max(sq, eps2)): dn/dsq = 1 / (2n) above the clamp, 0 below it.
         g_sq1 = torch.where(sq1 > eps2, g_n1 / (2 * n1), 0.0)  # (B, Ti, L)
         g_sq2 = torch.where(sq2 > eps2, g_n2.view(B, L, Tj) / (2 * n2), 0.0)  # (B, L, Tj)
