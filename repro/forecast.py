@@ -19,6 +19,9 @@ from repro.config.schema import RunConfig
 BYTES_PER_PARAM = 16  # fp32 weights + gradients + Adam's two moments, 4 bytes each
 MARGIN = 1.5  # the bound's step time is the p90 step x this; x 2 when the sample was noisy
 NOISY_SPREAD = 1.5  # p90 / median above this, or a load above the CPUs: a noisy measurement
+# Not measured: each seed's plots (matplotlib), result files and checkpoint writes. Measured on
+# the toy paper (2 epochs): ~0.3-0.5 s per seed; the bound allows this much.
+PER_SEED_SLACK_S = 1.0
 
 
 @dataclass
@@ -27,7 +30,9 @@ class ForecastInputs:
     train_p90_s: float
     eval_step_s: float  # median evaluation step at `measured_eval_batch`
     eval_p90_s: float
-    setup_s: float  # Trainer start to first batch, per fit/validate/test
+    fit_overhead_s: float  # a fit call's time outside its batches (Trainer set-up, teardown)
+    eval_overhead_s: float  # a validate or test call's (also charged to each epoch's validation)
+    build_s: float  # a fresh datamodule and model, as each seed builds them
     measured_batch: int
     measured_eval_batch: int
     n_train: int
@@ -69,18 +74,20 @@ def margin(i: ForecastInputs) -> tuple[float, bool]:
     return (2 * MARGIN if noisy else MARGIN), noisy
 
 
-def _seconds(i: ForecastInputs, train_s: float, eval_s: float) -> dict[str, float]:
-    """Epoch, finder and total seconds for one training-step and one eval-step time."""
+def _seconds(i: ForecastInputs, train_s: float, eval_s: float, k: float) -> dict[str, float]:
+    """Epoch, finder and total seconds for one training-step and one eval-step time; `k`
+    scales the fixed costs (1 for the likely time, the margin for the bound)."""
     step = scaled(train_s, i.measured_batch, i.batch_size)
     ev = scaled(eval_s, i.measured_eval_batch, i.eval_batch_size)
     n_steps = train_batches(i.n_train, i.batch_size, i.limit_train_batches)
     val = math.ceil(i.n_val / i.eval_batch_size) * ev
     test = math.ceil(i.n_test / i.eval_batch_size) * ev
-    epoch = n_steps * step + val
-    finder = i.lr_finder_steps * step
-    # per seed: the finder, every epoch (early stopping can only shorten it), then the best
-    # checkpoint validated and tested again; a Trainer's set-up for fit, validate and test
-    per_seed = finder + i.max_epochs * epoch + val + test + 3 * i.setup_s
+    epoch = n_steps * step + val + k * i.eval_overhead_s  # each epoch validates (and checkpoints)
+    finder = i.lr_finder_steps * step + (k * i.fit_overhead_s if i.lr_finder_steps else 0.0)
+    # per seed: build data and model, the finder, every epoch (early stopping can only shorten
+    # it), then the best checkpoint validated and tested again
+    fixed = k * (i.build_s + i.fit_overhead_s + 2 * i.eval_overhead_s) + (PER_SEED_SLACK_S if k > 1 else 0.0)
+    per_seed = fixed + finder + i.max_epochs * epoch + val + test
     return {
         "step_s": step,
         "steps": n_steps,
@@ -94,8 +101,8 @@ def forecast_full(i: ForecastInputs) -> dict[str, Any]:
     """A likely time (median steps) and an upper bound (p90 steps x margin), and a rough memory
     figure; the note says every assumption."""
     factor, noisy = margin(i)
-    likely = _seconds(i, i.train_step_s, i.eval_step_s)
-    bound = _seconds(i, i.train_p90_s * factor, i.eval_p90_s * factor)
+    likely = _seconds(i, i.train_step_s, i.eval_step_s, 1.0)
+    bound = _seconds(i, i.train_p90_s * factor, i.eval_p90_s * factor, factor)
     state_mb = (i.params or 0) * BYTES_PER_PARAM / 2**20
     # The overfit process held the same model, Adam state and the dataset; activations at a larger
     # batch are not measured, hence the wide band.
@@ -114,7 +121,8 @@ def forecast_full(i: ForecastInputs) -> dict[str, Any]:
         "noisy": noisy,
         "param_state_mb": state_mb,
         "peak_rss_mb": peak_mb,
-        "note": f"bound: every epoch runs (no early stopping) at the p90 step x {factor:g}"
+        "note": f"bound: every epoch runs (no early stopping) at the p90 step x {factor:g}, fixed costs "
+        f"(builds, Lightning set-up, validation) x {factor:g}"
         + (" (noisy measurement: doubled margin)" if noisy else "")
         + "; steps scaled linearly to larger batches; the machine no busier than when measured; memory ±50%",
     }
@@ -176,7 +184,8 @@ def inputs_from_records(
     s = speed.speed
     return ForecastInputs(
         train_step_s=s.train_median_s, train_p90_s=s.train_p90_s, eval_step_s=s.eval_median_s,
-        eval_p90_s=s.eval_p90_s, setup_s=s.setup_s, measured_batch=s.batch_size,
+        eval_p90_s=s.eval_p90_s, fit_overhead_s=s.fit_overhead_s, eval_overhead_s=s.eval_overhead_s,
+        build_s=s.build_s, measured_batch=s.batch_size,
         measured_eval_batch=s.eval_batch_size, n_train=sizes.sizes.get("train", 0),
         n_val=sizes.sizes.get("val", 0), n_test=sizes.sizes.get("test", 0),
         batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch,

@@ -150,9 +150,10 @@ def _row(stage: str, run, around: str) -> StageState:
 
 
 def _around(runs: list, milestone) -> str:
-    """'2 runs with overrides or --force since (newest: FAIL 20261130-...)', or ''."""
-    since = milestone.id if milestone is not None else ""
-    others = [r for r in runs if not is_milestone_run(r) and r.id > since]
+    """'2 runs with overrides or --force since (newest: FAIL 20261130-...)', or ''. Runs come
+    newest first (start time to the microsecond): those before the milestone are newer than it."""
+    newer = runs[: runs.index(milestone)] if milestone is not None else runs
+    others = [r for r in newer if not is_milestone_run(r)]
     if not others:
         return ""
     newest = others[0]

@@ -4,7 +4,8 @@ The full stage's forecast extrapolates from this. A bare loop on one fixed batch
 times) misses Lightning's per-step overhead, data loading and the batches' real lengths: on the
 toy paper its steps took ~1 ms while Lightning's took several. So this runs a short fit (no
 logger, no checkpoint, no validation) and a short validation with a callback that times every
-batch, and records the spread and the machine's load so that the forecast can say how sure it is.
+batch, and records the spread, the machine's load and what each Lightning call costs around its batches (Trainer set-up,
+loaders, teardown) so that the forecast can say how sure it is and leave out no fixed cost.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import pytorch_lightning as pl
 from repro.gates.metrics import SpeedSample
 
 
-def measure_speed(module, dm, steps: int, accelerator: str) -> SpeedSample:
+def measure_speed(module, dm, steps: int, accelerator: str, build_s: float) -> SpeedSample:
     """Time `steps` training steps and as many validation batches of `module` on `dm`'s loaders
-    (the first two of each are warm-up and not counted). Changes the module's weights."""
+    (the first two of each are warm-up and not counted), and what each Lightning call costs
+    around its batches. Changes the module's weights. build_s: the caller's timing of a fresh
+    datamodule and model build (each seed of the full stage pays it)."""
     timer = _Timer()
     common = dict(
         accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
@@ -28,10 +31,11 @@ def measure_speed(module, dm, steps: int, accelerator: str) -> SpeedSample:
     )  # fmt: skip
     load_before = _load()
     t0 = time.perf_counter()
-    pl.Trainer(max_steps=steps + 2, limit_val_batches=0, num_sanity_val_steps=0, **common).fit(
-        module, datamodule=dm
-    )
+    fit = pl.Trainer(max_steps=steps + 2, limit_val_batches=0, num_sanity_val_steps=0, **common)
+    fit.fit(module, datamodule=dm)
+    t1 = time.perf_counter()
     pl.Trainer(limit_val_batches=steps + 2, **common).validate(module, datamodule=dm, verbose=False)
+    t2 = time.perf_counter()
     load_after = _load()
     train, evals = timer.train[2:] or timer.train, timer.eval[2:] or timer.eval
     return SpeedSample(
@@ -42,7 +46,9 @@ def measure_speed(module, dm, steps: int, accelerator: str) -> SpeedSample:
         train_p90_s=_p90(train),
         eval_median_s=statistics.median(evals),
         eval_p90_s=_p90(evals),
-        setup_s=(timer.first_batch or t0) - t0,
+        fit_overhead_s=max(0.0, (t1 - t0) - sum(timer.train)),
+        eval_overhead_s=max(0.0, (t2 - t1) - sum(timer.eval)),
+        build_s=build_s,
         load_avg=max(load_before, load_after)
         if load_before is not None and load_after is not None
         else None,
@@ -68,7 +74,6 @@ class _Timer(pl.Callback):
     def __init__(self):
         self.train: list[float] = []
         self.eval: list[float] = []
-        self.first_batch: float | None = None
         self._last: float | None = None
 
     def _tick(self, times: list[float]) -> None:
@@ -78,8 +83,6 @@ class _Timer(pl.Callback):
         self._last = now
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self.first_batch is None:
-            self.first_batch = time.perf_counter()
         self._tick(self.train)
 
     def on_train_end(self, trainer, pl_module):

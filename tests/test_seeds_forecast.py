@@ -71,7 +71,9 @@ def _inputs(**kw) -> ForecastInputs:
         train_p90_s=0.12,
         eval_step_s=0.03,
         eval_p90_s=0.04,
-        setup_s=0.5,
+        fit_overhead_s=0.4,
+        eval_overhead_s=0.1,
+        build_s=0.3,
         measured_batch=32,
         measured_eval_batch=32,
         n_train=800,
@@ -98,18 +100,21 @@ def test_step_time_scales_up_with_batch_but_never_down():
     assert train_batches(800, 32, 0.5) == 12 and train_batches(800, 32, 10) == 10
 
 
-def test_forecast_sums_epochs_eval_finder_setup_and_seeds():
+def test_forecast_sums_epochs_eval_finder_fixed_costs_and_seeds():
     fc = forecast_full(_inputs())
     eval_step = 0.03 * 50 / 32  # measured at 32, scaled up to 50
-    assert fc["s_per_epoch"] == pytest.approx(25 * 0.1 + 2 * eval_step)
-    # likely: every epoch, then validate and test the best checkpoint, and three Trainer set-ups
-    assert fc["likely_s"] == pytest.approx(5 * fc["s_per_epoch"] + 4 * eval_step + 3 * 0.5)
+    epoch = 25 * 0.1 + 2 * eval_step + 0.1  # steps, validation batches, the validation's overhead
+    assert fc["s_per_epoch"] == pytest.approx(epoch)
+    # likely: build, fit set-up, every epoch, then validate and test the best checkpoint (each
+    # its batches and its overhead)
+    fixed = 0.3 + 0.4 + 2 * 0.1
+    assert fc["likely_s"] == pytest.approx(fixed + 5 * epoch + 4 * eval_step)
     assert fc["margin"] == 1.5 and fc["noisy"] is False
-    bound_epoch = 25 * 0.12 * 1.5 + 2 * 0.04 * 50 / 32 * 1.5
+    bound_epoch = 25 * 0.12 * 1.5 + 2 * 0.04 * 50 / 32 * 1.5 + 0.1 * 1.5
     assert fc["s_per_epoch_bound"] == pytest.approx(bound_epoch)
     two = forecast_full(_inputs(seeds=2, lr_finder_steps=100))
-    assert two["lr_finder_s"] == pytest.approx(10.0)
-    assert two["likely_s"] == pytest.approx(2 * (fc["likely_s"] + 10.0))
+    assert two["lr_finder_s"] == pytest.approx(10.0 + 0.4)  # its steps and its fit's overhead
+    assert two["likely_s"] == pytest.approx(2 * (fc["likely_s"] + 10.4))
     assert fc["param_state_mb"] == pytest.approx(16e6 / 2**20)
     assert fc["peak_rss_mb"] == pytest.approx(400 + 16e6 / 2**20)
     assert forecast_full(_inputs(overfit_peak_rss_mb=None))["peak_rss_mb"] is None
@@ -136,7 +141,7 @@ def test_forecast_wording_and_comparison_with_actual():
     assert "peak memory ≈ 415 MB" in text and text.endswith("device cpu")
     line = compare(fc, {"wall_s": 100.0, "s_per_epoch": 2.0, "epochs": 30, "peak_rss_mb": 500.0})
     assert "(bound held)" in line
-    assert "2.59 vs 2.00 s/epoch (30 epochs run of 120 forecast)" in line
+    assert "2.69 vs 2.00 s/epoch (30 epochs run of 120 forecast)" in line
     assert "peak memory ≈ 415 vs 500 MB" in line
     assert "(bound BROKEN)" in compare(fc, {"wall_s": fc["total_s"] + 1})
     assert compare(None, {"wall_s": 1}) is None
@@ -149,7 +154,9 @@ RECORDED = [  # (forecast inputs, actual wall seconds) measured on this 2-core m
             train_p90_s=0.156,
             eval_step_s=0.05,
             eval_p90_s=0.05,
-            setup_s=0.02,
+            fit_overhead_s=0.1,
+            eval_overhead_s=0.05,
+            build_s=0.3,
             n_train=240,
             n_val=30,
             n_test=30,

@@ -186,10 +186,10 @@ def run(ctx) -> Verdict:
     """Train every seed (each continuing from its checkpoint on --resume), test, compare."""
     from repro.forecast import print_forecast
 
-    t0 = time.perf_counter()
     cfg = ctx.cfg
     if not ctx.resume:
         ctx.run.annex(forecast=print_forecast(ctx.project, ctx.paper, cfg, ctx.console))
+    t0 = time.perf_counter()  # what the forecast forecasts: from here to the verdict
     seeds = [ctx.seed + i for i in range(cfg.seeds)]
     wandb = _wandb_run(ctx)
     try:
@@ -198,10 +198,10 @@ def run(ctx) -> Verdict:
         if wandb is not None:
             wandb.finish("interrupted", None)
         raise
+    dm = results[-1][1]  # the split is the same for every seed (data.split_seed)
+    results = [r for r, _ in results]
     per_seed = [r.metrics for r in results]
     dataset = cfg.data.options.get("dataset")
-    dm = ctx.build_datamodule()
-    dm.setup("fit")  # the split is the same for every seed (data.split_seed)
     majority = majority_rates(dm)
     checks = judge(cfg, per_seed, majority, dataset)
     keys = sorted({k for m in per_seed for k in m})
@@ -241,7 +241,7 @@ def _fit_seed(ctx, seed: int, i: int, seeds: list[int], wandb):
         + ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.metrics.items())),
         highlight=False,
     )
-    return result
+    return result, dm
 
 
 def _wandb_run(ctx):

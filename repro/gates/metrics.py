@@ -44,7 +44,9 @@ class SpeedSample:
     train_p90_s: float
     eval_median_s: float
     eval_p90_s: float
-    setup_s: float  # from Trainer.fit's start to its first batch (once per training run)
+    fit_overhead_s: float  # a Trainer.fit call's time outside its batches (set-up, teardown)
+    eval_overhead_s: float  # the same for a validate or test call
+    build_s: float  # building the datamodule (set up) and the model afresh, as each seed does
     load_avg: float | None  # 1-minute load average while measuring
     cpus: int | None
 

@@ -472,5 +472,11 @@ def _speed(ctx, model, dm, lr: float):
     from repro.train.module import ClassificationModule
 
     quiet_lightning()
+    t0 = time.perf_counter()  # a fresh build, as each seed of the full stage does (not warm)
+    fresh = ctx.build_datamodule(fresh=True)
+    fresh.setup("fit")
+    ctx.build_model(fresh)
+    build_s = time.perf_counter() - t0
     module = ClassificationModule(model, ctx.cfg.optim, ctx.cfg.schedule, lr)
-    return measure_speed(module, dm, ctx.cfg.stage.overfit.speed_steps, ctx.cfg.trainer.accelerator)
+    c = ctx.cfg
+    return measure_speed(module, dm, c.stage.overfit.speed_steps, c.trainer.accelerator, build_s)
