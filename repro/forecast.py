@@ -86,7 +86,9 @@ def _seconds(i: ForecastInputs, train_s: float, eval_s: float, k: float) -> dict
     finder = i.lr_finder_steps * step + (k * i.fit_overhead_s if i.lr_finder_steps else 0.0)
     # per seed: build data and model, the finder, every epoch (early stopping can only shorten
     # it), then the best checkpoint validated and tested again
-    fixed = k * (i.build_s + i.fit_overhead_s + 2 * i.eval_overhead_s) + (PER_SEED_SLACK_S if k > 1 else 0.0)
+    fixed = k * (i.build_s + i.fit_overhead_s + 2 * i.eval_overhead_s) + (
+        PER_SEED_SLACK_S if k > 1 else 0.0
+    )
     per_seed = fixed + finder + i.max_epochs * epoch + val + test
     return {
         "step_s": step,
@@ -129,7 +131,7 @@ def forecast_full(i: ForecastInputs) -> dict[str, Any]:
 
 
 def _minutes(s: float) -> str:
-    return f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
+    return f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s" if s >= 10 else f"{s:.1f} s"
 
 
 def format_forecast(fc: dict[str, Any]) -> str:

@@ -27,7 +27,9 @@ def judge_run(project: Project, paper: str, run_id: str | None, console: Console
     old = _judged_run(project, paper, run_id)
     metrics = load_metrics(FullMetrics, old.record)
     resolved = compose(project, old.paper, list(old.record.get("overrides") or []))
-    checks = judge(resolved.cfg, metrics.per_seed, metrics.majority, metrics.dataset)
+    checks = judge(
+        resolved.cfg, metrics.per_seed, metrics.majority, metrics.eval_sizes, metrics.dataset
+    )
     metrics = replace(metrics, targets=target_results(checks))
     verdict = Verdict.from_checks("full", checks, {"judged_run": old.id}, metrics)
     # The training is the old run's: its fingerprint, with the judgement's inputs of today.

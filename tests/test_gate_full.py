@@ -165,3 +165,32 @@ def test_no_descending_part_gives_none():
 
 def test_too_few_points_gives_none():
     assert steepest_descent_lr([1e-3, 1e-2, 1e-1], [1.0, 0.5, 0.2]) is None
+
+
+# ---- what no reproduction can show (issue 13's bug zoo) ----------------------------------------
+def _sanity(mean, majority=None, sizes=None):
+    from repro.gates.full import check_sanity
+    from tests.configs import stage_config
+
+    majority = majority if majority is not None else {"val": 33.3, "test": 33.3}
+    sizes = sizes if sizes is not None else {"val": 300, "test": 300}
+    return {c.name: c for c in check_sanity(mean, majority, sizes, stage_config("full"))}
+
+
+def test_accuracy_at_chance_fails_naming_misaligned_labels():
+    checks = _sanity({"val/acc": 35.0, "test/acc": 10.0, "val/loss": 1.1, "test/loss": 2.0})
+    assert not checks["test beats the majority class"].passed
+    assert "are the labels aligned with the inputs" in checks["test beats the majority class"].reason
+    # 35 vs 33.3 on 300 examples is within 2 standard errors (5.4 points) of a constant guess
+    assert not checks["val beats the majority class"].passed
+    ok = _sanity({"val/acc": 60.0, "test/acc": 61.0, "val/loss": 0.9, "test/loss": 0.8})
+    assert ok["val beats the majority class"].passed and ok["test beats the majority class"].passed
+
+
+def test_val_and_test_far_apart_or_identical_fail():
+    apart = _sanity({"val/acc": 95.0, "test/acc": 1.67, "val/loss": 0.2, "test/loss": 3.0})
+    assert not apart["val and test agree"].passed
+    assert "a test-only label mapping" in apart["val and test agree"].reason
+    same = _sanity({"val/acc": 80.0, "test/acc": 80.0, "val/loss": 0.51, "test/loss": 0.51})
+    assert not same["val and test differ"].passed
+    assert "the model is selected on test" in same["val and test differ"].reason

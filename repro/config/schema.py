@@ -180,7 +180,7 @@ class OverfitStage:
 class FullStage:
     show_baseline: bool
     max_val_test_gap: float = field(metadata=GE0)
-    min_above_majority: float
+    chance_z: float = field(metadata=GE0)
 
 
 @dataclass(frozen=True)

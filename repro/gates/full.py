@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import asdict, fields
@@ -105,24 +106,31 @@ def check_targets(
     return [compare_target(t, [m[t.metric] for m in per_seed if t.metric in m]) for t in mine]
 
 
-def check_sanity(mean: dict[str, float], majority: dict[str, float], c: FullStage) -> list[Check]:
-    """What no reproduction can show: accuracy at or below predicting the most frequent class,
-    val and test far apart, or val and test metrics identical (the same examples serve both)."""
+def check_sanity(
+    mean: dict[str, float], majority: dict[str, float], sizes: dict[str, int], c: FullStage
+) -> list[Check]:
+    """What no reproduction can show: accuracy no better than predicting the most frequent class
+    (beyond chance: `chance_z` standard errors of a constant guess on that many examples), val
+    and test far apart, or val and test metrics identical (the same examples serve both)."""
     checks = []
     for split in ("val", "test"):
-        acc, base = mean.get(f"{split}/acc"), majority.get(split)
-        if acc is None or base is None:
+        acc, base, n = mean.get(f"{split}/acc"), majority.get(split), sizes.get(split)
+        if acc is None or base is None or not n:
             continue
-        ok = acc > base + c.min_above_majority
-        reason = f"{split}/acc {acc:.2f} vs {base:.2f} by always predicting the most frequent class"
+        se = math.sqrt(base * (100.0 - base) / n)  # points: a constant guess's accuracy, binomial
+        need = base + c.chance_z * se
+        ok = acc > need
+        reason = (
+            f"{split}/acc {acc:.2f} vs {base:.2f} by always predicting the most frequent class "
+            f"({'>' if ok else '<='} {need:.2f}: {c.chance_z:g} standard errors on {n} examples)"
+        )
         if not ok:
             reason += (
                 ": the model learned nothing it can use on this split; are the labels aligned with "
                 "the inputs (shuffled separately? a label mapping that differs between splits?)"
             )
-        checks.append(
-            Check(f"{split} above majority class", ok, reason, {"acc": acc, "majority": base})
-        )
+        ev = {"acc": acc, "majority": base, "needed": need, "n": n}
+        checks.append(Check(f"{split} beats the majority class", ok, reason, ev))
     if "val/acc" in mean and "test/acc" in mean:
         gap = abs(mean["val/acc"] - mean["test/acc"])
         ok = gap <= c.max_val_test_gap
@@ -150,25 +158,30 @@ def check_sanity(mean: dict[str, float], majority: dict[str, float], c: FullStag
 
 
 def judge(
-    cfg, per_seed: list[dict[str, float]], majority: dict[str, float], dataset
+    cfg,
+    per_seed: list[dict[str, float]],
+    majority: dict[str, float],
+    sizes: dict[str, int],
+    dataset,
 ) -> list[Check]:
     """Every judgement of the full stage from measured metrics alone: the paper's targets and the
     sanity checks. `repro judge` calls it again on a recorded run with the current config."""
     keys = sorted({k for m in per_seed for k in m})
     mean = {k: mean_std([m[k] for m in per_seed if k in m])[0] for k in keys}
-    return check_targets(cfg.paper.targets, dataset, per_seed) + check_sanity(
-        mean, majority, cfg.stage.full
-    )
+    sanity = check_sanity(mean, majority, sizes, cfg.stage.full)
+    return check_targets(cfg.paper.targets, dataset, per_seed) + sanity
 
 
-def majority_rates(dm) -> dict[str, float]:
-    """% of val and test examples in their split's most frequent class (what a constant guess gets)."""
-    out = {}
+def majority_rates(dm) -> tuple[dict[str, float], dict[str, int]]:
+    """(% of val and test examples in their split's most frequent class, what a constant guess
+    gets; the splits' sizes)."""
+    rates, sizes = {}, {}
     for split in ("val", "test"):
         labels = [int(ex["label"]) for ex in dm.splits[split]]
+        sizes[split] = len(labels)
         if labels:
-            out[split] = 100.0 * max(labels.count(y) for y in set(labels)) / len(labels)
-    return out
+            rates[split] = 100.0 * max(labels.count(y) for y in set(labels)) / len(labels)
+    return rates, sizes
 
 
 def target_results(checks: list[Check]) -> list[TargetResult]:
@@ -202,8 +215,8 @@ def run(ctx) -> Verdict:
     results = [r for r, _ in results]
     per_seed = [r.metrics for r in results]
     dataset = cfg.data.options.get("dataset")
-    majority = majority_rates(dm)
-    checks = judge(cfg, per_seed, majority, dataset)
+    majority, sizes = majority_rates(dm)
+    checks = judge(cfg, per_seed, majority, sizes, dataset)
     keys = sorted({k for m in per_seed for k in m})
     stats = {k: mean_std([m[k] for m in per_seed if k in m]) for k in keys}
     metrics = FullMetrics(
@@ -218,6 +231,7 @@ def run(ctx) -> Verdict:
         dataset=dataset,
         baseline=_baseline(ctx, dm) if cfg.stage.full.show_baseline else None,
         majority=majority,
+        eval_sizes=sizes,
     )
     ctx.run.annex(actual=_actual(ctx.run.prior_duration_s, time.perf_counter() - t0, metrics))
     verdict = Verdict.from_checks("full", checks, {"runs": [asdict(r) for r in results]}, metrics)

@@ -93,9 +93,9 @@ class FullMetrics:
     train_seconds: float
     dataset: str | None = None
     baseline: dict[str, Any] | None = None  # {"name": spec, "metrics": {...}}
-    majority: dict[str, float] = field(
-        default_factory=dict
-    )  # % of the most frequent class: val, test
+    # % of val and test examples in their split's most frequent class; how many examples
+    majority: dict[str, float] = field(default_factory=dict)
+    eval_sizes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
