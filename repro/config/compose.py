@@ -187,7 +187,8 @@ def compose_hydra(project: Project, paper: str, overrides: list[str]) -> dict[st
             cfg = hydra_compose("config", overrides=[f"paper={paper}", *overrides])
     except (HydraException, OmegaConfBaseException) as e:
         hint = _valid_keys_hint(project, paper, overrides, str(e))
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        first = "; ".join(lines[:2]) if lines else type(e).__name__  # Hydra's hint is its 2nd line
         raise ConfigError(
             f"could not compose the config for paper '{paper}' with overrides {overrides}: "
             f"{first}{hint}"
@@ -207,8 +208,10 @@ def _valid_keys_hint(project: Project, paper: str, overrides: list[str], message
     import re
 
     m = re.search(r"Could not override '([^']+)'", message)
+    if not m or any("." not in o.split("=", 1)[0] for o in overrides):
+        return ""  # a group was chosen (launcher=slurm): the plain tree is not what was composed
     tree = _compose_plain(project, paper)
-    if not m or tree is None:
+    if tree is None:
         return ""
     parent, _, _ = m.group(1).rpartition(".")
     node: Any = tree
