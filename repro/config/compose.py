@@ -208,7 +208,8 @@ def _valid_keys_hint(project: Project, paper: str, overrides: list[str], message
     import re
 
     m = re.search(r"Could not override '([^']+)'", message)
-    if not m or any("." not in o.split("=", 1)[0] for o in overrides):
+    groups = {d.name for d in project.conf_dir.iterdir() if d.is_dir()}
+    if not m or any(o.split("=", 1)[0].lstrip("+~") in groups for o in overrides):
         return ""  # a group was chosen (launcher=slurm): the plain tree is not what was composed
     tree = _compose_plain(project, paper)
     if tree is None:
