@@ -180,7 +180,9 @@ def _sanity(mean, majority=None, sizes=None):
 def test_accuracy_at_chance_fails_naming_misaligned_labels():
     checks = _sanity({"val/acc": 35.0, "test/acc": 10.0, "val/loss": 1.1, "test/loss": 2.0})
     assert not checks["test beats the majority class"].passed
-    assert "are the labels aligned with the inputs" in checks["test beats the majority class"].reason
+    assert (
+        "are the labels aligned with the inputs" in checks["test beats the majority class"].reason
+    )
     # 35 vs 33.3 on 300 examples is within 2 standard errors (5.4 points) of a constant guess
     assert not checks["val beats the majority class"].passed
     ok = _sanity({"val/acc": 60.0, "test/acc": 61.0, "val/loss": 0.9, "test/loss": 0.8})
