@@ -6,6 +6,7 @@ Fields that vary naturally (ids, times, pid, durations, run directory) are ignor
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -254,6 +255,20 @@ def code_text_diff(dir_a, dir_b, diffs: list[Difference], context: int = 3) -> s
     return "".join(line if line.endswith("\n") else line + "\n" for line in out)
 
 
+# Recorded figures that measure the machine, not the result: they differ on every run.
+TIMINGS = re.compile(r"(^|\.)(speed|steps_per_s|train_seconds|seconds|load_avg)(\.|$)|_s$")
+
+
+def different_results(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Recorded metrics of two runs that differ (numbers only; timings left out)."""
+    ma, mb = flatten(a.get("metrics") or {}), flatten(b.get("metrics") or {})
+    return [
+        k
+        for k in sorted(set(ma) & set(mb))
+        if ma[k] != mb[k] and isinstance(ma[k], int | float) and not TIMINGS.search(k)
+    ]
+
+
 def same_inputs_different_results(
     diffs: list[Difference], a: dict[str, Any], b: dict[str, Any]
 ) -> list[str]:
@@ -261,7 +276,4 @@ def same_inputs_different_results(
     run is not deterministic (a set iterated in preprocessing, threads, a GPU kernel...)."""
     if any(d.kind in ("config", "overrides", "code", "data", "env", "model") for d in diffs):
         return []
-    ma, mb = flatten(a.get("metrics") or {}), flatten(b.get("metrics") or {})
-    return [
-        k for k in sorted(set(ma) & set(mb)) if ma[k] != mb[k] and isinstance(ma[k], int | float)
-    ]
+    return different_results(a, b)
