@@ -9,7 +9,7 @@ from rich.markup import escape
 from repro.config import compose
 from repro.errors import GateRefused
 from repro.project import Project
-from repro.runner import current_fingerprint, data_files_now, run_stage
+from repro.runner import current_fingerprint, data_files_now, execute, run_stage
 
 
 def rerun(
@@ -67,3 +67,54 @@ def rerun(
             soft_wrap=True,
         )
     return run, changed
+
+
+def resumable_run(project: Project, paper: str, run_id: str | None = None):
+    """The full run to resume: `run_id`, or the newest interrupted/errored full run of `paper`."""
+    from repro.records import list_runs, load_run
+
+    if run_id:
+        run = load_run(project.runs_dir, run_id)
+        if run.stage != "full":
+            raise GateRefused(
+                f"run {run.id} is a '{run.stage}' run; only 'full' runs can be resumed"
+            )
+        if run.effective_status not in ("interrupted", "error"):
+            raise GateRefused(
+                f"run {run.id} is {run.effective_status}; only interrupted or errored runs "
+                "can be resumed"
+            )
+        return run
+    for run in list_runs(project.runs_dir, paper, "full"):
+        if run.effective_status in ("interrupted", "error") and run.corrupt is None:
+            return run
+    raise GateRefused(
+        f"no interrupted or errored full run of '{paper}' to resume (see `repro log -s full`)"
+    )
+
+
+def resume_full(
+    project: Project, paper: str, run_id: str | None = None, console: Console | None = None
+):
+    """Continue an interrupted full run in its own directory from each seed's last checkpoint."""
+    from repro.context import StageContext
+    from repro.fingerprint import changed_parts
+
+    console = console or Console()
+    run = resumable_run(project, paper, run_id)
+    resolved = compose(project, run.paper, list(run.record.get("overrides") or []))
+    ctx = StageContext(project, run.paper, resolved, console, forced=bool(run.record.get("forced")))
+    now = current_fingerprint(project, run.paper, resolved, data_files_now(ctx))
+    changed = changed_parts(run.record.get("fingerprint") or {}, now)
+    if changed:
+        console.print(
+            f"[yellow]warning: since run {run.id} started these changed: {escape(', '.join(changed))}; "
+            "the resumed part uses the current code, config and data[/yellow]",
+            highlight=False,
+        )
+    run.reopen(changed)
+    ctx.run, ctx.resume = run, True
+    ckpts = ", ".join(run.record["resumed"][-1]["from_ckpt"] or []) or "the start"
+    console.rule(f"[bold]{run.paper} · full[/bold] · resuming run {run.id} from {ckpts}")
+    execute(ctx, run, "full")
+    return run

@@ -38,3 +38,31 @@ def test_no_config_read_carries_a_fallback_literal():
         if pattern.search(line)
     ]
     assert not hits, "\n".join(hits)
+
+
+def test_every_deferred_repro_import_names_something_that_exists():
+    """repro defers imports into functions to keep the CLI fast; a name deleted from a module then
+    fails only when that one command runs (it happened: `repro stage full --resume`). Resolve
+    every `from repro.x import y` in repro/ statically."""
+    import importlib
+
+    papers = sorted((REPRO.parent / "papers").rglob("*.py"))
+    missing = []
+    for path in _sources() + papers:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+                continue
+            if node.module != "repro" and not node.module.startswith("repro."):
+                continue
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if alias.name == "*" or hasattr(module, alias.name):
+                    continue
+                try:  # a submodule not yet imported as an attribute
+                    importlib.import_module(f"{node.module}.{alias.name}")
+                except ModuleNotFoundError:
+                    missing.append(
+                        f"{path.relative_to(REPRO.parent)}:{node.lineno} "
+                        f"from {node.module} import {alias.name}"
+                    )
+    assert not missing, "\n".join(missing)
