@@ -251,7 +251,9 @@ def test_rerun_and_diff_say_when_the_same_inputs_give_different_results(project)
     )
     record = json.loads((second / "record.json").read_text())
     assert record["nondeterministic"]["rerun_of"] == first and record["nondeterministic"]["metrics"]
-    assert not [k for k in record["nondeterministic"]["metrics"] if "speed" in k or k.endswith("_s")]
+    assert not [
+        k for k in record["nondeterministic"]["metrics"] if "speed" in k or k.endswith("_s")
+    ]
     out = repro("3", "diff", first, second.name)
     assert "same inputs, different results" in out.stdout
     assert repro("3", "diff", first, second.name, "--expect", "run").returncode == 1
