@@ -79,7 +79,7 @@ BAD_CLI = {
     "resume_not_full.args": r"--resume and --dry-run apply to the full stage only, not 'data'",
     "log_n_zero.args": r"-n: expected how many runs to show \(1 or more\), found 0; leave it out",
     "log_n_negative.args": r"-n: expected how many runs to show \(1 or more\), found -1;",
-    "log_n_not_a_number.args": r"repro log: Invalid value for '-n': .*integer.*; see `repro log "
+    "log_n_not_a_number.args": r"repro log: Invalid value for '-n': .*'many'.*(int|integer).*; see `repro log "
     r"--help`",
     "log_unknown_stage.args": r"stage 'bogus': expected one of data, shapes, overfit, full, "
     r"experiments",
