@@ -11,6 +11,7 @@ there (a section shared by repro and the paper) instead of rejected.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -202,9 +203,12 @@ class _Converter:
                 raise self.fail(where, f"{kind} {op} {meta[name]:g}", value)
 
 
+@functools.lru_cache(maxsize=512)
 def _hints(cls: type) -> dict[str, Any]:
     """The field types, resolved in the namespace the class was defined in (its generated
-    __init__'s globals): tests that re-import a paper's package must not break the lookup."""
+    __init__'s globals): tests that re-import a paper's package must not break the lookup.
+    Cached per class: resolving them is most of the cost of checking a record's shape, and
+    `status` checks every record of a paper."""
     init = getattr(cls, "__init__", None)
     return get_type_hints(cls, globalns=getattr(init, "__globals__", None))
 
