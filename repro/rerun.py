@@ -23,7 +23,6 @@ def rerun(
 
     Returns (new run, changed) where `changed` names the fingerprint parts and files that differ
     between the old run and now (code, config or data changed since)."""
-    from repro.fingerprint import changed_parts
     from repro.records import load_run
 
     console = console or Console()
@@ -35,16 +34,8 @@ def rerun(
     resolved = compose(project, paper, new_overrides)
     from repro.context import StageContext
 
-    now = current_fingerprint(
-        project, paper, resolved, data_files_now(StageContext(project, paper, resolved, console))
-    )
-    changed = changed_parts(old.record.get("fingerprint") or {}, now)
-    if changed:
-        console.print(
-            f"[yellow]warning: since run {old.id} these changed: {escape(', '.join(changed))}; "
-            "the re-run uses the current code, config and data[/yellow]",
-            highlight=False,
-        )
+    ctx = StageContext(project, paper, resolved, console)
+    changed = _changed_since(old, ctx, "", "the re-run")
     run = run_stage(
         project,
         paper,
@@ -98,23 +89,31 @@ def resume_full(
 ):
     """Continue an interrupted full run in its own directory from each seed's last checkpoint."""
     from repro.context import StageContext
-    from repro.fingerprint import changed_parts
 
     console = console or Console()
     run = resumable_run(project, paper, run_id)
     resolved = compose(project, run.paper, list(run.record.get("overrides") or []))
     ctx = StageContext(project, run.paper, resolved, console, forced=bool(run.record.get("forced")))
-    now = current_fingerprint(project, run.paper, resolved, data_files_now(ctx))
-    changed = changed_parts(run.record.get("fingerprint") or {}, now)
-    if changed:
-        console.print(
-            f"[yellow]warning: since run {run.id} started these changed: {escape(', '.join(changed))}; "
-            "the resumed part uses the current code, config and data[/yellow]",
-            highlight=False,
-        )
+    changed = _changed_since(run, ctx, " started", "the resumed part")
     run.reopen(changed)
     ctx.run, ctx.resume = run, True
     ckpts = ", ".join(run.record["resumed"][-1]["from_ckpt"] or []) or "the start"
     console.rule(f"[bold]{run.paper} · full[/bold] · resuming run {run.id} from {ckpts}")
     execute(ctx, run, "full")
     return run
+
+
+def _changed_since(run, ctx, started: str, what: str) -> list[str]:
+    """The fingerprint parts and files that differ between `run`'s record and now; a warning
+    naming them when there are any (`what` then runs on the current code, config and data)."""
+    from repro.fingerprint import changed_parts
+
+    now = current_fingerprint(ctx.project, ctx.paper, ctx.resolved, data_files_now(ctx))
+    changed = changed_parts(run.record.get("fingerprint") or {}, now)
+    if changed:
+        ctx.console.print(
+            f"[yellow]warning: since run {run.id}{started} these changed: "
+            f"{escape(', '.join(changed))}; {what} uses the current code, config and data[/yellow]",
+            highlight=False,
+        )
+    return changed
