@@ -27,6 +27,8 @@ from repro.errors import ReproError, StorageError
 from repro.oneline import one_line
 from repro.storage import atomic_write, is_storage_error, shown_path, storage_error
 
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)  # what a run records as 'interrupted'
+
 STATUSES = ("running", "passed", "failed", "error", "interrupted")
 HEARTBEAT_S = 30  # a running run touches its record.json this often (Run.heartbeat)
 HEARTBEAT_DEAD_S = 4 * HEARTBEAT_S  # silence after which a run on another host counts as dead
@@ -378,7 +380,7 @@ class Run:
         try:
             pending = held.release() if held is not None else None
             if in_main:
-                previous = signal.signal(signal.SIGTERM, self._on_signal)
+                previous = {sig: signal.signal(sig, self._on_signal) for sig in INTERRUPTS}
             self.save()
             if pending is not None:
                 self._on_signal(pending, None)
@@ -394,7 +396,8 @@ class Run:
                 self._finish_quietly("error", "run ended without a verdict", in_main)
         finally:
             if in_main and previous is not _UNSET:
-                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
     def _record_exception(self, exc: BaseException, in_main: bool) -> BaseException:
         """Record how the guarded block ended; returns what the caller should see raised."""
@@ -411,6 +414,16 @@ class Run:
             if self.status == "running":
                 self._finish_quietly("error", "run ended without a verdict", in_main)
             return exc
+        if self._signal is not None:
+            # Interrupted, then failed on the way out: under DDP a Ctrl-C reaches every rank,
+            # and the rank whose peer exited first can fail in a collective ("Connection closed
+            # by peer") before its own KeyboardInterrupt is raised. The interrupt is the cause.
+            self.record["error"] = "".join(traceback.format_exception(exc))
+            reason = (
+                f"{self._interrupt_reason()}; then {type(exc).__name__}: {one_line(str(exc), 200)}"
+            )
+            self._finish_quietly("interrupted", reason, in_main)
+            return KeyboardInterrupt(reason)
         error = exc
         if is_storage_error(exc):  # the gate's own write: name the file, or the run's folder
             where = exc.filename if exc.filename is not None else self.dir
@@ -423,7 +436,8 @@ class Run:
         return f"interrupted by {self._signal or 'SIGINT (Ctrl-C)'}"
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self._signal = signal.Signals(signum).name
+        """While the guard runs: note which interrupt came (for the reason), then raise."""
+        self._signal = "SIGINT (Ctrl-C)" if signum == signal.SIGINT else signal.Signals(signum).name
         raise KeyboardInterrupt(f"received {self._signal}")
 
     def _finish_quietly(self, status: str, reason: str, in_main: bool) -> None:
@@ -436,7 +450,7 @@ class Run:
         """
         held = {}
         if in_main:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in INTERRUPTS:
                 held[sig] = signal.signal(sig, signal.SIG_IGN)
         try:
             self.record["status_reason"] = reason
@@ -492,7 +506,7 @@ class HeldInterrupts:
     thread the kernel delivers the signal to.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = INTERRUPTS
 
     def __init__(self) -> None:
         self.pending: int | None = None

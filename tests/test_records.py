@@ -186,6 +186,34 @@ def test_guard_keyboard_interrupt_marks_interrupted(tmp_path):
     assert "SIGINT" in rec["status_reason"]
 
 
+def test_guard_an_error_after_ctrl_c_is_an_interruption(tmp_path):
+    """Under DDP a Ctrl-C reaches every rank; rank 0 can fail in a collective because its peer
+    exited first, before its own KeyboardInterrupt is raised. The run was interrupted."""
+    import signal
+
+    run = create_run(tmp_path, "p", "full")
+    with pytest.raises(KeyboardInterrupt):
+        with run.guard():
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                pass  # swallowed somewhere below (a library's own Ctrl-C handling)
+            raise RuntimeError("Connection closed by peer [127.0.0.1]:1234")
+    rec = _read(run)
+    assert rec["status"] == "interrupted", rec["status_reason"]
+    assert rec["status_reason"].startswith("interrupted by SIGINT (Ctrl-C); then RuntimeError")
+    assert "Connection closed by peer" in rec["error"]  # the traceback is kept
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_guard_an_error_without_an_interrupt_stays_an_error(tmp_path):
+    run = create_run(tmp_path, "p", "full")
+    with pytest.raises(RuntimeError):
+        with run.guard():
+            raise RuntimeError("Connection closed by peer")
+    assert _read(run)["status"] == "error"
+
+
 def test_guard_exception_marks_error_with_traceback(tmp_path):
     run = create_run(tmp_path, "p", "full")
     with pytest.raises(ZeroDivisionError):
