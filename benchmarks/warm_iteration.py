@@ -194,7 +194,7 @@ def report(client, inside, watch, setup_s, rss, repeats, stages) -> None:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\nedit -> verdict in seconds, median of {repeats} (min-max); {os.cpu_count()} CPUs,")
     print(
-        f"load average {load} (1, 5, 15 min); OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+        f"load average {load} (1, 5, 15 min); OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
     )
     print(f"{'':26s} {'cold CLI':>20s} {'warm worker':>20s} {'speed-up':>9s} {'saved':>7s}")
     rows = [("repro stage", client, "warm")] + (
@@ -241,8 +241,17 @@ def main() -> None:
     ap.add_argument("--source", type=Path, default=ROOT, help="the project to copy")
     ap.add_argument("--stages", nargs="+", default=["shapes", "overfit"])
     ap.add_argument("--no-watch", action="store_true", help="skip the --watch rounds")
+    ap.add_argument(
+        "--omp-wait-policy",
+        choices=["inherit", "passive", "active"],
+        default="inherit",
+        help="OMP_WAIT_POLICY for every command timed: inherit (default) leaves it as this "
+        "shell has it, as a user's commands get it (unset: libgomp spins a while, then sleeps); "
+        "passive makes 2-thread runs of small ops much slower (every parallel op wakes a thread)",
+    )
     args = ap.parse_args()
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if args.omp_wait_policy != "inherit":
+        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
     os.environ.setdefault("COLUMNS", "120")
     with tempfile.TemporaryDirectory(prefix="warm-iteration-") as d:
         copies = [copy_project(args.source, args.paper, Path(d) / n) for n in ("a", "b")]

@@ -688,3 +688,51 @@ def test_model_that_cannot_take_a_batch_of_one_fails_alone_vs_batch_saying_so():
         "a model must take any batch size (a squeeze() that drops the batch dim?)"
     )
     assert check(v, "dummy_batch").passed  # a batch of 3 does not show it
+
+
+# ---- alone-vs-batch in a thread of its own (issue 12) -----------------------------------------
+@pytest.mark.parametrize("masked", [True, False])
+def test_alone_forwards_in_a_thread_measure_exactly_what_they_measure_in_line(masked):
+    from repro.gates.shapes import measure_alone_vs_batch, start_alone_vs_batch
+
+    torch.manual_seed(0)
+    model, batch = MaxPoolText(masked=masked), text_batch()
+    in_line = measure_alone_vs_batch(model, batch, 8)
+    pending = start_alone_vs_batch(model, batch, 8)  # background=True: a thread
+    assert pending._thread is not None  # it did run in a thread
+    in_thread = pending.result()
+    assert in_thread == in_line  # every number equal, not close: one example, one thread, float64
+    assert (in_line["gap"] > 1e-6) is (not masked)
+
+
+def test_a_model_error_in_the_alone_thread_fails_the_check_with_its_traceback():
+    class Squeezes(MLP):
+        def forward(self, x):
+            h = self.net[1](self.net[0](x)).squeeze()  # (32,) when B = 1
+            return self.net[3](h - h.mean(1, keepdim=True))
+
+    v = run(Squeezes())
+    assert "IndexError" in v.evidence["alone_vs_batch_traceback"]
+    assert "squeeze()" in v.evidence["alone_vs_batch_traceback"]  # the model's own line
+
+
+def test_an_interrupt_during_the_gradient_checks_stops_the_alone_thread():
+    import threading
+
+    class InterruptedInTraining(LSTMText):
+        def forward(self, ids):
+            if self.training:  # grad_flow runs in train mode, after the alone forwards began
+                raise KeyboardInterrupt
+            return super().forward(ids)
+
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        run(InterruptedInTraining(), text_batch(size=64), num_classes=2, alone_examples=64)
+    assert not [t for t in threading.enumerate() if t.name == "repro-alone-vs-batch"]
+
+
+def test_checks_keep_their_order_with_the_alone_forwards_in_a_thread():
+    names = [c.name for c in run(LSTMText(), text_batch(), num_classes=2).checks]
+    at = names.index
+    assert at("grad_flow") < at("batch_independence") < at("eval_deterministic")
+    assert at("eval_deterministic") < at("alone_vs_batch") < at("frozen_params")

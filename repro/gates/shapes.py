@@ -20,6 +20,7 @@ A batch is a dict of tensors with "label"; the other keys are the model's keywor
 from __future__ import annotations
 
 import math
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -62,8 +63,16 @@ def one_thread() -> Iterator[None]:
     """torch on one CPU thread inside the block: batch-of-1 forwards gain nothing from two, and
     on a busy 2-core machine OpenMP's spin-waits made them 7-18x slower (measured on BiMPM:
     32 single examples in 0.55 s on one thread, 3.8-10 s on two; design.md, known pitfalls)."""
+    with torch_threads(1):
+        yield
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch on `n` CPU threads (at least one) inside the block, in the calling thread only (the
+    setting is per thread under OpenMP)."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(max(1, n))
     try:
         yield
     finally:
@@ -318,23 +327,6 @@ def _padding_per_row(inputs: Batch) -> torch.Tensor:
     return pad
 
 
-def _float64_probe(
-    model: nn.Module, inputs: Batch
-) -> tuple[nn.Module, Callable, torch.Tensor, str | None]:
-    """(probe, cast for its inputs, its logits on `inputs`, note): a float64 copy of the model
-    when it runs in float64 (rounding ~1e-16 can neither hide a real difference nor fake one),
-    else the model itself in its own precision, with the reason in the note."""
-    import copy
-
-    try:
-        probe = copy.deepcopy(model).double().eval()
-        return probe, _as_float64, probe(**_as_float64(inputs)), None
-    except Exception as exc:  # float32 constants inside the model: measured as it is, and said so
-        dtype = next((p.dtype for p in model.parameters()), torch.float32)
-        note = f"float64 copy failed ({_error(exc)}): measured in {dtype}"
-        return model, lambda b: b, model(**inputs), note
-
-
 def _as_float64(inputs: Batch) -> Batch:
     return {k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}
 
@@ -347,16 +339,87 @@ def measure_alone_vs_batch(model: nn.Module, batch: Batch, examples: int) -> dic
     (its batch-mates change its output) and pad_gap = max |trimmed - alone as padded| (the amount
     of padding changes it: padding not masked). The gradient-leak check cannot see the second: a
     constant pad carries no gradient from one example to another."""
+    return start_alone_vs_batch(model, batch, examples, background=False).result()
+
+
+def start_alone_vs_batch(
+    model: nn.Module, batch: Batch, examples: int, background: bool = True
+) -> AloneRows:
+    """measure_alone_vs_batch, begun: a copy of the model is taken here; the rest runs on that
+    copy, in a thread of its own when `background`, while the caller goes on measuring the model
+    itself. `.result()` waits for it and returns the measurement."""
+    import copy
+
     inputs, _ = split_batch(batch)
     order = torch.argsort(_padding_per_row(inputs), descending=True, stable=True)
-    rows = order[:examples].tolist()
-    with preserved(model), torch.no_grad(), one_thread():
-        model.eval()
-        probe, cast, in_batch, note = _float64_probe(model, inputs)  # in_batch (B, C)
-        out = {"rows": rows, "dtype": str(in_batch.dtype).removeprefix("torch."), "note": note}
-        out |= {"scale": float(in_batch.abs().max()), "trim_error": None, "padded_rows": 0}
+    pending = AloneRows(model, inputs, order[:examples].tolist())
+    try:
+        pending.probe = copy.deepcopy(model)
+    except Exception as exc:  # measured on the model itself, after the caller is done with it
+        pending.fallback = f"float64 copy failed ({_error(exc)})"
+    if background and pending.probe is not None:
+        pending.start()
+    return pending
+
+
+class AloneRows:
+    """measure_alone_vs_batch's forwards: the model's logits on the whole batch and on each
+    example alone, on `probe`, a float64 copy (rounding ~1e-16 can neither hide a real difference
+    nor fake one). A model that will not run in float64 (float32 constants inside) is measured as
+    it is, in its own precision, and the note says so; that runs in the caller's thread, as the
+    model itself must not be shared with the caller's measurements.
+
+    In a thread the forwards take one CPU thread and the caller's measurements the others: on
+    2 cores this hid ~0.2 s of BiMPM's ~0.6 s shapes gate. The numbers are the same either way:
+    one thread, float64, one example per forward."""
+
+    def __init__(self, model: nn.Module, inputs: Batch, rows: list[int]) -> None:
+        self.model, self.inputs, self.rows = model, inputs, rows
+        self.probe: nn.Module | None = None
+        self.fallback: str | None = None  # why the float64 copy could not be used
+        self.out: dict[str, Any] | None = None
+        self._error: BaseException | None = None
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._in_thread, name="repro-alone-vs-batch")
+        self._thread.daemon = True  # a Ctrl-C in the caller cancels it (result / cancel)
+        self._thread.start()
+
+    def _in_thread(self) -> None:
+        try:
+            with one_thread(), torch.no_grad():  # both per thread: the caller's are its own
+                self._run_on_probe()
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def _run_on_probe(self) -> None:
+        probe = self.probe.double().eval()
+        try:
+            in_batch = probe(**_as_float64(self.inputs))  # (B, C)
+        except Exception as exc:  # float32 constants inside the model: the caller measures it
+            self.fallback = f"float64 copy failed ({_error(exc)})"
+            return
+        self.out = self._rows(probe, _as_float64, in_batch, None)
+
+    def _run_on_model(self) -> None:
+        model = self.model
+        dtype = next((p.dtype for p in model.parameters()), torch.float32)
+        note = f"{self.fallback}: measured in {dtype}"
+        with preserved(model), torch.no_grad(), one_thread():
+            model.eval()
+            self.out = self._rows(model, lambda b: b, model(**self.inputs), note)
+
+    def _rows(self, probe, cast, in_batch: torch.Tensor, note: str | None) -> dict[str, Any]:
+        inputs = self.inputs
+        out = {"rows": self.rows, "dtype": str(in_batch.dtype).removeprefix("torch.")}
+        out |= {"note": note, "scale": float(in_batch.abs().max())}
+        out |= {"trim_error": None, "padded_rows": 0}
         worst, worst_gap, worst_one = None, -1.0, None
-        for i in rows:
+        for i in self.rows:
+            if self._cancel.is_set():
+                return out
             one = {k: v[i : i + 1] for k, v in inputs.items()}
             trimmed = trim_padding(one) if out["trim_error"] is None else one
             padded = any(trimmed[k].shape != one[k].shape for k in one)
@@ -374,8 +437,36 @@ def measure_alone_vs_batch(model: nn.Module, batch: Batch, examples: int) -> dic
             if not gap <= worst_gap:  # NaN counts as the worst
                 worst, worst_gap, worst_one = i, gap, (one, trimmed, padded)
         out |= {"gap": worst_gap, "row": worst}
-        out |= _split_gap(probe, cast, in_batch, worst, worst_gap, worst_one)
-    return out
+        return out | _split_gap(probe, cast, in_batch, worst, worst_gap, worst_one)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def result(self) -> dict[str, Any]:
+        """The measurement: waits for the thread, or runs here what did not run in one (all of
+        it when not started, or on the model itself when the float64 copy failed); an error of
+        the model's is raised here."""
+        if self._thread is not None:
+            try:
+                self._thread.join()
+            except BaseException:
+                self.cancel()
+                raise
+        elif self.probe is not None:
+            with one_thread(), torch.no_grad():
+                self._run_on_probe()
+        if self._error is not None:
+            raise self._error
+        if self.out is None:
+            self._run_on_model()
+        return self.out
+
+    def cancel(self) -> None:
+        """Stop after the forward under way (a run interrupted or failed elsewhere)."""
+        self._cancel.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 class AloneError(Exception):
@@ -782,8 +873,7 @@ def run_shapes(
         "logits": fwd["logits_nonfinite"],
         "loss at init": int(not math.isfinite(fwd["loss"])),
     }
-    _gradient_checks(model, batch, c, measure, checks, evidence)
-    _row_checks(model, batch, fwd, c, measure, checks, evidence)
+    _gradient_and_row_checks(model, batch, fwd, c, measure, checks, evidence)
     checks.append(check_frozen(measure_frozen(model), list(c.frozen_ok)))
     evidence["frozen_params"] = checks[-1].evidence["frozen"]
     zero = measure("zero_input", lambda: measure_zero_input(model, batch, fwd["logits"]))
@@ -820,26 +910,54 @@ def _output_checks(fwd, num_classes: int, c: ShapesStage, output_layer, checks, 
         evidence["output_range"] = [out["min"], out["max"]]
 
 
-def _row_checks(model, batch, fwd, c: ShapesStage, measure, checks, evidence) -> None:
+def _gradient_and_row_checks(model, batch, fwd, c: ShapesStage, measure, checks, evidence):
+    """The gradient checks on the model while the alone-vs-batch forwards run in a thread, on a
+    float64 copy: the thread takes one CPU thread, the gradient checks the others."""
+    finish_rows, pending = _row_checks(model, batch, fwd, c, measure, evidence)
+    try:
+        busy = 1 if pending is not None and pending.running else 0
+        with torch_threads(torch.get_num_threads() - busy):
+            _gradient_checks(model, batch, c, measure, checks, evidence)
+    except BaseException:
+        if pending is not None:
+            pending.cancel()
+        raise
+    finish_rows(checks)
+
+
+def _row_checks(model, batch, fwd, c: ShapesStage, measure, evidence):
     """Eval forwards repeat exactly, and each example's logits are the same alone as in the batch
-    (judged only when eval is deterministic and the logits finite: else both differ anyway)."""
-    if fwd["logits_nonfinite"]:
-        return
-    rep = measure("eval_deterministic", lambda: measure_eval_repeat(model, batch, fwd["logits"]))
-    if rep is None:
-        return
-    checks.append(
-        check_eval_repeat(
-            rep["max_change"], roundoff_tol(rep["dtype"], rep["scale"], c.roundoff_eps)
+    (judged only when eval is deterministic and the logits finite: else both differ anyway).
+    Measured now, the alone forwards left running in a thread (start_alone_vs_batch); the
+    returned function waits for them and appends both checks."""
+    rep = None
+    if not fwd["logits_nonfinite"]:
+        rep = measure(
+            "eval_deterministic", lambda: measure_eval_repeat(model, batch, fwd["logits"])
         )
+    repeats = rep is not None and rep["max_change"] <= roundoff_tol(
+        rep["dtype"], rep["scale"], c.roundoff_eps
     )
-    if not checks[-1].passed:
-        evidence["alone_vs_batch"] = "not judged: two eval forwards of one batch already differ"
-        return
-    rows = measure("alone_vs_batch", lambda: measure_alone_vs_batch(model, batch, c.alone_examples))
-    if rows is not None:
-        checks.append(check_alone_vs_batch(rows, c.roundoff_eps))
-        evidence["alone_vs_batch"] = checks[-1].evidence
+    pending = None
+    if repeats:
+        pending = measure(
+            "alone_vs_batch", lambda: start_alone_vs_batch(model, batch, c.alone_examples)
+        )
+
+    def finish(checks: list[Check]) -> None:
+        if rep is None:
+            return
+        tol = roundoff_tol(rep["dtype"], rep["scale"], c.roundoff_eps)
+        checks.append(check_eval_repeat(rep["max_change"], tol))
+        if not repeats:
+            evidence["alone_vs_batch"] = "not judged: two eval forwards of one batch already differ"
+            return
+        rows = measure("alone_vs_batch", pending.result) if pending is not None else None
+        if rows is not None:
+            checks.append(check_alone_vs_batch(rows, c.roundoff_eps))
+            evidence["alone_vs_batch"] = checks[-1].evidence
+
+    return finish, pending
 
 
 def _dummy_check(model, batch, num_classes: int, c: ShapesStage, checks, evidence) -> int:
