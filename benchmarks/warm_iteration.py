@@ -11,7 +11,8 @@ until the command exits (verdict and status printed), or for --watch until the v
 appears; the --watch rounds alternate with cold commands on a second copy (the watcher would
 see edits to its own). Also printed: the worker's set-up time and its memory run after run.
 Targets (issue 12): warm shapes p50 < 1 s and >= 5x faster than cold; warm overfit faster
-than cold by at least the worker's set-up time.
+than cold by at least the worker's set-up time. OMP_WAIT_POLICY stays as the shell has it
+unless --omp-wait-policy says otherwise; the figures depend on it (README, warm iteration).
 """
 
 from __future__ import annotations
