@@ -736,3 +736,15 @@ def test_checks_keep_their_order_with_the_alone_forwards_in_a_thread():
     at = names.index
     assert at("grad_flow") < at("batch_independence") < at("eval_deterministic")
     assert at("eval_deterministic") < at("alone_vs_batch") < at("frozen_params")
+
+
+def test_same_seed_same_shapes_evidence_with_the_threaded_alone_forwards():
+    def once():
+        torch.manual_seed(0)
+        v = run(LSTMText(masked=False), text_batch(size=16), num_classes=2)
+        ev = {k: v for k, v in v.evidence.items() if not k.endswith("_traceback")}
+        return [(c.name, c.passed, c.reason) for c in v.checks], ev
+
+    first, second = once(), once()
+    assert first == second  # every reason and number, the gradient checks' too
+    assert first[1]["max_leak"] == 0.0 and first[1]["alone_vs_batch"]["pad_gap"] > 1e-6

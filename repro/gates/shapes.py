@@ -440,8 +440,9 @@ class AloneRows:
         return out | _split_gap(probe, cast, in_batch, worst, worst_gap, worst_one)
 
     @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def threaded(self) -> bool:
+        """Whether the forwards run in a thread of their own (started, maybe done by now)."""
+        return self._thread is not None
 
     def result(self) -> dict[str, Any]:
         """The measurement: waits for the thread, or runs here what did not run in one (all of
@@ -915,7 +916,8 @@ def _gradient_and_row_checks(model, batch, fwd, c: ShapesStage, measure, checks,
     float64 copy: the thread takes one CPU thread, the gradient checks the others."""
     finish_rows, pending = _row_checks(model, batch, fwd, c, measure, evidence)
     try:
-        busy = 1 if pending is not None and pending.running else 0
+        busy = 1 if pending is not None and pending.threaded else 0  # not "still running":
+        # the thread count, hence the last bits of the gradients, must not depend on timing
         with torch_threads(torch.get_num_threads() - busy):
             _gradient_checks(model, batch, c, measure, checks, evidence)
     except BaseException:
