@@ -809,13 +809,31 @@ def latest_run(runs_root: Path, paper: str, stage: str, status: str | None = Non
     return None
 
 
-def mark_dead_runs(runs_root: Path) -> list[Run]:
-    """Persist 'interrupted' for running records whose process is gone; returns those runs."""
+def mark_dead_runs(runs_root: Path, paper: str | None = None) -> list[Run]:
+    """Persist 'interrupted' for running records of this host whose process is gone (killed with
+    -9, or the machine went down); returns those runs. Only this host's: a run on another host
+    that fell silent may yet finish, so it stays a reading (effective_status), not a record.
+    A run is marked once, by whichever process claims it first (O_EXCL on `died.txt`)."""
     marked = []
-    for run in list_runs(runs_root):
-        if run.status == "running" and run.effective_status == "interrupted":
-            run.record["status"] = "interrupted"
-            run.record["status_reason"] = run._dead_reason()
-            run.save()
-            marked.append(run)
+    for run in list_runs(runs_root, paper):
+        if run.status != "running" or run.record.get("host") not in (None, socket.gethostname()):
+            continue
+        reason = run._dead_reason()
+        if reason is None or not _claim(run.path("died.txt"), reason):
+            continue
+        run.record["status"] = "interrupted"
+        run.record["status_reason"] = reason
+        run.save()
+        marked.append(run)
     return marked
+
+
+def _claim(path: Path, reason: str) -> bool:
+    """Create `path` (only if absent) saying who found the run dead and when."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"{reason}; found by process {os.getpid()} at {_utcnow().isoformat()}\n")
+    return True

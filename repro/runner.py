@@ -7,6 +7,7 @@ import shlex
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from repro.config import Resolved, compose
 from repro.errors import GateRefused, ReproError
@@ -86,6 +87,7 @@ def run_stage(
     else:
         skipped = _run_cheap_first(project, paper, stage, overrides, base, resolved, files, console)
     current = current_fingerprint(project, paper, resolved, files)
+    _note_dead_runs(project, paper, console)
     with HeldInterrupts() as held:  # from the record's creation until its guard holds the run
         run = _create(ctx, stage, current, sorted(set(skipped), key=STAGES.index), links or {})
         execute(ctx, run, stage, held)
@@ -136,6 +138,27 @@ def _run_cheap_first(project, paper, stage, overrides, base, resolved, files, co
             reason = (pre.record.get("verdict") or {}).get("reason", pre.record["status"])
             raise GateRefused(f"stage '{stage}' needs '{s}', which failed (run {pre.id}): {reason}")
     return []
+
+
+def _note_dead_runs(project: Project, paper: str, console: Console) -> None:
+    """Earlier runs of this paper whose process died without a word (kill -9, a crash of the
+    machine) get their end written now: status interrupted in the record, and the notebook line
+    their process could not write."""
+    from repro.errors import StorageError
+    from repro.notebook import format_entry
+    from repro.records import mark_dead_runs
+
+    try:
+        dead = mark_dead_runs(project.runs_dir, paper)
+    except StorageError as e:  # a read-only old run must not stop this one
+        console.print(f"[yellow]Warning: {escape(str(e))}[/yellow]")
+        return
+    for run in reversed(dead):  # oldest first, as the notebook runs
+        console.print(
+            f"[yellow]run {run.id} ({run.stage}) {escape(run.status_reason or '')}: recorded as "
+            "interrupted, with its notebook line[/yellow]"
+        )
+        _append_line(project, paper, format_entry(run.record))
 
 
 def _create(ctx, stage: str, current: dict, missing: list[str], links: dict[str, Any]):
@@ -216,12 +239,17 @@ def _announce(ctx, run, stage: str) -> None:
 def _append_notebook(ctx, run) -> None:
     """Append the run's line to notes/<paper>.md; when that cannot be written, say so on stderr
     with the line itself, so that it is never lost (issue 14)."""
-    from repro.errors import StorageError
-    from repro.notebook import append_entry, format_entry
+    from repro.notebook import format_entry
 
-    line = format_entry(run.record)
+    _append_line(ctx.project, ctx.paper, format_entry(run.record))
+
+
+def _append_line(project: Project, paper: str, line: str) -> None:
+    from repro.errors import StorageError
+    from repro.notebook import append_entry
+
     try:
-        append_entry(ctx.project.notes_dir, ctx.paper, line)
+        append_entry(project.notes_dir, paper, line)
     except StorageError as e:
         Console(stderr=True, soft_wrap=True).print(
             f"Warning: {e}; the run is recorded, this is its notebook line: {line}",

@@ -310,6 +310,27 @@ def _kill_stage(root: Path, stage: str, sig) -> None:
     log = repro(root, "log", "-s", stage)
     row = next(line for line in log.stdout.splitlines() if run.id in line)
     assert "interrupted" in row and ("SIGINT" in row or "died without finishing" in row)
+    if sig == signal.SIGKILL:
+        check_the_next_run_notes_the_killed_one(root, run)
+
+
+def check_the_next_run_notes_the_killed_one(root: Path, run: Run) -> None:
+    """The next `repro stage` writes what the SIGKILLed process could not: interrupted in its
+    record and its notebook line; once (a second run finds nothing to add)."""
+    notes = (root / "notes" / "toy.md").read_text()
+    after = repro(root, "stage", "data")
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert f"run {run.id} ({run.stage}) process" in " ".join(after.stdout.split())
+    on_disk = json.loads(run.record_file.read_text())
+    assert on_disk["status"] == "interrupted"
+    assert "died without finishing" in on_disk["status_reason"]
+    added = (root / "notes" / "toy.md").read_text()[len(notes) :].splitlines()
+    mine = [line for line in added if run.id in line]
+    assert len(mine) == 1 and "INTERRUPTED" in mine[0] and "died without finishing" in mine[0]
+    assert added.index(mine[0]) == 0  # before the new data run's own line
+    again = repro(root, "stage", "data", "--force")
+    assert run.id not in again.stdout
+    assert (root / "notes" / "toy.md").read_text().count(run.id) == 1
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])

@@ -506,6 +506,22 @@ def test_a_run_on_another_host_is_alive_while_its_heartbeat_is_fresh_and_dead_af
     (dead,) = list_runs(tmp_path)
     assert dead.effective_status == "interrupted"
     assert dead.status_reason.startswith("no heartbeat from host node-17 for ")
+    assert mark_dead_runs(tmp_path) == []  # it may yet finish: a reading, not a rewrite
+    assert _read(run)["status"] == "running" and not run.path("died.txt").exists()
+
+
+def test_a_dead_run_is_marked_once_and_says_who_found_it(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
+                          capture_output=True, check=True)  # fmt: skip
+    run = create_run(tmp_path, "p", "shapes", pid=int(proc.stdout))  # a process now gone
+    (marked,) = mark_dead_runs(tmp_path, "p")
+    assert marked.id == run.id and _read(run)["status"] == "interrupted"
+    found = run.path("died.txt").read_text()
+    assert found.startswith(f"process {proc.stdout.strip()} died without finishing; found by ")
+    record = _read(run) | {"status": "running"}  # as if another process read it before us
+    run.path("record.json").write_text(json.dumps(record))
+    assert mark_dead_runs(tmp_path, "p") == []  # died.txt is the claim: never a second time
+    assert mark_dead_runs(tmp_path, "other") == []
 
 
 def test_a_running_guard_keeps_the_heartbeat(tmp_path, monkeypatch):
