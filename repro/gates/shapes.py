@@ -395,8 +395,8 @@ class AloneRows:
             self._error = exc
 
     def _run_on_probe(self) -> None:
-        probe = self.probe.double().eval()
         try:
+            probe = self.probe.double().eval()
             in_batch = probe(**_as_float64(self.inputs))  # (B, C)
         except Exception as exc:  # float32 constants inside the model: the caller measures it
             self.fallback = f"float64 copy failed ({_error(exc)})"
