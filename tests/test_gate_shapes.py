@@ -553,6 +553,17 @@ def test_model_with_float32_constants_is_measured_in_float32_and_says_so():
     )
 
 
+def test_model_that_refuses_float64_is_measured_in_its_own_precision():
+    class NoDouble(MLP):
+        def double(self):
+            raise TypeError("this model stays in float32")
+
+    c = check(run(NoDouble()), "alone_vs_batch")
+    assert c.passed
+    assert "float64 copy failed (TypeError: this model stays in float32)" in c.reason
+    assert "measured in torch.float32" in c.reason
+
+
 def test_trim_padding_cuts_words_and_characters_together():
     one = {
         "words": torch.tensor([[5, 7, 0, 0]]),  # (1, T=4): 2 words
