@@ -6,7 +6,6 @@ time + 4 random hex chars). The directory is the source of truth; reading never 
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -678,7 +677,12 @@ def _read_run(run_dir: Path) -> Run:
         return _corrupt(
             run_dir, f"record.json: expected a JSON object, found {_why_unreadable(exc)}"
         )
-    problem = _shape_problem(text) if isinstance(record, dict) else record_problem(record)
+    problem = _SHAPE_PROBLEMS.get(text, _UNCHECKED)
+    if problem is _UNCHECKED:
+        problem = record_problem(record)
+        if len(_SHAPE_PROBLEMS) >= 4096:  # a bound for a long-lived process (the warm worker)
+            _SHAPE_PROBLEMS.clear()
+        _SHAPE_PROBLEMS[text] = problem
     if problem is None:
         expected = {
             "id": run_dir.name,
@@ -696,14 +700,11 @@ def _read_run(run_dir: Path) -> Run:
     return Run(run_dir, record)
 
 
-@functools.lru_cache(maxsize=4096)
-def _shape_problem(text: str) -> str | None:
-    """record_problem of a record.json's text, checked once per text in a process: one command
-    lists the runs many times (plan, progression, status), and a record only changes by being
-    rewritten, i.e. as a new text."""
-    from repro.record_shape import record_problem
-
-    return record_problem(json.loads(text))
+# record_problem of a record.json's text, checked once per text in a process: one command lists
+# the runs many times (plan, progression, status), and a record only changes by being rewritten,
+# i.e. as a new text.
+_SHAPE_PROBLEMS: dict[str, str | None] = {}
+_UNCHECKED = object()
 
 
 def _last_write(run_dir: Path) -> float | None:
@@ -832,7 +833,7 @@ def _claim(path: Path, reason: str) -> bool:
     """Create `path` (only if absent) saying who found the run dead and when."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except FileExistsError:
+    except OSError:  # claimed already, or a run folder we cannot write: it stays a reading
         return False
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(f"{reason}; found by process {os.getpid()} at {_utcnow().isoformat()}\n")
