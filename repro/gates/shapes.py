@@ -937,9 +937,11 @@ def _row_checks(model, batch, fwd, c: ShapesStage, measure, evidence):
         rep = measure(
             "eval_deterministic", lambda: measure_eval_repeat(model, batch, fwd["logits"])
         )
-    repeats = rep is not None and rep["max_change"] <= roundoff_tol(
-        rep["dtype"], rep["scale"], c.roundoff_eps
-    )
+    repeat_check = None
+    if rep is not None:
+        tol = roundoff_tol(rep["dtype"], rep["scale"], c.roundoff_eps)
+        repeat_check = check_eval_repeat(rep["max_change"], tol)
+    repeats = repeat_check is not None and repeat_check.passed
     pending = None
     if repeats:
         pending = measure(
@@ -947,10 +949,9 @@ def _row_checks(model, batch, fwd, c: ShapesStage, measure, evidence):
         )
 
     def finish(checks: list[Check]) -> None:
-        if rep is None:
+        if repeat_check is None:
             return
-        tol = roundoff_tol(rep["dtype"], rep["scale"], c.roundoff_eps)
-        checks.append(check_eval_repeat(rep["max_change"], tol))
+        checks.append(repeat_check)
         if not repeats:
             evidence["alone_vs_batch"] = "not judged: two eval forwards of one batch already differ"
             return
