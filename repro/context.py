@@ -61,12 +61,23 @@ class StageContext:
     def seed(self) -> int:
         return self.cfg.seed
 
+    def task_class(self):
+        """The paper's Task class (paper.task: a built-in task, or the paper's own)."""
+        from repro.tasks import load_task_class
+
+        return load_task_class(self.cfg.paper.task, self.project, self.paper)
+
     def check_paper_config(self) -> None:
         """The paper's own keys checked against the dataclasses its code declares (MODEL_CONFIG in
-        model.py for `model:`, DATA_CONFIG in data.py for its `data:` keys), before a run starts:
-        a typo or a bad value is a one-line error, not a failed run."""
+        model.py for `model:`, DATA_CONFIG in data.py for its `data:` keys), and the metrics the
+        config names against the paper's own task (built-in tasks are checked at compose), before
+        a run starts: a typo or a bad value is a one-line error, not a failed run."""
         from repro.config.typed import from_dict
+        from repro.tasks import check_metrics_config, is_builtin
 
+        if not is_builtin(self.cfg.paper.task):
+            cls = self.task_class()
+            check_metrics_config(self.cfg, cls.metric_specs(), cls.name, self.resolved.describe)
         for module, attr, values, where in (
             ("model", "MODEL_CONFIG", self.cfg.model, "model"),
             ("data", "DATA_CONFIG", self.cfg.data.options, "data"),
@@ -89,7 +100,9 @@ class StageContext:
         if not fresh and seed in self.datamodules:
             return self.datamodules[seed]
         build = import_paper_module(self.project, self.paper, "data", "build_datamodule")
-        return build(self.cfg.data, seed)
+        dm = build(self.cfg.data, seed)
+        dm.task_class = self.task_class()
+        return dm
 
     def build_model(self, dm, seed: int | None = None):
         """Seeded build, then repro's default init where the paper is silent."""
@@ -97,9 +110,10 @@ class StageContext:
         from repro.train.seeding import seed_everything
 
         build = import_paper_module(self.project, self.paper, "model", "build_model")
+        config = self.model_config(build)
         seed_everything(self.seed if seed is None else seed, self.cfg.deterministic)
         try:
-            model = build(self.cfg.model, **dm.model_kwargs())
+            model = build(config, **dm.model_kwargs())
         except (TypeError, ValueError) as e:
             raise PaperError(
                 f"papers/{self.paper}/model.py: build_model failed with the model config "
@@ -107,6 +121,23 @@ class StageContext:
             ) from e
         self.model_info = ModelInfo(apply_init(model, self.cfg.init.scheme), model_summary(model))
         return model
+
+    def model_config(self, build) -> Any:
+        """What build_model's first argument gets: the `model:` section as the paper's
+        MODEL_CONFIG dataclass when build_model annotates its first parameter with it (model.py
+        then needs nothing from repro), else the plain dict (papers written before)."""
+        import inspect
+
+        from repro.config.typed import from_dict
+
+        schema = getattr(inspect.getmodule(build), "MODEL_CONFIG", None)
+        params = list(inspect.signature(build).parameters.values())
+        if schema is None or not params:
+            return self.cfg.model
+        note = params[0].annotation
+        if note is schema or note == schema.__name__:
+            return from_dict(schema, self.cfg.model, "model", self.resolved.describe)
+        return self.cfg.model
 
 
 def model_summary(model) -> dict[str, Any]:

@@ -77,13 +77,19 @@ def print_verdict(console: Console, record: dict[str, Any]) -> None:
         for c in checks:
             t.add_row(
                 escape(str(c.get("name") or "?")),
-                "[green]ok[/]" if c.get("passed") else "[red]FAIL[/]",
+                _check_mark(c),
                 escape(str(c.get("reason") or "")),
             )
         console.print(t)
     full = load_metrics(FullMetrics, record) if record.get("stage") == "full" else None
     if full is not None:
         _print_full(console, full)
+
+
+def _check_mark(check: dict[str, Any]) -> str:
+    if check.get("measured") is False:
+        return "[dim]–[/]"  # not measured: neither passed nor failed
+    return "[green]ok[/]" if check.get("passed") else "[red]FAIL[/]"
 
 
 def _print_full(console: Console, m: FullMetrics) -> None:

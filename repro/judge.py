@@ -22,13 +22,22 @@ def judge_run(project: Project, paper: str, run_id: str | None, console: Console
     from repro.gitstate import git_state
     from repro.notebook import append_entry, format_entry
     from repro.records import create_run
+    from repro.tasks import task_facts
     from repro.verdict import Verdict
 
     old = _judged_run(project, paper, run_id)
     metrics = load_metrics(FullMetrics, old.record)
     resolved = compose(project, old.paper, list(old.record.get("overrides") or []))
+    specs, primary = task_facts(resolved.cfg.paper.task, project, old.paper)
     checks = judge(
-        resolved.cfg, metrics.per_seed, metrics.majority, metrics.eval_sizes, metrics.dataset
+        resolved.cfg,
+        metrics.per_seed,
+        metrics.dataset,
+        specs,
+        primary,
+        metrics.trivial,
+        metrics.majority,
+        metrics.eval_sizes,
     )
     metrics = replace(metrics, targets=target_results(checks))
     verdict = Verdict.from_checks("full", checks, {"judged_run": old.id}, metrics)

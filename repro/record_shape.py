@@ -39,6 +39,7 @@ class CheckShape:
     passed: bool | None = None
     reason: str | None = None
     evidence: dict[str, Any] | None = None
+    measured: bool | None = None  # False: not measured (records before it: always measured)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

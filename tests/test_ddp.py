@@ -79,12 +79,12 @@ from rich.console import Console
 from repro.config import compose
 from repro.context import StageContext
 from repro.project import Project
-from repro.train.module import ClassificationModule
+from repro.train.module import TaskModule
 p = Project(Path('.'))
 ctx = StageContext(p, 'toy', compose(p, 'toy', []), Console(quiet=True))
 dm = ctx.build_datamodule(); dm.setup('fit')
 assert len(dm.splits['test']) % 2 == 1, len(dm.splits['test'])
-m = ClassificationModule(ctx.build_model(dm), ctx.cfg.optim, ctx.cfg.schedule, 0.01)
+m = TaskModule(ctx.build_model(dm), dm.task, ctx.cfg.optim, ctx.cfg.schedule, 0.01)
 t = pl.Trainer(accelerator='cpu', devices=1, logger=False, enable_progress_bar=False)
 out = t.test(m, datamodule=dm, ckpt_path=sys.argv[1], verbose=False, weights_only=True)[0]
 print(json.dumps(out))

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from repro.gates.shapes import run_shapes
+from repro.tasks.classification import Classification
 from repro.train.init import apply_init
 from tests.configs import stage_config
 
@@ -62,7 +63,7 @@ def _ignoring_lengths(ids: torch.Tensor):
 
 def test_bimpm_as_written_passes_the_shapes_gate():
     model, init = _model()
-    v = run_shapes(model, _batch(), 3, stage_config("shapes"), None, init)
+    v = run_shapes(model, _batch(), Classification(3), stage_config("shapes"), None, init)
     assert v.passed, v.reason
     alone = next(c for c in v.checks if c.name == "alone_vs_batch")
     assert alone.evidence["padded_rows"] > 0 and alone.evidence["gap"] < 1e-12
@@ -87,7 +88,7 @@ def _lengths_ignored(monkeypatch) -> None:
 def test_bimpm_with_unmasked_padding_fails_alone_vs_batch(monkeypatch, inject):
     inject(monkeypatch)
     model, init = _model()
-    v = run_shapes(model, _batch(), 3, stage_config("shapes"), None, init)
+    v = run_shapes(model, _batch(), Classification(3), stage_config("shapes"), None, init)
     c = next(c for c in v.checks if c.name == "alone_vs_batch")
     assert not c.passed and not v.passed
     assert "depends on its batch-mates' padding, so padding is not masked" in c.reason

@@ -157,7 +157,8 @@ def test_near_duplicates_within_rate_or_chance_pass():
     )
     assert check_near_duplicates(chance, 0.005, 0.001).passed
     skipped = check_near_duplicates(NearDuplicates("", note="inputs mix"), 0.005, 0.001)
-    assert skipped.passed and skipped.reason == "not measured: inputs mix"
+    assert not skipped.measured and not skipped.passed  # never counted as passed
+    assert skipped.reason == "not measured: inputs mix"
 
 
 def test_loaders_check_fails_when_test_serves_train():
@@ -538,8 +539,10 @@ def test_label_leak_can_be_switched_off_for_rule_based_tasks(project, no_fresh_p
     _inject(project, LABEL_IN_FEATURE)
     run = run_stage_with(project, ["stage.data.label_leak=false"])
     checks = {c["name"]: c for c in run.record["verdict"]["checks"]}
-    assert checks["no label in the inputs"]["passed"]
+    assert checks["no label in the inputs"]["measured"] is False
+    assert not checks["no label in the inputs"]["passed"]  # not measured is never a pass
     assert checks["no label in the inputs"]["reason"] == "not measured: stage.data.label_leak=false"
+    assert run.record["status"] == "passed"  # ... nor a failure
 
 
 SET_ORDER = '''

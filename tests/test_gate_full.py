@@ -172,12 +172,17 @@ def _sanity(mean, majority=None, sizes=None):
     from repro.gates.full import check_sanity
     from tests.configs import stage_config
 
+    from repro.tasks import builtin_metrics
+
     majority = majority if majority is not None else {"val": 33.3, "test": 33.3}
     sizes = sizes if sizes is not None else {"val": 300, "test": 300}
-    return {c.name: c for c in check_sanity(mean, majority, sizes, stage_config("full"))}
+    specs = builtin_metrics("classification")
+    checks = check_sanity(mean, stage_config("full"), specs, "acc", None, majority, sizes)
+    return {c.name: c for c in checks}
 
 
 def test_accuracy_at_chance_fails_naming_misaligned_labels():
+    """A record written before tasks (the majority rate and split sizes only) is judged as then."""
     checks = _sanity({"val/acc": 35.0, "test/acc": 10.0, "val/loss": 1.1, "test/loss": 2.0})
     assert not checks["test beats the majority class"].passed
     assert (

@@ -5,6 +5,13 @@ from __future__ import annotations
 from rich.console import Console
 
 from repro.gates.overfit import check_overfit, disable_dropout, train_on_batch
+from repro.tasks.classification import Classification
+
+
+def dm_task(batch):
+    """The classification task of a batch's labels (its classes: the largest label + 1)."""
+    return Classification(int(batch["label"].max()) + 1)
+
 
 NAN = float("nan")
 
@@ -154,7 +161,13 @@ def test_train_on_batch_is_deterministic(project):
         disable_dropout(model)
         runs.append(
             train_on_batch(
-                model, batch, steps=40, lr=3e-3, loss_ratio=0.0, accept_full_accuracy=False
+                model,
+                dm_task(batch),
+                batch,
+                steps=40,
+                lr=3e-3,
+                loss_ratio=0.0,
+                accept_full_accuracy=False,
             )
         )
     assert len(runs[0]["losses"]) == 40
@@ -264,7 +277,9 @@ def test_train_on_batch_stops_when_the_loss_diverges():
 
     model, batch = _mlp()
     curve = Curve()
-    out = train_on_batch(model, batch, 500, 3.0, 0.01, False, stops=_stops(), curve=curve)
+    out = train_on_batch(
+        model, dm_task(batch), batch, 500, 3.0, 0.01, False, stops=_stops(), curve=curve
+    )
     assert out["stopped"] in ("diverged", "non-finite"), out["losses"]
     assert len(out["losses"]) <= 20  # not 500 steps
     c = check_overfit(out["losses"], out["accs"], stops=_stops(), lr=3.0)
@@ -276,11 +291,13 @@ def test_train_on_batch_stops_at_once_on_probability_outputs():
 
     model, batch = _mlp(softmax=True)
     curve = Curve()
-    out = train_on_batch(model, batch, 500, 3e-3, 0.01, False, stops=_stops(), curve=curve)
+    out = train_on_batch(
+        model, dm_task(batch), batch, 500, 3e-3, 0.01, False, stops=_stops(), curve=curve
+    )
     assert out["stopped"] == "probabilities" and len(out["losses"]) == 1
     assert curve.num_classes == 3 and curve.outputs["row_sum_gap"] < 1e-6
     model, batch = _mlp()  # the same model returning logits trains on
-    out = train_on_batch(model, batch, 5, 3e-3, 0.01, False, stops=_stops())
+    out = train_on_batch(model, dm_task(batch), batch, 5, 3e-3, 0.01, False, stops=_stops())
     assert out["stopped"] is None and len(out["losses"]) == 5
 
 
@@ -372,7 +389,7 @@ def test_trained_model_is_checked_alone_vs_batch(project):
         at_init = measure_alone_vs_batch(model, batch, shapes.alone_examples)
         assert check_alone_vs_batch(at_init, shapes.roundoff_eps).passed  # hidden at init
         curve = Curve()
-        train_on_batch(model, batch, 20, 1e-2, 0.0, False, curve=curve)
+        train_on_batch(model, dm_task(batch), batch, 20, 1e-2, 0.0, False, curve=curve)
         (c,) = _trained_model_checks(ctx, model, batch, curve)
         assert c.name == "alone_vs_batch after training"
         assert c.passed == masked, c.reason

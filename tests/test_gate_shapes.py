@@ -24,7 +24,15 @@ from repro.gates.shapes import (
     trim_padding,
     zeroed_batch,
 )
+from repro.tasks.base import InitLoss
+from repro.tasks.classification import Classification
 from tests.configs import stage_config
+
+
+def ln_c(c: int) -> InitLoss:
+    """What a C-way classifier expects at init (its task's InitLoss)."""
+    return Classification(c).init_loss({})
+
 
 C = 3  # classes of the float-input models
 
@@ -130,7 +138,8 @@ def run(
 ):
     torch.manual_seed(0)
     batch = float_batch() if batch is None else batch
-    return run_shapes(model, batch, num_classes, stage_config("shapes", **cfg), expected_params)
+    task = Classification(num_classes)
+    return run_shapes(model, batch, task, stage_config("shapes", **cfg), expected_params)
 
 
 def check(verdict, name: str):
@@ -281,7 +290,7 @@ def test_batchnorm_with_running_stats_is_independent_in_eval():
 def test_scaled_logits_fail_init_loss():
     c = check(run(MLP(scale=50.0)), "init_loss")
     assert not c.passed
-    assert f"vs ln({C}) = 1.099" in c.reason and "> tol 0.5493 (0.5 x ln C)" in c.reason
+    assert f"vs ln({C}) = 1.099" in c.reason and "> tol 0.5493 (0.5 x ln(3))" in c.reason
 
 
 def test_model_ignoring_its_input_fails_zero_input():
@@ -337,9 +346,11 @@ def test_model_that_raises_fails_forward_with_the_error():
 # ---- the judgements on synthetic numbers ------------------------------------------------------
 def test_check_init_loss_boundaries():
     ln2 = math.log(2)
-    assert check_init_loss(ln2 * 1.2, 2, 0.25).passed
-    assert not check_init_loss(ln2 * 0.7, 2, 0.25).passed
-    assert not check_init_loss(float("nan"), 2, 0.25).passed
+    assert check_init_loss(ln2 * 1.2, ln_c(2), 0.25).passed
+    assert not check_init_loss(ln2 * 0.7, ln_c(2), 0.25).passed
+    assert not check_init_loss(float("nan"), ln_c(2), 0.25).passed
+    c = check_init_loss(0.3, None, 0.25)  # a task that states no loss at init
+    assert not c.measured and not c.passed and c.reason.startswith("not measured")
 
 
 def test_check_grad_flow_lists_first_few_and_count():
@@ -362,10 +373,12 @@ def test_check_batch_independence_numbers():
 
 def test_check_zero_input_dummy_shape_finite_and_count():
     assert check_zero_input(0.5, 1e-6).passed and not check_zero_input(1e-7, 1e-6).passed
-    assert check_dummy_batch((3, 2), 3, 2).passed
-    assert "(3, 1) != (3, 2)" in check_dummy_batch((3, 1), 3, 2).reason
-    assert "2 non-finite logits" in check_dummy_batch((3, 2), 3, 2, nonfinite=2).reason
-    assert check_output_shape((4, 2), 4, 2).passed and not check_output_shape((4,), 4, 2).passed
+    assert check_dummy_batch((3, 2), 3).passed
+    wrong = "logits shape (3, 1) != expected (B, C) = (3, 2)"
+    assert wrong in check_dummy_batch((3, 1), 3, wrong).reason
+    assert "2 non-finite outputs" in check_dummy_batch((3, 2), 3, nonfinite=2).reason
+    assert check_output_shape((4, 2), None, "classification").passed
+    assert not check_output_shape((4,), "output shape (4,)", "classification").passed
     assert check_finite({"logits": 0}).passed and not check_finite({"logits": 1}).passed
     assert check_param_count(100, 120, None).passed
     assert check_param_count(104, 120, 100, 0.05).passed
@@ -383,7 +396,7 @@ def test_zeroed_batch_keeps_pad_and_maps_ids_to_unk():
 
 def test_dummy_batch_follows_the_templates():
     b = text_batch() | {"x": torch.randn(8, 3), "lengths": torch.arange(8)}
-    d = make_dummy_batch(b, num_classes=2, size=3)
+    d = make_dummy_batch(b, size=3)
     assert set(d) == set(b)
     assert {k: (v.dtype, v.shape[1:]) for k, v in d.items()} == {
         k: (v.dtype, v.shape[1:]) for k, v in b.items()
@@ -393,7 +406,7 @@ def test_dummy_batch_follows_the_templates():
     nonpad = d["ids"][d["ids"] != 0]
     assert nonpad.min() >= 2 and nonpad.max() <= b["ids"].max()
     assert torch.equal(d["lengths"], b["lengths"][:3])
-    assert d["label"].min() >= 0 and d["label"].max() < 2
+    assert torch.equal(d["label"], b["label"][:3])  # the targets are copied from the templates
 
 
 # ---- through the runner: the record keeps the gate's typed metrics -----------------------------
@@ -638,13 +651,13 @@ def test_outputs_inside_0_1_that_do_not_sum_to_1_are_not_taken_for_probabilities
 
 def test_too_confident_init_loss_says_why_and_what_to_change():
     c = check(run(MLP(scale=50.0)), "init_loss")
-    assert "the initial logits are large (each row's logits spread by" in c.reason
+    assert "the initial outputs are large (each row's logits spread by" in c.reason
     assert "start the output layer small" in c.reason
-    c = check_init_loss(2.13, 3, 0.5, spread=1.4, output_layer="net.3")
+    c = check_init_loss(2.13, ln_c(3), 0.5, spread=1.4, output_layer="net.3")
     assert "repro's init started the output layer net.3 small (Xavier x 0.1)" in c.reason
     assert "un-normalised inputs?" in c.reason and "init_nonlinearity = 'output'" in c.reason
-    c = check_init_loss(0.05, 3, 0.5)
-    assert "below ln C, the model knows the labels before training" in c.reason
+    c = check_init_loss(0.05, ln_c(3), 0.5)
+    assert "below ln(3), the model knows the labels before training" in c.reason
 
 
 def _toy_batch_and_model(project, overrides=()):
@@ -670,7 +683,7 @@ def test_standardised_toy_inputs_pass_init_loss_with_repros_init(project):
     batch = batch | {"x": (batch["x"] - x.mean(0)) / x.std(0)}  # standardised with its statistics
     init = ctx.model_info.init
     assert init["net.3.weight"].startswith("output: xavier_uniform_(gain=0.1)")
-    v = run_shapes(model, batch, dm.num_classes, stage_config("shapes"), None, init)
+    v = run_shapes(model, batch, dm.task, stage_config("shapes"), None, init)
     assert v.passed, v.reason
     assert abs(v.metrics.init_loss - math.log(3)) < 0.05
     assert check(v, "grad_flow").passed  # small, not zero: every parameter gets a gradient
@@ -680,8 +693,9 @@ def test_standardised_toy_inputs_pass_init_loss_with_repros_init(project):
 
     torch.manual_seed(0)
     init = apply_init(model)
-    c = check(run_shapes(model, batch, 3, stage_config("shapes"), None, init), "init_loss")
-    assert not c.passed and "the initial logits are large" in c.reason
+    v = run_shapes(model, batch, Classification(3), stage_config("shapes"), None, init)
+    c = check(v, "init_loss")
+    assert not c.passed and "the initial outputs are large" in c.reason
     assert "start the output layer small" in c.reason
 
 

@@ -107,7 +107,20 @@ def compose(project: Project, paper: str, overrides: list[str] | tuple[str, ...]
     resolved = Resolved(paper, config, overrides, None, provenance)  # type: ignore[arg-type]
     resolved.cfg = from_dict(RunConfig, config, "", resolved.describe)
     _check_provenance_kinds(resolved.cfg.paper.provenance, paper_file)
+    _check_task(resolved)
     return resolved
+
+
+def _check_task(resolved: Resolved) -> None:
+    """The task is one repro knows (or the paper's own class), and every metric the config names
+    is one a built-in task measures (a paper's own task is checked once its code is imported,
+    before the run starts: repro.context.StageContext.check_paper_config)."""
+    from repro.tasks import builtin_metrics, check_metrics_config, check_task_name
+
+    task = check_task_name(resolved.cfg.paper.task, resolved.paper)
+    specs = builtin_metrics(task)
+    if specs is not None:
+        check_metrics_config(resolved.cfg, specs, task, resolved.describe)
 
 
 def _check_overrides(overrides: list[str]) -> None:

@@ -60,9 +60,9 @@ class LRFinderConfig:
 
 @dataclass(frozen=True)
 class EarlyStoppingConfig:
-    monitor: str
+    monitor: str  # a val metric of the paper's task (checked against it at compose)
     patience: int = field(metadata=GE0)
-    mode: Literal["min", "max"]
+    mode: Literal["min", "max"] | None  # None: the monitored metric's own direction
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"val/\w+", self.monitor):
@@ -140,6 +140,7 @@ class DataStage:
     leak_min_per_class: int = field(metadata=GE1)
     probe_max_drop: float = field(metadata=bound(gt=0, le=1))
     max_feature_shift: float = field(metadata=bound(gt=0, le=1))
+    max_target_shift: float = field(metadata=bound(gt=0, le=1))
     max_oov_rate: float = field(metadata=bound(ge=0, le=1))
     max_truncated: float = field(metadata=bound(ge=0, le=1))
     hashseed_timeout_s: float = field(metadata=GT0)
@@ -230,10 +231,11 @@ class Target:
     """A number the paper reports, which the full stage must reproduce."""
 
     name: str
-    metric: str
+    metric: str  # a val/test metric of the paper's task (checked against it at compose)
     value: float
     tolerance: float = field(default=0.0, metadata=GE0)
-    higher_is_better: bool = True
+    # None: the metric's own direction (the task's); set, it must agree with it
+    higher_is_better: bool | None = None
     where: str | None = None  # table or section of the paper
     dataset: str | None = None  # compared only when data.dataset is this
     spread: float | None = field(default=None, metadata=GE0)  # the paper's own ± or std
@@ -270,6 +272,10 @@ class PaperMeta:
     name: str
     title: str
     arxiv: str | None = None
+    # classification | regression | sequence | ranking, or "papers.<paper>.task:<Class>"
+    # (repro/tasks; the paper's own Task subclass). Papers written before tasks existed were
+    # classifiers, hence the default.
+    task: str = "classification"
     targets: list[Target] = field(default_factory=list)
     baseline: str | None = None  # "papers.<paper>.<module>:<function>"
     expected_params: int | None = field(default=None, metadata=GE1)

@@ -107,6 +107,8 @@ class _Converter:
             return cls(**values)
         except Invalid as e:  # a __post_init__ check across fields
             raise ConfigError(f"{self.key(_join(where, e.field))}: {e.message}") from None
+        except ValueError as e:  # a paper's own dataclass (model.py imports nothing from repro)
+            raise ConfigError(f"{self.key(where)}: {e}") from None
 
     def value(self, tp: Any, v: Any, where: str) -> Any:
         origin = get_origin(tp)

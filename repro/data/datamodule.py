@@ -3,9 +3,12 @@
 A paper implements how to read and encode its examples; this base owns the split (official, or
 the seeded 80/10/10 when there is none), the seeded loaders, and what the data gate inspects.
 
-An *example* is a dict with an integer "label" and the paper's input fields (strings, lists).
-A *batch* is a dict of tensors with a "label" key; every other key is passed to the model as a
-keyword argument: `logits = model(**{k: v for k, v in batch.items() if k != "label"})`.
+An *example* is a dict of the paper's input fields (strings, lists) and what the paper's task
+needs of a raw example (repro/tasks: an integer "label" for classification, a number for
+regression, a relevance "label" and its query's "group" for ranking; nothing for a sequence
+task, whose labels encode() may make). Every example is checked against the task when loaded.
+A *batch* is a dict of tensors with a "label" key (and "group" for ranking); every other key is
+passed to the model as a keyword argument (repro.data.batch.model_inputs).
 Convention for integer inputs: id 0 is padding, id 1 is "unknown".
 """
 
@@ -19,8 +22,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from repro.config.schema import DataConfig
+from repro.data.batch import NON_INPUT_FIELDS
 from repro.data.split import SPLITS, example_hash, split_indices
 from repro.errors import PaperError
+from repro.tasks.base import Task
 
 
 class ListDataset(Dataset):
@@ -89,9 +94,12 @@ class ShardSampler(torch.utils.data.Sampler[int]):
 class PaperDataModule(pl.LightningDataModule):
     """Subclass and implement load_examples, encode, collate, decode, model_kwargs, data_files."""
 
-    num_classes: int = 2
+    num_classes: int | None = 2  # classes (classification), vocabulary (sequence); None: neither
     class_names: list[str] = []
     input_fields: tuple[str, ...] = ()  # the fields that identify an example (overlap hashing)
+    # The paper's task (paper.task), set by repro when it builds the datamodule; a datamodule
+    # built by hand (a paper's own test) is a classifier's.
+    task_class: type[Task] | None = None
 
     def __init__(self, cfg: DataConfig, seed: int):
         super().__init__()
@@ -155,8 +163,17 @@ class PaperDataModule(pl.LightningDataModule):
         return {}
 
     # ---- what the base provides ---------------------------------------------------------
+    @property
+    def task(self) -> Task:
+        """The paper's task, knowing this datamodule's classes (num_classes may be set by build())."""
+        if self.task_class is None:
+            from repro.tasks.classification import Classification
+
+            return Classification(self.num_classes, self.class_names)
+        return self.task_class(self.num_classes, self.class_names)
+
     def example_hash(self, example: dict) -> str:
-        fields = self.input_fields or tuple(k for k in example if k not in ("label", "id"))
+        fields = self.input_fields or tuple(k for k in example if k not in NON_INPUT_FIELDS)
         return example_hash(example, fields)
 
     def setup(self, stage: str | None = None) -> None:
@@ -184,20 +201,30 @@ class PaperDataModule(pl.LightningDataModule):
 
     def _load_and_split(self) -> None:
         loaded = self.load_examples()
+        if not isinstance(loaded, dict) or set(loaded) not in (set(SPLITS), {"all"}):
+            found = sorted(loaded) if isinstance(loaded, dict) else type(loaded).__name__
+            raise PaperError(
+                f"{type(self).__name__}.load_examples(): expected keys {list(SPLITS)} (an official "
+                f"split) or ['all'] (repro splits it), found {found}"
+            )
+        task = self.task
+        for name, examples in loaded.items():
+            for i, ex in enumerate(examples):
+                task.check_example(ex, f"{type(self).__name__}.load_examples(): {name} example {i}")
         if set(loaded) == set(SPLITS):
             self.official_split = True
             self.splits = {s: list(loaded[s]) for s in SPLITS}
-        elif set(loaded) == {"all"}:
+        else:
             self.official_split = False
             examples = list(loaded["all"])
-            labels = [ex["label"] for ex in examples]
-            idx = split_indices(labels, self.cfg.split, self.cfg.split_seed)
-            self.splits = {s: [examples[i] for i in idx[s]] for s in SPLITS}
-        else:
-            raise PaperError(
-                f"{type(self).__name__}.load_examples(): expected keys {list(SPLITS)} (an official "
-                f"split) or ['all'] (repro splits it), found {sorted(loaded)}"
+            idx = split_indices(
+                len(examples),
+                self.cfg.split,
+                self.cfg.split_seed,
+                strata=_keys(examples, task.stratum),
+                groups=_keys(examples, task.group),
             )
+            self.splits = {s: [examples[i] for i in idx[s]] for s in SPLITS}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.datasets[split]
@@ -233,3 +260,10 @@ class PaperDataModule(pl.LightningDataModule):
         ds = self.datasets[split]
         idx = sorted(random.Random(self.seed).sample(range(len(ds)), min(size, len(ds))))
         return self.collate([ds[i] for i in idx])
+
+
+def _keys(examples: list[dict], key) -> list | None:
+    """key(example) for every example, or None when the task has no such key (returns None)."""
+    if not examples or key(examples[0]) is None:
+        return None
+    return [key(ex) for ex in examples]

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from repro.data.batch import is_input
+
 
 @dataclass
 class Features:
@@ -28,7 +30,7 @@ def featurize(items: list[dict[str, torch.Tensor]], buckets: int) -> Features:
     dense, bags, names = [], [], []
     id_sets: dict[str, list[set[int]]] = {}
     ranks: dict[str, int] = {}
-    for key in sorted(k for k in items[0] if k != "label") if items else []:
+    for key in sorted(k for k in items[0] if is_input(k)) if items else []:
         ts = [torch.as_tensor(it[key]) for it in items]
         if ts[0].dtype.is_floating_point:
             if len({t.shape for t in ts}) > 1:  # a sequence of vectors: its mean vector

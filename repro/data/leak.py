@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from repro.data.batch import is_input
+
 
 @dataclass
 class LabelFunction:
@@ -69,7 +71,7 @@ def label_functions(batch: dict[str, torch.Tensor], limit: int = 5) -> list[Labe
     """Up to `limit` inputs of a collated training batch that are a function of its labels."""
     y = batch["label"]
     found: list[LabelFunction] = []
-    for key in sorted(k for k in batch if k != "label"):
+    for key in sorted(k for k in batch if is_input(k)):
         x = batch[key]
         flat = x.reshape(len(y), -1)  # (n, F)
         for j in constant_columns(flat, y)[:limit]:

@@ -11,6 +11,7 @@ from itertools import islice
 import numpy as np
 import torch
 
+from repro.data.batch import is_input
 from repro.data.split import SPLITS
 
 
@@ -30,7 +31,7 @@ def trimmed_lengths(x: torch.Tensor) -> list[torch.Tensor]:
 
 def row_keys(batch: dict[str, torch.Tensor]) -> list[str]:
     """One key per row of a batch: its inputs (not the label), trimmed of padding, digested."""
-    inputs = sorted(k for k in batch if k != "label")
+    inputs = sorted(k for k in batch if is_input(k))
     n = len(batch["label"])
     hashes = [hashlib.sha1() for _ in range(n)]
     for k in inputs:

@@ -1,7 +1,8 @@
 """The data gate: splits non-empty, disjoint (exactly and nearly) and served by their own loaders,
-every class everywhere, the split policy, preprocessing fitted on train and deterministic, no
-label in the inputs, labels that mean the same in every split, no feature shift, OOV/truncation
-within limits, a batch draws."""
+the task's label checks (repro/tasks: every class everywhere for a classifier, targets alike in
+every split for a regressor, queries disjoint for a ranker ...), the split policy, preprocessing
+fitted on train and deterministic, no label in the inputs and labels that mean the same in every
+split (for discrete labels), no feature shift, OOV/truncation within limits, a batch draws."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from repro.data.probe import odd_split, probe_views
 from repro.data.served import Served, audit_loaders
 from repro.data.shift import chance_bound, mean_shift
 from repro.gates.metrics import DataMetrics
+from repro.tasks.classification import check_classes  # noqa: F401 (its tests import it here)
 from repro.verdict import Check, Verdict
 
 BAG_BUCKETS = 1024  # hashed id buckets for the probe: collisions are rare below ~1000 frequent ids
@@ -69,36 +71,15 @@ def check_disjoint(hashes: dict[str, list[str]]) -> Check:
     return Check("splits disjoint", True, "0 examples shared between splits", {"overlaps": {}})
 
 
-def check_classes(label_counts: dict[str, dict[int, int]], num_classes: int) -> Check:
-    missing = {
-        s: sorted(set(range(num_classes)) - {c for c, n in counts.items() if n > 0})
-        for s, counts in label_counts.items()
-    }
-    missing = {s: m for s, m in missing.items() if m}
-    bad = {
-        s: sorted(c for c in counts if not 0 <= c < num_classes)
-        for s, counts in label_counts.items()
-    }
-    bad = {s: b for s, b in bad.items() if b}
-    if bad:
-        return Check(
-            "every class in every split",
-            False,
-            f"labels outside 0..{num_classes - 1}: {bad}",
-            {"bad_labels": bad},
-        )
-    if missing:
-        desc = "; ".join(f"{s} lacks class {m}" for s, m in missing.items())
-        return Check("every class in every split", False, desc, {"missing": missing})
-    return Check(
-        "every class in every split", True, f"all {num_classes} classes in every split", {}
-    )
-
-
 def check_split_policy(
-    official: bool, sizes: dict[str, int], fractions: tuple[float, ...], idempotent: bool
+    official: bool,
+    sizes: dict[str, int],
+    fractions: tuple[float, ...],
+    idempotent: bool,
+    unit: str = "examples",
 ) -> Check:
-    """Official split kept as is; otherwise the seeded 80/10/10 (fractions within 1 example per class)."""
+    """Official split kept as is; otherwise the seeded 80/10/10 (fractions within 1 example per
+    class), of examples or of the task's groups (`unit`: a ranking task splits queries)."""
     if official:
         return Check(
             "split policy",
@@ -128,11 +109,12 @@ def check_split_policy(
             f"split {desc}% differs from the configured {want}% by {off}",
             {"official": False, "fractions": got},
         )
+    of = "" if unit == "examples" else f" of {unit}"
     return Check(
         "split policy",
         True,
-        f"no official split: seeded {want} split applied ({desc}%), idempotent",
-        {"official": False, "fractions": got},
+        f"no official split: seeded {want} split{of} applied ({desc}%), idempotent",
+        {"official": False, "fractions": got, "unit": unit},
     )
 
 
@@ -158,7 +140,7 @@ def check_near_duplicates(near: NearDuplicates, max_rate: float, chance_p: float
         "pair": list(near.pair) if near.pair else None,
     }
     if not near.method:
-        return Check(name, True, f"not measured: {near.note}", ev)
+        return Check.not_measured(name, near.note, ev)
     bad = {}
     for k, rate in near.rates.items():
         excess = rate - near.expected.get(k, 0.0)
@@ -247,7 +229,7 @@ def check_fit_on_train(t: TrainOnly | None, why_not: str = "") -> Check:
     """What build() fits comes from the training split alone."""
     name = "fitted on train only"
     if t is None:
-        return Check(name, True, f"not measured: {why_not}", {"measured": False})
+        return Check.not_measured(name, why_not)
     ev = dataclasses.asdict(t)
     if t.error:
         return Check(
@@ -327,7 +309,7 @@ def check_label_leak(found: list[LabelFunction] | None, n: int, why_not: str = "
     """No input of the training batch is a function of the label."""
     name = "no label in the inputs"
     if found is None:
-        return Check(name, True, f"not measured: {why_not}", {"measured": False})
+        return Check.not_measured(name, why_not)
     ev = {"examples": n, "found": [dataclasses.asdict(f) for f in found]}
     if found:
         f = found[0]
@@ -361,9 +343,7 @@ def check_labels_agree(
     with its "view"."""
     name = "labels mean the same in every split"
     if not matrices:
-        return Check(
-            name, True, f"not measured: {why_not or 'no inputs to probe'}", {"measured": False}
-        )
+        return Check.not_measured(name, why_not or "no inputs to probe")
     ev = {
         "balanced_accuracy": {
             view: {a: {b: round(acc, 3) for b, (acc, _) in row.items()} for a, row in m.items()}
@@ -424,7 +404,7 @@ def check_feature_shift(
         for s, (m, c, w) in shifts.items()
     }
     if not shifts:
-        return Check(name, True, "not measured: no float or length inputs vary in train", ev)
+        return Check.not_measured(name, "no float or length inputs vary in train", ev)
     over = {s: v for s, v in shifts.items() if v[0] > max(max_shift, chance.get(s, 0.0))}
     if over:
         s = max(over, key=lambda k: over[k][0])
@@ -511,42 +491,44 @@ def _run(ctx, st, fresh_build) -> Verdict:
     dm.setup("fit")
     sizes = {s: len(dm.splits[s]) for s in ("train", "val", "test")}
     hashes = {s: [dm.example_hash(ex) for ex in dm.splits[s]] for s in dm.splits}
-    label_counts = {s: dict(Counter(int(ex["label"]) for ex in dm.splits[s])) for s in dm.splits}
+    task = dm.task
 
     dm2 = ctx.build_datamodule(fresh=True)
     dm2.bypass_cache = True  # computed from the files: a stale cache shows as a difference
     dm2.setup("fit")
     idempotent = all([dm2.example_hash(ex) for ex in dm2.splits[s]] == hashes[s] for s in hashes)
     nonempty = check_nonempty(sizes)
-    classes = check_classes(label_counts, dm.num_classes)
+    labels = task.label_checks(dm, st) if nonempty.passed else []
+    labels_ok = all(c.passed or not c.measured for c in labels)
+    units = {s: task.split_units(dm.splits[s]) for s in sizes}
+    unit = "examples" if units == sizes else f"{task.unit or 'group'} groups"
     checks = [
         nonempty,
         check_disjoint(hashes),
         check_near_duplicates(
             _near_duplicates(dm, hashes, st), st.near_duplicate_max_rate, st.chance_p
         ),
-        classes,
-        check_split_policy(bool(dm.official_split), sizes, ctx.cfg.data.split, idempotent),
+        *labels,
+        check_split_policy(bool(dm.official_split), units, ctx.cfg.data.split, idempotent, unit),
     ]
     first = next(iter(dm.train_dataloader())) if sizes["train"] else {}
     if first:
         second = next(iter(dm2.train_dataloader()))
         checks.append(check_loader_determinism(_batches_equal(first, second)))
     if nonempty.passed:  # the checks below compare splits: each needs examples
-        checks += _split_checks(ctx, st, dm, dm2, fresh_build, classes.passed)
+        checks += _split_checks(ctx, st, dm, dm2, fresh_build, labels_ok)
     checks += stat_checks(dm.stats(), {"oov_rate": st.max_oov_rate, "truncated": st.max_truncated})
 
-    examples = _show(ctx.console, dm, first, st.show_examples, classes.passed) if first else []
+    examples = _show(ctx.console, dm, first, st.show_examples, labels_ok) if first else []
     metrics = DataMetrics(
         sizes=sizes,
         num_classes=dm.num_classes,
         official_split=bool(dm.official_split),
         data_files=[str(p) for p in dm.data_files()],
+        task=task.name,
     )
     evidence: dict[str, Any] = {
-        "label_counts": {
-            s: {str(k): v for k, v in sorted(c.items())} for s, c in label_counts.items()
-        },
+        "labels": {s: task.label_summary(dm.splits[s]) for s in dm.splits},
         "batch_shapes": {k: list(v.shape) for k, v in first.items()},
         "examples": examples,
         "stats": dm.stats(),
@@ -637,6 +619,10 @@ def _train_only(ctx, dm, train_items: list[dict], max_items: int) -> TrainOnly:
 def _label_leak(dm, train_items: list[dict], st) -> Check:
     if not st.label_leak:
         return check_label_leak(None, 0, "stage.data.label_leak=false")
+    if dm.task.label_classes() is None:
+        return check_label_leak(
+            None, 0, f"the {dm.task.name} task has no discrete label per example"
+        )
     batch = dm.collate(train_items)
     counts = Counter(batch["label"].tolist())
     if len(counts) < 2 or min(counts.values()) < st.leak_min_per_class:
@@ -652,13 +638,16 @@ def _label_leak(dm, train_items: list[dict], st) -> Check:
 def _labels_agree(dm, items, feats: dict[str, Features], st, labels_ok: bool) -> Check:
     import torch
 
-    name_args = (st.probe_max_drop, dm.num_classes)
+    classes = dm.task.label_classes()
+    name_args = (st.probe_max_drop, classes or 0)
+    if classes is None:
+        why = f"the {dm.task.name} task has no discrete label per example"
+        return check_labels_agree(None, None, *name_args, why)
     if not labels_ok:
-        return check_labels_agree(
-            None, None, *name_args, "a split lacks a class or has labels out of range"
-        )
+        why = "the task's label checks failed (a split lacks a class, or labels out of range)"
+        return check_labels_agree(None, None, *name_args, why)
     labels = {s: torch.tensor([int(it["label"]) for it in items[s]]) for s in items}
-    matrices = probe_views(feats, labels, dm.num_classes)
+    matrices = probe_views(feats, labels, classes)
     z = NormalDist().inv_cdf(1 - st.chance_p)
     odd = None
     for view, m in matrices.items():

@@ -1,4 +1,9 @@
-"""The full gate: train for real (N seeds), test, and compare with the paper's reported numbers."""
+"""The full gate: train for real (N seeds), test, and compare with the paper's reported numbers.
+
+Besides the targets it judges what no reproduction can show, in the task's own terms
+(repro/tasks): a model no better than the task's trivial baseline (the most frequent class, the
+training mean, unigram frequencies, a random order) beyond chance, unit by unit on val and test;
+val and test far apart; val and test identical."""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from typing import Any
 from repro.config.schema import FullStage, Target
 from repro.errors import ConfigError, PaperError
 from repro.gates.metrics import FullMetrics, TargetResult
+from repro.tasks import MetricSpec
+from repro.tasks.base import Comparison
 from repro.verdict import Check, Verdict
 
 REPRODUCED, WITHIN, NOT_REPRODUCED = "REPRODUCED", "WITHIN TOLERANCE", "NOT REPRODUCED"
@@ -33,11 +40,17 @@ def spread_verdict(gap: float, spread: float | None) -> tuple[str, bool | None]:
     )
 
 
-def compare_target(target: Target, values: list[float]) -> Check:
-    """REPRODUCED: ours matches or beats the paper; WITHIN TOLERANCE: below by <= tolerance;
-    NOT REPRODUCED: further below. Ours above the paper by more than the tolerance still passes,
-    with a warning to look for leakage. The check's evidence is the TargetResult (+ warning)."""
+def compare_target(
+    target: Target, values: list[float], higher_is_better: bool | None = None
+) -> Check:
+    """REPRODUCED: ours matches or beats the paper; WITHIN TOLERANCE: worse by <= tolerance;
+    NOT REPRODUCED: further off. Ours better than the paper by more than the tolerance still
+    passes, with a warning to look for leakage. The direction is the metric's (the task's;
+    `higher_is_better`), else the target's own, else higher is better. The check's evidence is
+    the TargetResult (+ warning)."""
     t = target
+    higher = higher_is_better if higher_is_better is not None else t.higher_is_better
+    higher = True if higher is None else higher
     where = t.where or "?"
     if not values:
         result = TargetResult(
@@ -55,9 +68,7 @@ def compare_target(target: Target, values: list[float]) -> Check:
         )
         return Check(t.name, False, f"metric {t.metric} was not measured", asdict(result))
     mean, std = mean_std(values)
-    better = (
-        (mean - t.value) if t.higher_is_better else (t.value - mean)
-    )  # > 0: better than the paper
+    better = (mean - t.value) if higher else (t.value - mean)  # > 0: better than the paper
     label = REPRODUCED if better >= 0 else WITHIN if better >= -t.tolerance else NOT_REPRODUCED
     result = TargetResult(
         t.name,
@@ -72,11 +83,12 @@ def compare_target(target: Target, values: list[float]) -> Check:
         t.where,
         t.spread,
     )
-    spread = f" ± {std:.2f}" if std is not None else ""
+    d = 2 if abs(t.value) >= 1 else 4  # decimals: points of accuracy, or a MAP of 0.718
+    spread = f" ± {std:.{d}f}" if std is not None else ""
     n = f"{len(values)} seed{'s' if len(values) > 1 else ''}"
     reason = (
-        f"{label}: ours {mean:.2f}{spread} ({n}) vs paper {t.value:g} ({where}), gap {mean - t.value:+.2f}, "
-        f"tolerance {t.tolerance:g}"
+        f"{label}: ours {mean:.{d}f}{spread} ({n}) vs paper {t.value:g} ({where}), gap "
+        f"{mean - t.value:+.{d}f}, tolerance {t.tolerance:g}"
     )
     spread_note, within = spread_verdict(mean - t.value, t.spread)
     reason += f"; {spread_note}"
@@ -88,9 +100,13 @@ def compare_target(target: Target, values: list[float]) -> Check:
 
 
 def check_targets(
-    targets: list[Target], dataset: str | None, per_seed: list[dict[str, float]]
+    targets: list[Target],
+    dataset: str | None,
+    per_seed: list[dict[str, float]],
+    specs: dict[str, MetricSpec] | None = None,
 ) -> list[Check]:
-    """One Check per target of this dataset; no target for the dataset is itself a failure."""
+    """One Check per target of this dataset (its direction from the task's metric `specs`); no
+    target for the dataset is itself a failure."""
     mine = [t for t in targets if t.dataset in (None, dataset)]
     if not mine:
         known = sorted({str(t.dataset) for t in targets})
@@ -103,85 +119,133 @@ def check_targets(
                 {},
             )
         ]
-    return [compare_target(t, [m[t.metric] for m in per_seed if t.metric in m]) for t in mine]
+    specs = specs or {}
+
+    def higher(t: Target) -> bool | None:
+        spec = specs.get(t.metric.rpartition("/")[2])
+        return spec.higher_is_better if spec is not None else None
+
+    return [
+        compare_target(t, [m[t.metric] for m in per_seed if t.metric in m], higher(t)) for t in mine
+    ]
+
+
+def check_beyond_trivial(split: str, comp: Comparison, trivial: str, unit: str, z: float) -> Check:
+    """The model beats the task's trivial baseline on `split` by more than chance: the mean of
+    the paired per-unit differences (accuracy of an example, average precision of a query, minus
+    a squared error ...) above z of its standard errors."""
+    need = comp.margin(z)
+    ok = comp.beyond(z)
+    reason = (
+        f"{split}: ours {comp.model:.4g} vs {comp.baseline:.4g} by {trivial} per {unit} "
+        f"(mean difference {comp.mean_diff:+.4g} {'>' if ok else '<='} {need:.3g}: {z:g} "
+        f"standard errors of the paired difference on {comp.n} {unit}s)"
+    )
+    if not ok:
+        reason += (
+            ": the model learned nothing it can use on this split; are the labels aligned with "
+            "the inputs (shuffled separately? a label mapping that differs between splits?)"
+        )
+    ev = {"n": comp.n, "ours": comp.model, "trivial": comp.baseline, "mean_diff": comp.mean_diff}
+    ev |= {"sd_diff": comp.sd_diff, "needed": need}
+    return Check(f"{split} beats {trivial}", ok, reason, ev)
+
+
+def check_majority(split: str, acc: float, base: float, n: int, z: float) -> Check:
+    """Records written before tasks kept only a classifier's accuracy and the majority rate: the
+    accuracy must beat a constant guess by z binomial standard errors of that guess."""
+    se = math.sqrt(base * (100.0 - base) / n)  # points: a constant guess's accuracy, binomial
+    need = base + z * se
+    ok = acc > need
+    reason = (
+        f"{split}/acc {acc:.2f} vs {base:.2f} by always predicting the most frequent class "
+        f"({'>' if ok else '<='} {need:.2f}: {z:g} standard errors on {n} examples)"
+    )
+    if not ok:
+        reason += (
+            ": the model learned nothing it can use on this split; are the labels aligned with "
+            "the inputs (shuffled separately? a label mapping that differs between splits?)"
+        )
+    ev = {"acc": acc, "majority": base, "needed": need, "n": n}
+    return Check(f"{split} beats the majority class", ok, reason, ev)
+
+
+def check_val_test_agree(mean: dict[str, float], spec: MetricSpec, max_gap: float) -> Check | None:
+    """val and test of a bounded metric (accuracy, MAP, R²) within max_gap points of its range
+    (15 points of accuracy, 0.15 of MAP)."""
+    val, test = mean.get(f"val/{spec.name}"), mean.get(f"test/{spec.name}")
+    if val is None or test is None or spec.range is None:
+        return None
+    gap, limit = abs(val - test), max_gap / 100.0 * spec.range
+    ok = gap <= limit
+    reason = f"|val/{spec.name} - test/{spec.name}| = {gap:.4g} {'<=' if ok else '>'} {limit:g}"
+    if not ok:
+        reason += ": val and test disagree; a test-only label mapping, or another split served as one of them?"
+    return Check("val and test agree", ok, reason, {"gap": gap, "limit": limit})
+
+
+def check_val_test_differ(mean: dict[str, float], primary: str) -> Check | None:
+    """val and test identical in the loss and the primary metric: one split serves the other."""
+    keys = ["loss", primary] if primary != "loss" else ["loss"]
+    if not all(f"val/{k}" in mean and mean[f"val/{k}"] == mean.get(f"test/{k}") for k in keys):
+        return None
+    values = ", ".join(f"{k} {mean[f'val/{k}']:.6g}" for k in keys)
+    return Check(
+        "val and test differ",
+        False,
+        f"val and test give identical {' and '.join(keys)} ({values}): one loader serves the "
+        "other's split, or the model is selected on test",
+    )
 
 
 def check_sanity(
-    mean: dict[str, float], majority: dict[str, float], sizes: dict[str, int], c: FullStage
+    mean: dict[str, float],
+    c: FullStage,
+    specs: dict[str, MetricSpec],
+    primary: str,
+    trivial: dict | None,
+    majority: dict[str, float] | None = None,
+    sizes: dict[str, int] | None = None,
 ) -> list[Check]:
-    """What no reproduction can show: accuracy no better than predicting the most frequent class
-    (beyond chance: `chance_z` standard errors of a constant guess on that many examples), val
-    and test far apart, or val and test metrics identical (the same examples serve both)."""
+    """What no reproduction can show: a model no better than the task's trivial baseline beyond
+    chance (`trivial`: its name, unit and per-split comparisons; records written before tasks:
+    the majority rate and split sizes of a classifier), val and test far apart, or identical."""
     checks = []
+    comps = (trivial or {}).get("comparisons") or {}
     for split in ("val", "test"):
-        acc, base, n = mean.get(f"{split}/acc"), majority.get(split), sizes.get(split)
-        if acc is None or base is None or not n:
-            continue
-        se = math.sqrt(base * (100.0 - base) / n)  # points: a constant guess's accuracy, binomial
-        need = base + c.chance_z * se
-        ok = acc > need
-        reason = (
-            f"{split}/acc {acc:.2f} vs {base:.2f} by always predicting the most frequent class "
-            f"({'>' if ok else '<='} {need:.2f}: {c.chance_z:g} standard errors on {n} examples)"
-        )
-        if not ok:
-            reason += (
-                ": the model learned nothing it can use on this split; are the labels aligned with "
-                "the inputs (shuffled separately? a label mapping that differs between splits?)"
+        if split in comps:
+            comp = Comparison(**comps[split])
+            checks.append(
+                check_beyond_trivial(split, comp, trivial["name"], trivial["unit"], c.chance_z)
             )
-        ev = {"acc": acc, "majority": base, "needed": need, "n": n}
-        checks.append(Check(f"{split} beats the majority class", ok, reason, ev))
-    if "val/acc" in mean and "test/acc" in mean:
-        gap = abs(mean["val/acc"] - mean["test/acc"])
-        ok = gap <= c.max_val_test_gap
-        reason = (
-            f"|val/acc - test/acc| = {gap:.2f} {'<=' if ok else '>'} {c.max_val_test_gap:g} points"
-        )
-        if not ok:
-            reason += ": val and test disagree; a test-only label mapping, or another split served as one of them?"
-        checks.append(Check("val and test agree", ok, reason, {"gap": gap}))
-    same = [
-        k
-        for k in ("loss", "acc")
-        if f"val/{k}" in mean and mean[f"val/{k}"] == mean.get(f"test/{k}")
-    ]
-    if len(same) == 2:
-        checks.append(
-            Check(
-                "val and test differ",
-                False,
-                f"val and test give identical loss and accuracy ({mean['val/loss']:.6g}, "
-                f"{mean['val/acc']:.2f}): one loader serves the other's split, or the model is selected on test",
+        elif majority and split in majority and f"{split}/acc" in mean and (sizes or {}).get(split):
+            checks.append(
+                check_majority(
+                    split, mean[f"{split}/acc"], majority[split], sizes[split], c.chance_z
+                )
             )
-        )
-    return checks
+    bounded = next((s for s in specs.values() if s.range is not None), None)
+    agree = check_val_test_agree(mean, bounded, c.max_val_test_gap) if bounded else None
+    differ = check_val_test_differ(mean, primary)
+    return checks + [k for k in (agree, differ) if k is not None]
 
 
 def judge(
     cfg,
     per_seed: list[dict[str, float]],
-    majority: dict[str, float],
-    sizes: dict[str, int],
     dataset,
+    specs: dict[str, MetricSpec],
+    primary: str,
+    trivial: dict | None = None,
+    majority: dict[str, float] | None = None,
+    sizes: dict[str, int] | None = None,
 ) -> list[Check]:
     """Every judgement of the full stage from measured metrics alone: the paper's targets and the
     sanity checks. `repro judge` calls it again on a recorded run with the current config."""
     keys = sorted({k for m in per_seed for k in m})
     mean = {k: mean_std([m[k] for m in per_seed if k in m])[0] for k in keys}
-    sanity = check_sanity(mean, majority, sizes, cfg.stage.full)
-    return check_targets(cfg.paper.targets, dataset, per_seed) + sanity
-
-
-def majority_rates(dm) -> tuple[dict[str, float], dict[str, int]]:
-    """(% of val and test examples in their split's most frequent class, what a constant guess
-    gets; the splits' sizes)."""
-    rates, sizes = {}, {}
-    for split in ("val", "test"):
-        labels = [int(ex["label"]) for ex in dm.splits[split]]
-        sizes[split] = len(labels)
-        if labels:
-            rates[split] = 100.0 * max(labels.count(y) for y in set(labels)) / len(labels)
-    return rates, sizes
+    sanity = check_sanity(mean, cfg.stage.full, specs, primary, trivial, majority, sizes)
+    return check_targets(cfg.paper.targets, dataset, per_seed, specs) + sanity
 
 
 def target_results(checks: list[Check]) -> list[TargetResult]:
@@ -205,18 +269,21 @@ def run(ctx) -> Verdict:
     t0 = time.perf_counter()  # what the forecast forecasts: from here to the verdict
     seeds = [ctx.seed + i for i in range(cfg.seeds)]
     wandb = _wandb_run(ctx)
+    units: dict[str, list] = {}
     try:
-        results = [_fit_seed(ctx, s, i, seeds, wandb) for i, s in enumerate(seeds)]
+        fits = [_fit_seed(ctx, s, i, seeds, wandb, units) for i, s in enumerate(seeds)]
     except BaseException:
         if wandb is not None:
             wandb.finish("interrupted", None)
         raise
-    dm = results[-1][1]  # the split is the same for every seed (data.split_seed)
-    results = [r for r, _ in results]
+    dm, trivial = fits[-1][1], fits[-1][2]  # the split is the same for every seed
+    results = [r for r, _, _ in fits]
     per_seed = [r.metrics for r in results]
     dataset = cfg.data.options.get("dataset")
-    majority, sizes = majority_rates(dm)
-    checks = judge(cfg, per_seed, majority, sizes, dataset)
+    task = dm.task
+    trivial = _trivial_record(task, trivial, units)
+    specs = task.metric_specs()
+    checks = judge(cfg, per_seed, dataset, specs, task.primary, trivial)
     keys = sorted({k for m in per_seed for k in m})
     stats = {k: mean_std([m[k] for m in per_seed if k in m]) for k in keys}
     metrics = FullMetrics(
@@ -230,8 +297,9 @@ def run(ctx) -> Verdict:
         train_seconds=sum(r.train_seconds for r in results),
         dataset=dataset,
         baseline=_baseline(ctx, dm) if cfg.stage.full.show_baseline else None,
-        majority=majority,
-        eval_sizes=sizes,
+        eval_sizes={s: len(dm.splits[s]) for s in ("val", "test")},
+        task=task.name,
+        trivial=trivial,
     )
     ctx.run.annex(actual=_actual(ctx.run.prior_duration_s, time.perf_counter() - t0, metrics))
     verdict = Verdict.from_checks("full", checks, {"runs": [asdict(r) for r in results]}, metrics)
@@ -240,7 +308,12 @@ def run(ctx) -> Verdict:
     return verdict
 
 
-def _fit_seed(ctx, seed: int, i: int, seeds: list[int], wandb):
+def _fit_seed(ctx, seed: int, i: int, seeds: list[int], wandb, units: dict[str, list]):
+    """Train and test one seed; then (rank 0) its best checkpoint against the task's trivial
+    baseline on val and test, unit by unit: the scores are added to `units`. Returns (the fit,
+    the datamodule, the baseline's side of the comparison)."""
+    from repro.train.distributed import is_rank_zero
+    from repro.train.evaluate import load_weights, versus_baseline
     from repro.train.fit import fit_and_test
 
     out = ctx.run.dir if len(seeds) == 1 else ctx.run.dir / f"seed_{seed}"
@@ -255,7 +328,30 @@ def _fit_seed(ctx, seed: int, i: int, seeds: list[int], wandb):
         + ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.metrics.items())),
         highlight=False,
     )
-    return result, dm
+    if not is_rank_zero():
+        return result, dm, {}
+    if result.best_checkpoint:  # a seed read back on --resume holds no weights yet
+        load_weights(model, out / result.best_checkpoint)
+    versus = versus_baseline(model, dm, dm.task)
+    for split, scores in versus.get("units", {}).items():
+        units.setdefault(split, []).append(scores)
+    return result, dm, versus
+
+
+def _trivial_record(task, versus: dict, units: dict[str, list]) -> dict | None:
+    """What the record keeps of the trivial baseline: its name, the unit it is compared on, its
+    metrics and the comparison per split (what `repro judge` re-applies)."""
+    from repro.train.evaluate import comparisons
+
+    if not versus:
+        return None
+    comps = comparisons(units, versus["baseline_units"])
+    return {
+        "name": versus["name"],
+        "unit": task.unit,
+        "metrics": versus["metrics"],
+        "comparisons": {s: asdict(c) for s, c in comps.items()},
+    }
 
 
 def _wandb_run(ctx):

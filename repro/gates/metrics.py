@@ -19,17 +19,20 @@ M = TypeVar("M")
 @dataclass(frozen=True)
 class DataMetrics:
     sizes: dict[str, int]  # examples per split: train, val, test
-    num_classes: int
+    num_classes: int | None  # classes or vocabulary of the task; None: a task without classes
     official_split: bool
     data_files: list[str]  # what the paper's data comes from (part of the data fingerprint)
+    task: str | None = None  # paper.task (records before tasks: a classifier's)
 
 
 @dataclass(frozen=True)
 class ShapesMetrics:
     init_loss: float | None  # None when the forward pass failed or gave the wrong shape
-    ln_c: float
+    ln_c: float | None  # ln C of a classifier (None for other tasks)
     trainable_params: int
     total_params: int
+    expected_loss: float | None = None  # what the task expects at init (None: it states none)
+    task: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,9 +96,13 @@ class FullMetrics:
     train_seconds: float
     dataset: str | None = None
     baseline: dict[str, Any] | None = None  # {"name": spec, "metrics": {...}}
-    # % of val and test examples in their split's most frequent class; how many examples
+    # Records before tasks: % of val and test examples in their split's most frequent class
     majority: dict[str, float] = field(default_factory=dict)
-    eval_sizes: dict[str, int] = field(default_factory=dict)
+    eval_sizes: dict[str, int] = field(default_factory=dict)  # examples of val and test
+    task: str | None = None  # paper.task (None: a record before tasks, a classifier's)
+    # The task's trivial baseline: {"name", "unit", "metrics": {"val/acc": ...}, "comparisons":
+    # {split: Comparison as a dict}} (None: the task has none, or a record before tasks)
+    trivial: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from repro.config.schema import OverfitStage
-from repro.data.batch import split_batch
+from repro.data.batch import batch_size, model_inputs
 from repro.gates.metrics import OverfitMetrics
 from repro.verdict import Check, Verdict
 
@@ -86,9 +86,11 @@ def check_overfit(
 ) -> Check:
     """Pass when loss <= loss_ratio * initial loss (or accuracy hits 100%); else a diagnosis.
 
+    accs: the task's progress per step (accuracy on the subset), empty for a task without one.
     stops: the early-stop rules (divergence, stall, probability outputs) judged here too;
-    num_classes and outputs (min, max, row_sum_gap of the last logits) let the diagnosis name
-    probability outputs and the cross-entropy floor they stall on; lr goes into the reasons."""
+    num_classes and outputs (min, max, row_sum_gap of the last logits; None when the task's
+    outputs are not logits) let the diagnosis name probability outputs and the cross-entropy
+    floor they stall on; lr goes into the reasons."""
     if not losses:
         return Check(NAME, False, "no training steps were run", {})
     first, last, best = losses[0], losses[-1], min(losses)
@@ -251,7 +253,8 @@ def _stop_reason(curve: Curve, loss_ratio, accept_full_accuracy, stops: Stops | 
     losses, accs = curve.losses, curve.accs
     if not math.isfinite(losses[-1]):
         return "non-finite"
-    if losses[-1] <= loss_ratio * losses[0] or (accept_full_accuracy and accs[-1] >= 1.0):
+    full = accept_full_accuracy and bool(accs) and accs[-1] >= 1.0
+    if losses[-1] <= loss_ratio * losses[0] or full:
         return "passed"
     if stops is None:
         return None
@@ -264,6 +267,7 @@ def _stop_reason(curve: Curve, loss_ratio, accept_full_accuracy, stops: Stops | 
 
 def train_on_batch(
     model,
+    task,
     batch: dict,
     steps: int,
     lr: float,
@@ -273,13 +277,13 @@ def train_on_batch(
     stops: Stops | None = None,
     curve: Curve | None = None,
 ) -> dict[str, Any]:
-    """Adam on one fixed batch; records the loss/accuracy of those examples before each step into
-    `curve` (a fresh one unless given) and stops as soon as the gate is decided (_stop_reason)."""
+    """Adam on one fixed batch with the task's loss; records the loss (and the task's progress:
+    accuracy) of those examples before each step into `curve` (a fresh one unless given) and
+    stops as soon as the gate is decided (_stop_reason)."""
     import torch
-    import torch.nn.functional as F
 
     curve = Curve() if curve is None else curve
-    inputs, y = split_batch(batch)
+    inputs = model_inputs(batch)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     model.train()
@@ -287,13 +291,17 @@ def train_on_batch(
     t0 = time.perf_counter()
     for step in range(steps):
         t_step = time.perf_counter()
-        logits = model(**inputs)  # (B, C)
-        loss = F.cross_entropy(logits, y)
+        logits = model(**inputs)
+        loss = task.loss(logits, batch)
         curve.losses.append(loss.item())
-        curve.accs.append(float((logits.argmax(-1) == y).float().mean()))
-        curve.outputs, curve.num_classes = output_range(logits.detach()), logits.shape[-1]
+        with torch.no_grad():
+            acc = task.step_progress(logits, batch)
+            if acc is not None:
+                curve.accs.append(acc)
+            if task.outputs_logits(logits):
+                curve.outputs, curve.num_classes = output_range(logits), logits.shape[-1]
         if progress:
-            progress(step, curve.losses[-1], curve.accs[-1])
+            progress(step, curve.losses[-1], acc)
         curve.stopped = _stop_reason(curve, loss_ratio, accept_full_accuracy, stops)
         if curve.stopped:
             break
@@ -326,7 +334,7 @@ def plot_curve(losses: list[float], threshold: float, path) -> None:
     ax.axhline(threshold, color="tab:red", ls="--", label=f"threshold {threshold:.3g}")
     ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy")
+    ax.set_ylabel("training loss")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -346,9 +354,9 @@ class CurveFile:
             self.file.write("step,loss,acc\n")
             self.file.flush()
 
-    def add(self, step: int, loss: float, acc: float) -> None:
+    def add(self, step: int, loss: float, acc: float | None) -> None:
         if self.file is not None:
-            self.file.write(f"{step},{loss},{acc}\n")
+            self.file.write(f"{step},{loss},{'' if acc is None else acc}\n")
             self.file.flush()
 
     def close(self, losses: list[float]) -> str | None:
@@ -369,6 +377,7 @@ def run(ctx) -> Verdict:
     dm = ctx.build_datamodule()
     dm.setup("fit")
     batch = dm.fixed_batch("train", c.examples)
+    task = dm.task
     model = ctx.build_model(dm)
     if c.disable_dropout:
         disable_dropout(model)
@@ -377,7 +386,7 @@ def run(ctx) -> Verdict:
     out, plot = None, None
     file = CurveFile(ctx.run, c.loss_ratio)
     try:
-        out = _train_with_progress(ctx, model, batch, lr, c, stops, curve, file)
+        out = _train_with_progress(ctx, model, task, batch, lr, c, stops, curve, file)
     finally:  # Ctrl-C included: the partial curve stays in the run directory
         plot = file.close(curve.losses)
     check = check_overfit(
@@ -392,7 +401,7 @@ def run(ctx) -> Verdict:
     )
     checks = [check] + _trained_model_checks(ctx, model, batch, curve)
     # after the checks: the speed measurement trains the model further
-    speed = _speed(ctx, model, dm, lr) if all(k.passed for k in checks) else None
+    speed = _speed(ctx, model, dm, lr) if all(k.passed or not k.measured for k in checks) else None
     evidence = check.evidence | {
         "seconds": out["seconds"],
         "dropout_disabled": c.disable_dropout,
@@ -405,7 +414,7 @@ def run(ctx) -> Verdict:
     return Verdict.from_checks("overfit", checks, evidence, metrics)
 
 
-def _train_with_progress(ctx, model, batch, lr, c: OverfitStage, stops, curve, file) -> dict:
+def _train_with_progress(ctx, model, task, batch, lr, c: OverfitStage, stops, curve, file) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (
@@ -415,14 +424,16 @@ def _train_with_progress(ctx, model, batch, lr, c: OverfitStage, stops, curve, f
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=ctx.console, transient=True) as prog:
-        task = prog.add_task("overfit", total=c.max_steps, info="")
+        bar = prog.add_task("overfit", total=c.max_steps, info="")
 
         def progress(step, loss, acc):
             file.add(step, loss, acc)
-            prog.update(task, completed=step + 1, info=f"loss {loss:.4f} acc {100 * acc:.0f}%")
+            info = f"loss {loss:.4f}" + (f" acc {100 * acc:.0f}%" if acc is not None else "")
+            prog.update(bar, completed=step + 1, info=info)
 
         return train_on_batch(
             model,
+            task,
             batch,
             c.max_steps,
             lr,
@@ -458,7 +469,7 @@ def _metrics(check: Check, out: dict | None, batch: dict, lr: float, speed) -> O
         steps=len(losses),
         passed_at_step=check.evidence.get("step"),
         steps_per_s=out["steps_per_s"] if out else 0.0,
-        batch_size=int(batch["label"].shape[0]),
+        batch_size=batch_size(batch),
         lr=float(lr),
         speed=speed,
     )
@@ -469,7 +480,7 @@ def _speed(ctx, model, dm, lr: float):
     stage's forecast uses them (repro/speed.py). Run after the judgement, on the same model."""
     from repro.speed import measure_speed
     from repro.train.fit import quiet_lightning
-    from repro.train.module import ClassificationModule
+    from repro.train.module import TaskModule
 
     quiet_lightning()
     t0 = time.perf_counter()  # a fresh build, as each seed of the full stage does (not warm)
@@ -477,6 +488,6 @@ def _speed(ctx, model, dm, lr: float):
     fresh.setup("fit")
     ctx.build_model(fresh)
     build_s = time.perf_counter() - t0
-    module = ClassificationModule(model, ctx.cfg.optim, ctx.cfg.schedule, lr)
+    module = TaskModule(model, dm.task, ctx.cfg.optim, ctx.cfg.schedule, lr)
     c = ctx.cfg
     return measure_speed(module, dm, c.stage.overfit.speed_steps, c.trainer.accelerator, build_s)

@@ -5,16 +5,19 @@ Measurements (`measure_*`, `count_params`) run the model and return numbers; jud
 from the other into a Verdict. Every measurement restores the model's train/eval modes,
 requires_grad flags and .grad tensors, so the gate leaves the model as it found it.
 
-What it judges: output shape; loss at init vs ln C; outputs that are logits, not probabilities;
-a gradient to every trainable parameter; no gradient from one example's loss to another's input;
-two eval forwards identical (nothing random at eval); each example's logits alone, trimmed to its
-own length, equal to its logits inside the padded batch (padding masked, examples not mixed);
-frozen parameters named (and failed outside embeddings unless declared); zeroed inputs change the
-output; an odd batch size works; everything finite; the parameter count (issue 13 for the
-checks that came from its bug zoo).
+What it judges: the output fits the paper's task (repro/tasks: logits (B, C) for a classifier,
+(B, T, V) per position, a value or a score per example); the loss at init vs what the task
+expects (ln C, ln V, mean(y²) ...); outputs that are logits, not probabilities, where the loss
+applies a softmax; a gradient to every trainable parameter; no gradient from one example's loss
+to another's input; two eval forwards identical (nothing random at eval); each example's output
+alone, trimmed to its own length, equal to its output inside the padded batch (padding masked,
+examples not mixed); frozen parameters named (and failed outside embeddings unless declared);
+zeroed inputs change the output; an odd batch size works; everything finite; the parameter count
+(issue 13 for the checks that came from its bug zoo).
 
-A batch is a dict of tensors with "label"; the other keys are the model's keyword arguments
-(repro/data/datamodule.py). Integer inputs use id 0 for padding and 1 for "unknown".
+A batch is a dict of tensors with "label" (and "group" for ranking); the other keys are the
+model's keyword arguments (repro/data/batch.py). Integer inputs use id 0 for padding and 1 for
+"unknown".
 """
 
 from __future__ import annotations
@@ -27,13 +30,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from repro.config.schema import ShapesStage
-from repro.data.batch import Batch, split_batch
+from repro.data.batch import TARGET_KEYS, Batch, model_inputs, rows
 from repro.errors import PaperError
 from repro.gates.metrics import ShapesMetrics
+from repro.tasks.base import InitLoss, Task
 from repro.train.params import count_params
 from repro.verdict import Check, Verdict
 
@@ -98,30 +101,29 @@ def _error(exc: BaseException) -> str:
 
 
 # ---- measurements -----------------------------------------------------------------------------
-def measure_forward(model: nn.Module, batch: Batch, num_classes: int) -> dict[str, Any]:
-    """Eval mode, no grad: logits on the real batch, their shape, non-finites, and the loss at
-    init (CE) when the logits have the shape (B, C) that the loss needs."""
-    inputs, labels = split_batch(batch)
+def measure_forward(model: nn.Module, batch: Batch, task: Task) -> dict[str, Any]:
+    """Eval mode, no grad: the output on the real batch, its shape, non-finites, what is wrong
+    with it for the task (None: it fits), and the task's loss at init when it fits."""
     with preserved(model), torch.no_grad():
         model.eval()
-        logits = model(**inputs)  # (B, C)
-        out: dict[str, Any] = {"logits": logits, "shape": tuple(logits.shape)}
-        out["logits_nonfinite"] = _nonfinite(logits)
-        if tuple(logits.shape) == (labels.shape[0], num_classes):
-            loss = F.cross_entropy(logits, labels)
-            out["loss"] = float(loss)
+        logits = model(**model_inputs(batch))
+        out: dict[str, Any] = {"logits": logits, "problem": task.check_output(logits, batch)}
+        out["shape"] = tuple(logits.shape) if isinstance(logits, torch.Tensor) else None
+        if out["problem"] is None:
+            out["logits_nonfinite"] = _nonfinite(logits)
+            out["loss"] = float(task.loss(logits, batch))
     return out
 
 
-def measure_grad_flow(model: nn.Module, batch: Batch) -> dict[str, float]:
-    """Train mode, CE on the real batch, backward: {trainable param: max |grad|} (None -> 0)."""
-    inputs, labels = split_batch(batch)
+def measure_grad_flow(model: nn.Module, batch: Batch, task: Task) -> dict[str, float]:
+    """Train mode, the task's loss on the real batch, backward: {trainable param: max |grad|}
+    (None -> 0)."""
     with preserved(model):
         model.train()
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         for _, p in trainable:
             p.grad = None
-        loss = F.cross_entropy(model(**inputs), labels)
+        loss = task.loss(model(**model_inputs(batch)), batch)
         if loss.requires_grad:  # else no parameter is used: every one is reported as 0
             loss.backward()
         return {
@@ -129,23 +131,26 @@ def measure_grad_flow(model: nn.Module, batch: Batch) -> dict[str, float]:
         }
 
 
-def measure_batch_independence(model: nn.Module, batch: Batch, examples: int = 4) -> dict[str, Any]:
+def measure_batch_independence(
+    model: nn.Module, batch: Batch, task: Task, examples: int = 4
+) -> dict[str, Any]:
     """Karpathy's trick: does example i's loss depend on example j's input (j != i)?
 
     Eval mode (norm layers use running statistics, dropout off). The *input representations*
     are the float inputs themselves and the outputs of every nn.Embedding / nn.EmbeddingBag
     called on batch-shaped ids (dim 0 = batch; an embedding of e.g. positions, whose ids are
-    not batch-shaped, is not an input). For each of the first `examples` examples i,
-    loss_i = CE(logits[i], label[i]) is differentiated w.r.t. every representation.
+    not batch-shaped, is not an input). For each of the first `examples` examples i, the task's
+    loss of example i alone is differentiated w.r.t. every representation.
     Returns max_leak = max |d loss_i / d rep_j| over j != i, max_self = max |d loss_i / d rep_i|
     (0 means the check could not see the input), and which representations were used.
     """
-    inputs, labels = split_batch(batch)
-    size = labels.shape[0]
+    inputs = model_inputs(batch)
+    size = batch["label"].shape[0]
     with preserved(model):
         model.eval()
         logits, reps, skipped = _forward_with_input_leaves(model, inputs, size)
-        max_leak, max_self = _cross_example_grads(logits, labels, [t for _, t in reps], examples)
+        leaves = [t for _, t in reps]
+        max_leak, max_self = _cross_example_grads(logits, batch, task, leaves, examples)
     return {
         "max_leak": max_leak,
         "max_self": max_self,
@@ -194,14 +199,14 @@ def _forward_with_input_leaves(model: nn.Module, inputs: Batch, size: int):
 
 
 def _cross_example_grads(
-    logits: torch.Tensor, labels: torch.Tensor, leaves: list[torch.Tensor], examples: int
+    logits: torch.Tensor, batch: Batch, task: Task, leaves: list[torch.Tensor], examples: int
 ) -> tuple[float, float]:
     """(max |d loss_i / d leaf_j| over j != i, max |d loss_i / d leaf_i|) for the first examples."""
-    size = labels.shape[0]
+    size = batch["label"].shape[0]
     max_leak, max_self = 0.0, 0.0
     seen = bool(leaves) and logits.requires_grad  # else max_self stays 0: nothing to see
     for i in range(min(examples, size) if seen else 0):
-        loss_i = F.cross_entropy(logits[i : i + 1], labels[i : i + 1])
+        loss_i = task.loss(logits[i : i + 1], rows(batch, slice(i, i + 1)))
         for g in torch.autograd.grad(loss_i, leaves, retain_graph=True, allow_unused=True):
             if g is None:
                 continue
@@ -217,7 +222,7 @@ def zeroed_batch(batch: Batch) -> Batch:
     """Float inputs -> 0; integer inputs keep their 0 (pad) and every other id becomes 1 (unk)."""
     out = {}
     for k, v in batch.items():
-        if k == "label" or v.dtype == torch.bool:
+        if k in TARGET_KEYS or v.dtype == torch.bool:
             out[k] = v
         elif v.is_floating_point():
             out[k] = torch.zeros_like(v)
@@ -226,27 +231,28 @@ def zeroed_batch(batch: Batch) -> Batch:
     return out
 
 
-def measure_zero_input(model: nn.Module, batch: Batch, logits: torch.Tensor) -> dict[str, float]:
-    """Eval mode: max |logits(real) - logits(zeroed inputs)| and the CE loss on zeroed inputs."""
+def measure_zero_input(
+    model: nn.Module, batch: Batch, logits: torch.Tensor, task: Task
+) -> dict[str, float]:
+    """Eval mode: max |output(real) - output(zeroed inputs)| and the task's loss on zeroed inputs."""
     zeroed = zeroed_batch(batch)
-    inputs, labels = split_batch(zeroed)
     with preserved(model), torch.no_grad():
         model.eval()
-        zero_logits = model(**inputs)  # (B, C)
+        zero_logits = model(**model_inputs(zeroed))
         return {
             "max_change": float((logits - zero_logits).abs().max()),
-            "loss": float(F.cross_entropy(zero_logits, labels)),
+            "loss": float(task.loss(zero_logits, zeroed)),
         }
 
 
-def make_dummy_batch(batch: Batch, num_classes: int, size: int = 3, seed: int = 0) -> Batch:
+def make_dummy_batch(batch: Batch, size: int = 3, seed: int = 0) -> Batch:
     """A random batch with the real batch's keys, dtypes and per-example shapes, `size` rows.
 
     Row d takes real row d % B as its template: floats are N(0, 1); integer ids are random in
     [2, max id in that tensor] where the template is non-zero and 0 (pad) where it is zero, so
     padding patterns stay plausible. Per-example integer scalars (lengths, category ids) and bool
-    masks are copied from the template, since random values there need not match the ids.
-    Labels are random in [0, num_classes).
+    masks are copied from the template, since random values there need not match the ids; so
+    are the targets (label, group), which are the task's and valid as they are.
     """
     g = torch.Generator().manual_seed(seed)
     n = next(iter(batch.values())).shape[0]
@@ -254,8 +260,8 @@ def make_dummy_batch(batch: Batch, num_classes: int, size: int = 3, seed: int = 
     out = {}
     for k, v in batch.items():
         template = v[rows]  # (size, ...)
-        if k == "label":
-            out[k] = torch.randint(0, num_classes, (size,), generator=g, dtype=v.dtype)
+        if k in TARGET_KEYS:
+            out[k] = template.clone()
         elif v.is_floating_point():
             out[k] = torch.randn(template.shape, generator=g, dtype=v.dtype)
         elif v.dtype == torch.bool or v.dim() == 1 or int(v.max()) < 2:
@@ -267,25 +273,28 @@ def make_dummy_batch(batch: Batch, num_classes: int, size: int = 3, seed: int = 
 
 
 def measure_dummy_batch(
-    model: nn.Module, batch: Batch, num_classes: int, size: int = 3
+    model: nn.Module, batch: Batch, task: Task, size: int = 3
 ) -> dict[str, Any]:
-    """Eval mode: the dummy batch through the model; its output shape, non-finites, or the error."""
-    inputs, _ = split_batch(make_dummy_batch(batch, num_classes, size))
+    """Eval mode: the dummy batch through the model; its output shape, what is wrong with it for
+    the task (None: it fits), non-finites, or the error."""
+    dummy = make_dummy_batch(batch, size)
     with preserved(model), torch.no_grad():
         model.eval()
         try:
-            logits = model(**inputs)  # (size, C)
+            logits = model(**model_inputs(dummy))
         except Exception as exc:  # a model that cannot take this batch size is what we look for
-            return {"shape": None, "nonfinite": 0, "error": _error(exc)}
-    return {"shape": tuple(logits.shape), "nonfinite": _nonfinite(logits), "error": None}
+            return {"shape": None, "nonfinite": 0, "error": _error(exc), "problem": None}
+    shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else None
+    problem = task.check_output(logits, dummy)
+    nonfinite = _nonfinite(logits) if problem is None else 0
+    return {"shape": shape, "nonfinite": nonfinite, "error": None, "problem": problem}
 
 
 def measure_eval_repeat(model: nn.Module, batch: Batch, logits: torch.Tensor) -> dict[str, Any]:
     """Eval mode, no grad: the same batch a second time; max |Δlogits| against the first pass."""
-    inputs, _ = split_batch(batch)
     with preserved(model), torch.no_grad():
         model.eval()
-        again = model(**inputs)  # (B, C)
+        again = model(**model_inputs(batch))
     return {
         "max_change": float((again - logits).abs().max()),
         "scale": float(logits.abs().max()),
@@ -350,7 +359,7 @@ def start_alone_vs_batch(
     itself. `.result()` waits for it and returns the measurement."""
     import copy
 
-    inputs, _ = split_batch(batch)
+    inputs = model_inputs(batch)
     order = torch.argsort(_padding_per_row(inputs), descending=True, stable=True)
     pending = AloneRows(model, inputs, order[:examples].tolist())
     try:
@@ -424,13 +433,13 @@ class AloneRows:
             trimmed = trim_padding(one) if out["trim_error"] is None else one
             padded = any(trimmed[k].shape != one[k].shape for k in one)
             try:
-                gap = float((probe(**cast(trimmed))[0] - in_batch[i]).abs().max())
+                gap = row_gap(probe(**cast(trimmed))[0], in_batch[i])
             except Exception as exc:  # a model that needs the batch's length: padding untested
                 if not padded:
                     raise AloneError(i, exc) from exc
                 out["trim_error"], trimmed, padded = _error(exc), one, False
                 try:
-                    gap = float((probe(**cast(one))[0] - in_batch[i]).abs().max())
+                    gap = row_gap(probe(**cast(one))[0], in_batch[i])
                 except Exception as exc:
                     raise AloneError(i, exc) from exc
             out["padded_rows"] += padded
@@ -491,12 +500,21 @@ def _split_gap(probe, cast, in_batch, row, gap, ones) -> dict[str, Any]:
         return {"batch_gap": 0.0, "batch_row": row, "pad_gap": 0.0, "pad_row": row}
     alone = probe(**cast(one))[0]  # (C,): alone, as padded in the batch
     return {
-        "batch_gap": float((alone - in_batch[row]).abs().max()),
+        "batch_gap": row_gap(alone, in_batch[row]),
         "batch_row": row,
-        "pad_gap": float((probe(**cast(trimmed))[0] - alone).abs().max()),
+        "pad_gap": row_gap(probe(**cast(trimmed))[0], alone),
         "pad_row": row,
         "pad_lengths": _lengths(one, trimmed),
     }
+
+
+def row_gap(alone: torch.Tensor, in_batch: torch.Tensor) -> float:
+    """max |alone - in_batch| over the positions both have: an output per position (a sequence
+    task's (T, V)) of an example trimmed to its own length covers the first positions of its row
+    in the padded batch; the padded positions after them carry no prediction."""
+    if alone.shape != in_batch.shape and alone.dim() == in_batch.dim():
+        in_batch = in_batch[tuple(slice(0, n) for n in alone.shape)]
+    return float((alone - in_batch).abs().max()) if alone.numel() else 0.0
 
 
 def _lengths(one: Batch, trimmed: Batch) -> str:
@@ -518,7 +536,8 @@ def measure_frozen(model: nn.Module) -> list[dict[str, Any]]:
 
 
 def measure_output_range(logits: torch.Tensor) -> dict[str, float]:
-    """min and max of the outputs, and how far the rows are from summing to 1 (probabilities)."""
+    """min and max of the outputs, and how far the rows (over the last dim: the classes) are from
+    summing to 1 (probabilities)."""
     return {
         "min": float(logits.min()),
         "max": float(logits.max()),
@@ -528,52 +547,54 @@ def measure_output_range(logits: torch.Tensor) -> dict[str, float]:
 
 
 # ---- judgements -------------------------------------------------------------------------------
-def check_output_shape(shape: tuple[int, ...], batch_size: int, num_classes: int) -> Check:
-    expected = (batch_size, num_classes)
-    ok = tuple(shape) == expected
-    return Check(
-        "output_shape",
-        ok,
-        f"logits shape {tuple(shape)} {'==' if ok else '!='} expected (B, C) = {expected}",
-        {"shape": list(shape), "expected": list(expected)},
-    )
+def check_output_shape(shape: tuple[int, ...] | None, problem: str | None, task: str) -> Check:
+    """The model's output fits the task (`problem`: what is wrong with it, None when it fits)."""
+    ev = {"shape": list(shape) if shape is not None else None, "task": task}
+    if problem is not None:
+        return Check("output_shape", False, f"{problem} ({task} task)", ev)
+    return Check("output_shape", True, f"output shape {tuple(shape)} fits the {task} task", ev)
 
 
 def check_init_loss(
     loss: float,
-    num_classes: int,
+    expected: InitLoss | None,
     rel_tol: float,
     spread: float | None = None,
     output_layer: str | None = None,
 ) -> Check:
-    """At init a classifier should be unsure: CE ≈ -ln(1/C) = ln C, within rel_tol * ln C.
+    """At init a model should be unsure: its loss near what the task expects (ln C for a
+    classifier, mean(y²) for a regressor whose outputs start near 0 ...), within rel_tol times
+    the expectation's scale. No expectation (a paper's own task states none): not measured.
 
     spread: the mean standard deviation of a row's logits (how confident the model starts);
     output_layer: the layer repro's init started small ("" when repro's init found none, None
     when unknown), so the reason can say what to change."""
-    ln_c = math.log(num_classes)
-    tol = rel_tol * ln_c
-    gap = abs(loss - ln_c)
+    if expected is None:
+        return Check.not_measured(
+            "init_loss", f"the task states no loss expected at init (loss {loss:.4g})"
+        )
+    value, tol = expected.value, rel_tol * expected.scale
+    gap = abs(loss - value)
     ok = gap <= tol  # False for NaN
     reason = (
-        f"loss at init {loss:.4g} vs ln({num_classes}) = {ln_c:.4g}: "
-        f"|gap| {gap:.4g} {'<=' if ok else '>'} tol {tol:.4g} ({rel_tol:g} x ln C)"
+        f"loss at init {loss:.4g} vs {expected.label} = {value:.4g} ({expected.why}): "
+        f"|gap| {gap:.4g} {'<=' if ok else '>'} tol {tol:.4g} ({rel_tol:g} x {expected.label})"
     )
-    if not ok and loss > ln_c:
+    if not ok and loss > value:
         reason += _init_too_confident(spread, output_layer)
-    elif not ok and loss < ln_c:
+    elif not ok and loss < value:
         reason += (
-            ": below ln C, the model knows the labels before training: a label leaked into the "
-            "inputs, or the outputs/labels do not make a C-way cross-entropy"
+            f": below {expected.label}, the model knows the labels before training: a label "
+            "leaked into the inputs, or the outputs and labels do not make the task's loss"
         )
-    return Check(
-        "init_loss", ok, reason, {"loss": loss, "ln_c": ln_c, "tol": tol, "spread": spread}
-    )
+    ev = {"loss": loss, "expected": value, "tol": tol, "spread": spread, "label": expected.label}
+    return Check("init_loss", ok, reason, ev)
 
 
 def _init_too_confident(spread: float | None, output_layer: str | None) -> str:
-    """Why a loss at init far above ln C, and what to change (Karpathy's Recipe: init well)."""
-    why = ": the initial logits are large"
+    """Why a loss at init far above the expectation, and what to change (Karpathy's Recipe: init
+    well)."""
+    why = ": the initial outputs are large"
     why += f" (each row's logits spread by {spread:.3g} on average)" if spread is not None else ""
     why += ", so the model is confidently wrong before it has learnt anything; "
     if output_layer:
@@ -772,20 +793,20 @@ def check_zero_input(max_change: float, min_change: float) -> Check:
 def check_dummy_batch(
     shape: tuple[int, ...] | None,
     batch_size: int,
-    num_classes: int,
+    problem: str | None = None,
     nonfinite: int = 0,
     error: str | None = None,
 ) -> Check:
-    """A batch of an unusual size must give (size, C) finite logits."""
-    expected = (batch_size, num_classes)
+    """A batch of an unusual size must give finite outputs that fit the task (`problem`: what is
+    wrong with them, None when they fit)."""
     if error is not None:
         ok, reason = False, f"dummy batch of {batch_size} raised {error}"
-    elif tuple(shape or ()) != expected:
-        ok, reason = False, f"dummy batch of {batch_size}: logits shape {shape} != {expected}"
+    elif problem is not None:
+        ok, reason = False, f"dummy batch of {batch_size}: {problem}"
     elif nonfinite:
-        ok, reason = False, f"dummy batch of {batch_size}: {nonfinite} non-finite logits"
+        ok, reason = False, f"dummy batch of {batch_size}: {nonfinite} non-finite outputs"
     else:
-        ok, reason = True, f"dummy batch of {batch_size} -> finite logits {expected}"
+        ok, reason = True, f"dummy batch of {batch_size} -> finite outputs {tuple(shape or ())}"
     return Check("dummy_batch", ok, reason, {"shape": shape and list(shape), "error": error})
 
 
@@ -826,67 +847,84 @@ def run(ctx) -> Verdict:
     model = ctx.build_model(dm)
     init = ctx.model_info.init if ctx.model_info is not None else None
     return run_shapes(
-        model, batch, dm.num_classes, ctx.cfg.stage.shapes, ctx.cfg.paper.expected_params, init
+        model, batch, dm.task, ctx.cfg.stage.shapes, ctx.cfg.paper.expected_params, init
     )
 
 
 def run_shapes(
     model: nn.Module,
     batch: Batch,
-    num_classes: int,
+    task: Task,
     c: ShapesStage,
     expected_params: int | None = None,
     init: dict[str, str] | None = None,
 ) -> Verdict:
     """Measure the model on `batch` (and a dummy batch), judge each measurement, one Verdict.
 
-    init: what repro's init applied ({parameter: how}, as ModelInfo.init records it), so the
+    task: the paper's task (repro/tasks), which says what the output and the loss at init must
+    be. init: what repro's init applied ({parameter: how}, as ModelInfo.init records it), so the
     init-loss reason can name the output layer it started small."""
-    if num_classes < 2:
-        raise PaperError(
-            f"num_classes: expected a classifier (C >= 2) for the shapes gate, found {num_classes}"
-        )
-    _, labels = split_batch(batch)
-    size = labels.shape[0]
+    _check_classes(task)
+    size = batch["label"].shape[0]
     params = count_params(model)
-    evidence: dict[str, Any] = {"batch_size": size, "num_classes": num_classes}
+    evidence: dict[str, Any] = {"batch_size": size, "task": task.name}
+    if task.num_classes is not None:
+        evidence["num_classes"] = task.num_classes
     checks = [
         check_param_count(params["trainable"], params["total"], expected_params, c.params_rel_tol)
     ]
     measure = _Attempts(checks, evidence, size)
+    expected = task.init_loss(batch)
 
     def verdict(init_loss: float | None = None) -> Verdict:
-        metrics = ShapesMetrics(
-            init_loss, math.log(num_classes), params["trainable"], params["total"]
-        )
+        metrics = _metrics(task, expected, init_loss, params)
         return Verdict.from_checks(STAGE, checks, evidence, metrics)
 
-    fwd = measure("forward", lambda: measure_forward(model, batch, num_classes))
+    fwd = measure("forward", lambda: measure_forward(model, batch, task))
     if fwd is None:
         return verdict()
-    evidence["output_shape"] = list(fwd["shape"])
-    checks.append(check_output_shape(fwd["shape"], size, num_classes))
-    if not checks[-1].passed:  # the other measurements need (B, C) logits
-        evidence["not_run"] = "the other checks need logits of shape (B, C)"
+    evidence["output_shape"] = list(fwd["shape"]) if fwd["shape"] is not None else None
+    checks.append(check_output_shape(fwd["shape"], fwd["problem"], task.name))
+    if not checks[-1].passed:  # the other measurements need an output that fits the task
+        evidence["not_run"] = f"the other checks need {task.output_contract}"
         return verdict()
-    _output_checks(fwd, num_classes, c, _output_layer(init), checks, evidence)
+    _output_checks(fwd, task, expected, c, _output_layer(init), checks, evidence)
     nonfinite = {
         "logits": fwd["logits_nonfinite"],
         "loss at init": int(not math.isfinite(fwd["loss"])),
     }
-    _gradient_and_row_checks(model, batch, fwd, c, measure, checks, evidence)
+    _gradient_and_row_checks(model, batch, task, fwd, c, measure, checks, evidence)
     checks.append(check_frozen(measure_frozen(model), list(c.frozen_ok)))
     evidence["frozen_params"] = checks[-1].evidence["frozen"]
-    zero = measure("zero_input", lambda: measure_zero_input(model, batch, fwd["logits"]))
+    zero = measure("zero_input", lambda: measure_zero_input(model, batch, fwd["logits"], task))
     if zero is not None:
         checks.append(check_zero_input(zero["max_change"], c.zero_input_min_change))
         evidence["zero_input_change"], evidence["zero_input_loss"] = (
             zero["max_change"],
             zero["loss"],
         )
-    nonfinite["dummy logits"] = _dummy_check(model, batch, num_classes, c, checks, evidence)
+    nonfinite["dummy logits"] = _dummy_check(model, batch, task, c, checks, evidence)
     checks.append(check_finite(nonfinite))
     return verdict(fwd["loss"])
+
+
+def _check_classes(task: Task) -> None:
+    if task.name == "classification" and not (task.num_classes or 0) >= 2:
+        raise PaperError(
+            f"num_classes: expected at least 2 classes for the classification task, found "
+            f"{task.num_classes}; set the datamodule's num_classes (or choose another paper.task)"
+        )
+
+
+def _metrics(task: Task, expected: InitLoss | None, init_loss, params) -> ShapesMetrics:
+    return ShapesMetrics(
+        init_loss,
+        math.log(task.num_classes) if task.name == "classification" else None,
+        params["trainable"],
+        params["total"],
+        expected_loss=expected.value if expected is not None else None,
+        task=task.name,
+    )
 
 
 def _output_layer(init: dict[str, str] | None) -> str | None:
@@ -897,21 +935,24 @@ def _output_layer(init: dict[str, str] | None) -> str | None:
     return ", ".join(names)
 
 
-def _output_checks(fwd, num_classes: int, c: ShapesStage, output_layer, checks, evidence) -> None:
-    """Loss at init vs ln C, and outputs that are logits (not probabilities)."""
+def _output_checks(
+    fwd, task: Task, expected: InitLoss | None, c: ShapesStage, output_layer, checks, evidence
+) -> None:
+    """Loss at init vs the task's expectation, and outputs that are logits (not probabilities)
+    where the task's loss applies a softmax."""
     logits = fwd["logits"]
     out = measure_output_range(logits) if not fwd["logits_nonfinite"] else None
-    spread = out["spread"] if out else None
-    checks.append(
-        check_init_loss(fwd["loss"], num_classes, c.init_loss_rel_tol, spread, output_layer)
-    )
+    spread = out["spread"] if out and task.outputs_logits(logits) else None
+    checks.append(check_init_loss(fwd["loss"], expected, c.init_loss_rel_tol, spread, output_layer))
     if out is not None:
-        dtype = str(logits.dtype).removeprefix("torch.")
-        checks.append(check_logits(out, num_classes, roundoff_tol(dtype, 1.0, c.roundoff_eps)))
         evidence["output_range"] = [out["min"], out["max"]]
+        if task.outputs_logits(logits):
+            dtype = str(logits.dtype).removeprefix("torch.")
+            tol = roundoff_tol(dtype, 1.0, c.roundoff_eps)
+            checks.append(check_logits(out, logits.shape[-1], tol))
 
 
-def _gradient_and_row_checks(model, batch, fwd, c: ShapesStage, measure, checks, evidence):
+def _gradient_and_row_checks(model, batch, task, fwd, c: ShapesStage, measure, checks, evidence):
     """The gradient checks on the model while the alone-vs-batch forwards run in a thread, on a
     float64 copy: the thread takes one CPU thread, the gradient checks the others."""
     finish_rows, pending = _row_checks(model, batch, fwd, c, measure, evidence)
@@ -919,7 +960,7 @@ def _gradient_and_row_checks(model, batch, fwd, c: ShapesStage, measure, checks,
         busy = 1 if pending is not None and pending.threaded else 0  # not "still running":
         # the thread count, hence the last bits of the gradients, must not depend on timing
         with torch_threads(torch.get_num_threads() - busy):
-            _gradient_checks(model, batch, c, measure, checks, evidence)
+            _gradient_checks(model, batch, task, c, measure, checks, evidence)
     except BaseException:
         if pending is not None:
             pending.cancel()
@@ -963,27 +1004,31 @@ def _row_checks(model, batch, fwd, c: ShapesStage, measure, evidence):
     return finish, pending
 
 
-def _dummy_check(model, batch, num_classes: int, c: ShapesStage, checks, evidence) -> int:
+def _dummy_check(model, batch, task: Task, c: ShapesStage, checks, evidence) -> int:
     """A batch of an unusual size through the model; returns its number of non-finite logits."""
-    dummy = measure_dummy_batch(model, batch, num_classes, c.dummy_batch_size)
+    dummy = measure_dummy_batch(model, batch, task, c.dummy_batch_size)
     checks.append(
         check_dummy_batch(
-            dummy["shape"], c.dummy_batch_size, num_classes, dummy["nonfinite"], dummy["error"]
+            dummy["shape"],
+            c.dummy_batch_size,
+            dummy["problem"],
+            dummy["nonfinite"],
+            dummy["error"],
         )
     )
     evidence["dummy_output_shape"] = dummy["shape"] and list(dummy["shape"])
     return dummy["nonfinite"]
 
 
-def _gradient_checks(model, batch, c: ShapesStage, measure, checks, evidence) -> None:
+def _gradient_checks(model, batch, task, c: ShapesStage, measure, checks, evidence) -> None:
     """Gradient flow to every parameter, and no gradient from one example's loss to another's input."""
-    grads = measure("grad_flow", lambda: measure_grad_flow(model, batch))
+    grads = measure("grad_flow", lambda: measure_grad_flow(model, batch, task))
     if grads is not None:
         checks.append(check_grad_flow(grads, c.grad_atol))
         evidence["no_grad_params"] = checks[-1].evidence["no_grad"]
     leak = measure(
         "batch_independence",
-        lambda: measure_batch_independence(model, batch, c.independence_examples),
+        lambda: measure_batch_independence(model, batch, task, c.independence_examples),
     )
     if leak is not None:
         checks.append(check_batch_independence(leak["max_leak"], c.leak_atol, leak["max_self"]))

@@ -15,6 +15,7 @@ from repro.config.schema import RunConfig
 from repro.config.typed import from_dict
 from repro.errors import ReproError
 from repro.storage import atomic_write
+from repro.tasks import monitor_mode
 from repro.train.distributed import is_rank_zero
 from repro.train.lr_finder import LRFinderResult
 from repro.train.seeding import seed_everything
@@ -84,17 +85,19 @@ def fit_and_test(
     from out_dir/checkpoints/last.ckpt. loggers: Lightning loggers beside metrics.csv (W&B).
     """
     from repro.train.curves import merge_resumed_rows
-    from repro.train.module import ClassificationModule
+    from repro.train.module import TaskModule
 
     finished = _prepare(out_dir, resume)
     if finished is not None:
         return finished
     quiet_lightning()
     dm.setup("fit")
+    task = dm.task
     lr, lr_source, finder = choose_lr(cfg, model, dm, out_dir, seed)
-    module = ClassificationModule(model, cfg.optim, cfg.schedule, lr, seed=seed)
+    module = TaskModule(model, task, cfg.optim, cfg.schedule, lr, seed=seed)
     last, resumed_from = _resume_point(out_dir, resume)
-    trainer, best_cb, stopper = make_trainer(cfg, out_dir, progress, loggers)
+    mode = monitor_mode(cfg, task.metric_specs())
+    trainer, best_cb, stopper = make_trainer(cfg, out_dir, progress, loggers, mode)
     t0 = time.perf_counter()
     ckpt = str(last) if resumed_from is not None else None
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
@@ -179,7 +182,7 @@ def choose_lr(cfg: RunConfig, model, dm, out_dir: Path, seed: int) -> tuple[floa
     """The paper's optim.lr, else the LR chosen earlier for this directory (lr.json: a resumed run,
     or DDP ranks > 0 reading rank 0's choice), else the LR finder (which then writes lr.json)."""
     from repro.train.lr_finder import find_lr
-    from repro.train.module import ClassificationModule
+    from repro.train.module import TaskModule
 
     if cfg.optim.lr is not None:
         return cfg.optim.lr, "optim.lr", None
@@ -194,7 +197,7 @@ def choose_lr(cfg: RunConfig, model, dm, out_dir: Path, seed: int) -> tuple[floa
             f"read from {LR_FILE} (chosen before this process started)",
             finder,
         )
-    probe = ClassificationModule(model, cfg.optim, cfg.schedule, cfg.lr_finder.min_lr, seed=None)
+    probe = TaskModule(model, dm.task, cfg.optim, cfg.schedule, cfg.lr_finder.min_lr, seed=None)
     finder = find_lr(probe, dm, out_dir, cfg.lr_finder, cfg.trainer)
     atomic_write(saved, json.dumps({"lr": finder.lr, "finder": asdict(finder)}), "the chosen LR")
     seed_everything(seed, cfg.deterministic)  # the finder drew random numbers: start afresh
@@ -220,8 +223,9 @@ def min_epochs(cfg: RunConfig) -> int:
     return min(n, cfg.trainer.max_epochs)
 
 
-def make_trainer(cfg: RunConfig, out_dir: Path, progress: bool, loggers: tuple):
-    """(trainer, the best-checkpoint callback, the early-stopping callback)."""
+def make_trainer(cfg: RunConfig, out_dir: Path, progress: bool, loggers: tuple, mode: str):
+    """(trainer, the best-checkpoint callback, the early-stopping callback); `mode`: "min" or
+    "max" for the monitored metric (its task's direction unless the config says)."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -233,7 +237,7 @@ def make_trainer(cfg: RunConfig, out_dir: Path, progress: bool, loggers: tuple):
     best = ModelCheckpoint(
         dirpath=ckpt_dir,
         monitor=es.monitor,
-        mode=es.mode,
+        mode=mode,
         filename="best",
         enable_version_counter=False,
     )
@@ -242,9 +246,7 @@ def make_trainer(cfg: RunConfig, out_dir: Path, progress: bool, loggers: tuple):
     last = ModelCheckpoint(
         dirpath=ckpt_dir, monitor=None, filename="last", save_top_k=1, enable_version_counter=False
     )
-    stopper = EarlyStopping(
-        monitor=es.monitor, patience=es.patience, mode=es.mode, check_finite=True
-    )
+    stopper = EarlyStopping(monitor=es.monitor, patience=es.patience, mode=mode, check_finite=True)
     trainer = pl.Trainer(
         max_epochs=t.max_epochs,
         min_epochs=min_epochs(cfg),

@@ -1,4 +1,4 @@
-"""ClassificationModule: the LightningModule that trains any paper's model with cross-entropy."""
+"""TaskModule: the LightningModule that trains any paper's model with its task's loss and metrics."""
 
 from __future__ import annotations
 
@@ -6,25 +6,28 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from repro.config.schema import OptimConfig, ScheduleConfig
 from repro.data.batch import model_inputs
+from repro.tasks.base import Task
 
 
-class ClassificationModule(pl.LightningModule):
-    """Cross-entropy training with the configured optimizer and schedule; logs loss and accuracy (%).
+class TaskModule(pl.LightningModule):
+    """Training with the task's loss and the configured optimizer and schedule; logs the task's
+    metrics on val and test (repro.tasks: accuracy and F1, MSE and R², perplexity, MAP ...).
 
     Validation and test metrics are exact over the whole split on any number of processes: each
-    process sums loss, hits and examples over its own examples, the sums are added across
-    processes, and only then divided (a mean of per-process means would weigh unequal shards
-    wrongly, and a sampler that pads would count examples twice).
+    process sums the loss and its units over its own examples and feeds its torchmetrics; the
+    sums are added across processes (torchmetrics gathers its own states) and only then divided
+    (a mean of per-process means would weigh unequal shards wrongly, and a sampler that pads would
+    count examples twice).
     """
 
     def __init__(
         self,
         model: nn.Module,
+        task: Task,
         optim: OptimConfig,
         schedule: ScheduleConfig,
         lr: float,
@@ -32,11 +35,17 @@ class ClassificationModule(pl.LightningModule):
     ):
         super().__init__()
         self.model = model
+        self.task = task
         self.optim_cfg = optim
         self.schedule_cfg = schedule
         self.lr = lr  # the LR finder reads and varies this attribute
         self.seed = seed  # None: leave the global RNGs alone between epochs
         self._totals: dict[str, torch.Tensor] = {}
+        # torchmetrics per split, as submodules (they follow the model's device); their states
+        # are not persistent, so checkpoints hold the model and the RNG states only
+        self.split_metrics = nn.ModuleDict(
+            {s: nn.ModuleDict(task.make_metrics()) for s in ("val", "test")}
+        )
 
     # ---- exact resume -------------------------------------------------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -92,11 +101,9 @@ class ClassificationModule(pl.LightningModule):
         return self.model(**model_inputs(batch))
 
     def training_step(self, batch, batch_idx):
-        logits = self(batch)  # (B, C)
-        y = batch["label"]
-        loss = F.cross_entropy(logits, y)
-        acc = (logits.argmax(-1) == y).float().mean() * 100
-        n = len(y)
+        out = self(batch)
+        loss = self.task.loss(out, batch)
+        n = len(batch["label"])
         self.log(
             "train/loss",
             loss,
@@ -106,31 +113,41 @@ class ClassificationModule(pl.LightningModule):
             batch_size=n,
             sync_dist=True,
         )
-        self.log("train/acc", acc, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        with torch.no_grad():
+            for name, value in self.task.step_metrics(out.detach(), batch).items():
+                self.log(
+                    f"train/{name}",
+                    value,
+                    on_step=False,
+                    on_epoch=True,
+                    batch_size=n,
+                    sync_dist=True,
+                )
         return loss
 
     def _eval_step(self, batch: dict[str, torch.Tensor], split: str) -> None:
-        logits = self(batch)  # (B, C)
-        y = batch["label"]
-        sums = torch.stack(
-            [
-                F.cross_entropy(logits.double(), y, reduction="sum"),
-                (logits.argmax(-1) == y).sum().double(),
-                torch.tensor(float(len(y)), dtype=torch.float64, device=logits.device),
-            ]
-        )  # (3,): loss sum, hits, examples
+        out = self(batch)
+        loss_sum, units = self.task.loss_sum(out, batch)
+        sums = torch.stack([loss_sum, units])  # (2,): the loss summed over units, units
         self._totals[split] = self._totals.get(split, 0) + sums
+        self.task.update_metrics(dict(self.split_metrics[split].items()), out, batch)
 
     def _log_totals(self, split: str) -> None:
         totals = self._totals.pop(split, None)
         if totals is None:  # this process had no examples of the split
-            totals = torch.zeros(3, dtype=torch.float64, device=self.device)
+            totals = torch.zeros(2, dtype=torch.float64, device=self.device)
         totals = self.trainer.strategy.reduce(totals, reduce_op="sum")  # over processes
-        loss_sum, hits, n = (float(v) for v in totals)
+        loss_sum, n = (float(v) for v in totals)
+        metrics = self.split_metrics[split]
         if n == 0:
+            for m in metrics.values():
+                m.reset()
             return
-        self.log(f"{split}/loss", loss_sum / n, prog_bar=True)
-        self.log(f"{split}/acc", 100.0 * hits / n, prog_bar=True)
+        computed = {name: float(m.compute()) for name, m in metrics.items()}
+        for m in metrics.values():
+            m.reset()
+        for name, value in self.task.finish_metrics(computed, loss_sum / n).items():
+            self.log(f"{split}/{name}", value, prog_bar=name in ("loss", self.task.primary))
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
