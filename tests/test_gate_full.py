@@ -170,9 +170,8 @@ def test_too_few_points_gives_none():
 # ---- what no reproduction can show (issue 13's bug zoo) ----------------------------------------
 def _sanity(mean, majority=None, sizes=None):
     from repro.gates.full import check_sanity
-    from tests.configs import stage_config
-
     from repro.tasks import builtin_metrics
+    from tests.configs import stage_config
 
     majority = majority if majority is not None else {"val": 33.3, "test": 33.3}
     sizes = sizes if sizes is not None else {"val": 300, "test": 300}
