@@ -126,12 +126,20 @@ def new(
     use: bool = typer.Option(
         False, "--use", help="Make it the current paper (commands without --paper act on it)."
     ),
+    task: str = typer.Option(
+        "classification",
+        "--task",
+        "-t",
+        help="What the paper's model predicts: classification | regression | sequence (a class "
+        "per position: language models, taggers) | ranking (items grouped by a query). The "
+        "scaffold is a tiny working example of it.",
+    ),
 ):
     """Scaffold a paper: config, model, data, tests, README and lab notebook (a tiny working example)."""
     from repro.scaffold import scaffold_paper
 
     project = _project()
-    written = scaffold_paper(project, paper, title, arxiv)
+    written = scaffold_paper(project, paper, title, arxiv, task)
     for p in written:
         console.print(f"  created {p.relative_to(project.root)}", markup=False)
     if use:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from rich.console import Console
 
 from repro.config import Resolved
-from repro.config.schema import RunConfig
-from repro.errors import PaperError, ReproError
+from repro.config.schema import DataConfig, RunConfig
+from repro.errors import ConfigError, PaperError, ReproError
 from repro.project import Project
 
 
@@ -19,7 +19,7 @@ def import_paper_module(project: Project, paper: str, module: str, attr: str | N
     project.activate()
     path = project.paper_dir(paper) / f"{module}.py"
     try:
-        mod = importlib.import_module(f"papers.{paper}.{module}")
+        mod = importlib.import_module(f"{project.package(paper)}.{module}")
     except ModuleNotFoundError as e:
         if not path.exists():
             raise PaperError(
@@ -90,8 +90,15 @@ class StageContext:
                 raise
             except Exception:  # the paper's code is broken: the gate records it with its traceback
                 continue
-            if schema is not None:
+            if schema is None:
+                continue
+            try:
                 from_dict(schema, values, where, self.resolved.describe)
+            except ConfigError as e:
+                if where != "data" or "unknown key" not in str(e):
+                    raise
+                own = sorted(f.name for f in fields(DataConfig) if f.name != "options")
+                raise ConfigError(f"{e}; repro's own data keys: {own}") from None
 
     def build_datamodule(self, seed: int | None = None, fresh: bool = False):
         """The paper's datamodule for `seed` (default: the config's). A warm worker hands over one

@@ -59,7 +59,7 @@ class Session:
     def new_model(self, seed: int | None = None) -> Any:
         """A freshly built and initialised model, the way a gate builds it (seeded, repro's default
         init where the paper is silent), from the paper's model code as it is on disk now."""
-        forget_paper_modules(self.paper, keep=self.warm.modules)
+        forget_paper_modules(self.project.package(self.paper), keep=self.warm.modules)
         pin_bytecode_to_source(self.project.paper_dir(self.paper))
         return self._context().build_model(self.datamodule, seed)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import keyword
 import os
 import re
@@ -36,10 +37,20 @@ class Project:
     def papers(self) -> list[str]:
         """Papers that have both a config and a code folder."""
         confs = {p.stem for p in (self.conf_dir / "paper").glob("*.yaml")}
-        return sorted(n for n in confs if (self.papers_dir / n).is_dir())
+        return sorted(n for n in confs if self.paper_dir(n).is_dir())
+
+    def code_of(self, paper: str) -> str:
+        """The folder under papers/ that holds `paper`'s code: its own name, or `paper.code` in
+        its config when it shares another paper's code (BiMPM's answer selection, bimpm_wikiqa,
+        runs papers/bimpm/ with a task and data of its own)."""
+        return _code_name(self.conf_dir / "paper" / f"{paper}.yaml") or paper
 
     def paper_dir(self, paper: str) -> Path:
-        return self.papers_dir / paper
+        return self.papers_dir / self.code_of(paper)
+
+    def package(self, paper: str) -> str:
+        """The import name of the paper's code: papers.<folder>."""
+        return f"papers.{self.code_of(paper)}"
 
     def resolve_paper(self, paper: str | None) -> str:
         """--paper, else the current paper (`repro new --use`), else [tool.repro] paper in
@@ -133,3 +144,26 @@ def check_paper_name(name: str) -> None:
             f"paper name {name!r}: expected a lower-case ASCII Python identifier (a-z, 0-9, _; "
             "not starting with a digit, not a Python keyword), e.g. resnet or bimpm"
         )
+
+
+def _code_name(config: Path) -> str | None:
+    """`paper.code` of a paper config (None when unset, unreadable or not a name: the paper's own
+    folder then; a bad config is reported when it is composed)."""
+    try:
+        stat = config.stat()
+    except OSError:
+        return None
+    return _read_code_name(str(config), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_code_name(path: str, mtime_ns: int, size: int) -> str | None:
+    import yaml
+
+    try:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=loader)
+        code = data["paper"]["code"]
+    except Exception:  # no such key, or a file compose will report in its own words
+        return None
+    return code if isinstance(code, str) and _is_paper_name(code) else None

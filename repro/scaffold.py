@@ -9,34 +9,48 @@ from pathlib import Path
 from repro.errors import PaperError
 from repro.project import Project, check_paper_name
 
-# template file -> destination, relative to the project root
+# template file -> destination, relative to the project root: "paper/" files are every task's,
+# "task/" files the chosen task's (repro/templates/tasks/<task>/)
 LAYOUT = {
-    "conf.yaml": "conf/paper/{paper}.yaml",
-    "README.md": "papers/{paper}/README.md",
-    "__init__.py": "papers/{paper}/__init__.py",
-    "model.py": "papers/{paper}/model.py",
-    "data.py": "papers/{paper}/data.py",
-    "tests/test_model.py": "papers/{paper}/tests/test_{paper}_model.py",
-    "notes.md": "notes/{paper}.md",
+    "task/conf.yaml": "conf/paper/{paper}.yaml",
+    "paper/README.md": "papers/{paper}/README.md",
+    "paper/__init__.py": "papers/{paper}/__init__.py",
+    "task/model.py": "papers/{paper}/model.py",
+    "task/data.py": "papers/{paper}/data.py",
+    "task/test_model.py": "papers/{paper}/tests/test_{paper}_model.py",
+    "paper/notes.md": "notes/{paper}.md",
 }
+TASKS = ("classification", "regression", "sequence", "ranking")  # a template for each
 
 
 def scaffold_paper(
-    project: Project, paper: str, title: str | None = None, arxiv: str | None = None
+    project: Project,
+    paper: str,
+    title: str | None = None,
+    arxiv: str | None = None,
+    task: str = "classification",
 ) -> list[Path]:
-    """Write every file for `paper`, each created exclusively: if any exists (or appears while
-    writing: another `repro new` at the same time), nothing of this call is left behind."""
+    """Write every file for `paper`, a tiny working example of `task`, each created exclusively:
+    if any exists (or appears while writing: another `repro new` at the same time), nothing of
+    this call is left behind."""
     check_paper_name(paper)
+    if task not in TASKS:
+        raise PaperError(
+            f"--task {task!r}: expected one of {', '.join(TASKS)} (a paper with its own loss and "
+            "metrics starts from the closest one and adds papers/<paper>/task.py: repro/paper.py)"
+        )
     values = render_values(paper, title or paper, arxiv or "TODO")
     targets = {src: project.root / dst.format(paper=paper) for src, dst in LAYOUT.items()}
     existing = [p for p in targets.values() if p.exists()]
     if existing:
         raise _refusal(project, existing)
-    templates = resources.files("repro") / "templates" / "paper"
+    root = resources.files("repro") / "templates"
+    folders = {"paper": root / "paper", "task": root / "tasks" / task}
     written: list[Path] = []
     try:
         for src, dst in targets.items():
-            text = (templates / src).read_text(encoding="utf-8")
+            folder, name = src.split("/", 1)
+            text = (folders[folder] / name).read_text(encoding="utf-8")
             for key, value in values.items():
                 text = text.replace("{{" + key + "}}", value)
             dst.parent.mkdir(parents=True, exist_ok=True)

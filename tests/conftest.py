@@ -34,7 +34,12 @@ def purge_papers() -> Iterator[None]:
 def make_project(tmp_path, monkeypatch, purge_papers) -> Callable[..., Project]:
     """Factory: lay out a throwaway project in tmp_path, chdir there, scaffold `paper` unless None."""
 
-    def make(paper: str | None = "toy", title: str = "Toy", arxiv: str = "0000.00000") -> Project:
+    def make(
+        paper: str | None = "toy",
+        title: str = "Toy",
+        arxiv: str = "0000.00000",
+        task: str = "classification",
+    ) -> Project:
         conf = tmp_path / "conf"
         conf.mkdir()
         for name in ("config.yaml", "defaults.yaml"):
@@ -47,7 +52,7 @@ def make_project(tmp_path, monkeypatch, purge_papers) -> Callable[..., Project]:
         monkeypatch.setattr(sys, "path", list(sys.path))
         proj = Project(tmp_path)
         if paper is not None:
-            scaffold_paper(proj, paper, title, arxiv)
+            scaffold_paper(proj, paper, title, arxiv, task)
         return proj
 
     return make

@@ -41,13 +41,13 @@ def test_two_same_size_saves_in_one_second_run_the_newer_code(tmp_path, monkeypa
 
         assert first.VALUE == 1
         _write_same_size(model, "VALUE = 2\n", now)  # same second, same size
-        forget_paper_modules("lab1")
+        forget_paper_modules("papers.lab1")
         pin_bytecode_to_source(pkg)
         import papers.lab1.model as second
 
         assert second.VALUE == 2
         _write_same_size(model, "VALUE = 3\n", now)  # and again: the pyc stays hash-checked
-        forget_paper_modules("lab1")
+        forget_paper_modules("papers.lab1")
         pin_bytecode_to_source(pkg)
         import papers.lab1.model as third
 
@@ -62,7 +62,7 @@ def test_forget_keeps_the_data_modules():
     sys.modules["papers.lab2.data"] = type(sys)("papers.lab2.data")
     sys.modules["papers.lab2.model"] = type(sys)("papers.lab2.model")
     try:
-        gone = forget_paper_modules("lab2", keep={"papers.lab2", "papers.lab2.data"})
+        gone = forget_paper_modules("papers.lab2", keep={"papers.lab2", "papers.lab2.data"})
         assert gone == ["papers.lab2.model"]
         assert "papers.lab2.data" in sys.modules
     finally:

@@ -309,7 +309,7 @@ class DoubleSoftmax(Classifier):
 
 
 def build_model(cfg, *, n_features, num_classes):
-    return DoubleSoftmax(from_dict(ModelConfig, cfg, "model"), n_features, num_classes)
+    return DoubleSoftmax(ModelConfig(**cfg), n_features, num_classes)
 """
 
 
@@ -338,7 +338,7 @@ class CtrlCAtStep5(Classifier):
 
 
 def build_model(cfg, *, n_features, num_classes):
-    return CtrlCAtStep5(from_dict(ModelConfig, cfg, "model"), n_features, num_classes)
+    return CtrlCAtStep5(ModelConfig(**cfg), n_features, num_classes)
 """
 
 

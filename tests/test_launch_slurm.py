@@ -203,7 +203,7 @@ _build = build_model
 def build_model(cfg: dict, *, n_features: int, num_classes: int):
     if cfg.get("dropout") == 0.75:  # the test's deliberately failing variant
         raise RuntimeError("deliberate failure of the dropout=0.75 variant")
-    return _build(cfg, n_features=n_features, num_classes=num_classes)
+    return _build(ModelConfig(**cfg), n_features=n_features, num_classes=num_classes)
 """
 
 

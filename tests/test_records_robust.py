@@ -289,7 +289,8 @@ def test_relative_data_paths_mean_the_project_root_from_any_folder(project, cli,
     data_py = project.paper_dir("toy") / "data.py"
     text = data_py.read_text()
     for old, new in (
-        ("    noise: float\n", "    noise: float\n    names_file: str\n"),
+        ('    noise: float = field(metadata={"ge": 0})\n',
+         '    noise: float = field(metadata={"ge": 0})\n    names_file: str\n'),
         ("        n, d, noise = ", "        assert Path(self.toy.names_file).read_text() == 'a b c\\n'\n"
                                    "        n, d, noise = "),
         ("import random\n", "import random\nfrom pathlib import Path\n"),

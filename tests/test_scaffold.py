@@ -60,7 +60,7 @@ def test_new_writes_every_file(root, monkeypatch, capsys):
     assert "{{" not in conf
     assert "Deep Residual Learning" in (root / "papers" / "resnet" / "README.md").read_text()
     assert (
-        "from papers.resnet.model import build_model"
+        "from papers.resnet.model import ModelConfig, build_model"
         in (root / "papers" / "resnet" / "tests" / "test_resnet_model.py").read_text()
     )
     assert Project(root).papers() == ["resnet"]

@@ -1,7 +1,10 @@
-"""BiMPM data: Quora (authors' partition), SNLI 1.0 or the shipped sample -> word + char id batches.
+"""BiMPM data: Quora (authors' partition), SNLI 1.0, WikiQA or the shipped samples -> word + char id
+batches.
 
 A batch (padding id 0, unknown id 1):
     p_words (B, Tp) long, p_chars (B, Tp, K) long, q_words (B, Tq), q_chars (B, Tq, K), label (B,)
+    and, for answer selection (WikiQA, the ranking task: P is the question, Q a candidate
+    sentence), group (B,) long: the question each pair belongs to.
 with K the characters of the longest word in the batch, capped at max_word_len. Word and
 character vocabularies come from the training split only; the word vectors are GloVe rows for the
 vocabulary, random (or zero) for vocabulary words the file lacks. Tokenized, numericalized splits are cached under
@@ -35,14 +38,16 @@ import repro.data.text
 from repro import __version__ as repro_version
 from repro.config.schema import DataConfig
 from repro.config.typed import bound, from_dict
-from repro.data.datamodule import PaperDataModule
+from repro.data.datamodule import PaperDataModule, group_id
 from repro.data.download import compressed_format, how_to_get, sha256_of
 from repro.data.glove import load_glove
 from repro.data.split import SPLITS
 from repro.data.text import PAD_ID, UNK, UNK_ID, Vocab, make_tokenizer
 from repro.errors import DataError
 
-CACHE_VERSION = 2  # 2: tensors and plain values only (weights_only load), code in the key
+CACHE_VERSION = (
+    3  # 2: tensors and plain values only (weights_only load), code in the key; 3: groups
+)
 # The code whose edits must invalidate the cache: editing how the vocabulary is built once
 # passed the data gate on a stale cached vocabulary (issue 14).
 CODE_FILES = (Path(__file__).resolve(), Path(repro.data.text.__file__).resolve())
@@ -61,6 +66,9 @@ _BAD_CACHE = (
 )
 SNLI_LABELS = ("entailment", "neutral", "contradiction")
 QUORA_LABELS = ("not paraphrase", "paraphrase")  # the TSV's label column: 0, 1
+WIKIQA_LABELS = ("not an answer", "answer")  # the TSV's Label column: 0, 1
+WIKIQA_FILES = {"train": "WikiQA-train.tsv", "val": "WikiQA-dev.tsv", "test": "WikiQA-test.tsv"}
+WIKIQA_COLUMNS = ("QuestionID", "Question", "Sentence", "Label")  # of the release's 7 columns
 FILES = {  # dataset -> (config key of its folder, file per split)
     "quora": ("quora_dir", {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}),
     "sample": ("sample_dir", {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}),
@@ -68,6 +76,8 @@ FILES = {  # dataset -> (config key of its folder, file per split)
         "snli_dir",
         {s: f"snli_1.0_{f}.jsonl" for s, f in zip(SPLITS, ("train", "dev", "test"), strict=True)},
     ),
+    "wikiqa": ("wikiqa_dir", WIKIQA_FILES),
+    "wikiqa_sample": ("wikiqa_sample_dir", WIKIQA_FILES),
 }
 
 
@@ -75,13 +85,15 @@ FILES = {  # dataset -> (config key of its folder, file per split)
 class BiMPMDataConfig:
     """The `data:` section of the BiMPM config. The paper states none of these but the vectors."""
 
-    dataset: Literal["quora", "snli", "sample"] = "sample"
+    dataset: Literal["quora", "snli", "sample", "wikiqa", "wikiqa_sample"] = "sample"
     sample_dir: str = "papers/bimpm/sample"
     quora_dir: str = "data/Quora_question_pair_partition"  # as the authors' zip unpacks
     snli_dir: str = "data/snli_1.0"  # as snli_1.0.zip unpacks
+    wikiqa_dir: str = "data/WikiQACorpus"  # as WikiQACorpus.zip unpacks
+    wikiqa_sample_dir: str = "papers/bimpm/sample/wikiqa"
     vectors: str | None = None  # GloVe-format file (paper: 840B 300-d); None -> random vectors
     word_dim: int = field(default=300, metadata=bound(ge=1))  # paper: 300-d GloVe
-    # auto: whitespace for quora/sample (pre-tokenized), spacy for snli
+    # auto: whitespace for quora/sample (pre-tokenized), spacy for snli and wikiqa (raw text)
     tokenizer: Literal["auto", "whitespace", "spacy"] = "auto"
     lowercase: bool = False  # 840B vectors are cased; lower-casing would lose coverage there
     # Quora's 95th percentile is 25 tokens, its max 146: 50 truncates well under 1%; None: no cap
@@ -102,7 +114,7 @@ class BiMPMDataConfig:
     def resolved_tokenizer(self) -> str:
         if self.tokenizer != "auto":
             return self.tokenizer
-        return "spacy" if self.dataset == "snli" else "whitespace"
+        return "spacy" if self.dataset in ("snli", "wikiqa", "wikiqa_sample") else "whitespace"
 
 
 DATA_CONFIG = BiMPMDataConfig  # repro checks the `data:` keys against it before a run starts
@@ -162,11 +174,12 @@ def _json_kind(v: Any) -> str:
 
 
 def _tokenize_rows(path, rows, tokenize, empty: str) -> tuple[list[dict], int]:
-    """rows: (lineno, label, s1, s2, id) -> (examples, pairs dropped for an empty sentence)."""
+    """rows: (lineno, label, s1, s2, id[, group]) -> (examples, pairs dropped for an empty
+    sentence)."""
     p_toks = tokenize([r[2] for r in rows])
     q_toks = tokenize([r[3] for r in rows])
     out, dropped = [], 0
-    for (lineno, label, _, _, ex_id), p, q in zip(rows, p_toks, q_toks, strict=True):
+    for (lineno, label, _, _, ex_id, *group), p, q in zip(rows, p_toks, q_toks, strict=True):
         if not p or not q:
             if empty == "drop":
                 dropped += 1
@@ -176,8 +189,12 @@ def _tokenize_rows(path, rows, tokenize, empty: str) -> tuple[list[dict], int]:
                 f"{path}:{lineno}: expected text in both sentences, found an empty {which} "
                 "sentence; fix the line or set data.empty=drop to skip such pairs"
             )
-        out.append({"p": p, "q": q, "label": label, "id": ex_id})
+        out.append({"p": p, "q": q, "label": label, "id": ex_id, **_group(group)})
     return out, dropped
+
+
+def _group(group: list[str]) -> dict[str, str]:
+    return {"group": group[0]} if group else {}
 
 
 def _require_pairs(path: Path, examples: list[dict], skipped: dict[str, int]) -> None:
@@ -274,6 +291,55 @@ def read_snli(path: Path, tokenize, empty: str = "error") -> tuple[list[dict], d
     return examples, skipped
 
 
+def read_wikiqa(path: Path, tokenize, empty: str = "error") -> tuple[list[dict], dict[str, int]]:
+    """The WikiQA release's TSV (a header naming QuestionID, Question, ..., Sentence, Label); one
+    example per (question, candidate sentence), its "group" the QuestionID. Questions without a
+    correct answer are dropped, as the standard WikiQA evaluation drops them (MAP and MRR cannot
+    score them).
+
+    Returns the examples and the lines skipped per reason (blank, no_answer, empty_pair)."""
+    rows, skipped = [], {"blank": 0, "no_answer": 0, "empty_pair": 0}
+    where: dict[str, int] = {}
+    for lineno, line in _lines(path):
+        cols = line.split("\t")
+        if lineno == 1:
+            missing = [c for c in WIKIQA_COLUMNS if c not in cols]
+            if missing:
+                raise DataError(
+                    f"{path}:1: expected a header naming {', '.join(WIKIQA_COLUMNS)} (the WikiQA "
+                    f"release's TSV), found no column {', '.join(missing)}; use the files of "
+                    "WikiQACorpus.zip"
+                )
+            where = {c: cols.index(c) for c in (*WIKIQA_COLUMNS, "SentenceID") if c in cols}
+            continue
+        if not line.strip():
+            skipped["blank"] += 1
+            continue
+        if len(cols) < len(where) or len(cols) <= max(where.values()):
+            raise DataError(
+                f"{path}:{lineno}: expected {max(where.values()) + 1} tab-separated columns as "
+                f"the header names, found {len(cols)}; fix or remove the line"
+            )
+        label = cols[where["Label"]]
+        if label not in ("0", "1"):
+            raise DataError(
+                f"{path}:{lineno}: expected Label 0 or 1, found {label[:40]!r}; fix the label"
+            )
+        ex_id = cols[where["SentenceID"]] if "SentenceID" in where else str(lineno)
+        q, s = cols[where["Question"]], cols[where["Sentence"]]
+        rows.append((lineno, int(label), q, s, ex_id, cols[where["QuestionID"]]))
+    answered = {r[5] for r in rows if r[1] == 1}
+    skipped["no_answer"] = sum(r[5] not in answered for r in rows)
+    rows = [r for r in rows if r[5] in answered]
+    examples, skipped["empty_pair"] = _tokenize_rows(path, rows, tokenize, empty)
+    _require_pairs(path, examples, skipped)
+    return examples, skipped
+
+
+READERS = {"quora": read_quora, "sample": read_quora, "snli": read_snli}
+READERS |= {"wikiqa": read_wikiqa, "wikiqa_sample": read_wikiqa}
+
+
 # ---- encoded splits -----------------------------------------------------------------------------
 class PairDataset(Dataset):
     """One split as flat id tensors; item i -> {p_words (T,), p_chars (T, w), q_..., label}."""
@@ -295,13 +361,16 @@ class PairDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         pw, pc = self._side("p", i)
         qw, qc = self._side("q", i)
-        return {
+        item = {
             "p_words": pw,
             "p_chars": pc,
             "q_words": qw,
             "q_chars": qc,
             "label": self.enc["label"][i],
         }
+        if "group" in self.enc:  # answer selection: the question of this pair
+            item["group"] = self.enc["group"][i]
+        return item
 
 
 def _pad(
@@ -348,6 +417,8 @@ def _pack_split(examples: list[dict], type_index: dict[str, int]) -> dict[str, A
         out[f"{s}_ends"] = torch.tensor(ends, dtype=torch.long)  # (N,)
     out["label"] = torch.tensor([int(ex["label"]) for ex in examples], dtype=torch.long)  # (N,)
     out["ids"] = _pack_strings([str(ex["id"]) for ex in examples])
+    if examples and "group" in examples[0]:
+        out["groups"] = _pack_strings([str(ex["group"]) for ex in examples])
     return out
 
 
@@ -357,9 +428,10 @@ def _unpack_split(packed: dict[str, Any], types: list[str]) -> list[dict]:
         words = [types[i] for i in packed[f"{s}_tokens"].tolist()]
         sides[s] = [words[a:b] for a, b in _spans(packed[f"{s}_ends"])]
     labels, ids = packed["label"].tolist(), _unpack_strings(packed["ids"])
+    groups = _unpack_strings(packed["groups"]) if "groups" in packed else None
     return [
-        {"p": p, "q": q, "label": y, "id": i}
-        for p, q, y, i in zip(sides["p"], sides["q"], labels, ids, strict=True)
+        {"p": p, "q": q, "label": y, "id": i, **({"group": groups[n]} if groups else {})}
+        for n, (p, q, y, i) in enumerate(zip(sides["p"], sides["q"], labels, ids, strict=True))
     ]
 
 
@@ -390,7 +462,8 @@ class BiMPMDataModule(PaperDataModule):
         self.config = from_dict(BiMPMDataConfig, cfg.options, "data")
         c = self.config
         self.num_classes = 3 if c.dataset == "snli" else 2
-        self.class_names = list(SNLI_LABELS if c.dataset == "snli" else QUORA_LABELS)
+        labels = {"snli": SNLI_LABELS, "wikiqa": WIKIQA_LABELS, "wikiqa_sample": WIKIQA_LABELS}
+        self.class_names = list(labels.get(c.dataset, QUORA_LABELS))
         folder_key, names = FILES[c.dataset]
         self.folder = Path(getattr(c, folder_key))
         self.files = {s: self.folder / names[s] for s in SPLITS}
@@ -421,6 +494,8 @@ class BiMPMDataModule(PaperDataModule):
                     "quora": how_to_get("quora"),
                     "snli": how_to_get("snli", str(self.folder.parent)),
                     "sample": "regenerate it: python -m papers.bimpm.sample.make_sample",
+                    "wikiqa": how_to_get("wikiqa", str(self.folder.parent)),
+                    "wikiqa_sample": "regenerate it: python -m papers.bimpm.sample.make_wikiqa",
                 }[c.dataset]
                 raise DataError(
                     f"{c.dataset} data file not found: {path} (from data.{folder_key}={str(self.folder)!r}). "
@@ -481,8 +556,7 @@ class BiMPMDataModule(PaperDataModule):
         tokenize = make_tokenizer(c.resolved_tokenizer, c.lowercase)
         out = {}
         for split, path in self.files.items():
-            read = read_snli if c.dataset == "snli" else read_quora
-            out[split], self.skipped[split] = read(path, tokenize, c.empty)
+            out[split], self.skipped[split] = READERS[c.dataset](path, tokenize, c.empty)
             if c.limit is not None:
                 out[split] = out[split][: c.limit]
         return out
@@ -574,6 +648,8 @@ class BiMPMDataModule(PaperDataModule):
             enc[f"{s}_words"] = torch.tensor(self.vocab.lookup(flat), dtype=torch.int32)  # (sum T,)
             enc[f"{s}_types"] = torch.tensor([self._type_index[w] for w in flat], dtype=torch.int32)
         enc["label"] = torch.tensor([int(ex["label"]) for ex in examples], dtype=torch.long)  # (N,)
+        if examples and "group" in examples[0]:
+            enc["group"] = torch.tensor([group_id(ex["group"]) for ex in examples])  # (N,)
         return enc
 
     def encode_split(self, name: str, examples: list[dict]) -> Dataset:
@@ -608,6 +684,8 @@ class BiMPMDataModule(PaperDataModule):
     def encode(self, example: dict) -> dict[str, torch.Tensor]:
         c = self.config
         item: dict[str, torch.Tensor] = {"label": torch.tensor(int(example["label"]))}
+        if "group" in example:
+            item["group"] = torch.tensor(group_id(example["group"]))
         for s in ("p", "q"):
             toks = example[s][: c.max_len] if c.max_len else example[s]
             item[f"{s}_words"] = torch.tensor(self.vocab.lookup(toks), dtype=torch.long)  # (T,)
@@ -624,13 +702,16 @@ class BiMPMDataModule(PaperDataModule):
         p_words, p_chars = _pad([it["p_words"] for it in items], [it["p_chars"] for it in items], K)
         q_words, q_chars = _pad([it["q_words"] for it in items], [it["q_chars"] for it in items], K)
         label = torch.stack([torch.as_tensor(it["label"]) for it in items]).long()  # (B,)
-        return {
+        batch = {
             "p_words": p_words,
             "p_chars": p_chars,
             "q_words": q_words,
             "q_chars": q_chars,
             "label": label,
         }
+        if "group" in items[0]:  # (B,) the question of each pair (answer selection)
+            batch["group"] = torch.stack([torch.as_tensor(it["group"]) for it in items]).long()
+        return batch
 
     def decode(self, batch: dict[str, torch.Tensor], i: int) -> str:
         def side(s: str) -> str:

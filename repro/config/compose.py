@@ -101,23 +101,23 @@ def compose(project: Project, paper: str, overrides: list[str] | tuple[str, ...]
     _check_overrides(overrides)
     config = None if overrides else _compose_plain(project, paper)
     if config is None:
-        config = compose_hydra(project, paper, overrides)
+        config = compose_hydra(project, paper, _paper_keys_added(project, paper, overrides))
     paper_file = project.conf_dir / "paper" / f"{paper}.yaml"
     provenance = _provenance(config, _load_yaml(paper_file), overrides, paper_file)
     resolved = Resolved(paper, config, overrides, None, provenance)  # type: ignore[arg-type]
     resolved.cfg = from_dict(RunConfig, config, "", resolved.describe)
     _check_provenance_kinds(resolved.cfg.paper.provenance, paper_file)
-    _check_task(resolved)
+    _check_task(project, resolved)
     return resolved
 
 
-def _check_task(resolved: Resolved) -> None:
+def _check_task(project: Project, resolved: Resolved) -> None:
     """The task is one repro knows (or the paper's own class), and every metric the config names
     is one a built-in task measures (a paper's own task is checked once its code is imported,
     before the run starts: repro.context.StageContext.check_paper_config)."""
     from repro.tasks import builtin_metrics, check_metrics_config, check_task_name
 
-    task = check_task_name(resolved.cfg.paper.task, resolved.paper)
+    task = check_task_name(resolved.cfg.paper.task, project.package(resolved.paper))
     specs = builtin_metrics(task)
     if specs is not None:
         check_metrics_config(resolved.cfg, specs, task, resolved.describe)
@@ -136,6 +136,35 @@ def _check_overrides(overrides: list[str]) -> None:
             )
         if key == "paper":
             raise ConfigError(f"override '{o}': choose the paper with --paper, not paper=")
+
+
+PAPER_SECTIONS = ("model.", "data.")  # keys a paper's own code declares (MODEL_CONFIG, DATA_CONFIG)
+
+
+def _paper_keys_added(project: Project, paper: str, overrides: list[str]) -> list[str]:
+    """Overrides of the paper's own `model:`/`data:` keys that its YAML leaves to the defaults of
+    its dataclasses (`data.quora_dir=...`) are added, as Hydra's `++key=value` does, instead of
+    being refused as unknown: the paper's code declares them, and the paper's dataclass checks
+    them (a typo is one line naming the valid keys) before any run starts."""
+    tree = _compose_plain(project, paper)
+    if tree is None:
+        return overrides
+    out = []
+    for o in overrides:
+        key = o.split("=", 1)[0]
+        if key.startswith(PAPER_SECTIONS) and not _has_key(tree, key):
+            o = "++" + o
+        out.append(o)
+    return out
+
+
+def _has_key(tree: dict, dotted: str) -> bool:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def _merge(base: dict, new: dict) -> dict:

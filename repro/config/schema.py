@@ -276,6 +276,8 @@ class PaperMeta:
     # (repro/tasks; the paper's own Task subclass). Papers written before tasks existed were
     # classifiers, hence the default.
     task: str = "classification"
+    # The folder under papers/ with the code, when the paper shares another's (None: its own name)
+    code: str | None = None
     targets: list[Target] = field(default_factory=list)
     baseline: str | None = None  # "papers.<paper>.<module>:<function>"
     expected_params: int | None = field(default=None, metadata=GE1)

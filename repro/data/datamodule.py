@@ -262,6 +262,16 @@ class PaperDataModule(pl.LightningDataModule):
         return self.collate([ds[i] for i in idx])
 
 
+def group_id(group: str | int) -> int:
+    """A ranking example's query id (its "group": a string or an integer) as the integer tensor
+    value a batch carries: a stable 60-bit hash, the same in every process and run (Python's own
+    hash of a string is not), so it needs no table fitted on any split."""
+    import hashlib
+
+    digest = hashlib.sha1(f"{type(group).__name__}:{group}".encode()).hexdigest()
+    return int(digest[:15], 16)
+
+
 def _keys(examples: list[dict], key) -> list | None:
     """key(example) for every example, or None when the task has no such key (returns None)."""
     if not examples or key(examples[0]) is None:

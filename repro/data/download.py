@@ -50,6 +50,13 @@ SOURCES: dict[str, Source] = {
         None,
         "SNLI 1.0 (Bowman et al. 2015): snli_1.0/snli_1.0_{train,dev,test}.jsonl.",
     ),
+    "wikiqa": Source(
+        "https://download.microsoft.com/download/E/5/F/E5FCFCEE-7005-4814-853D-DAA7C66507E0/"
+        "WikiQACorpus.zip",
+        None,
+        "WikiQA (Yang, Yih & Meek 2015): WikiQACorpus/WikiQA-{train,dev,test}.tsv. BiMPM's "
+        "answer selection (Table 4).",
+    ),
 }
 
 # Google Drive serves large files behind a confirmation page, so this is not fetched by

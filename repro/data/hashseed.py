@@ -38,8 +38,9 @@ class Build:
     hashseed: str
 
 
-def start(root: Path, paper: str, data: DataConfig, seed: int, max_items: int) -> Build:
-    """Start building `paper`'s datamodule (the same data config and seed) in a fresh process."""
+def start(root: Path, paper: str, data: DataConfig, seed: int, max_items: int, task: str) -> Build:
+    """Start building `paper`'s datamodule (the same data config, seed and task) in a fresh
+    process."""
     tmp = Path(tempfile.mkdtemp(prefix="repro-hashseed-"))
     options = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
     flat = {**{k: v for k, v in options.items() if k != "options"}, **data.options}
@@ -48,6 +49,7 @@ def start(root: Path, paper: str, data: DataConfig, seed: int, max_items: int) -
         "paper": paper,
         "data": flat,
         "seed": seed,
+        "task": task,
         "max_items": max_items,
         "out": str(tmp / "digest.json"),
     }
@@ -97,11 +99,12 @@ def _build(spec: dict[str, Any]) -> dict[str, Any]:
     from repro.context import import_paper_module
     from repro.data.digest import build_digest, sample_items
     from repro.project import Project
+    from repro.tasks import load_task_class
 
-    build = import_paper_module(
-        Project(Path(spec["root"])), spec["paper"], "data", "build_datamodule"
-    )
+    project = Project(Path(spec["root"]))
+    build = import_paper_module(project, spec["paper"], "data", "build_datamodule")
     dm = build(from_dict(DataConfig, spec["data"], "data"), spec["seed"])
+    dm.task_class = load_task_class(spec["task"], project, spec["paper"])
     dm.bypass_cache = True  # computed from the files, not read back from a cache of this process
     dm.setup("fit")
     return build_digest(dm, sample_items(dm, spec["max_items"]))

@@ -82,7 +82,8 @@ def run_child(job: Job, warm: Warm) -> NoReturn:
 
 def _run(job: Job, warm: Warm, channel: Channel | None) -> int:
     _set_threads(job.env, warm.threads)
-    forget_paper_modules(warm.paper, keep=warm.data.modules if warm.data else ())
+    package = warm.project.package(warm.paper)
+    forget_paper_modules(package, keep=warm.data.modules if warm.data else ())
     pin_bytecode_to_source(warm.project.paper_dir(warm.paper))
     hand_over(warm, job.trigger)
     done = _forward_interrupts(channel) if channel is not None else None

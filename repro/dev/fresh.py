@@ -13,16 +13,16 @@ from pathlib import Path
 _HASH_BASED = 0b1  # PEP 552: bit 0 of the pyc's flags word
 
 
-def paper_modules(paper: str) -> list[str]:
-    """Names of the paper's modules imported in this process (`papers.<paper>` and below)."""
-    prefix = f"papers.{paper}"
-    return [m for m in sys.modules if m == prefix or m.startswith(prefix + ".")]
+def paper_modules(package: str) -> list[str]:
+    """Names of the paper's modules imported in this process (its package, papers.<folder>
+    (Project.package), and below)."""
+    return [m for m in sys.modules if m == package or m.startswith(package + ".")]
 
 
-def forget_paper_modules(paper: str, keep: Collection[str] = ()) -> list[str]:
+def forget_paper_modules(package: str, keep: Collection[str] = ()) -> list[str]:
     """Drop the paper's imported modules except `keep`, so the next import reads the files; returns
     the names dropped."""
-    gone = [m for m in paper_modules(paper) if m not in keep]
+    gone = [m for m in paper_modules(package) if m not in keep]
     for name in gone:
         del sys.modules[name]
     importlib.invalidate_caches()  # a module file added since the last import is found

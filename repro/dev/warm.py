@@ -129,17 +129,19 @@ def build_warm_data(project: Project, paper: str, resolved: Resolved) -> WarmDat
     """Import the paper's data code afresh, build its datamodule for the composed config and set it
     up (vocabulary, vectors, encoded splits): the work every gate run would otherwise repeat."""
     from repro.context import import_paper_module
+    from repro.tasks import load_task_class
 
     t0 = time.perf_counter()
-    forget_paper_modules(paper)
+    forget_paper_modules(project.package(paper))
     pin_bytecode_to_source(project.paper_dir(paper))
     project.activate()
-    importlib.import_module(f"papers.{paper}")  # first, so the difference below is data.py's
-    package = set(paper_modules(paper))
+    importlib.import_module(project.package(paper))  # first: the difference below is data.py's
+    package = set(paper_modules(project.package(paper)))
     build = import_paper_module(project, paper, "data", "build_datamodule")
     dm = build(resolved.cfg.data, resolved.cfg.seed)
+    dm.task_class = load_task_class(resolved.cfg.paper.task, project, paper)
     dm.setup("fit")
-    modules = frozenset(paper_modules(paper))
+    modules = frozenset(paper_modules(project.package(paper)))
     code = sorted(
         {Path(f) for m in modules - package if (f := getattr(sys.modules[m], "__file__", None))}
     )

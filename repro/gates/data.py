@@ -478,7 +478,7 @@ def run(ctx) -> Verdict:
     process under another PYTHONHASHSEED), measure its splits and loaders, show examples."""
     st = ctx.cfg.stage.data
     fresh_build = hashseed.start(
-        ctx.project.root, ctx.paper, ctx.cfg.data, ctx.seed, st.sample_examples
+        ctx.project.root, ctx.paper, ctx.cfg.data, ctx.seed, st.sample_examples, ctx.cfg.paper.task
     )
     try:
         return _run(ctx, st, fresh_build)

@@ -130,16 +130,18 @@ def check_targets(
     ]
 
 
-def check_beyond_trivial(split: str, comp: Comparison, trivial: str, unit: str, z: float) -> Check:
+def check_beyond_trivial(
+    split: str, comp: Comparison, trivial: str, unit: str, z: float, score: str = "score"
+) -> Check:
     """The model beats the task's trivial baseline on `split` by more than chance: the mean of
-    the paired per-unit differences (accuracy of an example, average precision of a query, minus
-    a squared error ...) above z of its standard errors."""
+    the paired per-unit differences (`score`: accuracy of an example, average precision of a
+    query, minus a squared error ...) above z of its standard errors."""
     need = comp.margin(z)
     ok = comp.beyond(z)
     reason = (
-        f"{split}: ours {comp.model:.4g} vs {comp.baseline:.4g} by {trivial} per {unit} "
+        f"{split}: {score} per {unit}, ours {comp.model:.4g} vs {comp.baseline:.4g} by {trivial} "
         f"(mean difference {comp.mean_diff:+.4g} {'>' if ok else '<='} {need:.3g}: {z:g} "
-        f"standard errors of the paired difference on {comp.n} {unit}s)"
+        f"standard errors of the paired difference on {comp.n} {_plural(unit)})"
     )
     if not ok:
         reason += (
@@ -149,6 +151,10 @@ def check_beyond_trivial(split: str, comp: Comparison, trivial: str, unit: str, 
     ev = {"n": comp.n, "ours": comp.model, "trivial": comp.baseline, "mean_diff": comp.mean_diff}
     ev |= {"sd_diff": comp.sd_diff, "needed": need}
     return Check(f"{split} beats {trivial}", ok, reason, ev)
+
+
+def _plural(unit: str) -> str:
+    return unit[:-1] + "ies" if unit.endswith("y") else unit + "s"
 
 
 def check_majority(split: str, acc: float, base: float, n: int, z: float) -> Check:
@@ -215,9 +221,8 @@ def check_sanity(
     for split in ("val", "test"):
         if split in comps:
             comp = Comparison(**comps[split])
-            checks.append(
-                check_beyond_trivial(split, comp, trivial["name"], trivial["unit"], c.chance_z)
-            )
+            name, unit, score = trivial["name"], trivial["unit"], trivial.get("score", "score")
+            checks.append(check_beyond_trivial(split, comp, name, unit, c.chance_z, score))
         elif majority and split in majority and f"{split}/acc" in mean and (sizes or {}).get(split):
             checks.append(
                 check_majority(
@@ -349,6 +354,7 @@ def _trivial_record(task, versus: dict, units: dict[str, list]) -> dict | None:
     return {
         "name": versus["name"],
         "unit": task.unit,
+        "score": task.unit_score,
         "metrics": versus["metrics"],
         "comparisons": {s: asdict(c) for s, c in comps.items()},
     }
@@ -389,9 +395,10 @@ def paper_function(project, paper: str, spec: str):
     import importlib
 
     module, _, attr = spec.partition(":")
-    if not module.startswith(f"papers.{paper}.") or not attr.isidentifier():
+    package = project.package(paper)
+    if not module.startswith(f"{package}.") or not attr.isidentifier():
         raise ConfigError(
-            f"paper.baseline: expected 'papers.{paper}.<module>:<function>' (a function of the "
+            f"paper.baseline: expected '{package}.<module>:<function>' (a function of the "
             f"paper's own package), found {spec!r}"
         )
     project.activate()

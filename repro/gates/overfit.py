@@ -83,6 +83,7 @@ def check_overfit(
     num_classes: int | None = None,
     outputs: dict[str, float] | None = None,
     lr: float | None = None,
+    floor: float = 0.0,
 ) -> Check:
     """Pass when loss <= loss_ratio * initial loss (or accuracy hits 100%); else a diagnosis.
 
@@ -90,16 +91,19 @@ def check_overfit(
     stops: the early-stop rules (divergence, stall, probability outputs) judged here too;
     num_classes and outputs (min, max, row_sum_gap of the last logits; None when the task's
     outputs are not logits) let the diagnosis name probability outputs and the cross-entropy
-    floor they stall on; lr goes into the reasons."""
+    floor they stall on; lr goes into the reasons. floor: the loss no model can go below on
+    this batch (the task's overfit_floor: a language model cannot know which of its sequences
+    it reads before their tokens tell), added to the threshold."""
     if not losses:
         return Check(NAME, False, "no training steps were run", {})
     first, last, best = losses[0], losses[-1], min(losses)
-    threshold = loss_ratio * first
+    threshold = floor + loss_ratio * first
     ev = {
         "initial_loss": first,
         "final_loss": last,
         "min_loss": best,
         "threshold": threshold,
+        "floor": floor,
         "steps": len(losses),
         "final_acc": accs[-1] if accs else None,
         "lr": lr,
@@ -109,8 +113,9 @@ def check_overfit(
         return Check(NAME, False, early, ev)
     hit = _passed_at(losses, accs, threshold, accept_full_accuracy)
     if hit is not None:
+        plus = f"the floor {floor:.4g} + " if floor else ""
         how = (
-            f"loss {losses[hit]:.4g} <= {loss_ratio:g} x initial {first:.4f}"
+            f"loss {losses[hit]:.4g} <= {plus}{loss_ratio:g} x initial {first:.4f}"
             if losses[hit] <= threshold
             else f"100% accuracy on the subset (loss {losses[hit]:.4g}, initial {first:.4f})"
         )
@@ -237,6 +242,7 @@ class Curve:
     accs: list[float] = field(default_factory=list)
     outputs: dict[str, float] | None = None
     num_classes: int | None = None
+    floor: float = 0.0  # the loss no model can go below on the batch (Task.overfit_floor)
     stopped: str | None = None  # "passed" | "non-finite" | "diverged" | "stalled" | "probabilities"
 
 
@@ -254,7 +260,7 @@ def _stop_reason(curve: Curve, loss_ratio, accept_full_accuracy, stops: Stops | 
     if not math.isfinite(losses[-1]):
         return "non-finite"
     full = accept_full_accuracy and bool(accs) and accs[-1] >= 1.0
-    if losses[-1] <= loss_ratio * losses[0] or full:
+    if losses[-1] <= curve.floor + loss_ratio * losses[0] or full:
         return "passed"
     if stops is None:
         return None
@@ -283,6 +289,7 @@ def train_on_batch(
     import torch
 
     curve = Curve() if curve is None else curve
+    curve.floor = task.overfit_floor(batch)
     inputs = model_inputs(batch)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
@@ -347,7 +354,7 @@ class CurveFile:
     kill -9; `close` also draws overfit_curve.png from what was measured."""
 
     def __init__(self, run, loss_ratio: float):
-        self.run, self.loss_ratio = run, loss_ratio
+        self.run, self.loss_ratio, self.floor = run, loss_ratio, 0.0
         self.file = None
         if run is not None:
             self.file = open(run.path("overfit_losses.csv"), "w")  # noqa: SIM115 (closed in close)
@@ -367,7 +374,8 @@ class CurveFile:
         finite = [v for v in losses if math.isfinite(v)]
         if not finite:
             return None
-        plot_curve(losses, self.loss_ratio * losses[0], self.run.path("overfit_curve.png"))
+        threshold = self.floor + self.loss_ratio * losses[0]
+        plot_curve(losses, threshold, self.run.path("overfit_curve.png"))
         return "overfit_curve.png"
 
 
@@ -388,6 +396,7 @@ def run(ctx) -> Verdict:
     try:
         out = _train_with_progress(ctx, model, task, batch, lr, c, stops, curve, file)
     finally:  # Ctrl-C included: the partial curve stays in the run directory
+        file.floor = curve.floor
         plot = file.close(curve.losses)
     check = check_overfit(
         curve.losses,
@@ -398,6 +407,7 @@ def run(ctx) -> Verdict:
         num_classes=curve.num_classes,
         outputs=curve.outputs,
         lr=float(lr),
+        floor=curve.floor,
     )
     checks = [check] + _trained_model_checks(ctx, model, batch, curve)
     # after the checks: the speed measurement trains the model further

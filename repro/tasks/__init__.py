@@ -99,16 +99,18 @@ def builtin_metrics(task: str) -> dict[str, MetricSpec] | None:
     return {m.name: m for m in BUILTIN[task].metrics}
 
 
-def check_task_name(task: str, paper: str) -> str:
-    """A built-in name or "papers.<paper>.<module>:<Class>"; anything else is a ConfigError."""
+def check_task_name(task: str, package: str) -> str:
+    """A built-in name or "<package>.<module>:<Class>" of the paper's own package (papers.<p>);
+    anything else is a ConfigError."""
     if task in BUILTIN:
         return task
     module, _, attr = task.partition(":")
-    if module.startswith(f"papers.{paper}.") and attr.isidentifier():
+    if module.startswith(f"{package}.") and attr.isidentifier():
         return task
+    folder = package.replace(".", "/")
     raise ConfigError(
-        f"paper.task: expected one of {sorted(BUILTIN)} or 'papers.{paper}.task:<Class>' (the "
-        f"paper's own Task subclass in papers/{paper}/task.py), found {task!r}"
+        f"paper.task: expected one of {sorted(BUILTIN)} or '{package}.task:<Class>' (the "
+        f"paper's own Task subclass in {folder}/task.py), found {task!r}"
     )
 
 
@@ -154,7 +156,7 @@ def check_metrics_config(cfg, specs: dict[str, MetricSpec], task: str, describe=
     key was set ("set on the command line")."""
 
     def where(key: str) -> str:
-        said = describe(key) if describe else None
+        said = describe(key.replace("[", ".").replace("]", "")) if describe else None
         return f"{key} ({said})" if said else key
 
     for i, t in enumerate(cfg.paper.targets):

@@ -82,6 +82,7 @@ class Task:
     primary: ClassVar[str] = "loss"
     baseline_name: ClassVar[str] = "no baseline"
     unit: ClassVar[str] = "example"  # what unit_scores scores: example | query | sequence
+    unit_score: ClassVar[str] = "minus the loss"  # what each unit's score is, in words
     # Names, in words, for the gates' reasons: "logits (B, C)", "a value per example"
     output_contract: ClassVar[str] = "a tensor with the batch as its first dimension"
 
@@ -152,6 +153,11 @@ class Task:
     def step_metrics(self, out: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         """Cheap metrics of one training step (logged as train/<name>). Default: none."""
         return {}
+
+    def overfit_floor(self, batch: Batch) -> float:
+        """The lowest mean loss any model can reach on `batch` by memorising it (the overfit
+        gate's threshold adds it). Default 0: a model can fit any labels of distinct inputs."""
+        return 0.0
 
     def step_progress(self, out: torch.Tensor, batch: Batch) -> float | None:
         """A fraction in [0, 1] the overfit gate may also pass on (accuracy on the subset), or

@@ -51,6 +51,7 @@ class Classification(Task):
     metrics = BUILTIN["classification"].metrics
     primary = BUILTIN["classification"].primary
     baseline_name = "the most frequent training class"
+    unit_score = "accuracy (1 or 0)"
     output_contract = "logits of shape (B, C)"
 
     # ---- raw examples ---------------------------------------------------------------------------
@@ -79,6 +80,8 @@ class Classification(Task):
         return F.cross_entropy(out, batch["label"])
 
     def loss_sum(self, out: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if type(self).loss is not Classification.loss:  # a subclass with a loss of its own
+            return super().loss_sum(out, batch)
         y = batch["label"]
         total = F.cross_entropy(out.double(), y, reduction="sum")
         return total, torch.tensor(float(len(y)), dtype=torch.float64, device=out.device)

@@ -38,6 +38,7 @@ class Ranking(Task):
     metrics = BUILTIN["ranking"].metrics
     primary = BUILTIN["ranking"].primary
     baseline_name = "random order within each query (seeded)"
+    unit_score = "average precision"
     unit = "query"
     output_contract = "a score per item, (B,) or (B, 1), or two-class logits (B, 2)"
 

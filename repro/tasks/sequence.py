@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from repro.data.batch import Batch
+from repro.data.batch import Batch, model_inputs
 from repro.tasks import BUILTIN
 from repro.tasks.base import Baseline, InitLoss, Task
 from repro.verdict import Check
@@ -28,6 +28,7 @@ class Sequence(Task):
     metrics = BUILTIN["sequence"].metrics
     primary = BUILTIN["sequence"].primary
     baseline_name = "unigram frequencies of the training targets"
+    unit_score = "minus the loss per position"
     unit = "sequence"
     output_contract = "logits of shape (B, T, V)"
     ignore_index = IGNORE_INDEX
@@ -54,6 +55,8 @@ class Sequence(Task):
         return F.cross_entropy(logits, y, ignore_index=self.ignore_index)
 
     def loss_sum(self, out: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed over the labelled positions, which are the units (a subclass with a loss of
+        its own must sum its own: positions, not sequences, are what the loss averages)."""
         logits, y = self._flat(out, batch["label"])
         total = F.cross_entropy(logits.double(), y, ignore_index=self.ignore_index, reduction="sum")
         return total, (y != self.ignore_index).sum().double()
@@ -89,6 +92,38 @@ class Sequence(Task):
     def step_progress(self, out: torch.Tensor, batch: Batch) -> float | None:
         hits, n = self._hits(out, batch["label"])
         return float(hits) / max(int(n), 1)
+
+    def overfit_floor(self, batch: Batch) -> float:
+        """What a left-to-right model that memorised the batch still pays, per labelled position:
+        at each position, sequences that agree on their inputs so far but differ in the label
+        (a language model cannot tell which of its sequences it reads before their tokens do:
+        about ln B nats per sequence). The entropy of those labels, summed, over the positions.
+        For a model that reads both directions (a tagger) this is an upper bound, often 0."""
+        y = batch["label"]
+        b, t_max = y.shape[:2]
+        seqs = [
+            v.reshape(b, t_max, -1).double()
+            for v in model_inputs(batch).values()
+            if v.dim() >= 2 and v.shape[:2] == (b, t_max)
+        ]
+        steps = torch.cat(seqs, -1).tolist() if seqs else [[[]] * t_max] * b  # (B, T, F)
+        labels = y.tolist()
+        prefix = [0] * b  # an id per distinct input prefix seen so far
+        ids: dict[tuple, int] = {}
+        total, positions = 0.0, 0
+        for t in range(t_max):
+            groups: dict[int, Counter] = {}
+            for i in range(b):
+                key = (prefix[i], *steps[i][t])
+                prefix[i] = ids.setdefault(key, len(ids) + 1)
+                label = labels[i][t]
+                if label != self.ignore_index:
+                    groups.setdefault(prefix[i], Counter())[label] += 1
+            for counts in groups.values():
+                n = sum(counts.values())
+                total -= sum(k * math.log(k / n) for k in counts.values())
+                positions += n
+        return total / positions if positions else 0.0
 
     # ---- per-unit scores and the baseline -------------------------------------------------------
     def collect(self, out: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:

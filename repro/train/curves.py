@@ -52,8 +52,9 @@ def merge_resumed_rows(out_dir: Path) -> None:
     aside.unlink()
 
 
-def plot_curves(rows: list[dict[str, str]], path: Path) -> bool:
-    """Loss and accuracy per epoch from the rows logged while fitting; False when there is none.
+def plot_curves(rows: list[dict[str, str]], path: Path, metric: str = "val/acc") -> bool:
+    """Loss and the task's main validation metric (`metric`: val/acc, val/map, val/r2 ...) per
+    epoch from the rows logged while fitting; False when there is none.
 
     Call it before the best checkpoint is re-validated: that extra validation is logged as one
     more row at the last epoch and is not a point of the training curve.
@@ -65,7 +66,7 @@ def plot_curves(rows: list[dict[str, str]], path: Path) -> bool:
 
     series: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
-        for key in ("train/loss_epoch", "val/loss", "val/acc"):
+        for key in ("train/loss_epoch", "val/loss", metric):
             if r.get(key):
                 series.setdefault(key, []).append((float(r["epoch"]), float(r[key])))
     if not series:
@@ -77,12 +78,10 @@ def plot_curves(rows: list[dict[str, str]], path: Path) -> bool:
     a1.set_xlabel("epoch")
     a1.set_ylabel("loss")
     a1.legend()
-    if "val/acc" in series:
-        a2.plot(
-            *zip(*series["val/acc"], strict=True), marker="o", color="tab:green", label="val/acc"
-        )
+    if metric in series and metric != "val/loss":
+        a2.plot(*zip(*series[metric], strict=True), marker="o", color="tab:green", label=metric)
         a2.set_xlabel("epoch")
-        a2.set_ylabel("accuracy %")
+        a2.set_ylabel(metric.partition("/")[2])
         a2.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -103,7 +103,7 @@ def fit_and_test(
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
     train_seconds = time.perf_counter() - t0
     if is_rank_zero():
-        _plot_fit_curves(trainer, out_dir)
+        _plot_fit_curves(trainer, out_dir, f"val/{task.primary}")
     metrics = _test_best(trainer, module, dm, best_cb)
     if is_rank_zero():
         merge_resumed_rows(out_dir)
@@ -270,13 +270,13 @@ def make_trainer(cfg: RunConfig, out_dir: Path, progress: bool, loggers: tuple, 
     return trainer, best, stopper
 
 
-def _plot_fit_curves(trainer, out_dir: Path) -> None:
+def _plot_fit_curves(trainer, out_dir: Path, metric: str) -> None:
     from repro.train.curves import ASIDE, plot_curves, read_rows
 
     for lg in trainer.loggers:
         lg.save()
     rows = read_rows(out_dir / ASIDE) + read_rows(out_dir / "metrics.csv")
-    plot_curves(rows, out_dir / "curves.png")
+    plot_curves(rows, out_dir / "curves.png", metric)
 
 
 def checkpoint_epoch(path: Path) -> int:

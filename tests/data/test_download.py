@@ -68,7 +68,7 @@ def test_skips_a_present_file_with_the_right_hash(tmp_path):
 
 
 def test_known_sources_and_instructions():
-    assert set(SOURCES) == {"glove-840b", "glove-42b", "snli"}
+    assert set(SOURCES) == {"glove-840b", "glove-42b", "snli", "wikiqa"}
     assert all(s.url.startswith("https://") for s in SOURCES.values())
     assert "drive.google.com" in how_to_get("quora")
     assert "python -m repro.data.download snli" in how_to_get("snli")

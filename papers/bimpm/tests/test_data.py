@@ -445,10 +445,13 @@ def test_word_overlap_baseline_is_far_from_solving_the_sample(dm):
 
 
 def test_make_sample_is_deterministic_and_matches_the_shipped_files(tmp_path):
+    from papers.bimpm.sample import make_wikiqa
+
     make_sample.main(tmp_path, verbose=False)
+    make_wikiqa.main(tmp_path / "wikiqa")
     shipped = sorted(
         p.relative_to(SAMPLE) for p in SAMPLE.rglob("*") if p.suffix in (".tsv", ".txt", ".jsonl")
     )
-    assert len(shipped) == 7
+    assert len(shipped) == 10  # Quora 3, vectors, SNLI 3, WikiQA 3
     for rel in shipped:
         assert (tmp_path / rel).read_bytes() == (SAMPLE / rel).read_bytes(), rel

@@ -11,7 +11,7 @@ neither read nor written when self.bypass_cache is set.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,12 +22,13 @@ from repro.data.datamodule import PaperDataModule
 
 @dataclass(frozen=True)
 class ToyData:
-    """This paper's own `data:` keys (repro's, such as batch_size, are in DataConfig)."""
+    """This paper's own `data:` keys (repro's, such as batch_size, are in DataConfig); their
+    values are in conf/paper/{{paper}}.yaml."""
 
     dataset: str
-    n_examples: int
-    n_features: int
-    noise: float
+    n_examples: int = field(metadata={"ge": 3})
+    n_features: int = field(metadata={"ge": 1})
+    noise: float = field(metadata={"ge": 0})
 
 
 DATA_CONFIG = ToyData  # repro checks this paper's `data:` keys against it before a run starts

@@ -1,4 +1,4 @@
-"""{{title_py}}: the whole model lives in this file (pure torch: no Lightning, Hydra or file IO).
+"""{{title_py}}: the whole model lives in this file (pure torch: no Lightning, Hydra, file IO or repro).
 
 TODO: replace the toy MLP with the paper's model, one nn.Module per layer in paper order, a
 shape comment on each tensor line, and `# DEVIATION:` / `# UNSTATED:` where the paper is silent.
@@ -6,21 +6,21 @@ shape comment on each tensor line, and `# DEVIATION:` / `# UNSTATED:` where the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from repro.config.typed import from_dict
-
 
 @dataclass(frozen=True)
 class ModelConfig:
-    hidden: int = 64  # TODO: the paper's width
-    dropout: float = 0.0  # TODO: the paper's dropout
+    """The `model:` keys; their values (and where each comes from) are in conf/paper/{{paper}}.yaml."""
+
+    hidden: int = field(metadata={"ge": 1})  # TODO: the paper's width
+    dropout: float = field(metadata={"ge": 0, "lt": 1})  # TODO: the paper's dropout
 
 
-MODEL_CONFIG = ModelConfig  # repro checks the `model:` keys against it before a run starts
+MODEL_CONFIG = ModelConfig  # repro checks the `model:` keys against it and passes build_model one
 
 
 class Classifier(nn.Module):
@@ -36,9 +36,9 @@ class Classifier(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # (B, C) logits
+        return self.net(x)  # (B, C) logits: no softmax, the loss applies it
 
 
-def build_model(cfg: dict, *, n_features: int, num_classes: int) -> nn.Module:
-    """What repro calls: cfg is the config's `model:` section; the rest comes from the data."""
-    return Classifier(from_dict(ModelConfig, cfg, "model"), n_features, num_classes)
+def build_model(cfg: ModelConfig, *, n_features: int, num_classes: int) -> nn.Module:
+    """What repro calls: cfg is the config's `model:` section (typed); the rest comes from the data."""
+    return Classifier(cfg, n_features, num_classes)
