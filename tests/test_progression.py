@@ -174,7 +174,7 @@ def test_force_with_prerequisites_met_is_not_marked_forced(fast):
 # ---- runs with overrides or --force are experiments around the milestones (issue 13) ----------
 def test_a_failed_run_with_overrides_does_not_replace_the_passed_milestone(fast):
     assert _run(fast, "overfit").record["status"] == "passed"
-    bad = _run(fast, "overfit", ["stage.overfit.lr=1e-7", "stage.overfit.max_steps=5"])
+    bad = _run(fast, "overfit", ["optim.lr=1e-7", "stage.overfit.max_steps=5"])
     assert bad.record["status"] == "failed"
     row = _rows(fast)["overfit"]
     assert row.state == "PASS"  # the milestone

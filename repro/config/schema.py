@@ -164,8 +164,7 @@ class ShapesStage:
 class OverfitStage:
     examples: int = field(metadata=GE1)
     max_steps: int = field(metadata=GE1)
-    lr: float | None = field(metadata=GT0)  # None: optim.lr (the paper's), else fallback_lr
-    fallback_lr: float = field(metadata=GT0)
+    lr: float = field(metadata=GT0)  # used when optim.lr (the paper's) is None
     loss_ratio: float = field(metadata=bound(gt=0, lt=1))
     accept_full_accuracy: bool
     disable_dropout: bool

@@ -220,6 +220,10 @@ def _hint(losses, stops, num_classes, outputs, lr) -> str:
 
 
 # ---- measurement ----------------------------------------------------------------------------
+def overfit_lr(cfg) -> float:
+    """The learning rate of the overfit gate: the paper's (optim.lr), else stage.overfit.lr."""
+    return cfg.optim.lr if cfg.optim.lr is not None else cfg.stage.overfit.lr
+
 def disable_dropout(model) -> dict[str, float]:
     """Set every nn.Dropout's p to 0; returns the old values to restore."""
     from torch import nn
@@ -389,7 +393,7 @@ def run(ctx) -> Verdict:
     model = ctx.build_model(dm)
     if c.disable_dropout:
         disable_dropout(model)
-    lr = c.lr or ctx.cfg.optim.lr or c.fallback_lr
+    lr = overfit_lr(ctx.cfg)
     curve, stops = Curve(), Stops.of(c)
     out, plot = None, None
     file = CurveFile(ctx.run, c.loss_ratio)
