@@ -207,9 +207,9 @@ def stage_exit_code(
 
 
 def _consoles():
-    from rich.console import Console
+    from repro.terminal import SafeConsole
 
-    return Console(), Console(stderr=True)  # made here: they see the client's terminal
+    return SafeConsole(), SafeConsole(stderr=True)  # made here: they see the client's terminal
 
 
 def crash_line(exc: BaseException, project: Project, paper: str, stage: str) -> str:
