@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import subprocess
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import LaunchError
+from repro.storage import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -259,9 +259,7 @@ def _write_ids(folder: Path, watched: list[_Watched]) -> None:
     path = folder / "jobs.json"
     known = json.loads(path.read_text()) if path.exists() else {}
     known.update({w.spec.name: w.job.job_id for w in watched})
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(known, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(known, indent=1), "the jobs' ids")
 
 
 # ---- what became of a job ----------------------------------------------------------------------

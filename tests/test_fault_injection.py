@@ -97,7 +97,8 @@ ToyDataModule.load_examples = _paused_load
 
 # The child: Ctrl-C as a terminal delivers it (a child of a non-interactive shell may inherit
 # SIGINT ignored), and, for the "checkpoint" point, torch.save paused after writing the temp
-# file of epoch 1's last.ckpt, before AtomicCheckpointIO renames it into place.
+# file of epoch 1's last.ckpt (.last.ckpt.<random>.tmp, opened by descriptor: its name is read
+# from /proc), before AtomicCheckpointIO renames it into place.
 CHILD = """
 import os, pathlib, signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -106,7 +107,8 @@ if os.environ.get("REPRO_TEST_PAUSE_AT") == "checkpoint":
     real_save = torch.save
     def save(obj, f, *args, **kwargs):
         real_save(obj, f, *args, **kwargs)
-        if ".last.ckpt.tmp" in str(getattr(f, "name", f)) and obj.get("epoch", 0) >= 1:
+        name = os.readlink(f"/proc/self/fd/{f.fileno()}") if hasattr(f, "fileno") else str(f)
+        if "/.last.ckpt." in name and name.endswith(".tmp") and obj.get("epoch", 0) >= 1:
             f.flush()
             pathlib.Path(os.environ["REPRO_TEST_PAUSED"]).write_text(str(os.getpid()))
             time.sleep(300)
@@ -398,7 +400,7 @@ def test_killed_full_run_resumes_to_the_uninterrupted_metrics(
     check_nothing_else_changed(root, before, run, sig)
     check_no_debris(root, allow_temp=sig == signal.SIGKILL)  # a kill -9 cannot clean up...
     if point == "checkpoint" and sig == signal.SIGKILL:
-        assert list(run.dir.glob("checkpoints/.last.ckpt.tmp*")), "the kill missed the write"
+        assert list(run.dir.glob("checkpoints/.last.ckpt.*.tmp")), "the kill missed the write"
     if point == "checkpoint":
         assert _last_epoch(root) == 0  # the checkpoint being replaced is intact
     if sig == signal.SIGKILL:
@@ -531,7 +533,7 @@ def test_what_a_killed_attempt_left_is_removed_by_the_next(tmp_path):
 
     (tmp_path / "checkpoints").mkdir()
     left = [".lr_find_0a1b.ckpt", "checkpoints/.last.ckpt.tmp4242", ".record.json.x1y2.tmp",
-            ".lr.json.abcd.tmp"]  # fmt: skip
+            ".lr.json.abcd.tmp", "checkpoints/.best.ckpt.k2j4_x.tmp"]  # fmt: skip
     kept = ["record.json", "lr.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt"]
     for name in left + kept:
         (tmp_path / name).write_text("x")

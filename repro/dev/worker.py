@@ -9,6 +9,7 @@ nothing one run does reaches the next (see child.py).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import gc
 import os
@@ -43,6 +44,7 @@ from repro.dev.watch import POLL_S, Watcher
 from repro.errors import ReproError
 from repro.oneline import one_line
 from repro.project import Project
+from repro.storage import atomic_write, symlink_refused
 
 REQUEST_TIMEOUT_S = 5.0  # a client sends its request as soon as it connects
 STOP_GRACE_S = 10.0  # children still running when the worker stops get this long to record it
@@ -101,9 +103,9 @@ class Worker:
         directory = state_dir(self.project)
         directory.mkdir(mode=0o700, exist_ok=True)
         ignore = directory / ".gitignore"
-        if not ignore.exists():  # the lock and socket are no code: a run's git state skips them
-            ignore.write_text("# this checkout's state (repro dev's lock and socket)\n*\n")
-        fd = os.open(lock_path(self.project, self.paper), os.O_RDWR | os.O_CREAT, 0o600)
+        if not ignore.exists() and not ignore.is_symlink():  # no code: git state skips them
+            atomic_write(ignore, "# this checkout's state (repro dev's lock and socket)\n*\n")
+        fd = _open_lock(lock_path(self.project, self.paper))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -350,6 +352,16 @@ def _client_job(msg: dict[str, Any], conn: socket.socket, fds: list[int]) -> Job
         cwd=msg.get("cwd"),
         argv=msg.get("argv"),
     )
+
+
+def _open_lock(path: Path) -> int:
+    """The worker's lock file, never opened through a symbolic link (it is written: issue 20)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise symlink_refused(path, "the warm worker's lock") from e
+        raise
 
 
 def _python() -> str:

@@ -157,8 +157,9 @@ def remove_leftovers(out_dir: Path) -> list[str]:
     from repro.train.lr_finder import remove_finder_checkpoints
 
     removed = remove_finder_checkpoints(out_dir)
-    # atomic_write's temp files (.<name>.<random>.tmp) and AtomicCheckpointIO's (.<name>.tmp<pid>)
-    for pattern in (".*.tmp", "checkpoints/.*.ckpt.tmp*"):
+    # atomic_write's and AtomicCheckpointIO's temp files (.<name>.<random>.tmp), and the latter's
+    # before issue 20 (.<name>.tmp<pid>)
+    for pattern in (".*.tmp", "checkpoints/.*.tmp", "checkpoints/.*.ckpt.tmp*"):
         for path in sorted(out_dir.glob(pattern)):
             path.unlink(missing_ok=True)
             removed.append(str(path.relative_to(out_dir)))
