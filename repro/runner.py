@@ -22,6 +22,7 @@ from repro.progression import (
 )
 from repro.project import Project
 from repro.records import HeldInterrupts
+from repro.terminal import SafeConsole
 from repro.train.distributed import JOIN_ENV
 
 
@@ -70,7 +71,7 @@ def run_stage(
     from repro.context import StageContext
 
     check_stage(stage)
-    console = console or Console()
+    console = console or SafeConsole()
     overrides = list(overrides or [])
     resolved = compose(project, paper, overrides)
     base = compose(project, paper, []) if overrides else resolved
@@ -158,7 +159,7 @@ def _note_dead_runs(project: Project, paper: str, console: Console) -> None:
             f"[yellow]run {run.id} ({run.stage}) {escape(run.status_reason or '')}: recorded as "
             "interrupted, with its notebook line[/yellow]"
         )
-        _append_line(project, paper, format_entry(run.record))
+        append_line(project, paper, format_entry(run.record))
 
 
 def _create(ctx, stage: str, current: dict, missing: list[str], links: dict[str, Any]):
@@ -222,6 +223,7 @@ def execute(ctx, run, stage: str, held: HeldInterrupts | None = None) -> None:
     finally:
         os.environ.pop(JOIN_ENV, None)
         with HeldInterrupts():  # the line is short: a Ctrl-C now waits for it
+            run.unlock()  # the record is final: another process may mark or resume it now
             _append_notebook(ctx, run)
 
 
@@ -241,17 +243,17 @@ def _append_notebook(ctx, run) -> None:
     with the line itself, so that it is never lost (issue 14)."""
     from repro.notebook import format_entry
 
-    _append_line(ctx.project, ctx.paper, format_entry(run.record))
+    append_line(ctx.project, ctx.paper, format_entry(run.record))
 
 
-def _append_line(project: Project, paper: str, line: str) -> None:
+def append_line(project: Project, paper: str, line: str) -> None:
     from repro.errors import StorageError
     from repro.notebook import append_entry
 
     try:
         append_entry(project.notes_dir, paper, line)
     except StorageError as e:
-        Console(stderr=True, soft_wrap=True).print(
+        SafeConsole(stderr=True, soft_wrap=True).print(
             f"Warning: {e}; the run is recorded, this is its notebook line: {line}",
             markup=False,
             highlight=False,
