@@ -47,7 +47,10 @@ def test_the_old_full_run_reads_as_full_metrics(old):
     assert m.mean["test/acc"] == _file_means(run)["test/acc"]
     (target,) = m.targets
     assert target.name == "toy test accuracy" and target.metric == "test/acc"
-    assert target.ours_mean == m.mean["test/acc"] and target.label in ("REPRODUCED", "WITHIN TOLERANCE")
+    assert target.ours_mean == m.mean["test/acc"] and target.label in (
+        "REPRODUCED",
+        "WITHIN TOLERANCE",
+    )
     assert set(m.lr_by_seed) == {"0"} and m.epochs > 0
 
 
