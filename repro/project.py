@@ -81,6 +81,11 @@ class Project:
             return self.current_paper_file.read_text(encoding="utf-8").strip() or None
         except OSError:
             return None
+        except UnicodeDecodeError:
+            raise ProjectError(
+                f"{self.current_paper_file}: expected a paper's name, found bytes that are not "
+                "UTF-8; run `repro new <paper> --use` or delete the file"
+            ) from None
 
     def use_paper(self, paper: str) -> None:
         """Make `paper` the current one for commands without --paper."""

@@ -554,7 +554,10 @@ class Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_a_pickle_payload_in_last_ckpt_is_refused_on_resume(project, cli, tmp_path):
+@pytest.mark.parametrize("planted", ["last.ckpt", "best.ckpt"])
+def test_a_pickle_payload_in_a_checkpoint_is_refused_on_resume(project, cli, tmp_path, planted):
+    """Refused in one line that never advises loading it anyway (torch's own message says to retry
+    with weights_only=False; issue 20: a planted best.ckpt was a 94-line traceback saying so)."""
     import torch
 
     from repro.config import compose
@@ -567,19 +570,42 @@ def test_a_pickle_payload_in_last_ckpt_is_refused_on_resume(project, cli, tmp_pa
     run.finish(None, "interrupted")
     marker = tmp_path / "payload-ran"
     (run.dir / "checkpoints").mkdir()
-    torch.save({"epoch": 1, "state_dict": Payload(marker)}, run.dir / "checkpoints" / "last.ckpt")
+    if planted == "best.ckpt":  # a plain last.ckpt to resume from, a planted best.ckpt
+        torch.save({"epoch": 1, "state_dict": {}}, run.dir / "checkpoints" / "last.ckpt")
+    torch.save({"epoch": 1, "state_dict": Payload(marker)}, run.dir / "checkpoints" / planted)
 
     code, out, err = cli("stage", "full", "--resume", run.id)
     assert not marker.exists(), "the pickle payload ran"
     assert code == 1
     line = err.strip()
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in out + err, err
-    assert line.startswith(
-        f"Error: {run.dir}/checkpoints/last.ckpt: expected a Lightning checkpoint"
+    assert line == (
+        f"Error: {run.dir}/checkpoints/{planted}: refused to load: not a plain checkpoint "
+        "(expected tensors and plain values, found the Python object posix.system, which loading "
+        "would run); delete it to train that seed from its start, or run the stage again "
+        "without --resume"
     )
-    assert "weights_only" in line or "Unpickl" in line or "unreadable" in line
+    assert "weights_only" not in out + err
     rec = json.loads(run.record_file.read_text())
-    assert rec["status"] == "error" and "last.ckpt" in rec["status_reason"]
+    assert (
+        rec["status"] == "error"
+        and "refused to load: not a plain checkpoint" in rec["status_reason"]
+    )
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line_from_status_and_stage(project, cli):
+    """Was a UnicodeDecodeError traceback from every command (issue 20)."""
+    paper_yaml = project.conf_dir / "paper" / "toy.yaml"
+    lines = paper_yaml.read_bytes().splitlines(keepends=True)
+    paper_yaml.write_bytes(b"".join(lines[:3]) + b"# caf\xe9\n" + b"".join(lines[3:]))
+    expected = (
+        f"Error: {paper_yaml}:4: expected UTF-8 text, found the byte 0xe9 (invalid continuation "
+        "byte); save the file as UTF-8"
+    )
+    for args in (["status"], ["stage", "data"], ["stage", "data", "seed=1"]):  # seed=1: Hydra
+        code, out, err = cli(*args)
+        assert code == 1 and err.strip() == expected and "Traceback" not in out, (args, err)
+    assert list_runs(project.runs_dir) == []
 
 
 # ---- full and read-only disks -----------------------------------------------------------------
