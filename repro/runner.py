@@ -13,6 +13,7 @@ from repro.config import Resolved, compose
 from repro.errors import GateRefused, ReproError
 from repro.fingerprint import fingerprint
 from repro.gates import CHEAP_STAGES, STAGES, check_stage
+from repro.oneline import one_line
 from repro.progression import (
     REJUDGE,
     known_data_files,
@@ -202,7 +203,6 @@ def execute(ctx, run, stage: str, held: HeldInterrupts | None = None) -> None:
     that prints the line: the verdict stands). `held`: interrupts noted since the record was
     made, acted on inside the guard."""
     from repro.envinfo import env_info
-    from repro.gates import gate
     from repro.gates.metrics import to_record
 
     os.environ[JOIN_ENV] = str(run.dir)  # DDP ranks > 0, started while the gate runs, join it
@@ -210,7 +210,7 @@ def execute(ctx, run, stage: str, held: HeldInterrupts | None = None) -> None:
         with run.guard(held):
             _announce(ctx, run, stage)
             _snapshot(ctx, run)
-            verdict = gate(stage).run(ctx)
+            verdict = _run_gate(ctx, run, stage)
             info = ctx.model_info
             run.annex(
                 env=env_info(),  # torch is imported now: the device is known too
@@ -225,6 +225,29 @@ def execute(ctx, run, stage: str, held: HeldInterrupts | None = None) -> None:
         with HeldInterrupts():  # the line is short: a Ctrl-C now waits for it
             run.unlock()  # the record is final: another process may mark or resume it now
             _append_notebook(ctx, run)
+
+
+def _run_gate(ctx, run, stage: str):
+    """The gate's verdict. When it fails because a DDP peer died (a collective then fails with
+    `Connection reset by peer`), the error says which rank died and how; rank 0's traceback
+    goes to the record only (issue 20)."""
+    from repro.gates import gate
+    from repro.train.distributed import peer_deaths
+
+    try:
+        return gate(stage).run(ctx)
+    except Exception as e:
+        died = peer_deaths(run.dir)
+        if not died:
+            raise
+        raise PeerDied(
+            f"DDP {'; '.join(died)}, so rank 0 stopped ({type(e).__name__}: "
+            f"{one_line(str(e), 160)}); `repro show {run.id}` has rank 0's traceback"
+        ) from e
+
+
+class PeerDied(ReproError):
+    """A DDP rank other than 0 died while rank 0 trained: the message names it and how."""
 
 
 def _announce(ctx, run, stage: str) -> None:
@@ -267,10 +290,11 @@ def run_joined(project: Project, run_dir, stage: str, resume: bool) -> None:
     from repro.context import StageContext
     from repro.gates import gate
     from repro.records import open_joined
-    from repro.train.distributed import exit_with_parent
+    from repro.train.distributed import exit_with_parent, note_joined_rank
 
     exit_with_parent()
     run = open_joined(run_dir)
+    note_joined_rank(run.dir)  # rank 0 can then say that this rank died, and how
     resolved = compose(project, run.paper, list(run.record.get("overrides") or []))
     ctx = StageContext(project, run.paper, resolved, Console(quiet=True), run=run, resume=resume)
     gate(check_stage(stage)).run(ctx)
