@@ -217,6 +217,7 @@ class LauncherConfig:
     mem_gb: float | None = field(default=None, metadata=GT0)
     gpus_per_node: int | None = field(default=None, metadata=GE0)
     sbatch: dict[str, Any] = field(default_factory=dict)
+    give_up_after_s: float | None = field(default=None, metadata=GT0)  # squeue silent this long
 
     def __post_init__(self) -> None:
         if self.name == "slurm" and self.cpus_per_task is None:
