@@ -218,7 +218,7 @@ class _Poller:
         if self.slurm:
             if self.sacct_error is None:
                 # One sacct call for every unfinished job of the array (submitit's watcher).
-                self.waiting[0].job.watcher.update()
+                self._sacct_update(self.waiting[0].job.watcher)
             else:  # ask again (slurmdbd may be back), without submitit's warning per poll
                 self.sacct_error = _sacct_error(self.waiting)
             listed = self._squeue()
@@ -232,6 +232,20 @@ class _Poller:
                 self.waiting.remove(w)
                 ended.append(outcome)
         return ended
+
+    def _sacct_update(self, watcher: Any) -> None:
+        """submitit's sacct call; when it fails, submitit keeps its last answer (and logs a
+        warning per call): say once that the states from sacct may be stale, and when it
+        answers again. (submitit stores a successful call's output as a new object.)"""
+        before = watcher._output
+        watcher.update()
+        answered = watcher._output is not before
+        if not answered and not self.sacct_broke:
+            self.sacct_broke = True
+            self.on_wait("sacct does not answer (slurmdbd down?): job states may be out of date")
+        elif answered and self.sacct_broke:
+            self.sacct_broke = False
+            self.on_wait("sacct answers again")
 
     def _squeue(self) -> dict[str, str] | None:
         """squeue's listing, saying when it stops answering and when it answers again."""
