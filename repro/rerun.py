@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from repro.config import compose
 from repro.errors import GateRefused
+from repro.paper_code import PaperCode
 from repro.project import Project
 from repro.runner import current_fingerprint, data_files_now, execute, run_stage
 from repro.storage import shown_path
@@ -39,7 +40,9 @@ def rerun(
     resolved = compose(project, paper, new_overrides)
     from repro.context import StageContext
 
-    ctx = StageContext(project, paper, resolved, console)
+    code = PaperCode.read(project.paper_dir(paper), paper)  # what the re-run imports and records
+    code.install()
+    ctx = StageContext(project, paper, resolved, console, code=code)
     changed = _changed_since(old, ctx, "", "the re-run")
     run = run_stage(
         project,
@@ -49,6 +52,7 @@ def rerun(
         force=force or bool(old.record.get("forced")),
         console=console,
         links={"rerun_of": old.id},
+        code=code,
     )
     from repro.diff import different_results
 
@@ -96,8 +100,15 @@ def resume_full(
     run = take_for_resume(resumable_run(project, paper, run_id))
     try:
         resolved = compose(project, run.paper, list(run.record.get("overrides") or []))
+        code = PaperCode.read(project.paper_dir(run.paper), run.paper)
+        code.install()  # the resumed part imports these bytes, and is checked against them
         ctx = StageContext(
-            project, run.paper, resolved, console, forced=bool(run.record.get("forced"))
+            project,
+            run.paper,
+            resolved,
+            console,
+            forced=bool(run.record.get("forced")),
+            code=code,
         )
         changed = _changed_since(run, ctx, " started", "the resumed part")
         run.reopen(changed)
@@ -155,7 +166,7 @@ def _changed_since(run, ctx, started: str, what: str) -> list[str]:
     naming them when there are any (`what` then runs on the current code, config and data)."""
     from repro.fingerprint import changed_parts
 
-    now = current_fingerprint(ctx.project, ctx.paper, ctx.resolved, data_files_now(ctx))
+    now = current_fingerprint(ctx.project, ctx.paper, ctx.resolved, data_files_now(ctx), ctx.code)
     changed = changed_parts(run.record.get("fingerprint") or {}, now)
     if changed:
         ctx.console.print(

@@ -17,19 +17,35 @@ from repro.verdict import Check, Verdict
 
 
 def run_variant(
-    project_root: str, paper: str, overrides: list[str], seed: int, out_dir: str
+    project_root: str,
+    paper: str,
+    overrides: list[str],
+    seed: int,
+    out_dir: str,
+    code_dir: str | None = None,
 ) -> dict[str, Any]:
-    """One job (runs in a submitit worker): compose the config with the variant's overrides, train, test."""
+    """One job (runs in a submitit worker): compose the config with the variant's overrides, train,
+    test; the paper's code is imported from the experiments run's `code/` snapshot, the code its
+    record names (not the files as they are when the job starts: issue 20)."""
     from rich.console import Console
 
     from repro.config import compose
     from repro.context import StageContext
+    from repro.paper_code import PaperCode
     from repro.project import Project
     from repro.train.fit import fit_and_test
 
     project = Project(Path(project_root))
     project.activate()
-    ctx = StageContext(project, paper, compose(project, paper, overrides), Console(quiet=True))
+    paper_dir = project.paper_dir(paper)
+    code = (
+        PaperCode.from_snapshot(Path(code_dir), paper_dir, paper)
+        if code_dir and Path(code_dir).is_dir()
+        else PaperCode.read(paper_dir, paper)
+    )
+    code.install()
+    resolved = compose(project, paper, overrides)
+    ctx = StageContext(project, paper, resolved, Console(quiet=True), code=code)
     dm = ctx.build_datamodule(seed)
     dm.setup("fit")
     model = ctx.build_model(dm, seed)
@@ -213,7 +229,9 @@ def _config_error(ctx, overrides: list[str]) -> str | None:
 
     try:
         resolved = compose(ctx.project, ctx.paper, overrides)
-        StageContext(ctx.project, ctx.paper, resolved, ctx.console).check_paper_config()
+        StageContext(
+            ctx.project, ctx.paper, resolved, ctx.console, code=ctx.code
+        ).check_paper_config()
     except ReproError as e:
         return f"{type(e).__name__}: {e}"
     return None
@@ -259,7 +277,8 @@ def plan(ctx, exp) -> tuple[list[dict[str, Any]], list]:
                 entry["error"] = bad
             else:
                 out = ctx.run.dir / "variants" / entry["job"]
-                args = (str(ctx.project.root), ctx.paper, overrides, seed, str(out))
+                code_dir = str(ctx.run.dir / "code")  # what this run's record names
+                args = (str(ctx.project.root), ctx.paper, overrides, seed, str(out), code_dir)
                 specs.append(JobSpec(entry["job"], run_variant, args))
             entries.append(entry)
     return entries, specs
