@@ -30,6 +30,7 @@ GATE_SECTIONS = (
     "stage.",
     "logger.",
     "launcher.",
+    "dev.",
 )  # how repro runs, not assumptions about the paper
 PROVENANCE_KINDS = ("paper", "authors-code", "default", "override", "unsourced")
 

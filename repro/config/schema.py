@@ -227,6 +227,13 @@ class LauncherConfig:
 
 
 @dataclass(frozen=True)
+class DevConfig:
+    """The warm worker (`repro dev`, repro/dev/worker.py)."""
+
+    report_after_s: float = field(metadata=GT0)  # a run without a verdict this long is reported
+
+
+@dataclass(frozen=True)
 class Target:
     """A number the paper reports, which the full stage must reproduce."""
 
@@ -295,4 +302,5 @@ class RunConfig:
     stage: StageConfigs
     logger: LoggerConfig
     launcher: LauncherConfig
+    dev: DevConfig
     paper: PaperMeta
