@@ -353,9 +353,15 @@ def test_a_controller_that_stops_answering_is_reported_and_the_wait_ends(
         stopper.join(5)
         if stopped:
             accounted.restart_slurmctld()
-        ids = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True)
-        for job_id in ids.stdout.split():
-            subprocess.run(["scancel", job_id], check=False)
+        # this private cluster's jobs all run as us: cancel them, and let slurmd end their steps
+        # before the next test (or the cluster's stop) comes
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            subprocess.run(["scancel", "--user", str(os.getuid())], check=False)
+            left = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True)
+            if left.returncode == 0 and not left.stdout.strip():
+                break
+            time.sleep(1)
     assert stopped, "the hanging variant never ran"
     out = printed.getvalue()
     print(out)  # what the user saw, in the test's log
