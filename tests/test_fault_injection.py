@@ -593,6 +593,20 @@ def test_a_pickle_payload_in_a_checkpoint_is_refused_on_resume(project, cli, tmp
     )
 
 
+def test_a_key_twice_in_a_config_file_is_one_line_when_hydra_reads_it(project, cli):
+    """With overrides Hydra reads the YAML, and refuses a key given twice: was a ConstructorError
+    traceback."""
+    paper_yaml = project.conf_dir / "paper" / "toy.yaml"
+    text = paper_yaml.read_text()
+    paper_yaml.write_text(text + "trainer:\n  max_epochs: 3\n")
+    line = text.count("\n") + 1
+    code, out, err = cli("stage", "data", "seed=1")
+    assert code == 1 and "Traceback" not in out + err
+    assert err.strip() == (
+        f"Error: {paper_yaml}:{line}: expected valid YAML, found duplicate key trainer; fix the file"
+    )
+
+
 def test_a_config_file_that_is_not_utf8_is_one_line_from_status_and_stage(project, cli):
     """Was a UnicodeDecodeError traceback from every command (issue 20)."""
     paper_yaml = project.conf_dir / "paper" / "toy.yaml"

@@ -108,6 +108,13 @@ def compose(project: Project, paper: str, overrides: list[str] | tuple[str, ...]
             for path in sorted(project.conf_dir.rglob("*.yaml")):
                 _read(path)
             raise
+        except yaml.YAMLError as e:  # e.g. a key twice in a mapping (Hydra's loader refuses it)
+            mark = getattr(e, "problem_mark", None)
+            where = f"{mark.name}:{mark.line + 1}" if mark is not None else "a file under conf/"
+            problem = (getattr(e, "problem", None) or str(e).splitlines()[0]).removeprefix("found ")
+            raise ConfigError(
+                f"{where}: expected valid YAML, found {problem}; fix the file"
+            ) from None
     paper_file = project.conf_dir / "paper" / f"{paper}.yaml"
     provenance = _provenance(config, _load_yaml(paper_file), overrides, paper_file)
     resolved = Resolved(paper, config, overrides, None, provenance)  # type: ignore[arg-type]
