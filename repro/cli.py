@@ -234,22 +234,26 @@ def stage(
     _run_in_worker(project, paper, name, overrides, force, skip=cold or resume)
     try:
         if resume:
-            from repro.rerun import resume_full
-
-            run_id = overrides.pop(0) if overrides and "=" not in overrides[0] else None
-            if overrides:
-                raise ReproError(
-                    f"--resume continues a run with its recorded config; drop the overrides {overrides} "
-                    "(or use `repro rerun <run-id> <overrides>` for a new run)"
-                )
-            run = resume_full(project, paper, run_id, console=console)
-            paper = run.paper
+            run = _resume(project, paper, overrides)
         else:
             run = run_stage(project, paper, name, overrides, force=force, console=console)
     except KeyboardInterrupt:
         err_console.print("Interrupted: the run is recorded as interrupted (see `repro log`).")
         raise typer.Exit(130) from None
-    _finish(project, paper, run)
+    _finish(project, run.paper, run)
+
+
+def _resume(project, paper: str, args: list[str]):
+    """`repro stage full --resume [run-id]`: the run continued, with its recorded config."""
+    from repro.rerun import resume_full
+
+    run_id = args.pop(0) if args and "=" not in args[0] else None
+    if args:
+        raise ReproError(
+            f"--resume continues a run with its recorded config; drop the overrides {args} "
+            "(or use `repro rerun <run-id> <overrides>` for a new run)"
+        )
+    return resume_full(project, paper, run_id, console=console)
 
 
 WATCH_STAGES_OPT = typer.Option(

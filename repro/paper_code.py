@@ -18,6 +18,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import linecache
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,18 +79,20 @@ class PaperCode:
         prefix = f"papers.{self.paper}."
         gone = []
         for name, module in list(sys.modules.items()):
-            if not name.startswith(prefix):
-                continue
-            if _loaded_from(module) != self._digest_of(name):
+            if not name.startswith(prefix) or name.count(".") != 2:
+                continue  # the package itself, or a module of a sub-package: not pinned
+            want = self._digest_of(name)  # None: a file this copy does not hold (deleted)
+            same_file = getattr(module, "__file__", None) == str(self.paper_dir / _file(name))
+            if want is None or _loaded_from(module) != want or not same_file:
                 del sys.modules[name]
                 gone.append(name)
         importlib.invalidate_caches()
         return gone
 
     def _digest_of(self, module_name: str) -> str | None:
-        file_name = module_name.rsplit(".", 1)[-1] + ".py"
-        if f"papers.{self.paper}.{file_name[:-3]}" != module_name or file_name not in self.sources:
-            return None  # a module of a sub-package, or one this copy does not hold
+        file_name = _file(module_name)
+        if file_name not in self.sources or file_name == FINGERPRINTED:
+            return None
         return digest(self.sources[file_name])
 
 
@@ -101,6 +104,11 @@ def uninstall(paper: str) -> None:
 def pinned(paper: str) -> PaperCode | None:
     """The copy the paper's modules are imported from in this process, if any."""
     return _FINDER.pinned.get(paper)
+
+
+def _file(module_name: str) -> str:
+    """papers.<paper>.model -> model.py"""
+    return module_name.rsplit(".", 1)[-1] + ".py"
 
 
 def _loaded_from(module: ModuleType) -> str | None:
@@ -143,6 +151,9 @@ class _Finder(importlib.abc.MetaPathFinder):
         file_name = parts[2] + ".py"
         if file_name not in code.sources or file_name == FINGERPRINTED:
             return None
+        here = os.path.realpath(code.paper_dir)
+        if path is not None and here not in [os.path.realpath(p) for p in path]:
+            return None  # `papers.<paper>` of another project (a test, a notebook): not this copy
         origin = code.paper_dir / file_name
         loader = _PinnedLoader(code.sources[file_name], origin)
         spec = importlib.machinery.ModuleSpec(
