@@ -48,8 +48,6 @@ def test_atomic_write_replaces_a_link_and_leaves_its_target(tmp_path, target):
 
 def test_report_replaces_a_symlinked_report_and_copies_no_linked_figure(project, cli, target):
     shrink_toy(project)
-    code, out, err = cli("stage", "data")
-    assert code == 0, out + err
     report = project.paper_dir("toy") / "REPORT.md"
     report.symlink_to(target)
     # a full run whose folder holds a link named like a plot
