@@ -107,7 +107,10 @@ if os.environ.get("REPRO_TEST_PAUSE_AT") == "checkpoint":
     real_save = torch.save
     def save(obj, f, *args, **kwargs):
         real_save(obj, f, *args, **kwargs)
-        name = os.readlink(f"/proc/self/fd/{f.fileno()}") if hasattr(f, "fileno") else str(f)
+        try:
+            name = os.readlink(f"/proc/self/fd/{f.fileno()}")
+        except (AttributeError, OSError, ValueError):  # a path, or a buffer (the LR finder's)
+            name = str(f)
         if "/.last.ckpt." in name and name.endswith(".tmp") and obj.get("epoch", 0) >= 1:
             f.flush()
             pathlib.Path(os.environ["REPRO_TEST_PAUSED"]).write_text(str(os.getpid()))
