@@ -11,10 +11,10 @@ import traceback
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from repro.errors import ReproError
+from repro.terminal import SafeConsole, safe, unsafe_character
 
 app = typer.Typer(
     help="repro: reproduce a paper through five gates (data, shapes, overfit, full, experiments) "
@@ -24,8 +24,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-console = Console()
-err_console = Console(stderr=True)
+# Every command prints through these: control characters in what they print are shown escaped.
+console = SafeConsole()
+err_console = SafeConsole(stderr=True)
 
 
 PAPER_OPT = typer.Option(
@@ -138,6 +139,8 @@ def new(
     """Scaffold a paper: config, model, data, tests, README and lab notebook (a tiny working example)."""
     from repro.scaffold import scaffold_paper
 
+    _plain("--title", title, "type the title as plain text")
+    _plain("--arxiv", arxiv, "type the arXiv id as plain text, e.g. 1512.03385")
     project = _project()
     written = scaffold_paper(project, paper, title, arxiv, task)
     for p in written:
@@ -160,6 +163,28 @@ def new(
         f"Next: [bold]repro stage data --paper {paper}[/bold], then shapes and overfit "
         "(they pass on the toy example; replace the TODOs with the paper)."
     )
+
+
+def _plain(option: str, text: str | None, fix: str) -> None:
+    """Free text repro writes into files (a title into the paper's config and README) must be
+    plain: a control character would reach every terminal that prints it (issue 20)."""
+    bad = unsafe_character(text or "")
+    if bad:
+        raise ReproError(
+            f"{option}: expected text without control characters, found '{bad}' in "
+            f"'{safe(text)}'; {fix}"
+        )
+
+
+def _plain_overrides(overrides: list[str]) -> None:
+    """Overrides are recorded and printed with the run: no control characters in them."""
+    for o in overrides:
+        bad = unsafe_character(o)
+        if bad:
+            raise ReproError(
+                f"override '{safe(o)}': expected text without control characters, found "
+                f"'{bad}'; type the value as plain text"
+            )
 
 
 def _current_or_none(project) -> str | None:
@@ -206,6 +231,7 @@ def stage(
         raise typer.Exit(0)
     paper = project.resolve_paper(paper)
     overrides = list(overrides or [])
+    _plain_overrides(overrides)
     if (resume or dry_run) and name != "full":
         raise ReproError(f"--resume and --dry-run apply to the full stage only, not '{name}'")
     if dry_run:
@@ -216,22 +242,26 @@ def stage(
     _run_in_worker(project, paper, name, overrides, force, skip=cold or resume)
     try:
         if resume:
-            from repro.rerun import resume_full
-
-            run_id = overrides.pop(0) if overrides and "=" not in overrides[0] else None
-            if overrides:
-                raise ReproError(
-                    f"--resume continues a run with its recorded config; drop the overrides {overrides} "
-                    "(or use `repro rerun <run-id> <overrides>` for a new run)"
-                )
-            run = resume_full(project, paper, run_id, console=console)
-            paper = run.paper
+            run = _resume(project, paper, overrides)
         else:
             run = run_stage(project, paper, name, overrides, force=force, console=console)
     except KeyboardInterrupt:
         err_console.print("Interrupted: the run is recorded as interrupted (see `repro log`).")
         raise typer.Exit(130) from None
-    _finish(project, paper, run)
+    _finish(project, run.paper, run)
+
+
+def _resume(project, paper: str, args: list[str]):
+    """`repro stage full --resume [run-id]`: the run continued, with its recorded config."""
+    from repro.rerun import resume_full
+
+    run_id = args.pop(0) if args and "=" not in args[0] else None
+    if args:
+        raise ReproError(
+            f"--resume continues a run with its recorded config; drop the overrides {args} "
+            "(or use `repro rerun <run-id> <overrides>` for a new run)"
+        )
+    return resume_full(project, paper, run_id, console=console)
 
 
 WATCH_STAGES_OPT = typer.Option(
@@ -331,6 +361,7 @@ def rerun(
     """Re-execute a run from its record (stage, paper, overrides); the new run links to the old one."""
     from repro.rerun import rerun as do_rerun
 
+    _plain_overrides(list(overrides or []))
     project = _project()
     try:
         run, _changed = do_rerun(
@@ -385,14 +416,15 @@ def diff(
         return path.read_text(encoding="utf-8", errors="replace") if path.exists() else None
 
     d = diff_runs(a.record, b.record, git_diff(a), git_diff(b))
-    typer.echo(format_diff(d, a.id, b.id, outcomes(a.record, b.record)))  # plain: for scripts
+    # plain text, for scripts; control characters of the records and code shown escaped
+    typer.echo(safe(format_diff(d, a.id, b.id, outcomes(a.record, b.record))))
     text = code_text_diff(a.dir, b.dir, d)
     if text:
-        typer.echo(text, nl=False)
+        typer.echo(safe(text), nl=False)
     unsteady = same_inputs_different_results(d, a.record, b.record)
     if unsteady:
         typer.echo(
-            f"same inputs, different results ({', '.join(unsteady)}): these runs are not "
+            f"same inputs, different results ({safe(', '.join(unsteady))}): these runs are not "
             "deterministic; look for a set or dict iterated in preprocessing, data-loader workers, "
             "or nondeterministic kernels"
         )
@@ -400,7 +432,9 @@ def diff(
         extra = unexpected(d, expect) + [f"results: {k}" for k in unsteady]
         if extra:
             typer.echo(
-                f"Error: differences not expected (--expect {' '.join(expect)}): {', '.join(extra)}",
+                safe(
+                    f"Error: differences not expected (--expect {' '.join(expect)}): {', '.join(extra)}"
+                ),
                 err=True,
             )
             raise typer.Exit(1)
@@ -414,8 +448,16 @@ def report(paper: str | None = PAPER_OPT):
     project = _project()
     paper = project.resolve_paper(paper)
     _warn_unreadable(project, paper)
-    path = write_report(project, paper)
-    console.print(f"wrote {path.relative_to(project.root)}")
+    path, skipped = write_report(project, paper)
+    for png in skipped:
+        err_console.print(
+            f"Warning: {png.relative_to(project.root)}: expected a regular file inside its run "
+            "folder, found a symbolic link or another kind of file; left out of the report",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(f"wrote {path.relative_to(project.root)}", markup=False)
 
 
 @app.command()

@@ -52,6 +52,9 @@ class StageContext:
     resume: bool = False  # full --resume: continue each seed from its checkpoint
     model_info: ModelInfo | None = None  # set by build_model, recorded by the runner
     datamodules: dict[int, Any] = field(default_factory=dict)  # warm, already set up (repro dev)
+    # The paper's files as this run imports and records them (repro/paper_code.py): installed by
+    # the runner before anything of the paper is imported.
+    code: Any = None
 
     @property
     def cfg(self) -> RunConfig:

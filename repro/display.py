@@ -6,12 +6,20 @@ import json
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as _markup_escape
 from rich.table import Table
 
 from repro.config import GATE_SECTIONS, flatten, kind_of
 from repro.gates.metrics import FullMetrics, load_metrics
 from repro.oneline import one_line
+from repro.terminal import safe
+
+
+def escape(text: str) -> str:
+    """Text from a record as Rich markup: control characters shown escaped (repro/terminal.py),
+    square brackets taken literally."""
+    return _markup_escape(safe(text))
+
 
 STATE_STYLE = {
     "PASS": "bold green",
@@ -67,7 +75,7 @@ def print_verdict(console: Console, record: dict[str, Any]) -> None:
     v = record.get("verdict") or {}
     label = "PASS" if v.get("passed") else "FAIL"
     console.print(f"[{STATE_STYLE[label]}]{escape(str(record['stage']))}: {label}[/] — ", end="")
-    console.print(v.get("reason", ""), markup=False, highlight=False)
+    console.print(safe(v.get("reason", "")), markup=False, highlight=False)
     checks = v.get("checks") or []
     if checks:
         t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -226,7 +234,7 @@ def print_run(console: Console, run) -> None:
         print_verdict(console, rec)
     if rec.get("error"):
         console.print("[red]error:[/]")
-        console.print(str(rec["error"]), markup=False, highlight=False)
+        console.print(safe(rec["error"]), markup=False, highlight=False)
     if rec.get("metrics"):
         console.print(
             "metrics: " + json.dumps(rec["metrics"], default=str), markup=False, highlight=False

@@ -70,13 +70,22 @@ def code_files(paper_dir: Path) -> dict[str, list[Path]]:
 
 
 def fingerprint(
-    resolved: Resolved, paper_dir: Path, data_files: list[str | Path]
+    resolved: Resolved, paper_dir: Path, data_files: list[str | Path], code: Any = None
 ) -> dict[str, Any]:
-    """{"stages": {stage: hash}, "parts": {...}} for the current code, config and data files."""
-    code = code_files(paper_dir)
+    """{"stages": {stage: hash}, "parts": {...}} for the current code, config and data files.
+    `code`: the paper's files as a run imports them (repro/paper_code.py: PaperCode), hashed
+    instead of the files on disk, which may have changed since they were read."""
+    if code is not None:
+        digests = code.digests()
+        code_data = {n: d for n, d in digests.items() if n == "data.py"}
+        code_model = {n: d for n, d in digests.items() if n != "data.py"}
+    else:
+        files = code_files(paper_dir)
+        code_data = {p.name: file_digest(p) for p in files["data"]}
+        code_model = {p.name: file_digest(p) for p in files["model"]}
     parts = {
-        "code.data": {p.name: file_digest(p) for p in code["data"]},
-        "code.model": {p.name: file_digest(p) for p in code["model"]} | {"repro": __version__},
+        "code.data": code_data,
+        "code.model": code_model | {"repro": __version__},
         "data_files": {str(p): file_digest(Path(p)) for p in sorted(map(str, data_files))},
     }
     typed = asdict(resolved.cfg)  # every key present, defaults of optional paper keys filled in

@@ -8,6 +8,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from repro.errors import ProjectError
+from repro.storage import append_text
 
 # Our own top-level conf/, installed as package data (pyproject.toml maps it to repro._conf): the
 # one copy of the defaults. Its paper/ folder holds our paper (BiMPM), which is not a default and
@@ -53,7 +54,9 @@ def init_project(directory: Path) -> InitResult:
         )
     clashes = [rel for rel in files if (root / rel).exists() or (root / rel).is_symlink()]
     clashes += [f"{d} (not a directory)" for d in dirs if _exists_not_dir(root / d)]
-    if _exists_not_file(root / ".gitignore"):
+    if (root / ".gitignore").is_symlink():  # appending would write to the link's target
+        clashes.append(".gitignore (a symbolic link)")
+    elif _exists_not_file(root / ".gitignore"):
         clashes.append(".gitignore (not a file)")
     if clashes:
         hint = " (already a repro project)" if "conf/config.yaml" in clashes else ""
@@ -92,6 +95,5 @@ def _ignore(gitignore: Path, patterns: tuple[str, ...]) -> list[str]:
     missing = [p for p in patterns if p.strip("/") not in present]
     if missing:
         lead = "\n" if text and not text.endswith("\n") else ""
-        with gitignore.open("a", encoding="utf-8") as f:
-            f.write(lead + "".join(f"{p}\n" for p in missing))
+        append_text(gitignore, lead + "".join(f"{p}\n" for p in missing), "ignore patterns")
     return missing

@@ -20,8 +20,9 @@ def judge_run(project: Project, paper: str, run_id: str | None, console: Console
     from repro.gates.full import judge, target_results
     from repro.gates.metrics import FullMetrics, load_metrics, to_record
     from repro.gitstate import git_state
-    from repro.notebook import append_entry, format_entry
+    from repro.notebook import format_entry
     from repro.records import create_run
+    from repro.runner import append_line
     from repro.tasks import task_facts
     from repro.verdict import Verdict
 
@@ -40,7 +41,16 @@ def judge_run(project: Project, paper: str, run_id: str | None, console: Console
         metrics.eval_sizes,
     )
     metrics = replace(metrics, targets=target_results(checks))
-    verdict = Verdict.from_checks("full", checks, {"judged_run": old.id}, metrics)
+    evidence: dict = {"judged_run": old.id}
+    unjudged = not_judged(metrics)
+    if unjudged:
+        evidence["not_judged"] = unjudged
+    verdict = Verdict.from_checks("full", checks, evidence, metrics)
+    if unjudged:  # an earlier repro recorded no split sizes: say so, never count it as passed
+        verdict.reason += (
+            f"; not judged: {', '.join(unjudged)} (run {old.id} has no split sizes recorded: "
+            "written by an earlier repro)"
+        )
     # The training is the old run's: its fingerprint, with the judgement's inputs of today.
     fp = dict(old.record.get("fingerprint") or {})
     fp["judged"] = fingerprint(resolved, project.paper_dir(old.paper), [])["judged"]
@@ -63,11 +73,21 @@ def judge_run(project: Project, paper: str, run_id: str | None, console: Console
         with run.guard():  # the record ends finished, interrupted or error, never running
             run.finish(verdict.to_dict(), status, metrics=to_record(metrics))
     finally:
-        append_entry(project.notes_dir, old.paper, format_entry(run.record))
+        run.unlock()
+        append_line(project, old.paper, format_entry(run.record))
     console.print(
         f"judged run {old.id} again with the current targets: new verdict in run {run.id}"
     )
     return run
+
+
+def not_judged(metrics) -> list[str]:
+    """The full stage's checks that a record lacks the numbers for: the majority-class checks
+    of a run recorded before repro kept the split sizes (a run since tasks keeps its trivial
+    baseline's comparisons instead)."""
+    if (metrics.trivial or {}).get("comparisons") or (metrics.eval_sizes and metrics.majority):
+        return []
+    return [f"{s} beats the majority class" for s in ("val", "test") if f"{s}/acc" in metrics.mean]
 
 
 def _judged_run(project: Project, paper: str, run_id: str | None):

@@ -59,8 +59,11 @@ class Session:
     def new_model(self, seed: int | None = None) -> Any:
         """A freshly built and initialised model, the way a gate builds it (seeded, repro's default
         init where the paper is silent), from the paper's model code as it is on disk now."""
+        from repro.paper_code import PaperCode
+
         forget_paper_modules(self.project.package(self.paper), keep=self.warm.modules)
         pin_bytecode_to_source(self.project.paper_dir(self.paper))
+        PaperCode.read(self.project.paper_dir(self.paper)).install()  # disk, now
         return self._context().build_model(self.datamodule, seed)
 
     def check(self, stage: str, model: Any = None, quiet: bool = False):

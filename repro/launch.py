@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import subprocess
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import LaunchError
+from repro.storage import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,12 @@ _ENDED = {
 _EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b.*")
 # slurmstepd's own line in a job's stderr: "*** JOB 14 ON localhost CANCELLED AT ... ***".
 _STEPD_LINE = re.compile(r"\*\*\* (JOB|STEP) .* \*\*\*")
+# sbatch --signal: "the signal may be sent up to 60 seconds earlier than specified" (slurmctld
+# checks time limits every 30 s). submitit's own default asks for USR2 90 s before the limit, and
+# its handler ends a job that cannot checkpoint: a 2-minute job was recorded TIMEOUT after ~30 s.
+SIGNAL_EARLY_S = 60
+SIGNAL_MIN_S = 5  # what submitit needs to write the job's "timed out" result after USR2
+SLURM_MIN_TIMEOUT_MIN = 2  # below it the signal may come at once
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,21 @@ class _Watched:
     job: Any  # a submitit Job
     ended_at: float | None = None  # when the scheduler first said it ended with no result file
     silent_since: float | None = None  # when the scheduler stopped knowing anything about it
+    squeue_seen: tuple[str, str] | None = None  # (state, UTC time) of squeue's last listing
+    sacct_seen: tuple[str, str] | None = None  # (state, UTC time) of sacct's last word
+
+    def last_known(self, squeue_answers: bool) -> tuple[str, str]:
+        """(state, where it comes from) as last known: squeue's while it answers; when it does
+        not, sacct's (slurmdbd may still answer, with what slurmctld last told it)."""
+        first = (self.squeue_seen, "squeue") if squeue_answers else (self.sacct_seen, "sacct")
+        second = (self.sacct_seen, "sacct") if squeue_answers else (self.squeue_seen, "squeue")
+        (seen, who), (other, other_who) = (first, second) if first[0] else (second, first)
+        if seen is None:
+            return "UNKNOWN", "neither squeue nor sacct ever listed it"
+        where = f"{who} at {seen[1]}"
+        if other is not None and other[0] != seen[0]:
+            where += f"; {other_who} last said {other[0]}, at {other[1]}"
+        return seen[0], where
 
 
 def launch(
@@ -98,6 +119,8 @@ def launch(
     unknown_after_s: float,
     slurm: SlurmOptions | None = None,
     on_done: Callable[[JobOutcome], None] | None = None,
+    give_up_after_s: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> list[JobOutcome]:
     """Run every spec as a submitit job, at most `max_parallel` at once, and return their
     outcomes in the order of `specs`; `on_done` is called as each job finishes.
@@ -107,9 +130,16 @@ def launch(
     allows 15 s) before it is recorded by the scheduler's word (CANCELLED, TIMEOUT, ...) or
     UNKNOWN when there is none; a job the scheduler knows nothing about is UNKNOWN after it.
     Interrupting the wait (Ctrl-C) cancels the jobs that have not finished.
-    Raises LaunchError when the jobs cannot be submitted.
+
+    Waiting says what it waits for and ends (issue 20): when squeue or sacct stop answering,
+    `on_wait` hears it (and again when they answer again); when squeue has not answered for
+    `give_up_after_s` (Slurm only; None: no bound), the wait ends and every unfinished job is
+    recorded with the last state Slurm gave for it. Nothing waits for those jobs afterwards: a
+    new run of the stage (or `squeue`, `scancel`) is the user's call.
+    Raises LaunchError when the jobs cannot be submitted, or when a Slurm time limit is too
+    short for Slurm's pre-timeout signal.
     """
-    _check_args(specs, launcher, slurm, max_parallel)
+    _check_args(specs, launcher, slurm, max_parallel, timeout_min)
     folder = Path(folder).absolute()
     folder.mkdir(parents=True, exist_ok=True)
     if launcher == "slurm":
@@ -119,10 +149,14 @@ def launch(
         )
     else:
         poller = _Poller([], list(specs), _local_executor(folder, timeout_min))
+    poller.on_wait = on_wait or (lambda message: log.warning("%s", message))
     outcomes: dict[str, JobOutcome] = {}
     try:
         while poller.waiting or poller.queue:
-            for outcome in poller.poll(folder, max_parallel, unknown_after_s):
+            ended = poller.poll(folder, max_parallel, unknown_after_s)
+            if poller.waiting and give_up_after_s is not None:
+                ended += poller.give_up(give_up_after_s)
+            for outcome in ended:
                 outcomes[outcome.name] = outcome
                 if on_done is not None:
                     on_done(outcome)
@@ -136,8 +170,19 @@ def launch(
 
 
 def _check_args(
-    specs: Sequence[JobSpec], launcher: str, slurm: SlurmOptions | None, max_parallel: int
+    specs: Sequence[JobSpec],
+    launcher: str,
+    slurm: SlurmOptions | None,
+    max_parallel: int,
+    timeout_min: int,
 ) -> None:
+    if launcher == "slurm" and timeout_min < SLURM_MIN_TIMEOUT_MIN:
+        raise LaunchError(
+            f"stage.experiments.timeout_min={timeout_min}: expected at least "
+            f"{SLURM_MIN_TIMEOUT_MIN} minutes with launcher=slurm: Slurm may send its pre-timeout "
+            f"signal up to {SIGNAL_EARLY_S} s before the time asked for (sbatch --signal), which "
+            f"would stop a {timeout_min}-minute job at once; raise stage.experiments.timeout_min"
+        )
     if launcher not in LAUNCHERS:
         raise LaunchError(f"launcher '{launcher}' unknown; valid: {', '.join(LAUNCHERS)}")
     if launcher == "slurm" and slurm is None:
@@ -158,6 +203,10 @@ class _Poller:
         self.waiting, self.queue, self.executor = waiting, queue, executor
         self.slurm = executor is None
         self.sacct_error = _sacct_error(waiting) if self.slurm else None
+        self.on_wait: Callable[[str], None] = lambda message: None
+        self.squeue_silent_since: float | None = None  # when squeue last failed to answer, first
+        self.squeue_error: str | None = None
+        self.sacct_broke = False  # sacct answered at first, then stopped (reported once)
 
     def poll(self, folder: Path, max_parallel: int, unknown_after_s: float) -> list[JobOutcome]:
         """Submit what may start, ask the scheduler once, and return the jobs that ended."""
@@ -169,10 +218,10 @@ class _Poller:
         if self.slurm:
             if self.sacct_error is None:
                 # One sacct call for every unfinished job of the array (submitit's watcher).
-                self.waiting[0].job.watcher.update()
+                self._sacct_update(self.waiting[0].job.watcher)
             else:  # ask again (slurmdbd may be back), without submitit's warning per poll
                 self.sacct_error = _sacct_error(self.waiting)
-            listed = _squeue(self.waiting)
+            listed = self._squeue()
         now, ended = time.monotonic(), []
         for w in list(self.waiting):
             if self.slurm:
@@ -182,6 +231,69 @@ class _Poller:
             if outcome is not None:
                 self.waiting.remove(w)
                 ended.append(outcome)
+        return ended
+
+    def _sacct_update(self, watcher: Any) -> None:
+        """submitit's sacct call; when it fails, submitit keeps its last answer (and logs a
+        warning per call): say once that the states from sacct may be stale, and when it
+        answers again. (submitit stores a successful call's output as a new object.)"""
+        before = watcher._output
+        watcher.update()
+        answered = watcher._output is not before
+        if not answered and not self.sacct_broke:
+            self.sacct_broke = True
+            self.on_wait("sacct does not answer (slurmdbd down?): job states may be out of date")
+        elif answered and self.sacct_broke:
+            self.sacct_broke = False
+            self.on_wait("sacct answers again")
+
+    def _squeue(self) -> dict[str, str] | None:
+        """squeue's listing, saying when it stops answering and when it answers again."""
+        listed, error = _squeue(self.waiting)
+        now = time.monotonic()
+        if listed is None:
+            self.squeue_error = error
+            if self.squeue_silent_since is None:
+                self.squeue_silent_since = now
+                self.on_wait(
+                    f"squeue does not answer ({error}): slurmctld may be down; waiting for "
+                    f"{len(self.waiting)} job{'s' if len(self.waiting) != 1 else ''} all the same"
+                )
+        elif self.squeue_silent_since is not None:
+            self.on_wait(
+                f"squeue answers again after {now - self.squeue_silent_since:.0f} s: waiting as before"
+            )
+            self.squeue_silent_since = None
+        return listed
+
+    def give_up(self, after_s: float) -> list[JobOutcome]:
+        """When squeue has not answered for `after_s`: every job still waited for, ended here
+        with the last state Slurm gave for it (it may still run: nobody can say)."""
+        if self.squeue_silent_since is None:
+            return []
+        silent = time.monotonic() - self.squeue_silent_since
+        if silent < after_s:
+            return []
+        ended = []
+        for w in self.waiting:
+            state, where = w.last_known(squeue_answers=False)
+            seen = f" ({where})"
+            ended.append(
+                JobOutcome(
+                    w.spec.name,
+                    w.job.job_id,
+                    state,
+                    error=f"gave up waiting: squeue has not answered for {silent:.0f} s "
+                    f"(launcher.give_up_after_s={after_s:g}; {self.squeue_error}); its last known "
+                    f"state: {state}{seen}; it may still run: `squeue -j {w.job.job_id}` once "
+                    f"Slurm answers, `scancel {w.job.job_id}` to stop it",
+                )
+            )
+        self.on_wait(
+            f"gave up waiting for {len(ended)} job{'s' if len(ended) != 1 else ''} after squeue "
+            f"had not answered for {silent:.0f} s; their last known states are recorded"
+        )
+        self.waiting = []
         return ended
 
 
@@ -215,6 +327,7 @@ def _submit_slurm_array(
     params: dict[str, Any] = {
         "job_name": array_name([s.name for s in specs]),
         "time": timeout_min,
+        "signal_delay_s": signal_delay_s(timeout_min),
         "cpus_per_task": opts.cpus_per_task,
         "array_parallelism": max_parallel,  # the array's %N throttle
     }
@@ -238,6 +351,13 @@ def _submit_slurm_array(
     return watched
 
 
+def signal_delay_s(timeout_min: int) -> int:
+    """How long before its time limit a job hears USR2 (submitit then records it TIMEOUT): 5% of
+    the limit, at least SIGNAL_MIN_S, at most submitit's 90 s. With Slurm's up to 60 s of
+    earliness, a 2-minute job runs at least 54 s, a 2-hour one at least 1 h 57 min."""
+    return int(min(90, max(SIGNAL_MIN_S, 0.05 * timeout_min * 60)))
+
+
 def _name_tasks(watched: list[_Watched]) -> None:
     """Give each array task its own name; a task that ends first keeps the array's name."""
     for w in watched:
@@ -259,9 +379,7 @@ def _write_ids(folder: Path, watched: list[_Watched]) -> None:
     path = folder / "jobs.json"
     known = json.loads(path.read_text()) if path.exists() else {}
     known.update({w.spec.name: w.job.job_id for w in watched})
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(known, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(known, indent=1), "the jobs' ids")
 
 
 # ---- what became of a job ----------------------------------------------------------------------
@@ -289,7 +407,50 @@ def _no_result_reason(job: Any) -> str:
     cause = _stepd_line(stream) or _exception_line(stream)
     if cause:
         parts.append(cause)
+    status = _exit_status(job)
+    if status:
+        parts.append(status)
     return "; ".join(parts)
+
+
+def _exit_status(job: Any) -> str | None:
+    """How a job's process ended: `killed by signal 11 (SIGSEGV)` or `exit code 1` (issue 20: a
+    crashed job said only "has not produced any output"). Slurm's from sacct (the job and its
+    steps) or, without accounting, scontrol while slurmctld remembers the job. None for a local
+    job: submitit's local controller does not keep its task's exit status."""
+    from submitit.local.local import LocalJob
+
+    if isinstance(job, LocalJob):
+        return None
+    out = _ask(["sacct", "-n", "-P", "-j", job.job_id, "-o", "ExitCode"])
+    codes = out.stdout.split() if out.returncode == 0 else []
+    if not codes:
+        out = _ask(["scontrol", "show", "job", job.job_id])
+        codes = re.findall(r"\bExitCode=(\d+:\d+)", out.stdout) if out.returncode == 0 else []
+    pairs = []
+    for code in codes:
+        exit_code, _, sig = code.partition(":")
+        if exit_code.isdigit() and sig.isdigit():
+            pairs.append((int(exit_code), int(sig)))
+    return _describe_exit(pairs)
+
+
+def _describe_exit(pairs: list[tuple[int, int]]) -> str | None:
+    """(exit code, signal) pairs of a job and its steps, as one phrase; None when all are 0."""
+    import signal
+
+    for _, sig in pairs:
+        if sig:
+            try:
+                return f"killed by signal {sig} ({signal.Signals(sig).name})"
+            except ValueError:
+                return f"killed by signal {sig}"
+    for code, _ in pairs:
+        if code > 128:  # a shell's report of its child's signal
+            return _describe_exit([(0, code - 128)]).replace("killed", f"exit code {code}: killed")
+        if code:
+            return f"exit code {code}"
+    return None
 
 
 def _settle_local(w: _Watched, now: float, unknown_after_s: float) -> JobOutcome | None:
@@ -325,6 +486,12 @@ def _settle_slurm(
     # it knows nothing (and its cache may hold another cluster's job of the same id).
     state = "UNKNOWN" if sacct_error else job.watcher.get_state(job.job_id, mode="cache")
     word = state.split()[0].upper()  # "CANCELLED by 0" -> CANCELLED
+    squeue_word = None if listed is None else listed.get(job.job_id)
+    when = time.strftime("%H:%M:%S UTC", time.gmtime())
+    if squeue_word:
+        w.squeue_seen = (squeue_word, when)
+    if word != "UNKNOWN":
+        w.sacct_seen = (word, when)
     if word in _ENDED:
         w.ended_at = w.ended_at or now
         if now - w.ended_at < unknown_after_s:
@@ -333,7 +500,6 @@ def _settle_slurm(
             reason = f"Slurm says COMPLETED but no result file appeared in {unknown_after_s:g} s"
             return JobOutcome(w.spec.name, job.job_id, "UNKNOWN", error=reason)
         return JobOutcome(w.spec.name, job.job_id, word, error=_no_result_reason(job))
-    squeue_word = None if listed is None else listed.get(job.job_id)
     alive = squeue_word is not None and squeue_word not in _ENDED
     if word != "UNKNOWN" or alive:  # pending or running, by sacct's or squeue's account
         w.silent_since = None
@@ -362,17 +528,17 @@ def _sacct_error(watched: list[_Watched]) -> str | None:
     return None if out.returncode == 0 else _last_line(out)
 
 
-def _squeue(watched: list[_Watched]) -> dict[str, str] | None:
-    """Every task of our arrays that slurmctld still knows, with its state (one call); None when
-    squeue cannot answer (controller down)."""
+def _squeue(watched: list[_Watched]) -> tuple[dict[str, str] | None, str | None]:
+    """Every task of our arrays that slurmctld still knows, with its state (one call), and None;
+    (None, squeue's error) when squeue cannot answer (controller down)."""
     out = _ask(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", _array_ids(watched)])
     if out.returncode and "Invalid job id" not in out.stderr:  # all of them forgotten: fine
-        return None
+        return None, _last_line(out)
     listed = {}
     for line in out.stdout.splitlines():
         job_id, _, state = line.strip().partition("|")
         listed[job_id] = state
-    return listed
+    return listed, None
 
 
 def _array_ids(watched: list[_Watched]) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from repro.oneline import one_line
-from repro.storage import is_storage_error, storage_error
+from repro.storage import append_text, is_storage_error, storage_error, symlink_refused
 
 MAX_REASON_CHARS = 160
 
@@ -19,7 +20,8 @@ def notebook_path(notes_dir: Path, paper: str) -> Path:
 def append_entry(notes_dir: Path, paper: str, line: str) -> Path:
     """Append one line to `notes/<paper>.md`, creating it with a header; never rewrites the file.
 
-    A notebook (or notes/) that is read-only, or a full disk, raises StorageError naming it.
+    A notebook (or notes/) that is read-only, or a full disk, raises StorageError naming it; so
+    does a notebook that is a symbolic link (it could aim at any file: issue 20).
     """
     path = notebook_path(notes_dir, paper)
     try:
@@ -32,19 +34,24 @@ def append_entry(notes_dir: Path, paper: str, line: str) -> Path:
 
 def _append(path: Path, paper: str, line: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = " ".join(line.split())  # one entry is one line, whatever the reason text held
+    line = one_line(line, 100_000)  # one entry is one line, whatever the reason text held
+    if path.is_symlink():
+        raise symlink_refused(path, "the lab notebook line")
     try:
-        with path.open("x", encoding="utf-8") as f:
-            f.write(f"# {paper} — lab notebook\n\n")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     except FileExistsError:
         pass
+    else:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(f"# {paper} — lab notebook\n\n")
     needs_newline = False
-    with path.open("rb") as f:  # a hand-edited file may lack its final newline
+    with open(
+        os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb"
+    ) as f:  # a hand-edited file may lack its final newline
         if f.seek(0, 2) > 0:
             f.seek(-1, 2)
             needs_newline = f.read(1) != b"\n"
-    with path.open("a", encoding="utf-8") as f:
-        f.write(("\n" if needs_newline else "") + line + "\n")
+    append_text(path, ("\n" if needs_newline else "") + line + "\n", "the lab notebook line")
     return path
 
 

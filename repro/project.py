@@ -92,11 +92,18 @@ class Project:
             return self.current_paper_file.read_text(encoding="utf-8").strip() or None
         except OSError:
             return None
+        except UnicodeDecodeError:
+            raise ProjectError(
+                f"{self.current_paper_file}: expected a paper's name, found bytes that are not "
+                "UTF-8; run `repro new <paper> --use` or delete the file"
+            ) from None
 
     def use_paper(self, paper: str) -> None:
         """Make `paper` the current one for commands without --paper."""
         self.current_paper_file.parent.mkdir(parents=True, exist_ok=True)
-        self.current_paper_file.write_text(paper + "\n", encoding="utf-8")
+        from repro.storage import atomic_write  # replaces a link there, never writes through it
+
+        atomic_write(self.current_paper_file, paper + "\n", "the current paper")
 
     def configured_paper(self) -> str | None:
         pyproject = self.root / "pyproject.toml"

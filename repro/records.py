@@ -6,6 +6,8 @@ time + 4 random hex chars). The directory is the source of truth; reading never 
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import re
@@ -25,7 +27,13 @@ from typing import Any
 
 from repro.errors import ReproError, StorageError
 from repro.oneline import one_line
-from repro.storage import atomic_write, is_storage_error, shown_path, storage_error
+from repro.storage import (
+    atomic_write,
+    is_storage_error,
+    shown_path,
+    storage_error,
+    symlink_refused,
+)
 
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM)  # what a run records as 'interrupted'
 
@@ -35,6 +43,9 @@ HEARTBEAT_DEAD_S = 4 * HEARTBEAT_S  # silence after which a run on another host 
 # What a gate may add to its record besides the verdict (Run.annex).
 ANNEX_FIELDS = ("forecast", "actual", "init", "model", "peak_rss_mb", "env", "nondeterministic")
 RECORD_FILE = "record.json"
+# One writer per run (issue 20): the process writing a run folder holds an advisory lock (flock) on
+# this file, which names it (pid, host, command). The kernel drops the lock when that process dies.
+LOCK_FILE = ".lock"
 # A run directory is made under this hidden prefix and renamed into place once its record.json
 # is in it: readers never see a run directory without a record (create_run).
 CREATING = ".creating-"
@@ -110,6 +121,46 @@ def _pid_alive(pid: int, pid_start: int | None) -> bool:
     return True
 
 
+class RunLocked(ReproError):
+    """Another process is writing this run (Run.lock): the message names it."""
+
+
+def _open_lock(run_dir: Path) -> int:
+    """The run's lock file, opened (created) without following a symbolic link."""
+    path = Path(run_dir) / LOCK_FILE
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise symlink_refused(path, "the run's lock") from e
+        raise (storage_error(path, e, "the run's lock") if is_storage_error(e) else e) from e
+
+
+def _holder_info() -> dict[str, Any]:
+    import sys
+
+    own = sys.argv and Path(sys.argv[0]).name in ("repro", "__main__.py")  # the CLI, python -m
+    argv = ["repro", *sys.argv[1:]] if own else sys.argv
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": _utcnow().isoformat(timespec="seconds"),
+        "command": " ".join(argv)[:300],
+    }
+
+
+def _holder(fd: int) -> str:
+    """Who holds a run's lock, from what it wrote in the lock file."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8", errors="replace"))
+        where = f"process {int(info['pid'])} on host {info.get('host')}"
+    except (OSError, ValueError, TypeError, KeyError):
+        return "another process (its lock file does not say which)"
+    command = f"`{info['command']}`, " if info.get("command") else ""
+    return f"{where} ({command}since {info.get('since')} UTC)"
+
+
 def _json_default(obj: Any) -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
         return asdict(obj)
@@ -148,6 +199,7 @@ class Run:
         # A DDP rank > 0 joins rank 0's run: same directory, but it writes nothing of its own.
         self.readonly = readonly
         self._t0: float | None = None  # monotonic start, set by create_run in this process
+        self._lock_fd: int | None = None  # held while this process writes the run (lock())
         self._signal: str | None = None
 
     def __repr__(self) -> str:
@@ -220,7 +272,7 @@ class Run:
         def beat() -> None:
             while not stop.wait(HEARTBEAT_S):
                 try:
-                    os.utime(self.path(RECORD_FILE))
+                    os.utime(self.path(RECORD_FILE), follow_symlinks=False)
                 except OSError:  # a full or read-only disk: the run itself will say so
                     pass
 
@@ -230,6 +282,43 @@ class Run:
             yield
         finally:
             stop.set()
+
+    def lock(self) -> None:
+        """Take the run folder for this process to write (one writer per run): an advisory lock
+        that names this process, released by unlock() or when the process ends, however it ends.
+        Raises RunLocked naming the holder when another process writes the run."""
+        if self.readonly or self._lock_fd is not None:
+            return
+        fd = _open_lock(self.dir)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise RunLocked(
+                f"run {self.id}: expected no other process writing it, found {holder}; wait for "
+                "that process to end (`repro log` shows the run) or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(_holder_info()).encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        """Release the run folder (lock()); nothing when this process does not hold it."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    @contextmanager
+    def writing(self) -> Iterator[Run]:
+        """The block writes the run: locked for it, unless this process holds the lock already."""
+        mine = self._lock_fd is None
+        self.lock()
+        try:
+            yield self
+        finally:
+            if mine:
+                self.unlock()
 
     def path(self, name: str) -> Path:
         return self.dir / name
@@ -341,6 +430,8 @@ class Run:
             duration_s=None,
         )
         self.corrupt = None
+        # who found the earlier attempt dead: a claim that must not stop the next death's marking
+        self.path("died.txt").unlink(missing_ok=True)
 
     def finish(
         self,
@@ -367,6 +458,7 @@ class Run:
             started = datetime.fromisoformat(self.record["started"])
             self.record["duration_s"] = round((ended - started).total_seconds(), 3)
         self.save()
+        self.unlock()  # the record is final: another process may mark, resume or judge it now
 
     @contextmanager
     def guard(self, held: HeldInterrupts | None = None) -> Iterator[Run]:
@@ -483,7 +575,8 @@ class Run:
         Not atomic, so only when the text fits those blocks (no allocation can fail half-way);
         False when it does not, or the file cannot be read or written."""
         try:
-            with open(self.record_file, "r+b") as f:
+            fd = os.open(self.record_file, os.O_RDWR | os.O_NOFOLLOW)  # never through a link
+            with open(fd, "r+b") as f:
                 on_disk = json.loads(f.read())
                 on_disk.update({k: self.record.get(k) for k in fields})
                 text = json.dumps(on_disk, indent=2, default=_json_default, ensure_ascii=False)
@@ -563,6 +656,7 @@ def create_run(runs_root: Path, paper: str, stage: str, **initial: Any) -> Run:
     making = stage_dir / f"{CREATING}{run_id}"
     run = Run(making, _initial_record(run_id, paper, stage, now) | initial)
     try:
+        run.lock()  # this process writes the run until it ends it (execute: unlock)
         git = run.record.get("git")
         if isinstance(git, dict) and git.get("diff"):
             git = dict(git)
@@ -572,6 +666,7 @@ def create_run(runs_root: Path, paper: str, stage: str, **initial: Any) -> Run:
         run.save()
         os.rename(making, stage_dir / run_id)
     except BaseException as e:
+        run.unlock()
         shutil.rmtree(making, ignore_errors=True)
         cause = e.__cause__ if isinstance(e, StorageError) else e
         if cause is not None and is_storage_error(cause):  # name the folder, not the hidden name
@@ -662,9 +757,15 @@ def open_joined(run_dir: Path) -> Run:
     return run
 
 
+def read_run(run_dir: Path) -> Run:
+    """The run in `run_dir` as its record.json says now (status 'corrupt' when unreadable)."""
+    return _read_run(Path(run_dir))
+
+
 def _read_run(run_dir: Path) -> Run:
     """A Run from its directory; a record.json that is missing, not JSON, or not shaped like a
     run record (repro/record_shape.py) gives a Run with status 'corrupt' and the reason."""
+    from repro.record_formats import upgrade
     from repro.record_shape import record_problem
 
     path = run_dir / RECORD_FILE
@@ -677,6 +778,7 @@ def _read_run(run_dir: Path) -> Run:
         return _corrupt(
             run_dir, f"record.json: expected a JSON object, found {_why_unreadable(exc)}"
         )
+    record = upgrade(record)  # a record of an earlier repro, read in the current shape
     problem = _SHAPE_PROBLEMS.get(text, _UNCHECKED)
     if problem is _UNCHECKED:
         problem = record_problem(record)
@@ -814,18 +916,32 @@ def mark_dead_runs(runs_root: Path, paper: str | None = None) -> list[Run]:
     """Persist 'interrupted' for running records of this host whose process is gone (killed with
     -9, or the machine went down); returns those runs. Only this host's: a run on another host
     that fell silent may yet finish, so it stays a reading (effective_status), not a record.
-    A run is marked once, by whichever process claims it first (O_EXCL on `died.txt`)."""
+    A run another process writes (its lock is held: a --resume taking it over) is left to it;
+    a run is marked once, by whichever process claims it first (O_EXCL on `died.txt`)."""
     marked = []
     for run in list_runs(runs_root, paper):
         if run.status != "running" or run.record.get("host") not in (None, socket.gethostname()):
             continue
-        reason = run._dead_reason()
-        if reason is None or not _claim(run.path("died.txt"), reason):
+        if run._dead_reason() is None:
             continue
-        run.record["status"] = "interrupted"
-        run.record["status_reason"] = reason
-        run.save()
-        marked.append(run)
+        try:
+            run.lock()
+        except RunLocked:
+            continue
+        except StorageError:  # a run folder we cannot write: it stays a reading
+            continue
+        try:
+            now = _read_run(run.dir)  # as it is now that no one else can write it
+            reason = now._dead_reason() if now.status == "running" else None
+            if reason is None or not _claim(run.path("died.txt"), reason):
+                continue
+            run.record = now.record
+            run.record["status"] = "interrupted"
+            run.record["status_reason"] = reason
+            run.save()
+            marked.append(run)
+        finally:
+            run.unlock()
     return marked
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from repro.gates.metrics import FullMetrics, load_metrics
 from repro.oneline import one_line
 from repro.project import Project
 from repro.runner import stage_command
+from repro.terminal import safe
 
 FINISHED = ("passed", "failed")
 
@@ -320,18 +320,23 @@ def _commands(paper: str, chosen: list) -> list[str]:
     return lines
 
 
-def _figures(exp, chosen: list) -> tuple[list[str], dict[str, Path]]:
-    figures: dict[str, Path] = {}
+def _figures(exp, chosen: list) -> tuple[list[str], dict[str, tuple[Path, Path]], list[Path]]:
+    """The report's figures ({name in report/: (source, its run folder)}); a .png that is not a regular file inside
+    its run folder (a symbolic link could aim at any file) is left out and returned apart."""
+    from repro.storage import is_regular_inside
+
+    found: dict[str, tuple[Path, Path]] = {}
     if exp is not None and (exp.dir / "results.png").exists():
-        figures[f"{exp.id}-results.png"] = exp.dir / "results.png"
+        found[f"{exp.id}-results.png"] = (exp.dir / "results.png", exp.dir)
     for r in chosen:
         for png in sorted(r.dir.rglob("*.png")):
-            figures[f"{r.id}-{'-'.join(png.relative_to(r.dir).parts)}"] = png
+            found[f"{r.id}-{'-'.join(png.relative_to(r.dir).parts)}"] = (png, r.dir)
+    figures = {n: f for n, f in found.items() if is_regular_inside(*f)}
+    skipped = sorted(src for n, (src, _) in found.items() if n not in figures)
     if not figures:
-        return [], figures
-    return ["## Figures", ""] + [f"![{name}](report/{name})" for name in sorted(figures)] + [
-        ""
-    ], figures
+        return [], figures, skipped
+    lines = ["## Figures", ""] + [f"![{name}](report/{name})" for name in sorted(figures)]
+    return lines + [""], figures, skipped
 
 
 def _current(project: Project, paper: str) -> dict | None:
@@ -346,8 +351,11 @@ def _current(project: Project, paper: str) -> dict | None:
         return None
 
 
-def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
-    """The report text and the figures it references ({name in report/: source path})."""
+def build_report(
+    project: Project, paper: str
+) -> tuple[str, dict[str, tuple[Path, Path]], list[Path]]:
+    """The report text, the figures it references ({name in report/: (source, run folder)}) and the
+    figures left out (not regular files inside their run folder)."""
     from repro.records import list_runs
 
     runs = [r for r in list_runs(project.runs_dir, paper) if r.corrupt is None]  # newest first
@@ -361,7 +369,7 @@ def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
     devs = _deviations(project, paper, runs) or [
         "none recorded (no DEVIATION/UNSTATED provenance entries, no Deviations section in the paper README)"
     ]
-    figure_lines, figures = _figures(exp, chosen)
+    figure_lines, figures, skipped = _figures(exp, chosen)
     lines = (
         _header(paper, meta, runs)
         + _summary(meta, runs)
@@ -373,24 +381,29 @@ def build_report(project: Project, paper: str) -> tuple[str, dict[str, Path]]:
         + _commands(paper, chosen)
         + figure_lines
     )
-    return "\n".join(lines).rstrip("\n") + "\n", figures
+    # Text from records and the paper's files, with any control character escaped (a report is
+    # read in terminals too: issue 20).
+    return safe("\n".join(lines).rstrip("\n") + "\n"), figures, skipped
 
 
-def write_report(project: Project, paper: str) -> Path:
+def write_report(project: Project, paper: str) -> tuple[Path, list[Path]]:
     """Write papers/<paper>/REPORT.md (REPORT_<paper>.md beside the code it shares with another
-    paper: paper.code) and copy its figures to report/ beside it."""
-    text, figures = build_report(project, paper)
+    paper: paper.code) and copy its figures to report/ beside it; returns the report's path and
+    the figures left out. Each file is replaced atomically: a symbolic link there is replaced by
+    the file, never written through (issue 20)."""
+    from repro.storage import atomic_write, copy_regular
+
+    text, figures, skipped = build_report(project, paper)
     own = project.code_of(paper) == paper  # a paper sharing another's code: a report of its own
     out = project.paper_dir(paper) / ("REPORT.md" if own else f"REPORT_{paper}.md")
     fig_dir = out.parent / "report"
-    for name, src in sorted(figures.items()):
+    for name, (src, run_dir) in sorted(figures.items()):
         fig_dir.mkdir(exist_ok=True)
-        dst = fig_dir / name
-        if not dst.exists() or dst.read_bytes() != src.read_bytes():
-            shutil.copyfile(src, dst)
-    if not out.exists() or out.read_text(encoding="utf-8") != text:
-        out.write_text(text, encoding="utf-8")
-    return out
+        if not copy_regular(src, fig_dir / name, run_dir, "a report figure"):
+            skipped.append(src)  # replaced by a link since it was listed
+    if out.is_symlink() or not out.is_file() or out.read_text(encoding="utf-8") != text:
+        atomic_write(out, text, "the report")
+    return out, sorted(skipped)
 
 
 def parse_results_table(text: str) -> list[dict[str, str]]:

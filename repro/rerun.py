@@ -3,13 +3,19 @@ run, from its checkpoint)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from rich.console import Console
 from rich.markup import escape
 
 from repro.config import compose
 from repro.errors import GateRefused
+from repro.paper_code import PaperCode
 from repro.project import Project
 from repro.runner import current_fingerprint, data_files_now, execute, run_stage
+from repro.storage import shown_path
+from repro.terminal import SafeConsole
 
 
 def rerun(
@@ -25,7 +31,7 @@ def rerun(
     between the old run and now (code, config or data changed since)."""
     from repro.records import load_run
 
-    console = console or Console()
+    console = console or SafeConsole()
     old = load_run(project.runs_dir, run_id)
     if old.corrupt is not None:
         raise GateRefused(f"run {old.id} cannot be re-run: {old.corrupt}")
@@ -34,7 +40,9 @@ def rerun(
     resolved = compose(project, paper, new_overrides)
     from repro.context import StageContext
 
-    ctx = StageContext(project, paper, resolved, console)
+    code = PaperCode.read(project.paper_dir(paper))  # what the re-run imports and records
+    code.install()
+    ctx = StageContext(project, paper, resolved, console, code=code)
     changed = _changed_since(old, ctx, "", "the re-run")
     run = run_stage(
         project,
@@ -44,12 +52,14 @@ def rerun(
         force=force or bool(old.record.get("forced")),
         console=console,
         links={"rerun_of": old.id},
+        code=code,
     )
     from repro.diff import different_results
 
     unsteady = different_results(old.record, run.record) if not changed else []
     if unsteady:
-        run.annex(nondeterministic={"rerun_of": old.id, "metrics": unsteady})
+        with run.writing():
+            run.annex(nondeterministic={"rerun_of": old.id, "metrics": unsteady})
         console.print(
             f"[red]same fingerprint as run {old.id}, different results ({escape(', '.join(unsteady))}): "
             "the run is not deterministic; look for a set or dict iterated in preprocessing, "
@@ -61,7 +71,8 @@ def rerun(
 
 
 def resumable_run(project: Project, paper: str, run_id: str | None = None):
-    """The full run to resume: `run_id`, or the newest interrupted/errored full run of `paper`."""
+    """The full run to resume: `run_id` (any status: take_for_resume checks it under the run's
+    lock), or the newest interrupted/errored full run of `paper`."""
     from repro.records import list_runs, load_run
 
     if run_id:
@@ -70,12 +81,7 @@ def resumable_run(project: Project, paper: str, run_id: str | None = None):
             raise GateRefused(
                 f"run {run.id} is a '{run.stage}' run; only 'full' runs can be resumed"
             )
-        if run.effective_status not in ("interrupted", "error"):
-            raise GateRefused(
-                f"run {run.id} is {run.effective_status}; only interrupted or errored runs "
-                "can be resumed"
-            )
-        return run
+        return run  # its status is checked once it is locked (take_for_resume)
     for run in list_runs(project.runs_dir, paper, "full"):
         if run.effective_status in ("interrupted", "error") and run.corrupt is None:
             return run
@@ -90,17 +96,69 @@ def resume_full(
     """Continue an interrupted full run in its own directory from each seed's last checkpoint."""
     from repro.context import StageContext
 
-    console = console or Console()
-    run = resumable_run(project, paper, run_id)
-    resolved = compose(project, run.paper, list(run.record.get("overrides") or []))
-    ctx = StageContext(project, run.paper, resolved, console, forced=bool(run.record.get("forced")))
-    changed = _changed_since(run, ctx, " started", "the resumed part")
-    run.reopen(changed)
+    console = console or SafeConsole()
+    run = take_for_resume(resumable_run(project, paper, run_id))
+    try:
+        resolved = compose(project, run.paper, list(run.record.get("overrides") or []))
+        code = PaperCode.read(project.paper_dir(run.paper))
+        code.install()  # the resumed part imports these bytes, and is checked against them
+        ctx = StageContext(
+            project,
+            run.paper,
+            resolved,
+            console,
+            forced=bool(run.record.get("forced")),
+            code=code,
+        )
+        changed = _changed_since(run, ctx, " started", "the resumed part")
+        run.reopen(changed)
+    except BaseException:
+        run.unlock()
+        raise
     ctx.run, ctx.resume = run, True
     ckpts = ", ".join(run.record["resumed"][-1]["from_ckpt"] or []) or "the start"
     console.rule(f"[bold]{run.paper} · full[/bold] · resuming run {run.id} from {ckpts}")
-    execute(ctx, run, "full")
+    execute(ctx, run, "full")  # releases the run when its record is final
     return run
+
+
+def take_for_resume(run):
+    """Lock `run` for this process (one writer per run: a second --resume is refused naming the
+    first), then check again, from its record as it is now, that it can be resumed, and that its
+    folder holds no symbolic link a resume would write through. Returns the run, locked."""
+    from repro.records import read_run
+
+    run.lock()
+    try:
+        now = read_run(run.dir)
+        if now.corrupt is not None:
+            raise GateRefused(f"{now.unreadable}; repair or remove the file")
+        if now.effective_status not in ("interrupted", "error"):
+            raise GateRefused(
+                f"run {run.id} is {now.effective_status}; only interrupted or errored runs "
+                "can be resumed"
+            )
+        links = symlinks_in(run.dir)
+        if links:
+            raise GateRefused(
+                f"{shown_path(links[0])}: expected the run's own file, found a symbolic link (to "
+                f"{os.readlink(links[0])}); a resume would write through it: remove the link"
+                + (f" (and {len(links) - 1} more)" if len(links) > 1 else "")
+                + " and resume again"
+            )
+        run.record = now.record
+    except BaseException:
+        run.unlock()
+        raise
+    return run
+
+
+def symlinks_in(folder: Path) -> list[Path]:
+    """Every symbolic link under `folder` (not followed), sorted."""
+    found = []
+    for parent, dirs, names in os.walk(folder):
+        found += [Path(parent) / n for n in dirs + names if (Path(parent) / n).is_symlink()]
+    return sorted(found)
 
 
 def _changed_since(run, ctx, started: str, what: str) -> list[str]:
@@ -108,7 +166,7 @@ def _changed_since(run, ctx, started: str, what: str) -> list[str]:
     naming them when there are any (`what` then runs on the current code, config and data)."""
     from repro.fingerprint import changed_parts
 
-    now = current_fingerprint(ctx.project, ctx.paper, ctx.resolved, data_files_now(ctx))
+    now = current_fingerprint(ctx.project, ctx.paper, ctx.resolved, data_files_now(ctx), ctx.code)
     changed = changed_parts(run.record.get("fingerprint") or {}, now)
     if changed:
         ctx.console.print(

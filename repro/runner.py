@@ -13,6 +13,8 @@ from repro.config import Resolved, compose
 from repro.errors import GateRefused, ReproError
 from repro.fingerprint import fingerprint
 from repro.gates import CHEAP_STAGES, STAGES, check_stage
+from repro.oneline import one_line
+from repro.paper_code import PaperCode
 from repro.progression import (
     REJUDGE,
     known_data_files,
@@ -22,6 +24,7 @@ from repro.progression import (
 )
 from repro.project import Project
 from repro.records import HeldInterrupts
+from repro.terminal import SafeConsole
 from repro.train.distributed import JOIN_ENV
 
 
@@ -31,16 +34,20 @@ def stage_command(stage: str, paper: str, overrides: list[str]) -> str:
 
 
 def current_fingerprint(
-    project: Project, paper: str, resolved: Resolved, data_files: list[str] | None = None
+    project: Project,
+    paper: str,
+    resolved: Resolved,
+    data_files: list[str] | None = None,
+    code: PaperCode | None = None,
 ) -> dict:
     """The fingerprint of the code, config and data now. Without `data_files`, the files the last
     data run read with the same data code and config (what `status` can know without importing
-    the paper's code)."""
+    the paper's code). `code`: the paper's files as this command imports them (else as on disk)."""
     files = data_files
     if files is None:
-        probe = fingerprint(resolved, project.paper_dir(paper), [])
+        probe = fingerprint(resolved, project.paper_dir(paper), [], code)
         files = known_data_files(project.runs_dir, paper, probe["parts"])
-    return fingerprint(resolved, project.paper_dir(paper), files)
+    return fingerprint(resolved, project.paper_dir(paper), files, code)
 
 
 def data_files_now(ctx) -> list[str] | None:
@@ -63,30 +70,35 @@ def run_stage(
     force: bool = False,
     console: Console | None = None,
     links: dict[str, Any] | None = None,
+    code: PaperCode | None = None,
 ):
     """Run `stage` for `paper`; returns the finished Run. Raises GateRefused when an earlier stage
     has not passed (repro/progression.py: the milestones of the base config, and, for a run with
-    overrides, the earlier stages those overrides change) and cannot be re-run automatically."""
+    overrides, the earlier stages those overrides change) and cannot be re-run automatically.
+
+    The paper's code is read once (`code`, else now) and every stage this command runs imports
+    it from those bytes and records them (repro/paper_code.py): a file saved meanwhile is not
+    what any of its records name (issue 20)."""
     from repro.context import StageContext
 
     check_stage(stage)
-    console = console or Console()
+    console = console or SafeConsole()
     overrides = list(overrides or [])
+    code = code or PaperCode.read(project.paper_dir(paper))
     resolved = compose(project, paper, overrides)
     base = compose(project, paper, []) if overrides else resolved
     if not force:  # refuse first, from the records alone: as cheap as `repro status`
-        _plan(project, paper, stage, overrides, base, resolved, None)
-    ctx = StageContext(project, paper, resolved, console, forced=force)
+        _plan(project, paper, stage, overrides, base, resolved, None, code=code)
+    code.install()  # the paper's modules: this copy's, imported afresh if they were another's
+    ctx = StageContext(project, paper, resolved, console, forced=force, code=code)
     ctx.check_paper_config()
     files = data_files_now(ctx)
+    plan = (project, paper, stage, overrides, base, resolved, files)
     if force:
-        skipped = [
-            s
-            for s, _ in _plan(project, paper, stage, overrides, base, resolved, files, refuse=False)
-        ]
+        skipped = [s for s, _ in _plan(*plan, refuse=False, code=code)]
     else:
-        skipped = _run_cheap_first(project, paper, stage, overrides, base, resolved, files, console)
-    current = current_fingerprint(project, paper, resolved, files)
+        skipped = _run_cheap_first(*plan, console, code)
+    current = current_fingerprint(project, paper, resolved, files, code)
     _note_dead_runs(project, paper, console)
     with HeldInterrupts() as held:  # from the record's creation until its guard holds the run
         run = _create(ctx, stage, current, sorted(set(skipped), key=STAGES.index), links or {})
@@ -95,18 +107,18 @@ def run_stage(
 
 
 def _plan(
-    project, paper, stage, overrides, base, resolved, files, refuse=True
+    project, paper, stage, overrides, base, resolved, files, refuse=True, code=None
 ) -> list[tuple[str, list[str]]]:
     """The earlier runs still needed, as (stage, overrides): base milestones first, then the
     stages the overrides change. Raises GateRefused naming the command when an expensive one is
     missing (unless refuse=False: --force lists what it skips)."""
     same_data = base is resolved or base.cfg.data == resolved.cfg.data  # then the same files
-    base_fp = current_fingerprint(project, paper, base, files if same_data else None)
+    base_fp = current_fingerprint(project, paper, base, files if same_data else None, code)
     rows = stage_states(project.runs_dir, paper, base_fp)
     states = {r.stage: r for r in rows}
     todo = [(s, []) for s in missing_prerequisites(rows, stage)]
     if overrides:
-        fp = current_fingerprint(project, paper, resolved, files)
+        fp = current_fingerprint(project, paper, resolved, files, code)
         changed = [
             s for s in STAGES[: STAGES.index(stage)] if fp["stages"][s] != base_fp["stages"][s]
         ]
@@ -125,15 +137,17 @@ def _plan(
     return todo
 
 
-def _run_cheap_first(project, paper, stage, overrides, base, resolved, files, console) -> list[str]:
-    """Run the cheap earlier stages that have not passed (a failure there refuses this stage);
-    returns [] (nothing was skipped)."""
-    for s, ov in _plan(project, paper, stage, overrides, base, resolved, files):
+def _run_cheap_first(
+    project, paper, stage, overrides, base, resolved, files, console, code
+) -> list[str]:
+    """Run the cheap earlier stages that have not passed (a failure there refuses this stage),
+    on the same copy of the paper's code; returns [] (nothing was skipped)."""
+    for s, ov in _plan(project, paper, stage, overrides, base, resolved, files, code=code):
         what = "the base config" if not ov else "these overrides"
         console.print(
             f"[yellow]{s} has not passed on the current code with {what}: running it first[/yellow]"
         )
-        pre = run_stage(project, paper, s, ov, force=False, console=console)
+        pre = run_stage(project, paper, s, ov, force=False, console=console, code=code)
         if pre.record["status"] != "passed":
             reason = (pre.record.get("verdict") or {}).get("reason", pre.record["status"])
             raise GateRefused(f"stage '{stage}' needs '{s}', which failed (run {pre.id}): {reason}")
@@ -158,7 +172,7 @@ def _note_dead_runs(project: Project, paper: str, console: Console) -> None:
             f"[yellow]run {run.id} ({run.stage}) {escape(run.status_reason or '')}: recorded as "
             "interrupted, with its notebook line[/yellow]"
         )
-        _append_line(project, paper, format_entry(run.record))
+        append_line(project, paper, format_entry(run.record))
 
 
 def _create(ctx, stage: str, current: dict, missing: list[str], links: dict[str, Any]):
@@ -187,12 +201,14 @@ def _create(ctx, stage: str, current: dict, missing: list[str], links: dict[str,
 
 
 def _snapshot(ctx, run) -> None:
-    """The resolved config and the paper's code as this run used them (what `repro diff` shows)."""
+    """The resolved config and the paper's code as this run used them (what `repro diff` shows):
+    the very bytes it imports (ctx.code), not the files as they are by now."""
     if run.path("config.yaml").exists():  # a resumed run keeps what it started with
         return
     run.write_yaml("config.yaml", ctx.resolved.config)
-    for path in sorted(ctx.project.paper_dir(ctx.paper).glob("*.py")):
-        run.write_text(f"code/{path.name}", path.read_text(encoding="utf-8", errors="replace"))
+    code = ctx.code or PaperCode.read(ctx.project.paper_dir(ctx.paper))
+    for name in code.sources:
+        run.write_text(f"code/{name}", code.text(name))
 
 
 def execute(ctx, run, stage: str, held: HeldInterrupts | None = None) -> None:
@@ -201,7 +217,6 @@ def execute(ctx, run, stage: str, held: HeldInterrupts | None = None) -> None:
     that prints the line: the verdict stands). `held`: interrupts noted since the record was
     made, acted on inside the guard."""
     from repro.envinfo import env_info
-    from repro.gates import gate
     from repro.gates.metrics import to_record
 
     os.environ[JOIN_ENV] = str(run.dir)  # DDP ranks > 0, started while the gate runs, join it
@@ -209,7 +224,7 @@ def execute(ctx, run, stage: str, held: HeldInterrupts | None = None) -> None:
         with run.guard(held):
             _announce(ctx, run, stage)
             _snapshot(ctx, run)
-            verdict = gate(stage).run(ctx)
+            verdict = _run_gate(ctx, run, stage)
             info = ctx.model_info
             run.annex(
                 env=env_info(),  # torch is imported now: the device is known too
@@ -222,7 +237,31 @@ def execute(ctx, run, stage: str, held: HeldInterrupts | None = None) -> None:
     finally:
         os.environ.pop(JOIN_ENV, None)
         with HeldInterrupts():  # the line is short: a Ctrl-C now waits for it
+            run.unlock()  # the record is final: another process may mark or resume it now
             _append_notebook(ctx, run)
+
+
+def _run_gate(ctx, run, stage: str):
+    """The gate's verdict. When it fails because a DDP peer died (a collective then fails with
+    `Connection reset by peer`), the error says which rank died and how; rank 0's traceback
+    goes to the record only (issue 20)."""
+    from repro.gates import gate
+    from repro.train.distributed import peer_deaths
+
+    try:
+        return gate(stage).run(ctx)
+    except Exception as e:
+        died = peer_deaths(run.dir)
+        if not died:
+            raise
+        raise PeerDied(
+            f"DDP {'; '.join(died)}, so rank 0 stopped ({type(e).__name__}: "
+            f"{one_line(str(e), 160)}); `repro show {run.id}` has rank 0's traceback"
+        ) from e
+
+
+class PeerDied(ReproError):
+    """A DDP rank other than 0 died while rank 0 trained: the message names it and how."""
 
 
 def _announce(ctx, run, stage: str) -> None:
@@ -241,17 +280,17 @@ def _append_notebook(ctx, run) -> None:
     with the line itself, so that it is never lost (issue 14)."""
     from repro.notebook import format_entry
 
-    _append_line(ctx.project, ctx.paper, format_entry(run.record))
+    append_line(ctx.project, ctx.paper, format_entry(run.record))
 
 
-def _append_line(project: Project, paper: str, line: str) -> None:
+def append_line(project: Project, paper: str, line: str) -> None:
     from repro.errors import StorageError
     from repro.notebook import append_entry
 
     try:
         append_entry(project.notes_dir, paper, line)
     except StorageError as e:
-        Console(stderr=True, soft_wrap=True).print(
+        SafeConsole(stderr=True, soft_wrap=True).print(
             f"Warning: {e}; the run is recorded, this is its notebook line: {line}",
             markup=False,
             highlight=False,
@@ -265,12 +304,24 @@ def run_joined(project: Project, run_dir, stage: str, resume: bool) -> None:
     from repro.context import StageContext
     from repro.gates import gate
     from repro.records import open_joined
-    from repro.train.distributed import exit_with_parent
+    from repro.train.distributed import exit_with_parent, note_joined_rank
 
     exit_with_parent()
     run = open_joined(run_dir)
+    note_joined_rank(run.dir)  # rank 0 can then say that this rank died, and how
     resolved = compose(project, run.paper, list(run.record.get("overrides") or []))
-    ctx = StageContext(project, run.paper, resolved, Console(quiet=True), run=run, resume=resume)
+    # rank 0's code, as its record names it (a resumed run's rank 0 runs the files as they are)
+    snapshot = run.dir / "code"
+    paper_dir = project.paper_dir(run.paper)
+    code = (
+        PaperCode.from_snapshot(snapshot, paper_dir)
+        if snapshot.is_dir() and not resume
+        else PaperCode.read(paper_dir)
+    )
+    code.install()
+    ctx = StageContext(
+        project, run.paper, resolved, Console(quiet=True), run=run, resume=resume, code=code
+    )
     gate(check_stage(stage)).run(ctx)
 
 

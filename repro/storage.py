@@ -6,7 +6,9 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from repro.errors import StorageError
 
@@ -76,8 +78,15 @@ def atomic_write(path: Path, text: str, what: str = "a file") -> None:
 
     The file gets the mode an ordinary write would (0666 minus the umask; mkstemp alone makes it
     0600). A full, read-only or unwritable disk raises StorageError naming `path`; the temp file
-    is removed whatever happens.
+    is removed whatever happens. A symbolic link at `path` is replaced by the file, never written
+    through (rename replaces the link itself; mkstemp creates its temp file exclusively).
     """
+    atomic_replace(path, lambda f: f.write(text.encode("utf-8")), what)
+
+
+def atomic_replace(path: Path, write: Callable[[BinaryIO], object], what: str = "a file") -> None:
+    """`write(f)` into a new temp file beside `path`, fsync it, then rename it over `path`: what
+    atomic_write does, for any bytes (a checkpoint, a cache, a copied figure)."""
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -85,8 +94,8 @@ def atomic_write(path: Path, text: str, what: str = "a file") -> None:
         raise (storage_error(path, e, what) if is_storage_error(e) else e) from e
     try:
         os.fchmod(fd, 0o666 & ~user_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -98,3 +107,64 @@ def atomic_write(path: Path, text: str, what: str = "a file") -> None:
         if is_storage_error(e):
             raise storage_error(path, e, what) from e  # write() errors name no file: we do
         raise
+
+
+def is_regular_inside(path: Path, inside: Path) -> bool:
+    """Whether `path` is a regular file, not a symbolic link, whose real path (its folders
+    resolved) lies inside the folder `inside`."""
+    path = Path(path)
+    try:
+        if path.is_symlink() or not path.is_file():
+            return False
+        return path.resolve(strict=True).is_relative_to(Path(inside).resolve(strict=True))
+    except OSError:
+        return False
+
+
+def copy_regular(src: Path, dst: Path, inside: Path, what: str = "a file") -> bool:
+    """Copy `src` to `dst` (atomically) only when `src` is a regular file inside the folder
+    `inside` (is_regular_inside); False, writing nothing, otherwise. A link in a run folder could
+    aim anywhere: its target's bytes must not be copied out (issue 20)."""
+    if not is_regular_inside(src, inside):
+        return False
+    try:
+        fd = os.open(Path(src).resolve(), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as f:
+        data = f.read()
+    if Path(dst).is_file() and not Path(dst).is_symlink() and Path(dst).read_bytes() == data:
+        return True
+    atomic_replace(Path(dst), lambda out: out.write(data), what)
+    return True
+
+
+def append_text(path: Path, text: str, what: str = "a line") -> None:
+    """Append `text` to the regular file `path` (created if absent), never through a symbolic
+    link (O_NOFOLLOW): a link is refused with a StorageError naming it and its target."""
+    path = Path(path)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise symlink_refused(path, what) from e
+        raise (storage_error(path, e, what) if is_storage_error(e) else e) from e
+    try:
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise (storage_error(path, e, what) if is_storage_error(e) else e) from e
+
+
+def symlink_refused(path: Path, what: str) -> StorageError:
+    """`<path>: expected a regular file to write <what> to, found a symbolic link (to <target>);
+    replace the link with the file itself`."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return StorageError(
+        f"{shown_path(path)}: expected a regular file to write {what} to, found a symbolic link "
+        f"(to {target}); repro never writes through a link: replace it with the file itself"
+    )

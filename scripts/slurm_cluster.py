@@ -382,6 +382,21 @@ class Cluster:
     def _alive_recorded(self) -> bool:
         return any(_is(p["pid"], p["exe"]) for p in self._recorded())
 
+    def stop_daemon(self, name: str, timeout_s: float = 15.0) -> str:
+        """Stop one daemon (e.g. slurmctld, as a crash of the controller would leave the cluster)
+        by its recorded pid; `restart_slurmctld` starts the controller again."""
+        for entry in reversed(self._recorded()):
+            if entry["name"] == name and _is(entry["pid"], entry["exe"]):
+                how = _terminate(
+                    entry["pid"], entry["exe"], self._procs.get(entry["pid"]), timeout_s
+                )
+                return f"{name} (pid {entry['pid']}) {how}"
+        raise ClusterError(f"no running {name} is recorded in {self.pids_file}")
+
+    def restart_slurmctld(self, timeout_s: float = 60.0) -> None:
+        """Start slurmctld again after stop_daemon: it reads the jobs back from its state files."""
+        self._start_slurmctld(timeout_s)
+
     def stop(self, timeout_s: float = 15.0) -> list[str]:
         """Stop the daemons recorded in pids.json, newest first, by pid; returns what was done."""
         done = []

@@ -68,13 +68,12 @@ def project(make_project) -> Project:
 def cli(monkeypatch, capsys) -> Callable[..., tuple[int, str, str]]:
     """`repro ARGS` in-process through main() (as the console script runs it: ReproError becomes
     one `Error:` line and exit 1), with wide consoles; returns (exit code, stdout, stderr)."""
-    from rich.console import Console
-
     from repro import cli as cli_module
+    from repro.terminal import SafeConsole
 
     def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(cli_module, "console", Console(width=250))
-        monkeypatch.setattr(cli_module, "err_console", Console(width=250, stderr=True))
+        monkeypatch.setattr(cli_module, "console", SafeConsole(width=250))
+        monkeypatch.setattr(cli_module, "err_console", SafeConsole(width=250, stderr=True))
         monkeypatch.setattr(sys, "argv", ["repro", *args])
         try:
             cli_module.main()

@@ -37,3 +37,12 @@ def stubborn(seconds: float) -> None:
     """Sleep through Slurm's pre-timeout signal (USR2), so only the time limit stops the job."""
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     time.sleep(seconds)
+
+
+def segfault() -> None:
+    """Crash as a broken extension would: the process dies of SIGSEGV, with no Python error."""
+    import faulthandler
+
+    faulthandler.disable()  # the default action, as in a job without Python's handler
+    os.kill(os.getpid(), signal.SIGSEGV)
+    time.sleep(10)

@@ -139,3 +139,52 @@ def test_an_interrupted_two_process_run_is_one_interrupted_record(project):
         ["pgrep", "-f", "repro stage full --paper toy"], capture_output=True, text=True
     )
     assert ranks.stdout.strip() == ""  # no rank left behind
+
+
+def test_a_killed_rank_is_named_with_its_signal_and_the_traceback_stays_in_the_record(project):
+    """Issue 20: killing rank 1 gave 90-140 lines of `[rank0]:` traceback and a record saying
+    `Connection reset by peer`, not that rank 1 died."""
+    _small_toy(project, epochs=200)
+    r = _repro(project.root, "stage", "overfit", "--paper", "toy")
+    assert r.returncode == 0, r.stdout + r.stderr
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LOCAL_RANK", "NODE_RANK")
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "repro", "stage", "full", "--paper", "toy", *DDP],
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(
+            project.root.glob("runs/toy/full/*/checkpoints/last.ckpt")
+        ):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        (rank1,) = project.root.glob("runs/toy/full/*/.ranks/*.json")
+        pid = json.loads(rank1.read_text())["pid"]
+        os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1
+    (run_dir,) = _full_runs(project)
+    run_id = run_dir.name
+    assert "Traceback" not in out + err and "[rank0]" not in err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("Error: ")]
+    assert line.startswith(
+        f"Error: DDP rank 1 (pid {pid}) was killed by SIGKILL, so rank 0 stopped ("
+    )
+    assert line.endswith(f"`repro show {run_id}` has rank 0's traceback")
+    rec = json.loads((run_dir / "record.json").read_text())
+    assert rec["status"] == "error"
+    assert rec["status_reason"].startswith(
+        f"PeerDied: DDP rank 1 (pid {pid}) was killed by SIGKILL"
+    )
+    assert "Traceback (most recent call last)" in rec["error"]  # rank 0's, kept in the record

@@ -398,6 +398,55 @@ def test_watch_reruns_shapes_on_a_model_edit_and_rebuilds_data_on_a_data_edit(tm
         worker.stop()
 
 
+HANGING_BUILD = """
+
+def build_model(cfg: dict, *, n_features: int, num_classes: int):
+    import time
+
+    while True:  # a construction that never ends
+        time.sleep(0.05)
+"""
+
+
+def test_watch_reports_a_run_that_never_ends_and_the_next_save_replaces_it(tmp_path):
+    """Issue 20: --watch never re-ran after a model whose construction never ends, even after
+    the fix was saved, and said nothing."""
+    project = _new_project(tmp_path / "proj")
+    defaults = project.conf_dir / "defaults.yaml"
+    text = defaults.read_text()
+    assert "  report_after_s: 60" in text
+    defaults.write_text(text.replace("  report_after_s: 60", "  report_after_s: 3"))
+    worker = DevWorker(project, "--watch", "--stage", "shapes")
+    model = project.paper_dir("toy") / "model.py"
+    fixed = model.read_text()
+    try:
+        worker.wait_ready()
+        time.sleep(0.3)
+        model.write_text(fixed + HANGING_BUILD)
+        _wait_for(lambda: "has run for" in worker.output(), "the report of the run that hangs")
+        out = worker.output()
+        assert re.search(
+            r"shapes \(watch, pid \d+\) has run for \d+ s without a verdict "
+            r"\(dev\.report_after_s=3\): the paper's code may never return",
+            out,
+        ), out
+        assert "save a fix: the next change stops it and runs again" in out
+        model.write_text(fixed + "\n# fixed\n")
+        passed = _wait_for(
+            lambda: [r for r in list_runs(project.runs_dir, "toy", "shapes")
+                     if r.record.get("status") == "passed"],
+            "a shapes run that passes on the fix",
+        )  # fmt: skip
+        assert "stopped the overdue run (pid" in worker.output()
+        runs = list_runs(project.runs_dir, "toy", "shapes")
+        hung = [r for r in runs if r.id != passed[0].id]
+        assert len(hung) == 1 and hung[0].effective_status == "interrupted"
+        assert hung[0].record["status_reason"] == "interrupted by SIGTERM"
+        assert passed[0].path("code/model.py").read_text() == fixed + "\n# fixed\n"
+    finally:
+        worker.stop()
+
+
 def _newest_or_none(project: Project, stage_name: str) -> dict | None:
     runs = list_runs(project.runs_dir, "toy", stage_name)
     if not runs or runs[0].record.get("status") == "running":

@@ -144,3 +144,40 @@ def test_experiments_without_variants_fail(project):
     v = experiments.run(ctx)
     assert not v.passed
     assert "declares no paper.experiments.variants" in v.reason
+
+
+def test_the_table_lists_the_command_lines_overrides_and_what_they_replaced():
+    """Issue 20: the table said every variant ran with the paper's trainer.max_epochs=5 when the
+    command line's 3 applied, and never listed the command line."""
+    rows = results_table(
+        VARIANTS,
+        [_result("full model", 0, 90.0), _result("narrow", 0, 80.0)],
+        "test/acc",
+        ["trainer.max_epochs=3", "model.hidden=8"],
+    )
+    md = markdown_table(
+        rows, "test/acc", "Table 4", ["trainer.max_epochs=5", "data.n_examples=300"],
+        ["trainer.max_epochs=3", "model.hidden=8"],
+    )  # fmt: skip
+    assert (
+        "Every variant also ran with: `data.n_examples=300` (paper config) and "
+        "`trainer.max_epochs=3 model.hidden=8` (command line). The command line's "
+        "`trainer.max_epochs=3` replaced the paper config's `trainer.max_epochs=5`."
+    ) in md
+    assert "trainer.max_epochs=5` (paper config)" not in md
+    assert (
+        "| narrow | `model.hidden=4 (replaced by the command line's model.hidden=8)` | 80.00 |"
+    ) in md
+
+
+def test_table_cells_are_escaped():
+    from repro.config.schema import Variant
+
+    variants = [Variant("a | b\nc", ["model.x=`y`"]), Variant("e\x1b[2J", [])]
+    rows = results_table(variants, [_result("a | b\nc", 0, 90.0)], "test/acc")
+    md = markdown_table(rows, "test/acc", None, [])
+    assert "| a \\| b c | `` model.x=`y` `` | 90.00 |" in md
+    assert "| e\\x1b[2J | `—` |" in md
+    for line in md.splitlines():
+        if line.startswith("| "):  # six cells in every row: no `|` breaks one
+            assert len([c for c in line.replace("\\|", "").split("|")]) == 8, line

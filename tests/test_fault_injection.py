@@ -97,7 +97,8 @@ ToyDataModule.load_examples = _paused_load
 
 # The child: Ctrl-C as a terminal delivers it (a child of a non-interactive shell may inherit
 # SIGINT ignored), and, for the "checkpoint" point, torch.save paused after writing the temp
-# file of epoch 1's last.ckpt, before AtomicCheckpointIO renames it into place.
+# file of epoch 1's last.ckpt (.last.ckpt.<random>.tmp, opened by descriptor: its name is read
+# from /proc), before AtomicCheckpointIO renames it into place.
 CHILD = """
 import os, pathlib, signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -106,7 +107,11 @@ if os.environ.get("REPRO_TEST_PAUSE_AT") == "checkpoint":
     real_save = torch.save
     def save(obj, f, *args, **kwargs):
         real_save(obj, f, *args, **kwargs)
-        if ".last.ckpt.tmp" in str(getattr(f, "name", f)) and obj.get("epoch", 0) >= 1:
+        try:
+            name = os.readlink(f"/proc/self/fd/{f.fileno()}")
+        except (AttributeError, OSError, ValueError):  # a path, or a buffer (the LR finder's)
+            name = str(f)
+        if "/.last.ckpt." in name and name.endswith(".tmp") and obj.get("epoch", 0) >= 1:
             f.flush()
             pathlib.Path(os.environ["REPRO_TEST_PAUSED"]).write_text(str(os.getpid()))
             time.sleep(300)
@@ -398,7 +403,7 @@ def test_killed_full_run_resumes_to_the_uninterrupted_metrics(
     check_nothing_else_changed(root, before, run, sig)
     check_no_debris(root, allow_temp=sig == signal.SIGKILL)  # a kill -9 cannot clean up...
     if point == "checkpoint" and sig == signal.SIGKILL:
-        assert list(run.dir.glob("checkpoints/.last.ckpt.tmp*")), "the kill missed the write"
+        assert list(run.dir.glob("checkpoints/.last.ckpt.*.tmp")), "the kill missed the write"
     if point == "checkpoint":
         assert _last_epoch(root) == 0  # the checkpoint being replaced is intact
     if sig == signal.SIGKILL:
@@ -531,7 +536,7 @@ def test_what_a_killed_attempt_left_is_removed_by_the_next(tmp_path):
 
     (tmp_path / "checkpoints").mkdir()
     left = [".lr_find_0a1b.ckpt", "checkpoints/.last.ckpt.tmp4242", ".record.json.x1y2.tmp",
-            ".lr.json.abcd.tmp"]  # fmt: skip
+            ".lr.json.abcd.tmp", "checkpoints/.best.ckpt.k2j4_x.tmp"]  # fmt: skip
     kept = ["record.json", "lr.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt"]
     for name in left + kept:
         (tmp_path / name).write_text("x")
@@ -552,7 +557,10 @@ class Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_a_pickle_payload_in_last_ckpt_is_refused_on_resume(project, cli, tmp_path):
+@pytest.mark.parametrize("planted", ["last.ckpt", "best.ckpt"])
+def test_a_pickle_payload_in_a_checkpoint_is_refused_on_resume(project, cli, tmp_path, planted):
+    """Refused in one line that never advises loading it anyway (torch's own message says to retry
+    with weights_only=False; issue 20: a planted best.ckpt was a 94-line traceback saying so)."""
     import torch
 
     from repro.config import compose
@@ -565,19 +573,56 @@ def test_a_pickle_payload_in_last_ckpt_is_refused_on_resume(project, cli, tmp_pa
     run.finish(None, "interrupted")
     marker = tmp_path / "payload-ran"
     (run.dir / "checkpoints").mkdir()
-    torch.save({"epoch": 1, "state_dict": Payload(marker)}, run.dir / "checkpoints" / "last.ckpt")
+    if planted == "best.ckpt":  # a plain last.ckpt to resume from, a planted best.ckpt
+        torch.save({"epoch": 1, "state_dict": {}}, run.dir / "checkpoints" / "last.ckpt")
+    torch.save({"epoch": 1, "state_dict": Payload(marker)}, run.dir / "checkpoints" / planted)
 
     code, out, err = cli("stage", "full", "--resume", run.id)
     assert not marker.exists(), "the pickle payload ran"
     assert code == 1
     line = err.strip()
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in out + err, err
-    assert line.startswith(
-        f"Error: {run.dir}/checkpoints/last.ckpt: expected a Lightning checkpoint"
+    assert line == (
+        f"Error: {run.dir}/checkpoints/{planted}: refused to load: not a plain checkpoint "
+        "(expected tensors and plain values, found the Python object posix.system, which loading "
+        "would run); delete it to train that seed from its start, or run the stage again "
+        "without --resume"
     )
-    assert "weights_only" in line or "Unpickl" in line or "unreadable" in line
+    assert "weights_only" not in out + err
     rec = json.loads(run.record_file.read_text())
-    assert rec["status"] == "error" and "last.ckpt" in rec["status_reason"]
+    assert (
+        rec["status"] == "error"
+        and "refused to load: not a plain checkpoint" in rec["status_reason"]
+    )
+
+
+def test_a_key_twice_in_a_config_file_is_one_line_when_hydra_reads_it(project, cli):
+    """With overrides Hydra reads the YAML, and refuses a key given twice: was a ConstructorError
+    traceback."""
+    paper_yaml = project.conf_dir / "paper" / "toy.yaml"
+    text = paper_yaml.read_text()
+    paper_yaml.write_text(text + "trainer:\n  max_epochs: 3\n")
+    line = text.count("\n") + 1
+    code, out, err = cli("stage", "data", "seed=1")
+    assert code == 1 and "Traceback" not in out + err
+    assert err.strip() == (
+        f"Error: {paper_yaml}:{line}: expected valid YAML, found duplicate key trainer; fix the file"
+    )
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line_from_status_and_stage(project, cli):
+    """Was a UnicodeDecodeError traceback from every command (issue 20)."""
+    paper_yaml = project.conf_dir / "paper" / "toy.yaml"
+    lines = paper_yaml.read_bytes().splitlines(keepends=True)
+    paper_yaml.write_bytes(b"".join(lines[:3]) + b"# caf\xe9\n" + b"".join(lines[3:]))
+    expected = (
+        f"Error: {paper_yaml}:4: expected UTF-8 text, found the byte 0xe9 (invalid continuation "
+        "byte); save the file as UTF-8"
+    )
+    for args in (["status"], ["stage", "data"], ["stage", "data", "seed=1"]):  # seed=1: Hydra
+        code, out, err = cli(*args)
+        assert code == 1 and err.strip() == expected and "Traceback" not in out, (args, err)
+    assert list_runs(project.runs_dir) == []
 
 
 # ---- full and read-only disks -----------------------------------------------------------------

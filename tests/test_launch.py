@@ -109,3 +109,25 @@ def test_slurm_launcher_without_slurm_says_so(tmp_path, monkeypatch):
 )
 def test_array_name_is_what_the_names_share(names, expected):
     assert array_name(names) == expected
+
+
+def test_a_slurm_time_limit_too_short_for_the_pre_timeout_signal_is_refused(tmp_path):
+    with pytest.raises(LaunchError) as e:
+        run_local([JobSpec("a", jobs.add, (1, 1))], tmp_path, launcher="slurm", slurm=CPU,
+                  timeout_min=1)  # fmt: skip
+    assert str(e.value) == (
+        "stage.experiments.timeout_min=1: expected at least 2 minutes with launcher=slurm: Slurm "
+        "may send its pre-timeout signal up to 60 s before the time asked for (sbatch --signal), "
+        "which would stop a 1-minute job at once; raise stage.experiments.timeout_min"
+    )
+
+
+@pytest.mark.parametrize(
+    ("timeout_min", "delay_s"), [(2, 6), (10, 30), (30, 90), (120, 90)]
+)  # fmt: skip
+def test_the_pre_timeout_signal_fits_the_time_limit(timeout_min, delay_s):
+    from repro.launch import SIGNAL_EARLY_S, signal_delay_s
+
+    assert signal_delay_s(timeout_min) == delay_s
+    # the earliest Slurm may send it still leaves the job most of a 2-minute limit
+    assert timeout_min * 60 - delay_s - SIGNAL_EARLY_S >= 0.45 * timeout_min * 60

@@ -6,6 +6,7 @@ what the launcher records when Slurm has no accounting. Run with .ci/slurm-tests
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -91,7 +92,7 @@ def _slurm_launch(specs, folder, **kw):
     args = dict(
         launcher="slurm",
         folder=folder,
-        timeout_min=1,  # Slurm's smallest limit; submitit signals USR2 90 s before it
+        timeout_min=2,  # repro's smallest for Slurm: USR2 comes 6 s before it, or up to 60 s earlier
         max_parallel=4,
         poll_s=1.0,
         unknown_after_s=5.0,
@@ -112,7 +113,9 @@ def test_one_array_passes_fails_is_cancelled_and_times_out(accounted, monkeypatc
         JobSpec("toy-pass-s0", jobs.add, (2, 3)),
         JobSpec("toy-raise-s0", jobs.fail, ("boom 7",)),
         JobSpec("toy-cancel-s0", jobs.stubborn, (300,)),  # deaf to USR2: only scancel ends it
-        JobSpec("toy-timeout-s0", jobs.nap, (300,)),  # 300 s asked, 1 min allowed
+        JobSpec("toy-timeout-s0", jobs.nap, (300,)),  # 300 s asked, 2 min allowed
+        JobSpec("toy-45s-s0", jobs.nap, (45,)),  # fits its 2 minutes: not TIMEOUT (issue 20)
+        JobSpec("toy-crash-s0", jobs.segfault),
     ]
     cancelled: list[str] = []
     canceller = _cancel_when_running("toy-cancel-s0", cancelled)
@@ -126,7 +129,7 @@ def test_one_array_passes_fails_is_cancelled_and_times_out(accounted, monkeypatc
 
     by = {o.name: o for o in outcomes}
     array_id = by["toy-pass-s0"].job_id.split("_")[0]
-    assert [o.job_id for o in outcomes] == [f"{array_id}_{i}" for i in range(4)]
+    assert [o.job_id for o in outcomes] == [f"{array_id}_{i}" for i in range(6)]
     assert (by["toy-pass-s0"].state, by["toy-pass-s0"].result) == ("COMPLETED", 5)
     assert (by["toy-raise-s0"].state, by["toy-raise-s0"].error) == ("FAILED", "ValueError: boom 7")
     assert cancelled == [f"{array_id}_2"]
@@ -140,14 +143,21 @@ def test_one_array_passes_fails_is_cancelled_and_times_out(accounted, monkeypatc
         "submitit.core.utils.UncompletedJobError: "
         "Job not requeued because: timed-out and not checkpointable.",
     )
+    nap = by["toy-45s-s0"]  # submitit's default USR2, 90 s before the limit, stopped it at ~30 s
+    assert nap.state == "COMPLETED" and nap.result[1] - nap.result[0] >= 45
+    crash = by["toy-crash-s0"]  # was only "has not produced any output (state: FAILED)"
+    assert crash.state == "FAILED", crash
+    assert crash.error.startswith("has not produced any output (state: FAILED)")
+    assert "signal 11 (SIGSEGV)" in crash.error, crash.error
     assert sorted(done) == sorted(s.name for s in specs) and done[-1] == "toy-timeout-s0"
-    assert took < 60  # USR2 comes at slurmctld's first time check (every 30 s) after the start
+    assert 54 <= took < 150  # USR2 at most 60 s early (slurmctld's time checks), 6 s before 2 min
     # One sacct call per poll for the whole array (submitit's watcher), not one per job.
     assert watcher.num_calls - calls_before <= took / 1.0 + 3
     # Each task carries its own name in Slurm's records; the array's own name is what they share.
     assert _sacct_names(array_id) == {f"{array_id}_{i}": s.name for i, s in enumerate(specs)}
     script = (tmp_path / f"{array_id}_submission.sh").read_text()
-    assert "#SBATCH --job-name=toy" in script and "#SBATCH --array=0-3%4" in script
+    assert "#SBATCH --job-name=toy" in script and "#SBATCH --array=0-5%4" in script
+    assert "#SBATCH --signal=USR2@6" in script and "#SBATCH --time=2" in script
     assert "gpus" not in script and "gres" not in script
     assert "#SBATCH --mem=1G" in script and "#SBATCH --cpus-per-task=1" in script
 
@@ -264,3 +274,111 @@ def test_experiments_stage_runs_the_toy_papers_variants_as_one_array(
         f"{array}_1": "toy-always-fails-s0",
         f"{array}_2": "toy-narrow-hidden-layer-s0",
     }
+
+
+HANGING_MODEL = """
+
+import time as _time
+
+_build = build_model
+
+
+def build_model(cfg: dict, *, n_features: int, num_classes: int):
+    if cfg.get("dropout") == 0.75:  # the variant that is still running when slurmctld goes
+        _time.sleep(600)
+    return _build(cfg, n_features=n_features, num_classes=num_classes)
+"""
+
+
+def test_a_controller_that_stops_answering_is_reported_and_the_wait_ends(
+    accounted, monkeypatch, project
+):
+    """Issue 20: with slurmctld down, squeue stops answering while sacct keeps saying RUNNING,
+    and the experiments stage waited silently and without bound."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from repro.runner import run_stage
+
+    _use(accounted, monkeypatch)
+    model_py = project.paper_dir("toy") / "model.py"
+    model_py.write_text(model_py.read_text() + HANGING_MODEL)
+    paper_yaml = project.conf_dir / "paper" / "toy.yaml"
+    text = paper_yaml.read_text().replace(
+        "      - name: narrow hidden layer\n",
+        "      - name: hangs\n        overrides: [model.dropout=0.75]\n        paper: null\n"
+        "      - name: narrow hidden layer\n",
+    )
+    paper_yaml.write_text(text)
+    bound = 20
+    overrides = [
+        "launcher=slurm",
+        "launcher.cpus_per_task=1",
+        "launcher.mem_gb=1",
+        "launcher.poll_s=1",
+        f"launcher.give_up_after_s={bound}",
+        "data.n_examples=300",
+        "trainer.max_epochs=2",
+        "optim.lr=0.01",
+        "stage.experiments.parallel=3",
+        "stage.experiments.timeout_min=10",
+    ]
+    stopped: list[float] = []
+
+    def stop_when_running() -> None:  # as slurmctld crashing would
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                ["squeue", "-h", "-r", "-o", "%j|%T"], capture_output=True, text=True
+            )
+            if "toy-hangs-s0|RUNNING" in out.stdout:
+                time.sleep(3)  # a few of the stage's polls (1 s) see it running too
+                accounted.stop_daemon("slurmctld")
+                stopped.append(time.monotonic())
+                return
+            time.sleep(0.5)
+
+    stopper = threading.Thread(target=stop_when_running, daemon=True)
+    stopper.start()
+    printed = io.StringIO()
+    try:
+        run = run_stage(
+            project, "toy", "experiments", overrides, force=True,
+            console=Console(file=printed, width=300),
+        )  # fmt: skip
+        ended = time.monotonic()
+    finally:
+        stopper.join(5)
+        if stopped:
+            accounted.restart_slurmctld()
+        # this private cluster's jobs all run as us: cancel them, and let slurmd end their steps
+        # before the next test (or the cluster's stop) comes
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            subprocess.run(["scancel", "--user", str(os.getuid())], check=False)
+            left = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True)
+            if left.returncode == 0 and not left.stdout.strip():
+                break
+            time.sleep(1)
+    assert stopped, "the hanging variant never ran"
+    out = printed.getvalue()
+    print(out)  # what the user saw, in the test's log
+    assert "squeue does not answer (" in out and "slurmctld may be down" in out
+    # the variant still running, and the one queued behind it when the controller went (2 CPUs)
+    assert re.search(r"gave up waiting for [12] jobs? after squeue had not answered for \d+ s", out)
+    assert (
+        ended - stopped[0] < bound + 90
+    )  # reported, then ended within the bound (+ squeue's own time-outs)
+    rec = json.loads((run.dir / "record.json").read_text())
+    assert rec["status"] == "failed"
+    results = {r["variant"]: r for r in rec["verdict"]["evidence"]["results"]}
+    hangs = results["hangs"]
+    assert hangs["state"] == "RUNNING"  # its last known state
+    assert hangs["error"].startswith("RUNNING: gave up waiting: squeue has not answered for ")
+    assert f"launcher.give_up_after_s={bound}" in hangs["error"]
+    assert "its last known state: RUNNING (sacct at " in hangs["error"]  # squeue is silent
+    assert f"scancel {hangs['job_id']}" in hangs["error"]
+    assert results["full model"]["state"] == "COMPLETED"  # its result file came all the same
+    assert results["narrow hidden layer"]["state"] in ("COMPLETED", "PENDING")

@@ -143,7 +143,13 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
         assert json.loads(run.path("record.json").read_text())["metrics"]["step"] == i
     run.write_text("notes.txt", "hello")
     run.write_yaml("config.yaml", {"model": {"hidden": 100}, "lr": 0.001})
-    assert sorted(p.name for p in run.dir.iterdir()) == ["config.yaml", "notes.txt", "record.json"]
+    names = sorted(p.name for p in run.dir.iterdir())
+    assert names == [
+        ".lock",
+        "config.yaml",
+        "notes.txt",
+        "record.json",
+    ]  # .lock: one writer per run
     assert run.path("config.yaml").read_text() == "model:\n  hidden: 100\nlr: 0.001\n"
 
 
@@ -153,7 +159,7 @@ def test_failed_save_keeps_the_old_record(tmp_path):
     with pytest.raises(RuntimeError):
         run.save()
     assert _read(run)["status"] == "running"
-    assert [p.name for p in run.dir.iterdir()] == ["record.json"]
+    assert sorted(p.name for p in run.dir.iterdir()) == [".lock", "record.json"]
 
 
 class _Unwritable:
@@ -514,6 +520,7 @@ def test_a_dead_run_is_marked_once_and_says_who_found_it(tmp_path):
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
                           capture_output=True, check=True)  # fmt: skip
     run = create_run(tmp_path, "p", "shapes", pid=int(proc.stdout))  # a process now gone
+    run.unlock()  # ...and its lock with it (the kernel drops a dead process's flock)
     (marked,) = mark_dead_runs(tmp_path, "p")
     assert marked.id == run.id and _read(run)["status"] == "interrupted"
     found = run.path("died.txt").read_text()

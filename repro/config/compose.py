@@ -30,6 +30,7 @@ GATE_SECTIONS = (
     "stage.",
     "logger.",
     "launcher.",
+    "dev.",
 )  # how repro runs, not assumptions about the paper
 PROVENANCE_KINDS = ("paper", "authors-code", "default", "override", "unsourced")
 
@@ -101,7 +102,19 @@ def compose(project: Project, paper: str, overrides: list[str] | tuple[str, ...]
     _check_overrides(overrides)
     config = None if overrides else _compose_plain(project, paper)
     if config is None:
-        config = compose_hydra(project, paper, _paper_keys_added(project, paper, overrides))
+        try:
+            config = compose_hydra(project, paper, _paper_keys_added(project, paper, overrides))
+        except UnicodeDecodeError:  # Hydra read a file that is not UTF-8: name it
+            for path in sorted(project.conf_dir.rglob("*.yaml")):
+                _read(path)
+            raise
+        except yaml.YAMLError as e:  # e.g. a key twice in a mapping (Hydra's loader refuses it)
+            mark = getattr(e, "problem_mark", None)
+            where = f"{mark.name}:{mark.line + 1}" if mark is not None else "a file under conf/"
+            problem = (getattr(e, "problem", None) or str(e).splitlines()[0]).removeprefix("found ")
+            raise ConfigError(
+                f"{where}: expected valid YAML, found {problem}; fix the file"
+            ) from None
     paper_file = project.conf_dir / "paper" / f"{paper}.yaml"
     provenance = _provenance(config, _load_yaml(paper_file), overrides, paper_file)
     resolved = Resolved(paper, config, overrides, None, provenance)  # type: ignore[arg-type]
@@ -175,7 +188,7 @@ def _merge(base: dict, new: dict) -> dict:
 
 
 def _package_of(path: Path, default: str) -> str:
-    first = path.read_text(encoding="utf-8").splitlines()[:3]
+    first = _read(path).splitlines()[:3]
     for line in first:
         if line.startswith("# @package"):
             return line.split(None, 2)[2].strip()
@@ -202,7 +215,7 @@ def _compose_plain(project: Project, paper: str) -> dict | None:
             return None
         if not path.exists():
             return None
-        text = path.read_text(encoding="utf-8")
+        text = _read(path)
         if "${" in text:
             return None
         node = _parse_yaml(path, text)
@@ -265,8 +278,22 @@ def _valid_keys_hint(project: Project, paper: str, overrides: list[str], message
     return f"; valid keys under '{parent or '<top>'}': {sorted(node)}"
 
 
+def _read(path: Path) -> str:
+    """A config file's text; a byte that is not UTF-8 is a ConfigError naming the file, line and
+    byte (was a UnicodeDecodeError traceback from every command: issue 20)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: expected UTF-8 text, found the byte {data[e.start]:#04x} "
+            f"({e.reason}); save the file as UTF-8"
+        ) from None
+
+
 def _load_yaml(path: Path) -> dict[str, Any]:
-    return _parse_yaml(path, path.read_text(encoding="utf-8"))
+    return _parse_yaml(path, _read(path))
 
 
 def _parse_yaml(path: Path, text: str) -> dict[str, Any]:

@@ -217,12 +217,20 @@ class LauncherConfig:
     mem_gb: float | None = field(default=None, metadata=GT0)
     gpus_per_node: int | None = field(default=None, metadata=GE0)
     sbatch: dict[str, Any] = field(default_factory=dict)
+    give_up_after_s: float | None = field(default=None, metadata=GT0)  # squeue silent this long
 
     def __post_init__(self) -> None:
         if self.name == "slurm" and self.cpus_per_task is None:
             raise Invalid(
                 "cpus_per_task", "expected a number of CPUs per job for launcher=slurm, found none"
             )
+
+
+@dataclass(frozen=True)
+class DevConfig:
+    """The warm worker (`repro dev`, repro/dev/worker.py)."""
+
+    report_after_s: float = field(metadata=GT0)  # a run without a verdict this long is reported
 
 
 @dataclass(frozen=True)
@@ -301,4 +309,5 @@ class RunConfig:
     stage: StageConfigs
     logger: LoggerConfig
     launcher: LauncherConfig
+    dev: DevConfig
     paper: PaperMeta

@@ -35,6 +35,7 @@ import torch
 from repro.data.download import compressed_format
 from repro.data.progress import start_byte_progress
 from repro.errors import DataError
+from repro.storage import atomic_replace
 
 CACHE_VERSION = 2  # 2: the cache also holds duplicates_dropped and blank_lines
 PROGRESS_MIN_BYTES = 64 * 2**20  # show a progress bar only on files this large
@@ -46,6 +47,7 @@ _BAD_CACHE = (
     EOFError,
     RuntimeError,
     KeyError,
+    IndexError,  # a text file: the weights-only unpickler pops an empty stack (measured)
     TypeError,
     ValueError,
     AttributeError,
@@ -146,7 +148,6 @@ def load_glove(
     result = _parse(path, vocab, dim, progress, dim_setting)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
         payload = {
             "vectors": result.vectors,
             "found": result.found,
@@ -154,8 +155,8 @@ def load_glove(
             "duplicates_dropped": result.duplicates_dropped,
             "blank_lines": result.blank_lines,
         }
-        torch.save(payload, tmp)
-        os.replace(tmp, cache_file)  # atomic: a concurrent reader never sees half a file
+        # atomic: a concurrent reader never sees half a file, and a link there is replaced
+        atomic_replace(cache_file, lambda f: torch.save(payload, f), "the vectors' cache")
     return result
 
 

@@ -145,13 +145,27 @@ def hand_over(warm: Warm, trigger: str) -> None:
     @_dataclass
     class WarmStageContext(base):  # type: ignore[valid-type, misc]
         def __post_init__(self) -> None:
-            if data is not None and data.matches(self.resolved.config):
+            if data is not None and data.matches(self.resolved.config) and same_code(self.code):
                 self.datamodules.setdefault(data.seed, data.datamodule)
+
+    def same_code(code) -> bool:
+        """Whether the run imports the data code the warm datamodule was built with (a file
+        saved since: the run builds its own, from the bytes it records)."""
+        if code is None:
+            return True
+        now = code.digests()
+        return all(now.get(name) == d for name, d in data.code_digests.items())
 
     create = repro.records.create_run
 
     def create_run(runs_root: Path, paper: str, stage: str, **initial: Any):
-        used = data is not None and data.matches(initial.get("config") or {})
+        from repro.paper_code import pinned
+
+        used = (
+            data is not None
+            and data.matches(initial.get("config") or {})
+            and same_code(pinned(warm.project.code_of(paper)))
+        )
         worker = {"warm": True, "pid": warm.worker_pid, "trigger": trigger, "warm_data": used}
         return create(runs_root, paper, stage, **initial, worker=worker)
 
@@ -208,9 +222,9 @@ def stage_exit_code(
 
 
 def _consoles():
-    from rich.console import Console
+    from repro.terminal import SafeConsole
 
-    return Console(), Console(stderr=True)  # made here: they see the client's terminal
+    return SafeConsole(), SafeConsole(stderr=True)  # made here: they see the client's terminal
 
 
 def crash_line(exc: BaseException, project: Project, paper: str, stage: str) -> str:

@@ -13,6 +13,7 @@ import sys
 from repro import __version__
 from repro.dev.protocol import SERVED_STAGES, STD_FDS, Channel, peer_uid, short_address, socket_path
 from repro.project import Project
+from repro.terminal import safe
 
 ACCEPT_TIMEOUT_S = 10.0  # the worker answers on reading the request (~ms), unless it is busy
 
@@ -43,7 +44,9 @@ def hand_to_worker(
                 os.close(fd)
         if first is None or "refused" in first:
             if first is not None:
-                print(f"repro dev declined: {first['refused']}; running here", file=sys.stderr)
+                print(
+                    f"repro dev declined: {safe(first['refused'])}; running here", file=sys.stderr
+                )
             return None
         return _wait(channel, None)
 

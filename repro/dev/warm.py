@@ -85,6 +85,7 @@ class WarmData:
     seed: int
     modules: frozenset[str]  # papers.<p>.* modules the data code imported: kept in a child
     code_files: list[Path]  # their files: an edit to one rebuilds the data
+    code_digests: dict[str, str]  # {file name: digest} of those the paper's code pins (a run's)
     data_files: list[Path]  # the datamodule's data_files(): an edit to one rebuilds the data
     key: str  # digest of all of the above, see data_key()
     seconds: float
@@ -129,12 +130,15 @@ def build_warm_data(project: Project, paper: str, resolved: Resolved) -> WarmDat
     """Import the paper's data code afresh, build its datamodule for the composed config and set it
     up (vocabulary, vectors, encoded splits): the work every gate run would otherwise repeat."""
     from repro.context import import_paper_module
+    from repro.paper_code import PaperCode
     from repro.tasks import load_task_class
 
     t0 = time.perf_counter()
     forget_paper_modules(project.package(paper))
     pin_bytecode_to_source(project.paper_dir(paper))
     project.activate()
+    pin = PaperCode.read(project.paper_dir(paper))
+    pin.install()  # the data code runs from these bytes: a run checks them against its own
     importlib.import_module(project.package(paper))  # first: the difference below is data.py's
     package = set(paper_modules(project.package(paper)))
     build = import_paper_module(project, paper, "data", "build_datamodule")
@@ -146,12 +150,14 @@ def build_warm_data(project: Project, paper: str, resolved: Resolved) -> WarmDat
         {Path(f) for m in modules - package if (f := getattr(sys.modules[m], "__file__", None))}
     )
     files = [Path(p) for p in dm.data_files()]
+    pinned = pin.digests()
     return WarmData(
         datamodule=dm,
         config=data_sections(resolved.config),
         seed=resolved.cfg.seed,
         modules=modules,
         code_files=code,
+        code_digests={p.name: pinned[p.name] for p in code if p.name in pinned},
         data_files=files,
         key=data_key(resolved.config, code, files),
         seconds=time.perf_counter() - t0,

@@ -9,6 +9,7 @@ nothing one run does reaches the next (see child.py).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import gc
 import os
@@ -43,9 +44,11 @@ from repro.dev.watch import POLL_S, Watcher
 from repro.errors import ReproError
 from repro.oneline import one_line
 from repro.project import Project
+from repro.storage import atomic_write, symlink_refused
 
 REQUEST_TIMEOUT_S = 5.0  # a client sends its request as soon as it connects
 STOP_GRACE_S = 10.0  # children still running when the worker stops get this long to record it
+REPLACE_GRACE_S = 3.0  # an overdue --watch run, stopped for a new change, gets this long per signal
 
 
 class DevError(ReproError):
@@ -73,6 +76,8 @@ class Worker:
         self.data: WarmData | None = None
         self.threads = 1
         self.children: dict[int, tuple[Job, float]] = {}
+        self.report_after_s: float | None = None  # dev.report_after_s, from the composed config
+        self._overdue: set[int] = set()  # children reported as running too long
         self._failed_key: str | None = None  # data that failed to build: not retried unchanged
         self._repro_files = _repro_sources()
         self._listener: socket.socket | None = None
@@ -101,9 +106,9 @@ class Worker:
         directory = state_dir(self.project)
         directory.mkdir(mode=0o700, exist_ok=True)
         ignore = directory / ".gitignore"
-        if not ignore.exists():  # the lock and socket are no code: a run's git state skips them
-            ignore.write_text("# this checkout's state (repro dev's lock and socket)\n*\n")
-        fd = os.open(lock_path(self.project, self.paper), os.O_RDWR | os.O_CREAT, 0o600)
+        if not ignore.exists() and not ignore.is_symlink():  # no code: git state skips them
+            atomic_write(ignore, "# this checkout's state (repro dev's lock and socket)\n*\n")
+        fd = _open_lock(lock_path(self.project, self.paper))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -179,6 +184,7 @@ class Worker:
                     conn, _ = self._listener.accept()
                     self._on_connection(conn)
                 self._reap()
+                self._report_overdue()
                 if self._watcher is not None:
                     self._watch_step()
 
@@ -256,11 +262,58 @@ class Worker:
             if pid == 0:
                 return
             job, t0 = self.children.pop(pid, (None, time.monotonic()))
+            self._overdue.discard(pid)
             code = os.waitstatus_to_exitcode(status)
             if pid == self._watch_pid:
                 self._watch_pid = None
             what = " → ".join(job.stages) if job else "?"
             self._log(f"{what}: pid {pid} exited {code} after {time.monotonic() - t0:.2f} s")
+
+    def _report_overdue(self) -> None:
+        """Say once of each run that has gone on for dev.report_after_s without a verdict: a model
+        whose construction never ends would otherwise leave --watch silent for ever (issue 20)."""
+        if self.report_after_s is None:
+            return
+        now = time.monotonic()
+        for pid, (job, t0) in self.children.items():
+            if pid in self._overdue or now - t0 < self.report_after_s:
+                continue
+            self._overdue.add(pid)
+            what = " → ".join(job.stages)
+            then = (
+                "save a fix: the next change stops it and runs again"
+                if job.trigger == "watch"
+                else "Ctrl-C in the terminal that asked for it stops it"
+            )
+            self.console.print(
+                f"[yellow]{escape(what)} ({escape(job.trigger)}, pid {pid}) has run for "
+                f"{now - t0:.0f} s without a verdict (dev.report_after_s={self.report_after_s:g}): "
+                f"the paper's code may never return (a model whose construction never ends?); "
+                f"{then}[/yellow]",
+                highlight=False,
+            )
+
+    def _stop_overdue_watch_run(self) -> None:
+        """The --watch run reported overdue, stopped for the change that came since: SIGTERM (its
+        record says interrupted), SIGKILL when it does not end in REPLACE_GRACE_S (its record
+        then reads as interrupted, and the next run writes that down)."""
+        pid = self._watch_pid
+        assert pid is not None
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + REPLACE_GRACE_S
+            while pid in self.children and time.monotonic() < deadline:
+                self._reap()
+                time.sleep(0.05)
+            if pid not in self.children:
+                break
+        self._log(
+            f"stopped the overdue run (pid {pid}, {signal.Signals(sig).name}) for the new change"
+        )
+        self._watch_pid = None
 
     def _stop_children(self) -> None:
         """SIGTERM to runs still going (their records say interrupted), then wait for them."""
@@ -287,6 +340,7 @@ class Worker:
         except ReproError as e:  # the child meets the same error and prints it to its client
             self._log(f"config: {e}")
             return
+        self.report_after_s = resolved.cfg.dev.report_after_s
         data_py = self.project.paper_dir(self.paper) / "data.py"
         code = self.data.code_files if self.data else [data_py]
         key = data_key(resolved.config, code, self._data_files())
@@ -312,6 +366,8 @@ class Worker:
         changed = self._watcher.poll(self._data_files())
         if changed:
             self._pending = sorted(set(self._pending) | set(changed))
+        if self._pending and self._watch_pid in self._overdue:
+            self._stop_overdue_watch_run()  # it may never end: the change replaces it
         if not self._pending or self._watch_pid is not None:
             return  # a run is going: the next one starts when it ends, on the latest files
         names = ", ".join(os.path.relpath(p, self.project.root) for p in self._pending)
@@ -350,6 +406,16 @@ def _client_job(msg: dict[str, Any], conn: socket.socket, fds: list[int]) -> Job
         cwd=msg.get("cwd"),
         argv=msg.get("argv"),
     )
+
+
+def _open_lock(path: Path) -> int:
+    """The worker's lock file, never opened through a symbolic link (it is written: issue 20)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise symlink_refused(path, "the warm worker's lock") from e
+        raise
 
 
 def _python() -> str:

@@ -12,23 +12,40 @@ from rich.markup import escape
 
 from repro.config.schema import Variant
 from repro.gates.metrics import ExperimentsMetrics, VariantRow
+from repro.terminal import safe
 from repro.verdict import Check, Verdict
 
 
 def run_variant(
-    project_root: str, paper: str, overrides: list[str], seed: int, out_dir: str
+    project_root: str,
+    paper: str,
+    overrides: list[str],
+    seed: int,
+    out_dir: str,
+    code_dir: str | None = None,
 ) -> dict[str, Any]:
-    """One job (runs in a submitit worker): compose the config with the variant's overrides, train, test."""
+    """One job (runs in a submitit worker): compose the config with the variant's overrides, train,
+    test; the paper's code is imported from the experiments run's `code/` snapshot, the code its
+    record names (not the files as they are when the job starts: issue 20)."""
     from rich.console import Console
 
     from repro.config import compose
     from repro.context import StageContext
+    from repro.paper_code import PaperCode
     from repro.project import Project
     from repro.train.fit import fit_and_test
 
     project = Project(Path(project_root))
     project.activate()
-    ctx = StageContext(project, paper, compose(project, paper, overrides), Console(quiet=True))
+    paper_dir = project.paper_dir(paper)
+    code = (
+        PaperCode.from_snapshot(Path(code_dir), paper_dir)
+        if code_dir and Path(code_dir).is_dir()
+        else PaperCode.read(paper_dir)
+    )
+    code.install()
+    resolved = compose(project, paper, overrides)
+    ctx = StageContext(project, paper, resolved, Console(quiet=True), code=code)
     dm = ctx.build_datamodule(seed)
     dm.setup("fit")
     model = ctx.build_model(dm, seed)
@@ -53,9 +70,26 @@ def check_jobs(results: list[dict[str, Any]], metric: str) -> Check:
     return Check("every run finished", True, f"{len(results)} runs finished with {metric}", {})
 
 
+def override_key(override: str) -> str:
+    """The key an override sets: `+model.x=1` -> model.x (Hydra's prefixes dropped)."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def replaced(overrides: list[str], by: list[str]) -> dict[str, str]:
+    """{override: the later one that replaced it} for each of `overrides` whose key `by` sets
+    again (the command line comes last when a job's config is composed, so it wins)."""
+    later = {override_key(o): o for o in by}
+    return {o: later[override_key(o)] for o in overrides if override_key(o) in later}
+
+
 def results_table(
-    variants: list[Variant], results: list[dict[str, Any]], metric: str
+    variants: list[Variant],
+    results: list[dict[str, Any]],
+    metric: str,
+    command_line: list[str] | tuple[str, ...] = (),
 ) -> list[VariantRow]:
+    """One row per variant: mean ± std over its seeds, the delta to the first row; a variant's
+    override that the command line replaced is shown with what replaced it."""
     from repro.gates.full import mean_std
 
     rows = []
@@ -66,9 +100,12 @@ def results_table(
             if r["variant"] == v.name and metric in (r.get("metrics") or {})
         ]
         mean, std = mean_std(vals) if vals else (None, None)
-        rows.append(
-            VariantRow(v.name, " ".join(v.overrides) or "—", mean, std, len(vals), v.paper, None)
-        )
+        gone = replaced(list(v.overrides), list(command_line))
+        shown = [
+            f"{o} (replaced by the command line's {gone[o]})" if o in gone else o
+            for o in v.overrides
+        ]
+        rows.append(VariantRow(v.name, " ".join(shown) or "—", mean, std, len(vals), v.paper, None))
     base = rows[0].ours if rows else None
     return [
         replace(r, delta=(r.ours - base) if r.ours is not None and base is not None else None)
@@ -76,25 +113,59 @@ def results_table(
     ]
 
 
+def _cell(text: Any) -> str:
+    """Text for a markdown table cell: one line, `|` escaped, control characters shown escaped."""
+    return safe(" ".join(str(text).split())).replace("|", "\\|")
+
+
+def _code(text: Any) -> str:
+    """A markdown code span holding `text` (in a table cell): fenced with more backticks than
+    it holds."""
+    text = _cell(text)
+    fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def markdown_table(
-    rows: list[VariantRow], metric: str, where: str | None, common: list[str]
+    rows: list[VariantRow],
+    metric: str,
+    where: str | None,
+    common: list[str],
+    command_line: list[str] | tuple[str, ...] = (),
 ) -> str:
+    """The results table, saying every override that applied to every variant: the paper
+    config's (`common`) and the command line's, and which of the former the latter replaced."""
+
     def fmt(x, spec=".2f"):
         return "—" if x is None else format(x, spec)
 
+    gone = replaced(list(common), list(command_line))
+    applied = [o for o in common if o not in gone]
+    parts = []
+    if applied:
+        parts.append(f"{_code(' '.join(applied))} (paper config)")
+    if command_line:
+        parts.append(f"{_code(' '.join(command_line))} (command line)")
+    also = " and ".join(parts) or "`(nothing extra)`"
     lines = [
-        f"# Experiments: {metric} (paper: {where or '?'})",
+        f"# Experiments: {_cell(metric)} (paper: {_cell(where or '?')})",
         "",
-        f"Every variant also ran with: `{' '.join(common) or '(nothing extra)'}`. "
-        "Paper values marked — are not transcribed yet.",
+        f"Every variant also ran with: {also}."
+        + "".join(
+            f" The command line's {_code(new)} replaced the paper config's {_code(old)}."
+            for old, new in gone.items()
+        )
+        + " Paper values marked — are not transcribed yet.",
         "",
-        f"| variant | overrides | ours ({metric}) | Δ vs first row | seeds | paper |",
+        f"| variant | overrides | ours ({_cell(metric)}) | Δ vs first row | seeds | paper |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
         ours = fmt(r.ours) + (f" ± {r.std:.2f}" if r.std is not None else "")
         lines.append(
-            f"| {r.variant} | `{r.overrides}` | {ours} | {fmt(r.delta, '+.2f')} | {r.n} | {fmt(r.paper)} |"
+            f"| {_cell(r.variant)} | {_code(r.overrides)} | {ours} | {fmt(r.delta, '+.2f')} | {r.n} "
+            f"| {fmt(r.paper)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -158,7 +229,9 @@ def _config_error(ctx, overrides: list[str]) -> str | None:
 
     try:
         resolved = compose(ctx.project, ctx.paper, overrides)
-        StageContext(ctx.project, ctx.paper, resolved, ctx.console).check_paper_config()
+        StageContext(
+            ctx.project, ctx.paper, resolved, ctx.console, code=ctx.code
+        ).check_paper_config()
     except ReproError as e:
         return f"{type(e).__name__}: {e}"
     return None
@@ -176,7 +249,7 @@ def run(ctx) -> Verdict:
     entries, specs = plan(ctx, exp)
     ctx.run.annex(forecast=forecast_experiments(ctx, len(specs)))
     results = collect(ctx, entries, specs, exp.metric)
-    rows = results_table(exp.variants, results, exp.metric)
+    rows = results_table(exp.variants, results, exp.metric, ctx.resolved.overrides)
     write_results(ctx, rows, exp)
     failed = sum(1 for r in results if r.get("error"))
     metrics = ExperimentsMetrics(exp.metric, len(results), failed, rows)
@@ -204,7 +277,8 @@ def plan(ctx, exp) -> tuple[list[dict[str, Any]], list]:
                 entry["error"] = bad
             else:
                 out = ctx.run.dir / "variants" / entry["job"]
-                args = (str(ctx.project.root), ctx.paper, overrides, seed, str(out))
+                code_dir = str(ctx.run.dir / "code")  # what this run's record names
+                args = (str(ctx.project.root), ctx.paper, overrides, seed, str(out), code_dir)
                 specs.append(JobSpec(entry["job"], run_variant, args))
             entries.append(entry)
     return entries, specs
@@ -248,6 +322,10 @@ def collect(ctx, entries: list[dict[str, Any]], specs: list, metric: str) -> lis
             unknown_after_s=la.unknown_after_s,
             slurm=slurm,
             on_done=on_done,
+            give_up_after_s=la.give_up_after_s,
+            on_wait=lambda message: ctx.console.print(
+                f"  [yellow]{escape(message)}[/yellow]", highlight=False
+            ),
         )
     return entries
 
@@ -314,7 +392,7 @@ def forecast_experiments(ctx, jobs: int) -> dict[str, Any] | None:
 
 
 def write_results(ctx, rows: list[VariantRow], exp) -> None:
-    md = markdown_table(rows, exp.metric, exp.where, list(exp.overrides))
+    md = markdown_table(rows, exp.metric, exp.where, list(exp.overrides), ctx.resolved.overrides)
     ctx.run.write_text("results.md", md)
     plot_table(rows, exp.metric, ctx.run.path("results.png"))
     ctx.console.print(md, markup=False, highlight=False)

@@ -224,6 +224,7 @@ def overfit_lr(cfg) -> float:
     """The learning rate of the overfit gate: the paper's (optim.lr), else stage.overfit.lr."""
     return cfg.optim.lr if cfg.optim.lr is not None else cfg.stage.overfit.lr
 
+
 def disable_dropout(model) -> dict[str, float]:
     """Set every nn.Dropout's p to 0; returns the old values to restore."""
     from torch import nn

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from repro.storage import atomic_replace
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Save to a hidden temp file beside the target, fsync it, then rename it over the target: a
-    kill mid-write leaves the old checkpoint (or none), never a truncated one that --resume reads."""
+    """Save to a new hidden temp file beside the target (created exclusively: never through a
+    symbolic link planted there), fsync it, then rename it over the target: a kill mid-write
+    leaves the old checkpoint (or none), never a truncated one that --resume reads; a link at
+    the target is replaced, not written through (issue 20)."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path, storage_options: Any = None
     ) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_replace(path, lambda f: torch.save(checkpoint, f), "a checkpoint")

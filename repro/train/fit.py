@@ -143,6 +143,9 @@ def _resume_point(out_dir: Path, resume: bool) -> tuple[Path, int | None]:
 
     last = out_dir / "checkpoints" / "last.ckpt"
     resumed_from = checkpoint_epoch(last) if resume and last.exists() else None
+    best = out_dir / "checkpoints" / "best.ckpt"
+    if resumed_from is not None and best.exists():
+        load_plain_checkpoint(best)  # tested at the end of training: refuse a planted one now
     if resumed_from is not None and is_rank_zero():
         keep_rows_before_resume(out_dir, resumed_from)
     return last, resumed_from
@@ -160,8 +163,9 @@ def remove_leftovers(out_dir: Path) -> list[str]:
     from repro.train.lr_finder import remove_finder_checkpoints
 
     removed = remove_finder_checkpoints(out_dir)
-    # atomic_write's temp files (.<name>.<random>.tmp) and AtomicCheckpointIO's (.<name>.tmp<pid>)
-    for pattern in (".*.tmp", "checkpoints/.*.ckpt.tmp*"):
+    # atomic_write's and AtomicCheckpointIO's temp files (.<name>.<random>.tmp), and the latter's
+    # before issue 20 (.<name>.tmp<pid>)
+    for pattern in (".*.tmp", "checkpoints/.*.tmp", "checkpoints/.*.ckpt.tmp*"):
         for path in sorted(out_dir.glob(pattern)):
             path.unlink(missing_ok=True)
             removed.append(str(path.relative_to(out_dir)))
@@ -170,9 +174,16 @@ def remove_leftovers(out_dir: Path) -> list[str]:
 
 def _test_best(trainer, module, dm, best_cb) -> dict[str, float]:
     """val/* and test/* of the best checkpoint (of the last weights when none was saved)."""
+    import pickle
+
     best = "best" if best_cb.best_model_path else None
-    val = trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)
-    test = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)
+    try:
+        val = trainer.validate(
+            module, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True
+        )
+        test = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise not_plain_checkpoint(best_cb.best_model_path, e) from None
     for lg in trainer.loggers:
         lg.save()
     return {k: float(v) for k, v in {**val[0], **test[0]}.items()}
@@ -282,14 +293,42 @@ def _plot_fit_curves(trainer, out_dir: Path, metric: str) -> None:
 def checkpoint_epoch(path: Path) -> int:
     """The epoch stored in a Lightning checkpoint, read with weights_only=True; a clear error if the
     file is unreadable (cut off while written) or holds more than tensors and plain values."""
+    return int(load_plain_checkpoint(path)["epoch"])
+
+
+def load_plain_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint of tensors and plain values (weights_only=True: nothing in it is run). A file
+    holding other Python objects is refused in one line that names what it holds and never
+    suggests loading it anyway (issue 20); an unreadable one names why."""
+    import pickle
+
     import torch
 
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
-    except Exception as e:  # truncated zip, refused pickle, missing key: all mean "not usable"
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint["epoch"]  # noqa: B018 (a Lightning checkpoint has one)
+        return checkpoint
+    except pickle.UnpicklingError as e:
+        raise not_plain_checkpoint(path, e) from None
+    except Exception as e:  # truncated zip, missing key: all mean "not usable"
         detail = str(e).strip().splitlines()[0] if str(e).strip() else "no detail"
         raise ReproError(
             f"{path}: expected a Lightning checkpoint of tensors and plain values, found an "
             f"unreadable file ({type(e).__name__}: {detail[:200]}); delete it to train that seed "
             "from its start, or run the stage again without --resume"
         ) from e
+
+
+def not_plain_checkpoint(path: Path | str, e: BaseException) -> ReproError:
+    """`<path>: refused to load: not a plain checkpoint (...)`: torch's weights-only unpickler
+    met a Python object (its message names it; its advice to load the file with
+    weights_only=False is what a planted file wants, so it is not passed on)."""
+    import re
+
+    found = re.search(r"GLOBAL (\S+)", str(e))
+    what = f"the Python object {found.group(1)}" if found else "Python objects"
+    return ReproError(
+        f"{path}: refused to load: not a plain checkpoint (expected tensors and plain values, "
+        f"found {what}, which loading would run); delete it to train that seed from its start, "
+        "or run the stage again without --resume"
+    )
