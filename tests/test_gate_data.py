@@ -209,7 +209,9 @@ def test_deterministic_reasons():
         "first_batch: a stale cache"
     )
     c = check_deterministic([], None, "1", "it timed out")
-    assert c.passed and c.reason.endswith("fresh process not measured: it timed out")
+    # not measured (issue 21): said so, and marked so, until Check has a state of its own
+    assert c.reason.startswith("not measured: a fresh process with PYTHONHASHSEED=1: it timed out")
+    assert c.evidence["measured"] is False
 
 
 def test_label_leak_reasons():
@@ -583,11 +585,13 @@ def test_fresh_process_build_that_fails_is_skipped_with_a_note(project):
     checks = {c["name"]: c for c in run.record["verdict"]["checks"]}
     assert run.record["status"] == "passed"
     reason = checks["preprocessing deterministic"]["reason"]
-    assert reason.startswith(
-        "same in two builds in this process; fresh process not measured: "
+    assert reason.startswith("not measured: a fresh process with PYTHONHASHSEED=")
+    assert (
         "the datamodule could not be built in a fresh process (RuntimeError: "
-        "this data module only builds in the test's own process)"
+        "this data module only builds in the test's own process) (two builds in this process "
+        "are the same)" in reason
     )
+    assert checks["preprocessing deterministic"]["evidence"]["measured"] is False
 
 
 UNSEEDED = '''

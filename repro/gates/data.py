@@ -6,6 +6,7 @@ within limits, a batch draws."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 from collections import Counter
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -16,6 +17,8 @@ from repro.data.datamodule import PaperDataModule
 from repro.data.digest import (
     build_digest,
     digest_differences,
+    encoded_differ,
+    example_hashes,
     sample_indices,
     sample_items,
     value_digest,
@@ -29,6 +32,14 @@ from repro.data.duplicates import (
 from repro.data.features import Features, featurize
 from repro.data.leak import LabelFunction, label_functions
 from repro.data.probe import odd_split, probe_views
+from repro.data.rebuild import (
+    collector_paused,
+    encode_lazily,
+    encode_whole,
+    keep_parsed,
+    release,
+    reuse_parsed,
+)
 from repro.data.served import Served, audit_loaders
 from repro.data.shift import chance_bound, mean_shift
 from repro.gates.metrics import DataMetrics
@@ -307,12 +318,13 @@ def check_deterministic(
             "of strings (a vocabulary, a split); sort before numbering (sorted(set(...)))",
             ev,
         )
-    if other_hashseed is None:
+    if other_hashseed is None:  # half of the check: not measured, never counted as passed
         return Check(
             name,
             True,
-            f"same in two builds in this process; fresh process not measured: {note}",
-            ev,
+            f"not measured: a fresh process with PYTHONHASHSEED={hashseed}: {note} "
+            "(two builds in this process are the same)",
+            {**ev, "measured": False},
         )
     return Check(
         name,
@@ -487,36 +499,29 @@ def stat_checks(stats: dict[str, Any], limits: dict[str, float]) -> list[Check]:
 
 
 # ---- measurement ----------------------------------------------------------------------------
-def _batches_equal(a: dict, b: dict) -> bool:
-    import torch
-
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
 def run(ctx) -> Verdict:
-    """Build the datamodule (twice with the same seed, once more on train alone, once in a fresh
-    process under another PYTHONHASHSEED), measure its splits and loaders, show examples."""
+    """Build the datamodule and measure it, then build it again from the files (the same
+    process), once more with only the training split seen by build(), and once in a fresh
+    process under another PYTHONHASHSEED, and compare those with it."""
     st = ctx.cfg.stage.data
     fresh_build = hashseed.start(
         ctx.project.root, ctx.paper, ctx.cfg.data, ctx.seed, st.sample_examples
     )
     try:
-        return _run(ctx, st, fresh_build)
+        with collector_paused():
+            return _run(ctx, st, fresh_build)
     finally:
         hashseed.stop(fresh_build)
 
 
 def _run(ctx, st, fresh_build) -> Verdict:
+    """One build measured whole, then freed before the builds compared with it (issue 21: three
+    builds alive at once were 2.4x the memory of one at Quora's size)."""
     dm = ctx.build_datamodule(fresh=True)
     dm.setup("fit")
     sizes = {s: len(dm.splits[s]) for s in ("train", "val", "test")}
-    hashes = {s: [dm.example_hash(ex) for ex in dm.splits[s]] for s in dm.splits}
+    hashes = example_hashes(dm)  # each example hashed once: every comparison reuses them
     label_counts = {s: dict(Counter(int(ex["label"]) for ex in dm.splits[s])) for s in dm.splits}
-
-    dm2 = ctx.build_datamodule(fresh=True)
-    dm2.bypass_cache = True  # computed from the files: a stale cache shows as a difference
-    dm2.setup("fit")
-    idempotent = all([dm2.example_hash(ex) for ex in dm2.splits[s]] == hashes[s] for s in hashes)
     nonempty = check_nonempty(sizes)
     classes = check_classes(label_counts, dm.num_classes)
     checks = [
@@ -526,16 +531,13 @@ def _run(ctx, st, fresh_build) -> Verdict:
             _near_duplicates(dm, hashes, st), st.near_duplicate_max_rate, st.chance_p
         ),
         classes,
-        check_split_policy(bool(dm.official_split), sizes, ctx.cfg.data.split, idempotent),
     ]
     first = next(iter(dm.train_dataloader())) if sizes["train"] else {}
-    if first:
-        second = next(iter(dm2.train_dataloader()))
-        checks.append(check_loader_determinism(_batches_equal(first, second)))
-    if nonempty.passed:  # the checks below compare splits: each needs examples
-        checks += _split_checks(ctx, st, dm, dm2, fresh_build, classes.passed)
-    checks += stat_checks(dm.stats(), {"oov_rate": st.max_oov_rate, "truncated": st.max_truncated})
-
+    items = sample_items(dm, st.sample_examples)  # fetched once: encoding can be slow
+    reference = build_digest(dm, items, hashes)  # what the other builds are compared with
+    # the checks below compare splits: each needs examples
+    split = _split_checks(ctx, st, dm, items, classes.passed) if nonempty.passed else []
+    stats = dm.stats()
     examples = _show(ctx.console, dm, first, st.show_examples, classes.passed) if first else []
     metrics = DataMetrics(
         sizes=sizes,
@@ -543,50 +545,92 @@ def _run(ctx, st, fresh_build) -> Verdict:
         official_split=bool(dm.official_split),
         data_files=[str(p) for p in dm.data_files()],
     )
+    del dm, items
+    gc.collect()
+    # the fresh process builds now, while this one holds no build: their memory adds up
+    other = hashseed.collect(fresh_build, reference, st.hashseed_timeout_s) if split else None
+    again = _build_again(ctx, st, hashes, reference, other, fresh_build.hashseed)
+    checks.append(
+        check_split_policy(metrics.official_split, sizes, ctx.cfg.data.split, again.idempotent)
+    )
+    if first:
+        same_first = again.digest["first_batch"] == reference["first_batch"]
+        checks.append(check_loader_determinism(same_first))
+    if split:
+        checks += [split[0], again.fit_on_train, again.deterministic, *split[1:]]
+    checks += stat_checks(stats, {"oov_rate": st.max_oov_rate, "truncated": st.max_truncated})
+
     evidence: dict[str, Any] = {
         "label_counts": {
             s: {str(k): v for k, v in sorted(c.items())} for s, c in label_counts.items()
         },
         "batch_shapes": {k: list(v.shape) for k, v in first.items()},
         "examples": examples,
-        "stats": dm.stats(),
+        "stats": stats,
     }
     return Verdict.from_checks("data", checks, evidence, metrics)
 
 
-def _split_checks(ctx, st, dm, dm2, fresh_build, labels_ok: bool) -> list[Check]:
-    """Loaders, rebuilds (train-only, fresh process), label leak, probes and shift.
-
-    dm is the build training uses (caches allowed); dm2 is built from the files, and is what the
-    train-only and fresh-process builds are compared with."""
-    items = sample_items(dm, st.sample_examples)  # fetched once: encoding can be slow
-    items2 = sample_items(dm2, st.sample_examples)
-    digest = build_digest(dm2, items2)
-    same_process = digest_differences(build_digest(dm, items), digest)
+def _split_checks(ctx, st, dm, items, labels_ok: bool) -> list[Check]:
+    """What the build training uses serves and holds: loaders, label leak, probes and shift."""
     every = {s: _every_item(dm, s, items[s]) for s in ("val", "test")}  # each must be served
-    checks = [
+    feats = {s: featurize(items[s], BAG_BUCKETS) for s in items}
+    return [
         check_loaders_serve_splits(
             audit_loaders(dm, {"train": items["train"], **every}, st.sample_examples)
-        )
-    ]
-    if same_process:
-        checks.append(
-            check_fit_on_train(None, "two builds in this process differ already (see below)")
-        )
-    else:
-        checks.append(
-            check_fit_on_train(_train_only(ctx, dm2, items2["train"], st.sample_examples))
-        )
-    feats = {s: featurize(items[s], BAG_BUCKETS) for s in items}
-    checks += [
+        ),
         _label_leak(dm, items["train"], st),
         _labels_agree(dm, items, feats, st, labels_ok),
         _feature_shift(feats, st),
     ]
-    other, note = hashseed.collect(fresh_build, st.hashseed_timeout_s)
-    other_diffs = digest_differences(digest, other) if other is not None else None
-    checks.insert(2, check_deterministic(same_process, other_diffs, fresh_build.hashseed, note))
-    return checks
+
+
+@dataclass
+class BuiltAgain:
+    """What the builds compared with the first one found."""
+
+    idempotent: bool  # the same examples in the same splits, in order
+    digest: dict[str, Any]  # the build from the files (same process)
+    fit_on_train: Check | None = None
+    deterministic: Check | None = None
+
+
+def _build_again(ctx, st, hashes, reference, other, other_hashseed: str) -> BuiltAgain:
+    """Build from the files (caches bypassed) in this process and compare with `reference`
+    (the first build); then, given the fresh process's (digest, note) as `other` (built under
+    PYTHONHASHSEED=other_hashseed), the train-only build from the examples this one parsed, and
+    the fresh process's digest with this one's."""
+    dm2 = ctx.build_datamodule(fresh=True)
+    dm2.bypass_cache = True  # computed from the files: a stale cache shows as a difference
+    kept = keep_parsed(dm2) if other is not None else None  # for the train-only build
+    real = encode_lazily(dm2)  # only what the digests read is encoded
+    dm2.setup("fit")
+    hashes2 = example_hashes(dm2)
+    items2 = sample_items(dm2, st.sample_examples)
+    digest = build_digest(dm2, items2, hashes2)
+    if encoded_differ(digest, reference):  # confirmed on the splits encoded whole
+        encode_whole(dm2, real)
+        items2 = sample_items(dm2, st.sample_examples)
+        digest = build_digest(dm2, items2, hashes2)
+    again = BuiltAgain(all(hashes2[s] == hashes[s] for s in hashes), digest)
+    n_train = len(dm2.datasets["train"])
+    release(dm2)
+    del dm2, real, hashes2  # the train-only build takes the examples dm2 parsed (`kept`)
+    if other is None:
+        return again
+    same_process = digest_differences(reference, digest)
+    if same_process:
+        again.fit_on_train = check_fit_on_train(
+            None, "two builds in this process differ already (see below)"
+        )
+    else:
+        again.fit_on_train = check_fit_on_train(
+            _train_only(ctx, kept, digest, items2["train"], n_train, st.sample_examples)
+        )
+    fresh, note = other
+    other_diffs = digest_differences(digest, fresh) if fresh is not None else None
+    again.deterministic = check_deterministic(same_process, other_diffs, other_hashseed, note)
+    return again
 
 
 def _every_item(dm, split: str, sample: list[dict]) -> list[dict]:
@@ -610,28 +654,40 @@ def _near_duplicates(dm, hashes: dict[str, list[str]], st) -> NearDuplicates:
     return NearDuplicates("", note=f"inputs {list(fields)} mix text and numbers")
 
 
-def _train_only(ctx, dm, train_items: list[dict], max_items: int) -> TrainOnly:
-    """Build again with val and test hidden from build(); compare what it fitted and encoded."""
+def _train_only(
+    ctx, kept, digest, train_items: list[dict], n_train: int, max_items: int
+) -> TrainOnly:
+    """Build again with val and test hidden from build(), from the examples the build from the
+    files parsed (`kept`); compare what it fitted and encoded with that build's `digest` and
+    sampled training items."""
     other = ctx.build_datamodule(fresh=True)
+    reuse_parsed(other, kept)
+    real = encode_lazily(other)
     try:
         other.setup_train_only()
     except Exception as e:  # the paper's build() needs val/test: that is the finding
+        release(other)
         return TrainOnly([], 0, 0, None, error=f"{type(e).__name__}: {e}")
-    mine, theirs = dm.model_kwargs(), other.model_kwargs()
-    kwargs = sorted(
-        k
-        for k in set(mine) | set(theirs)
-        if k not in mine or k not in theirs or value_digest(mine[k]) != value_digest(theirs[k])
-    )
-    n = len(dm.datasets["train"])
-    if len(other.datasets["train"]) != n:
-        return TrainOnly(kwargs, len(train_items), len(train_items), 0)
-    idx = sample_indices(n, max_items)
-    ds = other.datasets["train"]
-    differ = [
-        i for i, it in zip(idx, train_items, strict=True) if value_digest(it) != value_digest(ds[i])
-    ]
-    return TrainOnly(kwargs, len(differ), len(idx), differ[0] if differ else None)
+    try:
+        mine = digest["model_kwargs"]
+        theirs = {k: value_digest(v) for k, v in other.model_kwargs().items()}
+        kwargs = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if len(other.datasets["train"]) != n_train:
+            return TrainOnly(kwargs, len(train_items), len(train_items), 0)
+        idx = sample_indices(n_train, max_items)
+        ours = [value_digest(it) for it in train_items]
+
+        def differ() -> list[int]:
+            ds = other.datasets["train"]
+            return [i for i, d in zip(idx, ours, strict=True) if d != value_digest(ds[i])]
+
+        differ_at = differ()
+        if differ_at:  # confirmed on the split encoded whole
+            encode_whole(other, real)
+            differ_at = differ()
+        return TrainOnly(kwargs, len(differ_at), len(idx), differ_at[0] if differ_at else None)
+    finally:
+        release(other)
 
 
 def _label_leak(dm, train_items: list[dict], st) -> Check:
