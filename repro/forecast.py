@@ -16,7 +16,10 @@ from typing import Any
 
 from repro.config.schema import RunConfig
 
-BYTES_PER_PARAM = 16  # fp32 weights + gradients + Adam's two moments, 4 bytes each
+BYTES_PER_WEIGHT = 4  # fp32, every parameter
+# fp32 gradient + Adam's two moments: trainable parameters only (issue 21: BiMPM's 32M frozen
+# embedding weights were counted at 16 bytes, 504 MB of state that is really 11 MB)
+BYTES_PER_TRAINABLE = 12
 MARGIN = 1.5  # the bound's step time is the p90 step x this; x 2 when the sample was noisy
 NOISY_SPREAD = 1.5  # p90 / median above this, or a load above the CPUs: a noisy measurement
 # Not measured: each seed's plots (matplotlib), result files and checkpoint writes. Measured on
@@ -45,6 +48,7 @@ class ForecastInputs:
     lr_finder_steps: int = 0  # 0 when optim.lr is set (no finder)
     limit_train_batches: float | int | None = None
     params: int | None = None
+    trainable_params: int | None = None  # None (an older record): all of `params` counted
     overfit_peak_rss_mb: float | None = None
     device: str = "cpu"
     load_avg: float | None = None  # while the speed was measured
@@ -105,7 +109,9 @@ def forecast_full(i: ForecastInputs) -> dict[str, Any]:
     factor, noisy = margin(i)
     likely = _seconds(i, i.train_step_s, i.eval_step_s, 1.0)
     bound = _seconds(i, i.train_p90_s * factor, i.eval_p90_s * factor, factor)
-    state_mb = (i.params or 0) * BYTES_PER_PARAM / 2**20
+    params = i.params or 0
+    trainable = params if i.trainable_params is None else i.trainable_params
+    state_mb = (params * BYTES_PER_WEIGHT + trainable * BYTES_PER_TRAINABLE) / 2**20
     # The overfit process held the same model, Adam state and the dataset; activations at a larger
     # batch are not measured, hence the wide band.
     peak_mb = (i.overfit_peak_rss_mb + state_mb) if i.overfit_peak_rss_mb is not None else None
@@ -152,31 +158,54 @@ def format_forecast(fc: dict[str, Any]) -> str:
         text += f"; LR finder ≈ {fc['lr_finder_s']:.0f} s per seed"
     if fc["peak_rss_mb"] is not None:
         text += f"; peak memory ≈ {fc['peak_rss_mb']:.0f} MB (overfit's peak RSS + {fc['param_state_mb']:.1f} MB"
-        text += " weights/grads/Adam; ±50%)"
+        text += " weights, grads and Adam state of the trainable ones; ±50%)"
     return text + f"; device {i['device']}"
 
 
-def inputs_from_records(
-    runs_dir: Path, paper: str, cfg: RunConfig, current: dict
-) -> ForecastInputs | str:
-    """The forecast inputs from the data and overfit milestones on the current fingerprint (the
-    base config's), or the reason there are none."""
-    from repro.gates.metrics import DataMetrics, OverfitMetrics, load_metrics
+def _measured_runs(runs_dir: Path, paper: str, current: dict, milestones: bool):
+    """The data and overfit runs the forecast reads: by the milestone rule on the base config's
+    fingerprint (`milestones`), else the newest passed unforced run of each stage on `current`
+    (a config with overrides: its runs have those overrides). A reason (str) when one is missing."""
     from repro.progression import stage_states
+    from repro.records import list_runs, load_run
 
-    rows = {r.stage: r for r in stage_states(runs_dir, paper, current)}
+    if milestones:
+        rows = {r.stage: r for r in stage_states(runs_dir, paper, current)}
+        for stage in ("data", "overfit"):
+            if not rows[stage].passed:
+                what = f"{stage} is {rows[stage].state}" + (
+                    f" ({rows[stage].reason})" if rows[stage].changed else ""
+                )
+                return f"{what}: no measurement on the current code, config and data"
+        return load_run(runs_dir, rows["data"].run_id), load_run(runs_dir, rows["overfit"].run_id)
+    found = []
     for stage in ("data", "overfit"):
-        if not rows[stage].passed:
-            what = f"{stage} is {rows[stage].state}" + (
-                f" ({rows[stage].reason})" if rows[stage].changed else ""
-            )
-            return f"{what}: no measurement on the current code, config and data"
-    from repro.records import load_run
+        want = current["stages"][stage]
+        runs = [
+            r
+            for r in list_runs(runs_dir, paper=paper, stage=stage)
+            if r.corrupt is None
+            and r.effective_status == "passed"
+            and not r.record.get("forced")
+            and ((r.record.get("fingerprint") or {}).get("stages") or {}).get(stage) == want
+        ]
+        if not runs:
+            return f"{stage} has not passed with this config on the current code and data"
+        found.append(runs[0])
+    return tuple(found)
 
-    data, overfit = (
-        load_run(runs_dir, rows["data"].run_id),
-        load_run(runs_dir, rows["overfit"].run_id),
-    )
+
+def inputs_from_records(
+    runs_dir: Path, paper: str, cfg: RunConfig, current: dict, milestones: bool = True
+) -> ForecastInputs | str:
+    """The forecast inputs from the data and overfit runs on `current` (the fingerprint of `cfg`;
+    with `milestones`, the base config's milestones), or the reason there are none."""
+    from repro.gates.metrics import DataMetrics, OverfitMetrics, load_metrics
+
+    runs = _measured_runs(runs_dir, paper, current, milestones)
+    if isinstance(runs, str):
+        return runs
+    data, overfit = runs
     sizes, speed = (
         load_metrics(DataMetrics, data.record),
         load_metrics(OverfitMetrics, overfit.record),
@@ -184,6 +213,7 @@ def inputs_from_records(
     if sizes is None or speed is None or speed.speed is None:
         return f"overfit run {overfit.id} recorded no speed sample (recorded by an older repro?)"
     s = speed.speed
+    model = overfit.record.get("model") or {}
     return ForecastInputs(
         train_step_s=s.train_median_s, train_p90_s=s.train_p90_s, eval_step_s=s.eval_median_s,
         eval_p90_s=s.eval_p90_s, fit_overhead_s=s.fit_overhead_s, eval_overhead_s=s.eval_overhead_s,
@@ -194,21 +224,53 @@ def inputs_from_records(
         max_epochs=cfg.trainer.max_epochs, seeds=cfg.seeds,
         lr_finder_steps=0 if cfg.optim.lr is not None else cfg.lr_finder.num_training,
         limit_train_batches=cfg.trainer.limit_train_batches,
-        params=(overfit.record.get("model") or {}).get("total"),
+        params=model.get("total"), trainable_params=model.get("trainable"),
         overfit_peak_rss_mb=overfit.record.get("peak_rss_mb"),
         device=str(((overfit.record.get("env") or {}).get("device") or {}).get("device", "?")),
         load_avg=s.load_avg, cpus=s.cpus,
     )  # fmt: skip
 
 
-def print_forecast(project, paper: str, cfg: RunConfig, console) -> dict[str, Any] | None:
-    """Estimate the full stage's time and memory from the milestones' records; print it."""
-    from repro.config import compose
-    from repro.runner import current_fingerprint
+def _data_steps(runs_dir: Path, paper: str, cfg: RunConfig, current: dict) -> str:
+    """' (N training steps per epoch of batch B)' from a passed data run on `current`, or ''."""
+    from repro.gates.metrics import DataMetrics, load_metrics
+    from repro.progression import passed_on
+    from repro.records import list_runs
 
-    current = current_fingerprint(project, paper, compose(project, paper, []))
-    inputs = inputs_from_records(project.runs_dir, paper, cfg, current)
+    if not passed_on(runs_dir, paper, "data", current):
+        return ""
+    want = current["stages"]["data"]
+    for run in list_runs(runs_dir, paper=paper, stage="data"):
+        fp = ((run.record.get("fingerprint") or {}).get("stages") or {}).get("data")
+        sizes = load_metrics(DataMetrics, run.record) if fp == want else None
+        if sizes is not None and run.effective_status == "passed":
+            n = train_batches(
+                sizes.sizes.get("train", 0), cfg.data.batch_size, cfg.trainer.limit_train_batches
+            )
+            return f" (its data: {n} training steps per epoch of batch {cfg.data.batch_size})"
+    return ""
+
+
+def print_forecast(
+    project, paper: str, cfg: RunConfig, console, overrides: list[str] | None = None
+) -> dict[str, Any] | None:
+    """Estimate the full stage's time and memory for `cfg` from the records of the data and
+    overfit runs on its own fingerprint (the milestones when `cfg` is the base config); print it.
+    `overrides`: the command-line overrides that made `cfg` (named in the advice)."""
+    from dataclasses import replace
+
+    from repro.config import compose
+    from repro.runner import current_fingerprint, stage_command
+
+    base = compose(project, paper, [])
+    milestones = base.cfg == cfg
+    current = current_fingerprint(project, paper, base if milestones else replace(base, cfg=cfg))
+    inputs = inputs_from_records(project.runs_dir, paper, cfg, current, milestones)
     if isinstance(inputs, str):
+        if not milestones:
+            steps = _data_steps(project.runs_dir, paper, cfg, current)
+            command = stage_command("overfit", paper, list(overrides or []))
+            inputs += f"{steps}; run first: {command}"
         console.print(f"forecast: unavailable: {inputs}", markup=False, highlight=False)
         return None
     fc = forecast_full(inputs)
