@@ -344,7 +344,9 @@ def test_gate_passes_on_scaffolded_paper_with_80_10_10(project):
     checks = {c["name"]: c for c in v["checks"]}
     assert checks["no near-duplicates across splits"]["evidence"]["method"] == "nearest neighbour"
     assert "PYTHONHASHSEED=1" in checks["preprocessing deterministic"]["reason"]
-    assert "fresh one" in checks["preprocessing deterministic"]["reason"]
+    assert (
+        "in a fresh process built from the files" in checks["preprocessing deterministic"]["reason"]
+    )
     assert (
         "transfers between the splits alike"
         in checks["labels mean the same in every split"]["reason"]
@@ -845,5 +847,5 @@ def test_fresh_process_uses_real_lightning_when_the_stand_in_is_not_enough(proje
     checks = {c["name"]: c for c in run.record["verdict"]["checks"]}
     assert run.record["status"] == "passed"
     assert checks["preprocessing deterministic"]["reason"].startswith(
-        "same splits, model_kwargs, items and first batch in this process and in a fresh one"
+        "same splits, model_kwargs, items and first batch in a fresh process built from the files"
     )

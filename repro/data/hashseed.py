@@ -1,15 +1,18 @@
 """The datamodule built again in a fresh Python process under another PYTHONHASHSEED, digested:
 preprocessing that follows the iteration order of a set (or a dict filled from one) of strings,
-as in a vocabulary or a split, comes out different there.
+as in a vocabulary or a split, comes out different there; so does unseeded randomness (torch is
+reseeded there, Python's and numpy's generators start from fresh entropy) and a stale cache (the
+build bypasses caches).
 
 `start` launches the process (`python -m repro.data.hashseed SPEC`) at the gate's start: it
 imports torch and the paper's data code meanwhile, then waits. `collect` hands it the digest of
-this process's build from the files (the reference) and waits for its own: every example's hash,
+the gate's first build (the reference) and waits for its own: every example's hash,
 model_kwargs, the sampled items and the first batch, the same evidence as a whole build, with only
 the sampled items encoded (repro/data/rebuild.py; the whole split when they differ from the
 reference, so that a difference is confirmed on the real encoding). It runs at the lowest CPU
-priority on one thread, after this process has freed its own builds, so it neither slows the gate
-nor adds its memory to theirs (issue 21: it ran ~110 s beside the gate at Quora's size, ~1.7 GB).
+priority on one thread, after the gate's process has freed its own builds, so it neither slows
+the gate nor adds its memory to theirs (issue 21: it ran ~110 s beside the gate at Quora's size,
+~1.7 GB).
 """
 
 from __future__ import annotations
@@ -178,6 +181,9 @@ def main(argv: list[str]) -> None:
     import torch
 
     torch.set_num_threads(1)
+    # Unseeded torch draws come out as in the gate's process otherwise (torch starts from a
+    # fixed seed); Python's and numpy's global generators start from fresh entropy anyway.
+    torch.seed()
     line = sys.stdin.readline()
     if not line:
         return  # the gate ended early

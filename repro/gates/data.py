@@ -294,9 +294,11 @@ def check_fit_on_train(t: TrainOnly | None, why_not: str = "") -> Check:
 
 
 def check_deterministic(
-    same_process: list[str], other_hashseed: list[str] | None, hashseed: str, note: str = ""
+    same_process: list[str] | None, other_hashseed: list[str] | None, hashseed: str, note: str = ""
 ) -> Check:
-    """Two builds agree: in this process, and in a fresh one under another PYTHONHASHSEED."""
+    """Builds from the files agree with the first build: in a fresh process under another
+    PYTHONHASHSEED (and other unseeded random states), and in this process (`same_process`
+    None: not built, the fresh one agreed)."""
     name = "preprocessing deterministic"
     ev = {"same_process": same_process, "other_hashseed": other_hashseed, "hashseed": hashseed}
     if same_process:
@@ -326,11 +328,12 @@ def check_deterministic(
             "(two builds in this process are the same)",
             {**ev, "measured": False},
         )
+    where = "in this process and " if same_process is not None else ""
     return Check(
         name,
         True,
-        f"same splits, model_kwargs, items and first batch in this process and in a fresh one "
-        f"with PYTHONHASHSEED={hashseed}",
+        f"same splits, model_kwargs, items and first batch {where}in a fresh process built "
+        f"from the files (PYTHONHASHSEED={hashseed}, other unseeded random states)",
         ev,
     )
 
@@ -515,9 +518,10 @@ def run(ctx) -> Verdict:
 
 
 def _run(ctx, st, fresh_build) -> Verdict:
-    """One build measured whole, then freed before the builds compared with it (issue 21: three
-    builds alive at once were 2.4x the memory of one at Quora's size)."""
+    """One build measured whole and freed; the builds compared with it come after, one at a
+    time (issue 21: three builds alive at once were 2.4x the memory of one at Quora's size)."""
     dm = ctx.build_datamodule(fresh=True)
+    kept = keep_parsed(dm)  # its parsed examples: the train-only build starts from them
     dm.setup("fit")
     sizes = {s: len(dm.splits[s]) for s in ("train", "val", "test")}
     hashes = example_hashes(dm)  # each example hashed once: every comparison reuses them
@@ -545,17 +549,19 @@ def _run(ctx, st, fresh_build) -> Verdict:
         official_split=bool(dm.official_split),
         data_files=[str(p) for p in dm.data_files()],
     )
+    train_items, n_train = items["train"], len(dm.datasets["train"])
+    release(dm)
     del dm, items
     gc.collect()
-    # the fresh process builds now, while this one holds no build: their memory adds up
-    other = hashseed.collect(fresh_build, reference, st.hashseed_timeout_s) if split else None
-    again = _build_again(ctx, st, hashes, reference, other, fresh_build.hashseed)
+
+    again = _compare_builds(
+        ctx, st, hashes, reference, (train_items, n_train), kept, fresh_build, split
+    )
     checks.append(
         check_split_policy(metrics.official_split, sizes, ctx.cfg.data.split, again.idempotent)
     )
     if first:
-        same_first = again.digest["first_batch"] == reference["first_batch"]
-        checks.append(check_loader_determinism(same_first))
+        checks.append(check_loader_determinism(again.same_first_batch))
     if split:
         checks += [split[0], again.fit_on_train, again.deterministic, *split[1:]]
     checks += stat_checks(stats, {"oov_rate": st.max_oov_rate, "truncated": st.max_truncated})
@@ -586,51 +592,70 @@ def _split_checks(ctx, st, dm, items, labels_ok: bool) -> list[Check]:
 
 
 @dataclass
-class BuiltAgain:
+class Compared:
     """What the builds compared with the first one found."""
 
     idempotent: bool  # the same examples in the same splits, in order
-    digest: dict[str, Any]  # the build from the files (same process)
+    same_first_batch: bool
     fit_on_train: Check | None = None
     deterministic: Check | None = None
 
 
-def _build_again(ctx, st, hashes, reference, other, other_hashseed: str) -> BuiltAgain:
-    """Build from the files (caches bypassed) in this process and compare with `reference`
-    (the first build); then, given the fresh process's (digest, note) as `other` (built under
-    PYTHONHASHSEED=other_hashseed), the train-only build from the examples this one parsed, and
-    the fresh process's digest with this one's."""
+def _compare_builds(
+    ctx, st, hashes, reference, train, kept, fresh_build, split: list[Check]
+) -> Compared:
+    """The builds compared with the first one (`reference`, its digest), one at a time:
+
+    - with examples in every split (`split` non-empty), the train-only build, from the examples
+      the first build parsed (`kept`), then the fresh process's build from the files (another
+      PYTHONHASHSEED, other unseeded random states, caches bypassed);
+    - a build from the files in this process only when that one differs, failed or was not
+      run: it tells a stale cache or unseeded randomness (it differs too) from an order that
+      follows string hashes (it does not). Where the fresh process agrees, every source of a
+      difference this build would show differs in the fresh process as well.
+    """
+    fit_on_train = other = None
+    if split:
+        train_items, n_train = train
+        fit_on_train = check_fit_on_train(
+            _train_only(ctx, kept, reference, train_items, n_train, st.sample_examples)
+        )
+        kept.clear()  # its examples are freed before the fresh process builds
+        other, note = hashseed.collect(fresh_build, reference, st.hashseed_timeout_s)
+        if other is not None and not digest_differences(reference, other):
+            deterministic = check_deterministic(None, [], fresh_build.hashseed)
+            return Compared(True, True, fit_on_train, deterministic)
+    kept.clear()
+    digest, idempotent = _build_from_files(ctx, st, hashes, reference)
+    out = Compared(idempotent, digest["first_batch"] == reference["first_batch"])
+    if split:
+        same_process = digest_differences(reference, digest)
+        out.fit_on_train = fit_on_train
+        if same_process:
+            out.fit_on_train = check_fit_on_train(
+                None, "two builds in this process differ already (see below)"
+            )
+        other_diffs = digest_differences(digest, other) if other is not None else None
+        out.deterministic = check_deterministic(
+            same_process, other_diffs, fresh_build.hashseed, note
+        )
+    return out
+
+
+def _build_from_files(ctx, st, hashes, reference) -> tuple[dict[str, Any], bool]:
+    """Build again in this process from the files (caches bypassed): its digest, and whether
+    its splits hold the same examples in the same order as the first build's (`hashes`)."""
     dm2 = ctx.build_datamodule(fresh=True)
     dm2.bypass_cache = True  # computed from the files: a stale cache shows as a difference
-    kept = keep_parsed(dm2) if other is not None else None  # for the train-only build
-    real = encode_lazily(dm2)  # only what the digests read is encoded
+    real = encode_lazily(dm2)  # only what the digest reads is encoded
     dm2.setup("fit")
     hashes2 = example_hashes(dm2)
-    items2 = sample_items(dm2, st.sample_examples)
-    digest = build_digest(dm2, items2, hashes2)
+    digest = build_digest(dm2, sample_items(dm2, st.sample_examples), hashes2)
     if encoded_differ(digest, reference):  # confirmed on the splits encoded whole
         encode_whole(dm2, real)
-        items2 = sample_items(dm2, st.sample_examples)
-        digest = build_digest(dm2, items2, hashes2)
-    again = BuiltAgain(all(hashes2[s] == hashes[s] for s in hashes), digest)
-    n_train = len(dm2.datasets["train"])
+        digest = build_digest(dm2, sample_items(dm2, st.sample_examples), hashes2)
     release(dm2)
-    del dm2, real, hashes2  # the train-only build takes the examples dm2 parsed (`kept`)
-    if other is None:
-        return again
-    same_process = digest_differences(reference, digest)
-    if same_process:
-        again.fit_on_train = check_fit_on_train(
-            None, "two builds in this process differ already (see below)"
-        )
-    else:
-        again.fit_on_train = check_fit_on_train(
-            _train_only(ctx, kept, digest, items2["train"], n_train, st.sample_examples)
-        )
-    fresh, note = other
-    other_diffs = digest_differences(digest, fresh) if fresh is not None else None
-    again.deterministic = check_deterministic(same_process, other_diffs, other_hashseed, note)
-    return again
+    return digest, all(hashes2[s] == hashes[s] for s in hashes)
 
 
 def _every_item(dm, split: str, sample: list[dict]) -> list[dict]:
@@ -657,11 +682,12 @@ def _near_duplicates(dm, hashes: dict[str, list[str]], st) -> NearDuplicates:
 def _train_only(
     ctx, kept, digest, train_items: list[dict], n_train: int, max_items: int
 ) -> TrainOnly:
-    """Build again with val and test hidden from build(), from the examples the build from the
-    files parsed (`kept`); compare what it fitted and encoded with that build's `digest` and
-    sampled training items."""
+    """Build again with val and test hidden from build(), from the examples the first build
+    parsed (`kept`: no second reading and tokenizing of the files); compare what it fitted and
+    encoded with that build's `digest` and sampled training items."""
     other = ctx.build_datamodule(fresh=True)
-    reuse_parsed(other, kept)
+    if kept:  # empty when the first build's setup() did not load through _load_and_split
+        reuse_parsed(other, kept)
     real = encode_lazily(other)
     try:
         other.setup_train_only()
