@@ -22,6 +22,14 @@ BYTES_PER_WEIGHT = 4  # fp32, every parameter
 BYTES_PER_TRAINABLE = 12
 MARGIN = 1.5  # the bound's step time is the p90 step x this; x 2 when the sample was noisy
 NOISY_SPREAD = 1.5  # p90 / median above this, or a load above the CPUs: a noisy measurement
+# A sample in CPU seconds that ran this much slower on the wall clock (under half a core): the
+# machine is too busy to say how long training takes on it; the forecast refuses (issue 21)
+MAX_SLOWDOWN = 2.0
+# What to do when the CPUs are shared (issue 21; measured in benchmarks/threads_contention.py)
+SHARED_ADVICE = (
+    "on a shared machine start repro with OMP_WAIT_POLICY=PASSIVE (waiting threads sleep "
+    "instead of spinning) or OMP_NUM_THREADS=1"
+)
 # Not measured: each seed's plots (matplotlib), result files and checkpoint writes. Measured on
 # the toy paper (2 epochs): ~0.3-0.5 s per seed; the bound allows this much.
 PER_SEED_SLACK_S = 1.0
@@ -53,6 +61,9 @@ class ForecastInputs:
     device: str = "cpu"
     load_avg: float | None = None  # while the speed was measured
     cpus: int | None = None
+    clock: str = "wall"  # "cpu": measured on one thread in CPU seconds, the CPUs being busy
+    busy: str = ""  # why the CPUs counted as busy
+    slowdown: float = 1.0  # "cpu": how much slower than its CPU time the sample ran (how busy)
 
 
 def scaled(step_s: float, measured_batch: int, batch: int) -> float:
@@ -73,14 +84,20 @@ def train_batches(n_train: int, batch: int, limit: float | int | None) -> int:
 def margin(i: ForecastInputs) -> tuple[float, bool]:
     """(the bound's factor on the p90 step, whether the measurement was noisy)."""
     spread = i.train_p90_s / i.train_step_s if i.train_step_s else 1.0
-    loaded = i.load_avg is not None and i.cpus is not None and i.load_avg > i.cpus
+    # CPU seconds on one thread do not count the time other jobs hold the cores
+    loaded = (
+        i.clock == "wall" and i.load_avg is not None and i.cpus is not None and i.load_avg > i.cpus
+    )
     noisy = spread > NOISY_SPREAD or loaded
     return (2 * MARGIN if noisy else MARGIN), noisy
 
 
-def _seconds(i: ForecastInputs, train_s: float, eval_s: float, k: float) -> dict[str, float]:
+def _seconds(
+    i: ForecastInputs, train_s: float, eval_s: float, k: float, bound: bool
+) -> dict[str, float]:
     """Epoch, finder and total seconds for one training-step and one eval-step time; `k`
-    scales the fixed costs (1 for the likely time, the margin for the bound)."""
+    scales the fixed costs (the slowdown for the likely time, times the margin for the bound);
+    the bound also allows what is not measured (PER_SEED_SLACK_S)."""
     step = scaled(train_s, i.measured_batch, i.batch_size)
     ev = scaled(eval_s, i.measured_eval_batch, i.eval_batch_size)
     n_steps = train_batches(i.n_train, i.batch_size, i.limit_train_batches)
@@ -91,7 +108,7 @@ def _seconds(i: ForecastInputs, train_s: float, eval_s: float, k: float) -> dict
     # per seed: build data and model, the finder, every epoch (early stopping can only shorten
     # it), then the best checkpoint validated and tested again
     fixed = k * (i.build_s + i.fit_overhead_s + 2 * i.eval_overhead_s) + (
-        PER_SEED_SLACK_S if k > 1 else 0.0
+        PER_SEED_SLACK_S if bound else 0.0
     )
     per_seed = fixed + finder + i.max_epochs * epoch + val + test
     return {
@@ -107,8 +124,11 @@ def forecast_full(i: ForecastInputs) -> dict[str, Any]:
     """A likely time (median steps) and an upper bound (p90 steps x margin), and a rough memory
     figure; the note says every assumption."""
     factor, noisy = margin(i)
-    likely = _seconds(i, i.train_step_s, i.eval_step_s, 1.0)
-    bound = _seconds(i, i.train_p90_s * factor, i.eval_p90_s * factor, factor)
+    # a sample in CPU seconds is the quiet machine's time: the machine is counted as busy as it
+    # was while measured (its slowdown), in the likely time and the bound alike
+    k = i.slowdown if i.clock == "cpu" else 1.0
+    likely = _seconds(i, i.train_step_s * k, i.eval_step_s * k, k, bound=False)
+    bound = _seconds(i, i.train_p90_s * factor * k, i.eval_p90_s * factor * k, factor * k, True)
     params = i.params or 0
     trainable = params if i.trainable_params is None else i.trainable_params
     state_mb = (params * BYTES_PER_WEIGHT + trainable * BYTES_PER_TRAINABLE) / 2**20
@@ -146,10 +166,16 @@ def format_forecast(fc: dict[str, Any]) -> str:
     load = (
         f", load {i['load_avg']:.1f} on {i['cpus']} CPUs" if i.get("load_avg") is not None else ""
     )
+    how = ""
+    if i.get("clock") == "cpu":  # older records have no clock: wall
+        how = (
+            f" on one thread in CPU seconds, the CPUs being busy ({i.get('busy') or '?'}; "
+            f"{i.get('slowdown', 1.0):.2g}x slower on the wall clock, counted in)"
+        )
     text = (
         f"forecast: ≈ {_minutes(fc['likely_s'])}, ≤ {_minutes(fc['total_s'])} for {fc['epochs']} epochs{seeds} "
         f"(≈ {fc['s_per_epoch']:.2f} s/epoch: {fc['train_steps_per_epoch']} steps of batch {i['batch_size']}; "
-        f"steps measured through Lightning by overfit at batch {i['measured_batch']}: median "
+        f"steps measured through Lightning by overfit at batch {i['measured_batch']}{how}: median "
         f"{1000 * i['train_step_s']:.0f} ms, p90 {1000 * i['train_p90_s']:.0f} ms{load}"
         + ("; noisy: the bound's margin is doubled" if fc.get("noisy") else "")
         + ")"
@@ -159,7 +185,10 @@ def format_forecast(fc: dict[str, Any]) -> str:
     if fc["peak_rss_mb"] is not None:
         text += f"; peak memory ≈ {fc['peak_rss_mb']:.0f} MB (overfit's peak RSS + {fc['param_state_mb']:.1f} MB"
         text += " weights, grads and Adam state of the trainable ones; ±50%)"
-    return text + f"; device {i['device']}"
+    text += f"; device {i['device']}"
+    if how:
+        text += f"; a busier machine trains slower: {SHARED_ADVICE}"
+    return text
 
 
 def _measured_runs(runs_dir: Path, paper: str, current: dict, milestones: bool):
@@ -214,20 +243,49 @@ def inputs_from_records(
         return f"overfit run {overfit.id} recorded no speed sample (recorded by an older repro?)"
     s = speed.speed
     model = overfit.record.get("model") or {}
+    device = ((overfit.record.get("env") or {}).get("device") or {}).get("device", "?")
+    return from_sample(
+        s,
+        sizes.sizes,
+        cfg,
+        overfit.id,
+        params=model.get("total"),
+        trainable_params=model.get("trainable"),
+        overfit_peak_rss_mb=overfit.record.get("peak_rss_mb"),
+        device=str(device),
+    )
+
+
+def from_sample(s, sizes: dict[str, int], cfg: RunConfig, run_id: str = "", **extra: Any):
+    """ForecastInputs from a speed sample (repro.gates.metrics.SpeedSample), the data's split
+    sizes and the config to forecast, or the reason there are none (an unstable sample).
+    `extra`: params, trainable_params, overfit_peak_rss_mb, device."""
+    run = f"overfit run {run_id}" if run_id else "overfit"
+    if s.unstable:
+        return (
+            f"{run} could not time training steps steadily: the CPUs were busy "
+            f"({s.busy}) and {s.unstable}; run overfit again when the machine is quieter, or "
+            + SHARED_ADVICE
+        )
+    if s.clock == "cpu" and s.slowdown > MAX_SLOWDOWN:
+        return (
+            f"the CPUs were too busy while {run} timed training ({s.busy}): its "
+            f"steps ran {s.slowdown:.1f}x slower than their CPU time (above {MAX_SLOWDOWN:g}x), "
+            "so how long training takes depends on the other jobs; run overfit again when the "
+            "machine is quieter, or " + SHARED_ADVICE
+        )
     return ForecastInputs(
         train_step_s=s.train_median_s, train_p90_s=s.train_p90_s, eval_step_s=s.eval_median_s,
         eval_p90_s=s.eval_p90_s, fit_overhead_s=s.fit_overhead_s, eval_overhead_s=s.eval_overhead_s,
         build_s=s.build_s, measured_batch=s.batch_size,
-        measured_eval_batch=s.eval_batch_size, n_train=sizes.sizes.get("train", 0),
-        n_val=sizes.sizes.get("val", 0), n_test=sizes.sizes.get("test", 0),
+        measured_eval_batch=s.eval_batch_size, n_train=sizes.get("train", 0),
+        n_val=sizes.get("val", 0), n_test=sizes.get("test", 0),
         batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch,
         max_epochs=cfg.trainer.max_epochs, seeds=cfg.seeds,
         lr_finder_steps=0 if cfg.optim.lr is not None else cfg.lr_finder.num_training,
         limit_train_batches=cfg.trainer.limit_train_batches,
-        params=model.get("total"), trainable_params=model.get("trainable"),
-        overfit_peak_rss_mb=overfit.record.get("peak_rss_mb"),
-        device=str(((overfit.record.get("env") or {}).get("device") or {}).get("device", "?")),
-        load_avg=s.load_avg, cpus=s.cpus,
+        load_avg=s.load_avg, cpus=s.cpus, clock=s.clock, busy=s.busy, slowdown=s.slowdown,
+        **extra,
     )  # fmt: skip
 
 
