@@ -22,9 +22,10 @@ BYTES_PER_WEIGHT = 4  # fp32, every parameter
 BYTES_PER_TRAINABLE = 12
 MARGIN = 1.5  # the bound's step time is the p90 step x this; x 2 when the sample was noisy
 NOISY_SPREAD = 1.5  # p90 / median above this, or a load above the CPUs: a noisy measurement
-# A sample in CPU seconds that ran this much slower on the wall clock (under half a core): the
-# machine is too busy to say how long training takes on it; the forecast refuses (issue 21)
-MAX_SLOWDOWN = 2.0
+# A sample in CPU seconds that ran this much slower on the wall clock (under a quarter of a
+# core): how long training takes depends on the other jobs more than on the code; the forecast
+# refuses (issue 21). Below it, the slowdown is counted into the forecast.
+MAX_SLOWDOWN = 4.0
 # What to do when the CPUs are shared (issue 21; measured in benchmarks/threads_contention.py)
 SHARED_ADVICE = (
     "on a shared machine start repro with OMP_WAIT_POLICY=PASSIVE (waiting threads sleep "

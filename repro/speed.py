@@ -29,6 +29,7 @@ import pytorch_lightning as pl
 
 from repro.forecast import NOISY_SPREAD
 from repro.gates.metrics import SpeedSample
+from repro.train.threads import busy_cpus
 
 
 def measure_speed(module, dm, steps: int, accelerator: str, build_s: float) -> SpeedSample:
@@ -66,25 +67,6 @@ def measure_speed(module, dm, steps: int, accelerator: str, build_s: float) -> S
     if spread > NOISY_SPREAD:
         unstable = f"step p90/median {spread:.1f}x even on one thread in CPU seconds"
     return replace(sample, busy=busy, unstable=unstable, slowdown=round(slowdown, 3))
-
-
-def busy_cpus(threads: int, cpus: int | None, samples: int = 5) -> str:
-    """Why the CPUs are too busy for `threads` threads of ours, or "": other runnable threads
-    (from /proc/loadavg, the fewest of `samples` readings 50 ms apart, less this one) leave
-    fewer than `threads` of the `cpus` free."""
-    counts = []
-    for i in range(samples):
-        if i:
-            time.sleep(0.05)
-        try:
-            with open("/proc/loadavg") as fh:
-                counts.append(int(fh.read().split()[3].split("/")[0]))
-        except (OSError, ValueError, IndexError):
-            return ""
-    others = max(0, min(counts) - 1)
-    if cpus is None or cpus - others >= threads:
-        return ""
-    return f"{others} other runnable threads on {cpus} CPUs"
 
 
 @dataclass

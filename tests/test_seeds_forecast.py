@@ -22,6 +22,8 @@ from repro.gates.experiments import results_table
 from repro.gates.full import compare_target, spread_verdict
 from tests.configs import shrink_toy
 
+STARVED = "the CPUs were too busy while overfit"  # the forecast's refusal on a starved machine
+
 # ---- seeds and spread wording (pure) -------------------------------------------------------------
 TARGET = Target(name="test acc", metric="test/acc", value=90.0, tolerance=1.0, where="Table 2")
 
@@ -196,7 +198,9 @@ def test_full_with_two_seeds_reports_mean_std_and_records_forecast_and_actual(pr
         env={"COLUMNS": "300"},
     )
     assert dry.exit_code == 0, dry.output
-    assert "forecast: ≈ " in dry.output and "for 2 epochs × 2 seeds" in dry.output
+    # a machine so busy that overfit got under a quarter of a core: no forecast, by design
+    starved = STARVED in dry.output
+    assert starved or ("forecast: ≈ " in dry.output and "for 2 epochs × 2 seeds" in dry.output)
     assert list_runs(project.runs_dir, "toy", "full") == []  # a dry run records nothing
 
     run = run_stage(project, "toy", "full", ["seeds=2"], console=quiet)
@@ -210,15 +214,16 @@ def test_full_with_two_seeds_reports_mean_std_and_records_forecast_and_actual(pr
         in check["reason"]
     )
     assert "the paper states no spread" in check["reason"]
-    assert rec["forecast"]["seeds"] == 2 and rec["forecast"]["epochs"] == 2
+    assert starved or (rec["forecast"]["seeds"] == 2 and rec["forecast"]["epochs"] == 2)
     assert rec["actual"]["epochs"] == sum(r["epochs"] for r in rec["evidence"]["runs"])
     assert rec["actual"]["wall_s"] > 0 and rec["actual"]["s_per_epoch"] > 0
     assert rec["peak_rss_mb"] > 0
 
     shown = CliRunner().invoke(app, ["show", run.id], env={"COLUMNS": "300"})
     assert shown.exit_code == 0
-    assert "forecast ≈ " in shown.output and " s/epoch (" in shown.output
-    assert rec["actual"]["wall_s"] <= rec["forecast"]["total_s"]  # the bound held on this run
+    if not starved:
+        assert "forecast ≈ " in shown.output and " s/epoch (" in shown.output
+        assert rec["actual"]["wall_s"] <= rec["forecast"]["total_s"]  # the bound held
 
 
 def test_no_forecast_from_a_stale_measurement(project, cli):
@@ -257,8 +262,9 @@ def test_dry_run_forecasts_the_overrides_data_and_their_own_overfit(project, cli
     assert run_stage(project, "toy", "overfit", [], console=quiet).record["status"] == "passed"
     assert "overfit has not passed with this config" in cli("stage", "full", "--dry-run", *big)[1]
     code, out, err = cli("stage", "full", "--dry-run")
-    assert "(≈ " in out and ": 8 steps of batch 32;" in out  # the base config: its own data
+    # the base config: its own data (or, on CPUs too busy to time, a refusal saying so)
+    assert STARVED in out or ("(≈ " in out and ": 8 steps of batch 32;" in out)
     assert run_stage(project, "toy", "overfit", big, console=quiet).record["status"] == "passed"
     code, out, err = cli("stage", "full", "--dry-run", *big)
     assert code == 0, err
-    assert out.startswith("forecast: ≈ ") and ": 15 steps of batch 32;" in out
+    assert STARVED in out or (out.startswith("forecast: ≈ ") and ": 15 steps of batch 32;" in out)

@@ -13,11 +13,16 @@ and why (`env.threads`); benchmarks/threads_contention.py measures the choice, q
 from __future__ import annotations
 
 import os
+import sys
+import time
+from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 CGROUP = Path("/sys/fs/cgroup")
+LOADAVG = Path("/proc/loadavg")
+SET_BY_REPRO = "REPRO_WAIT_POLICY_WHY"  # why repro set OMP_WAIT_POLICY (for the record)
 _chosen: Threads | None = None  # what apply() set in this process, for the record
 
 
@@ -26,6 +31,7 @@ class Threads:
     threads: int
     source: str  # "OMP_NUM_THREADS" | "cgroup quota" | "CPU affinity" | "cpu_count"
     detail: str  # in words, with the numbers
+    wait_policy: str = ""  # OMP_WAIT_POLICY as OpenMP started, and who set it
 
 
 def cgroup_quota(
@@ -96,8 +102,56 @@ def choose() -> Threads:
     """OMP_NUM_THREADS when the user set it (a positive integer), else usable_cpus()."""
     value = os.environ.get("OMP_NUM_THREADS", "").strip()
     if value.isdigit() and int(value) > 0:
-        return Threads(int(value), "OMP_NUM_THREADS", f"OMP_NUM_THREADS={value} (set by you)")
-    return usable_cpus()
+        chosen = Threads(int(value), "OMP_NUM_THREADS", f"OMP_NUM_THREADS={value} (set by you)")
+    else:
+        chosen = usable_cpus()
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    why = os.environ.get(SET_BY_REPRO)
+    wait = "unset" if policy is None else f"{policy} ({f'set by repro: {why}' if why else 'yours'})"
+    return Threads(chosen.threads, chosen.source, chosen.detail, wait)
+
+
+def busy_cpus(threads: int, cpus: int | None, samples: int = 5, path: Path = LOADAVG) -> str:
+    """Why the CPUs are too busy for `threads` threads of ours, or "": other runnable threads
+    (from /proc/loadavg, the fewest of `samples` readings 50 ms apart, less this one) leave
+    fewer than `threads` of the `cpus` free."""
+    counts = []
+    for i in range(samples):
+        if i:
+            time.sleep(0.05)
+        try:
+            counts.append(int(path.read_text().split()[3].split("/")[0]))
+        except (OSError, ValueError, IndexError):
+            return ""
+    others = max(0, min(counts) - 1)
+    if cpus is None or cpus - others >= threads:
+        return ""
+    return f"{others} other runnable threads on {cpus} CPUs"
+
+
+def quiet_waits_when_busy(
+    environ: MutableMapping[str, str] = os.environ, torch_loaded: bool | None = None
+) -> str:
+    """Before torch starts OpenMP: set OMP_WAIT_POLICY=PASSIVE when the user left it unset and
+    other jobs leave fewer free CPUs than training's threads; returns why ("" when not set).
+
+    OpenMP's threads spin while they wait for each other, and one of them descheduled by another
+    job makes the rest spin through its time slice: BiMPM's 0.2 s step took a median 6.8 s and
+    up to 19 s on 2 threads beside one busy loop, 0.11 s with PASSIVE (benchmarks/
+    threads_contention.py). On a quiet machine spinning is faster for small models, so it is
+    left alone there. The policy changes speed only, never a result; OpenMP reads it once, when
+    torch is first imported, so this runs before that (`repro stage`)."""
+    if torch_loaded is None:
+        torch_loaded = "torch" in sys.modules
+    if "OMP_WAIT_POLICY" in environ or torch_loaded:
+        return ""
+    chosen = choose()
+    cpus = usable_cpus().threads
+    busy = busy_cpus(chosen.threads, cpus, samples=3)
+    if busy:
+        environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        environ[SET_BY_REPRO] = f"{busy} when it started"
+    return busy
 
 
 def apply() -> Threads:
