@@ -503,9 +503,9 @@ def stat_checks(stats: dict[str, Any], limits: dict[str, float]) -> list[Check]:
 
 # ---- measurement ----------------------------------------------------------------------------
 def run(ctx) -> Verdict:
-    """Build the datamodule and measure it, then build it again from the files (the same
-    process), once more with only the training split seen by build(), and once in a fresh
-    process under another PYTHONHASHSEED, and compare those with it."""
+    """Build the datamodule and measure it; then build it again with only the training split
+    seen by build(), and from the files in a fresh process under another PYTHONHASHSEED (and in
+    this process too when that one differs), and compare those builds with it."""
     st = ctx.cfg.stage.data
     fresh_build = hashseed.start(
         ctx.project.root, ctx.paper, ctx.cfg.data, ctx.seed, st.sample_examples
