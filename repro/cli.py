@@ -300,14 +300,18 @@ def dev(
 
 def _run_in_worker(project, paper, name, overrides, force, skip: bool) -> None:
     """Exit with the code of the run when the paper's warm worker ran it; return when there is no
-    worker or it declined (the worker's child itself calls `stage` with --cold)."""
-    if skip:
-        return
-    from repro.dev.client import hand_to_worker
+    worker or it declined (the worker's child itself calls `stage` with --cold), having chosen
+    OpenMP's wait policy for this cold process before it imports torch (issue 21: spinning
+    waits on busy CPUs; repro.train.threads.quiet_waits_when_busy)."""
+    from repro.train.threads import quiet_waits_when_busy
 
-    code = hand_to_worker(project, paper, name, overrides, force)
-    if code is not None:
-        raise typer.Exit(code)
+    if not skip:
+        from repro.dev.client import hand_to_worker
+
+        code = hand_to_worker(project, paper, name, overrides, force)
+        if code is not None:
+            raise typer.Exit(code)
+    quiet_waits_when_busy()
 
 
 def _finish(project, paper: str, run) -> None:

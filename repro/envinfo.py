@@ -75,4 +75,8 @@ def env_info() -> dict[str, Any]:
     torch = sys.modules.get("torch")
     if torch is not None:
         env["device"] = _device_info(torch)
+    from repro.train.threads import chosen
+
+    if (threads := chosen()) is not None:  # training's thread count and why (repro.train.threads)
+        env["threads"] = threads
     return env

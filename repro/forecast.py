@@ -16,9 +16,21 @@ from typing import Any
 
 from repro.config.schema import RunConfig
 
-BYTES_PER_PARAM = 16  # fp32 weights + gradients + Adam's two moments, 4 bytes each
+BYTES_PER_WEIGHT = 4  # fp32, every parameter
+# fp32 gradient + Adam's two moments: trainable parameters only (issue 21: BiMPM's 32M frozen
+# embedding weights were counted at 16 bytes, 504 MB of state that is really 11 MB)
+BYTES_PER_TRAINABLE = 12
 MARGIN = 1.5  # the bound's step time is the p90 step x this; x 2 when the sample was noisy
 NOISY_SPREAD = 1.5  # p90 / median above this, or a load above the CPUs: a noisy measurement
+# A sample in CPU seconds that ran this much slower on the wall clock (under a quarter of a
+# core): how long training takes depends on the other jobs more than on the code; the forecast
+# refuses (issue 21). Below it, the slowdown is counted into the forecast.
+MAX_SLOWDOWN = 4.0
+# What to do when the CPUs are shared (issue 21; measured in benchmarks/threads_contention.py)
+SHARED_ADVICE = (
+    "on a shared machine start repro with OMP_WAIT_POLICY=PASSIVE (waiting threads sleep "
+    "instead of spinning) or OMP_NUM_THREADS=1"
+)
 # Not measured: each seed's plots (matplotlib), result files and checkpoint writes. Measured on
 # the toy paper (2 epochs): ~0.3-0.5 s per seed; the bound allows this much.
 PER_SEED_SLACK_S = 1.0
@@ -45,10 +57,14 @@ class ForecastInputs:
     lr_finder_steps: int = 0  # 0 when optim.lr is set (no finder)
     limit_train_batches: float | int | None = None
     params: int | None = None
+    trainable_params: int | None = None  # None (an older record): all of `params` counted
     overfit_peak_rss_mb: float | None = None
     device: str = "cpu"
     load_avg: float | None = None  # while the speed was measured
     cpus: int | None = None
+    clock: str = "wall"  # "cpu": measured on one thread in CPU seconds, the CPUs being busy
+    busy: str = ""  # why the CPUs counted as busy
+    slowdown: float = 1.0  # "cpu": how much slower than its CPU time the sample ran (how busy)
 
 
 def scaled(step_s: float, measured_batch: int, batch: int) -> float:
@@ -69,14 +85,20 @@ def train_batches(n_train: int, batch: int, limit: float | int | None) -> int:
 def margin(i: ForecastInputs) -> tuple[float, bool]:
     """(the bound's factor on the p90 step, whether the measurement was noisy)."""
     spread = i.train_p90_s / i.train_step_s if i.train_step_s else 1.0
-    loaded = i.load_avg is not None and i.cpus is not None and i.load_avg > i.cpus
+    # CPU seconds on one thread do not count the time other jobs hold the cores
+    loaded = (
+        i.clock == "wall" and i.load_avg is not None and i.cpus is not None and i.load_avg > i.cpus
+    )
     noisy = spread > NOISY_SPREAD or loaded
     return (2 * MARGIN if noisy else MARGIN), noisy
 
 
-def _seconds(i: ForecastInputs, train_s: float, eval_s: float, k: float) -> dict[str, float]:
+def _seconds(
+    i: ForecastInputs, train_s: float, eval_s: float, k: float, bound: bool
+) -> dict[str, float]:
     """Epoch, finder and total seconds for one training-step and one eval-step time; `k`
-    scales the fixed costs (1 for the likely time, the margin for the bound)."""
+    scales the fixed costs (the slowdown for the likely time, times the margin for the bound);
+    the bound also allows what is not measured (PER_SEED_SLACK_S)."""
     step = scaled(train_s, i.measured_batch, i.batch_size)
     ev = scaled(eval_s, i.measured_eval_batch, i.eval_batch_size)
     n_steps = train_batches(i.n_train, i.batch_size, i.limit_train_batches)
@@ -87,7 +109,7 @@ def _seconds(i: ForecastInputs, train_s: float, eval_s: float, k: float) -> dict
     # per seed: build data and model, the finder, every epoch (early stopping can only shorten
     # it), then the best checkpoint validated and tested again
     fixed = k * (i.build_s + i.fit_overhead_s + 2 * i.eval_overhead_s) + (
-        PER_SEED_SLACK_S if k > 1 else 0.0
+        PER_SEED_SLACK_S if bound else 0.0
     )
     per_seed = fixed + finder + i.max_epochs * epoch + val + test
     return {
@@ -103,9 +125,14 @@ def forecast_full(i: ForecastInputs) -> dict[str, Any]:
     """A likely time (median steps) and an upper bound (p90 steps x margin), and a rough memory
     figure; the note says every assumption."""
     factor, noisy = margin(i)
-    likely = _seconds(i, i.train_step_s, i.eval_step_s, 1.0)
-    bound = _seconds(i, i.train_p90_s * factor, i.eval_p90_s * factor, factor)
-    state_mb = (i.params or 0) * BYTES_PER_PARAM / 2**20
+    # a sample in CPU seconds is the quiet machine's time: the machine is counted as busy as it
+    # was while measured (its slowdown), in the likely time and the bound alike
+    k = i.slowdown if i.clock == "cpu" else 1.0
+    likely = _seconds(i, i.train_step_s * k, i.eval_step_s * k, k, bound=False)
+    bound = _seconds(i, i.train_p90_s * factor * k, i.eval_p90_s * factor * k, factor * k, True)
+    params = i.params or 0
+    trainable = params if i.trainable_params is None else i.trainable_params
+    state_mb = (params * BYTES_PER_WEIGHT + trainable * BYTES_PER_TRAINABLE) / 2**20
     # The overfit process held the same model, Adam state and the dataset; activations at a larger
     # batch are not measured, hence the wide band.
     peak_mb = (i.overfit_peak_rss_mb + state_mb) if i.overfit_peak_rss_mb is not None else None
@@ -140,10 +167,16 @@ def format_forecast(fc: dict[str, Any]) -> str:
     load = (
         f", load {i['load_avg']:.1f} on {i['cpus']} CPUs" if i.get("load_avg") is not None else ""
     )
+    how = ""
+    if i.get("clock") == "cpu":  # older records have no clock: wall
+        how = (
+            f" on one thread in CPU seconds, the CPUs being busy ({i.get('busy') or '?'}; "
+            f"{i.get('slowdown', 1.0):.2g}x slower on the wall clock, counted in)"
+        )
     text = (
         f"forecast: ≈ {_minutes(fc['likely_s'])}, ≤ {_minutes(fc['total_s'])} for {fc['epochs']} epochs{seeds} "
         f"(≈ {fc['s_per_epoch']:.2f} s/epoch: {fc['train_steps_per_epoch']} steps of batch {i['batch_size']}; "
-        f"steps measured through Lightning by overfit at batch {i['measured_batch']}: median "
+        f"steps measured through Lightning by overfit at batch {i['measured_batch']}{how}: median "
         f"{1000 * i['train_step_s']:.0f} ms, p90 {1000 * i['train_p90_s']:.0f} ms{load}"
         + ("; noisy: the bound's margin is doubled" if fc.get("noisy") else "")
         + ")"
@@ -152,31 +185,57 @@ def format_forecast(fc: dict[str, Any]) -> str:
         text += f"; LR finder ≈ {fc['lr_finder_s']:.0f} s per seed"
     if fc["peak_rss_mb"] is not None:
         text += f"; peak memory ≈ {fc['peak_rss_mb']:.0f} MB (overfit's peak RSS + {fc['param_state_mb']:.1f} MB"
-        text += " weights/grads/Adam; ±50%)"
-    return text + f"; device {i['device']}"
+        text += " weights, grads and Adam state of the trainable ones; ±50%)"
+    text += f"; device {i['device']}"
+    if how:
+        text += f"; a busier machine trains slower: {SHARED_ADVICE}"
+    return text
+
+
+def _measured_runs(runs_dir: Path, paper: str, current: dict, milestones: bool):
+    """The data and overfit runs the forecast reads: by the milestone rule on the base config's
+    fingerprint (`milestones`), else the newest passed unforced run of each stage on `current`
+    (a config with overrides: its runs have those overrides). A reason (str) when one is missing."""
+    from repro.progression import stage_states
+    from repro.records import list_runs, load_run
+
+    if milestones:
+        rows = {r.stage: r for r in stage_states(runs_dir, paper, current)}
+        for stage in ("data", "overfit"):
+            if not rows[stage].passed:
+                what = f"{stage} is {rows[stage].state}" + (
+                    f" ({rows[stage].reason})" if rows[stage].changed else ""
+                )
+                return f"{what}: no measurement on the current code, config and data"
+        return load_run(runs_dir, rows["data"].run_id), load_run(runs_dir, rows["overfit"].run_id)
+    found = []
+    for stage in ("data", "overfit"):
+        want = current["stages"][stage]
+        runs = [
+            r
+            for r in list_runs(runs_dir, paper=paper, stage=stage)
+            if r.corrupt is None
+            and r.effective_status == "passed"
+            and not r.record.get("forced")
+            and ((r.record.get("fingerprint") or {}).get("stages") or {}).get(stage) == want
+        ]
+        if not runs:
+            return f"{stage} has not passed with this config on the current code and data"
+        found.append(runs[0])
+    return tuple(found)
 
 
 def inputs_from_records(
-    runs_dir: Path, paper: str, cfg: RunConfig, current: dict
+    runs_dir: Path, paper: str, cfg: RunConfig, current: dict, milestones: bool = True
 ) -> ForecastInputs | str:
-    """The forecast inputs from the data and overfit milestones on the current fingerprint (the
-    base config's), or the reason there are none."""
+    """The forecast inputs from the data and overfit runs on `current` (the fingerprint of `cfg`;
+    with `milestones`, the base config's milestones), or the reason there are none."""
     from repro.gates.metrics import DataMetrics, OverfitMetrics, load_metrics
-    from repro.progression import stage_states
 
-    rows = {r.stage: r for r in stage_states(runs_dir, paper, current)}
-    for stage in ("data", "overfit"):
-        if not rows[stage].passed:
-            what = f"{stage} is {rows[stage].state}" + (
-                f" ({rows[stage].reason})" if rows[stage].changed else ""
-            )
-            return f"{what}: no measurement on the current code, config and data"
-    from repro.records import load_run
-
-    data, overfit = (
-        load_run(runs_dir, rows["data"].run_id),
-        load_run(runs_dir, rows["overfit"].run_id),
-    )
+    runs = _measured_runs(runs_dir, paper, current, milestones)
+    if isinstance(runs, str):
+        return runs
+    data, overfit = runs
     sizes, speed = (
         load_metrics(DataMetrics, data.record),
         load_metrics(OverfitMetrics, overfit.record),
@@ -184,31 +243,93 @@ def inputs_from_records(
     if sizes is None or speed is None or speed.speed is None:
         return f"overfit run {overfit.id} recorded no speed sample (recorded by an older repro?)"
     s = speed.speed
+    model = overfit.record.get("model") or {}
+    device = ((overfit.record.get("env") or {}).get("device") or {}).get("device", "?")
+    return from_sample(
+        s,
+        sizes.sizes,
+        cfg,
+        overfit.id,
+        params=model.get("total"),
+        trainable_params=model.get("trainable"),
+        overfit_peak_rss_mb=overfit.record.get("peak_rss_mb"),
+        device=str(device),
+    )
+
+
+def from_sample(s, sizes: dict[str, int], cfg: RunConfig, run_id: str = "", **extra: Any):
+    """ForecastInputs from a speed sample (repro.gates.metrics.SpeedSample), the data's split
+    sizes and the config to forecast, or the reason there are none (an unstable sample).
+    `extra`: params, trainable_params, overfit_peak_rss_mb, device."""
+    run = f"overfit run {run_id}" if run_id else "overfit"
+    if s.unstable:
+        return (
+            f"{run} could not time training steps steadily: the CPUs were busy "
+            f"({s.busy}) and {s.unstable}; run overfit again when the machine is quieter, or "
+            + SHARED_ADVICE
+        )
+    if s.clock == "cpu" and s.slowdown > MAX_SLOWDOWN:
+        return (
+            f"the CPUs were too busy while {run} timed training ({s.busy}): its "
+            f"steps ran {s.slowdown:.1f}x slower than their CPU time (above {MAX_SLOWDOWN:g}x), "
+            "so how long training takes depends on the other jobs; run overfit again when the "
+            "machine is quieter, or " + SHARED_ADVICE
+        )
     return ForecastInputs(
         train_step_s=s.train_median_s, train_p90_s=s.train_p90_s, eval_step_s=s.eval_median_s,
         eval_p90_s=s.eval_p90_s, fit_overhead_s=s.fit_overhead_s, eval_overhead_s=s.eval_overhead_s,
         build_s=s.build_s, measured_batch=s.batch_size,
-        measured_eval_batch=s.eval_batch_size, n_train=sizes.sizes.get("train", 0),
-        n_val=sizes.sizes.get("val", 0), n_test=sizes.sizes.get("test", 0),
+        measured_eval_batch=s.eval_batch_size, n_train=sizes.get("train", 0),
+        n_val=sizes.get("val", 0), n_test=sizes.get("test", 0),
         batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch,
         max_epochs=cfg.trainer.max_epochs, seeds=cfg.seeds,
         lr_finder_steps=0 if cfg.optim.lr is not None else cfg.lr_finder.num_training,
         limit_train_batches=cfg.trainer.limit_train_batches,
-        params=(overfit.record.get("model") or {}).get("total"),
-        overfit_peak_rss_mb=overfit.record.get("peak_rss_mb"),
-        device=str(((overfit.record.get("env") or {}).get("device") or {}).get("device", "?")),
-        load_avg=s.load_avg, cpus=s.cpus,
+        load_avg=s.load_avg, cpus=s.cpus, clock=s.clock, busy=s.busy, slowdown=s.slowdown,
+        **extra,
     )  # fmt: skip
 
 
-def print_forecast(project, paper: str, cfg: RunConfig, console) -> dict[str, Any] | None:
-    """Estimate the full stage's time and memory from the milestones' records; print it."""
-    from repro.config import compose
-    from repro.runner import current_fingerprint
+def _data_steps(runs_dir: Path, paper: str, cfg: RunConfig, current: dict) -> str:
+    """' (N training steps per epoch of batch B)' from a passed data run on `current`, or ''."""
+    from repro.gates.metrics import DataMetrics, load_metrics
+    from repro.progression import passed_on
+    from repro.records import list_runs
 
-    current = current_fingerprint(project, paper, compose(project, paper, []))
-    inputs = inputs_from_records(project.runs_dir, paper, cfg, current)
+    if not passed_on(runs_dir, paper, "data", current):
+        return ""
+    want = current["stages"]["data"]
+    for run in list_runs(runs_dir, paper=paper, stage="data"):
+        fp = ((run.record.get("fingerprint") or {}).get("stages") or {}).get("data")
+        sizes = load_metrics(DataMetrics, run.record) if fp == want else None
+        if sizes is not None and run.effective_status == "passed":
+            n = train_batches(
+                sizes.sizes.get("train", 0), cfg.data.batch_size, cfg.trainer.limit_train_batches
+            )
+            return f" (its data: {n} training steps per epoch of batch {cfg.data.batch_size})"
+    return ""
+
+
+def print_forecast(
+    project, paper: str, cfg: RunConfig, console, overrides: list[str] | None = None
+) -> dict[str, Any] | None:
+    """Estimate the full stage's time and memory for `cfg` from the records of the data and
+    overfit runs on its own fingerprint (the milestones when `cfg` is the base config); print it.
+    `overrides`: the command-line overrides that made `cfg` (named in the advice)."""
+    from dataclasses import replace
+
+    from repro.config import compose
+    from repro.runner import current_fingerprint, stage_command
+
+    base = compose(project, paper, [])
+    milestones = base.cfg == cfg
+    current = current_fingerprint(project, paper, base if milestones else replace(base, cfg=cfg))
+    inputs = inputs_from_records(project.runs_dir, paper, cfg, current, milestones)
     if isinstance(inputs, str):
+        if not milestones:
+            steps = _data_steps(project.runs_dir, paper, cfg, current)
+            command = stage_command("overfit", paper, list(overrides or []))
+            inputs += f"{steps}; run first: {command}"
         console.print(f"forecast: unavailable: {inputs}", markup=False, highlight=False)
         return None
     fc = forecast_full(inputs)

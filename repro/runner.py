@@ -336,7 +336,8 @@ def peak_rss_mb() -> float | None:
 
 
 def forecast_only(project: Project, paper: str, overrides: list[str], console: Console) -> None:
-    """`repro stage full --dry-run`: the forecast, no run recorded."""
+    """`repro stage full --dry-run`: the forecast for the config these overrides make (their data,
+    their overfit's speed), no run recorded."""
     from repro.forecast import print_forecast
 
-    print_forecast(project, paper, compose(project, paper, overrides).cfg, console)
+    print_forecast(project, paper, compose(project, paper, overrides).cfg, console, overrides)

@@ -42,3 +42,27 @@ def test_bimpm_throughput_benchmark_times_another_revision_as_before():
     out = run_throughput("--impls", "fast", "--before", "HEAD").stdout
     assert set(table_rows(out)) == {"before", "fast"}
     assert "fast/before: speed" in out and "before=HEAD (" in out
+
+
+def test_data_gate_scale_benchmark_prints_gate_beside_plain_build(tmp_path):
+    """Tiny data (400 pairs, a 2 MB vectors file): every row and the growth exponents print."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "data_gate_scale.py"), "--sizes", "300"]
+    cmd += ["400", "--runs", "1", "--vectors-mb", "2", "--dir", str(tmp_path / "scale")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = [line for line in proc.stdout.splitlines() if "pairs run" not in line]
+    rows = [line.split() for line in table if line[:7].strip() in ("300", "400")]
+    kinds = {" ".join(r[1 : len(r) - 9]) for r in rows}  # 3 figures with ranges, 2 ratios
+    assert kinds == {"plain", "plain warm", "gate", "gate warm"}, proc.stdout
+    assert "growth exponent" in proc.stdout and "300->400:" in proc.stdout
+    assert not (tmp_path / "scale").exists()  # the data it generated is removed
+
+
+def test_threads_contention_benchmark_runs_every_configuration():
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "threads_contention.py"), "--rounds", "1"]
+    cmd += ["--steps", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("quiet ", "loaded "))]
+    assert len(rows) == 8, proc.stdout  # 4 configurations, quiet and loaded
+    assert "training's choice here:" in proc.stdout

@@ -24,9 +24,10 @@ import json
 import os
 import pickle
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any, Literal
 
@@ -569,28 +570,35 @@ class BiMPMDataModule(PaperDataModule):
             self._types = self._cached["types"]
         else:
             train = splits["train"]
-            self.vocab = Vocab.build(
-                (w for ex in train for s in ("p", "q") for w in ex[s]), c.min_freq
-            )
-            self.chars = Vocab.build(
-                ch for ex in train for s in ("p", "q") for w in ex[s] for ch in w
-            )
+            words = Counter(chain.from_iterable(ex[s] for ex in train for s in ("p", "q")))
+            self.vocab = Vocab.from_counts(words, c.min_freq)
+            # Characters counted from the word counts: a step per character of each distinct
+            # word, not of each token (88M steps at Quora's size, issue 21); the same counts.
+            chars: Counter[str] = Counter()
+            for w, n in words.items():
+                for ch in w:
+                    chars[ch] += n
+            self.chars = Vocab.from_counts(chars)
             # Every distinct token of every split gets a row of character ids (a lookup cache,
-            # not a vocabulary: unseen words of dev/test still have their characters).
-            seen = {"": 0}
-            for exs in splits.values():
-                for ex in exs:
-                    for s in ("p", "q"):
-                        for w in ex[s]:
-                            seen.setdefault(w, len(seen))
-            self._types = list(seen)
+            # not a vocabulary: unseen words of dev/test still have their characters), in order
+            # of first appearance.
+            self._types = list(
+                dict.fromkeys(
+                    chain(
+                        ("",),
+                        chain.from_iterable(
+                            ex[s] for exs in splits.values() for ex in exs for s in ("p", "q")
+                        ),
+                    )
+                )
+            )
         self._type_index = {w: i for i, w in enumerate(self._types)}
-        self.char_table = torch.zeros(len(self._types), c.max_word_len, dtype=torch.long)
-        self.type_len = torch.ones(len(self._types), dtype=torch.long)  # >= 1: K is never 0
-        for i, w in enumerate(self._types[1:], start=1):
-            ids = self.chars.lookup(w[: c.max_word_len])
-            self.char_table[i, : len(ids)] = torch.tensor(ids)
-            self.type_len[i] = max(1, len(ids))
+        rows = [self.chars.lookup(w[: c.max_word_len]) for w in self._types]
+        lens = torch.tensor([len(r) for r in rows], dtype=torch.long)  # (types,)
+        self.char_table = torch.zeros(len(rows), c.max_word_len, dtype=torch.long)  # (types, L)
+        filled = torch.arange(c.max_word_len) < lens[:, None]  # (types, L)
+        self.char_table[filled] = torch.tensor(list(chain.from_iterable(rows)), dtype=torch.long)
+        self.type_len = lens.clamp(min=1)  # >= 1: K is never 0
         self._build_vectors()
 
     def _build_vectors(self) -> None:
@@ -609,11 +617,16 @@ class BiMPMDataModule(PaperDataModule):
                     f"{how_to_get('glove-840b', 'data/glove')}; or set data.vectors=null for "
                     "random vectors"
                 )
+            # The vectors' cache is read even by the data gate's builds that bypass the
+            # preprocessing cache: it is keyed by what it is derived from (the file's path, size
+            # and mtime, the vocabulary, the dimension), so a changed vocabulary or file misses
+            # it, and re-reading 1.5-5.6 GB per comparison build was a third of the gate at
+            # Quora's size (issue 21). What the stale-cache check guards is the cache below.
             wv = load_glove(
                 path,
                 self.vocab.itos,
                 dim=c.word_dim,
-                cache_dir=c.cache_dir if c.cache and not self.bypass_cache else None,
+                cache_dir=c.cache_dir if c.cache else None,
                 dim_setting="data.word_dim",
             )
             found = wv.found.clone()

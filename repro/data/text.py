@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -45,7 +45,11 @@ class Vocab:
 
     @classmethod
     def build(cls, items: Iterable[str], min_freq: int = 1) -> Vocab:
-        counts = Counter(items)
+        return cls.from_counts(Counter(items), min_freq)
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, int], min_freq: int = 1) -> Vocab:
+        """The vocabulary of items counted already (item -> occurrences)."""
         kept = sorted(
             (w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w)
         )

@@ -7,6 +7,7 @@ split (for discrete labels), no feature shift, OOV/truncation within limits, a b
 from __future__ import annotations
 
 import dataclasses
+import gc
 from collections import Counter
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -17,6 +18,8 @@ from repro.data.datamodule import PaperDataModule
 from repro.data.digest import (
     build_digest,
     digest_differences,
+    encoded_differ,
+    example_hashes,
     sample_indices,
     sample_items,
     value_digest,
@@ -30,6 +33,14 @@ from repro.data.duplicates import (
 from repro.data.features import Features, featurize
 from repro.data.leak import LabelFunction, label_functions
 from repro.data.probe import odd_split, probe_views
+from repro.data.rebuild import (
+    collector_paused,
+    encode_lazily,
+    encode_whole,
+    keep_parsed,
+    release,
+    reuse_parsed,
+)
 from repro.data.served import Served, audit_loaders
 from repro.data.shift import chance_bound, mean_shift
 from repro.gates.metrics import DataMetrics
@@ -265,9 +276,11 @@ def check_fit_on_train(t: TrainOnly | None, why_not: str = "") -> Check:
 
 
 def check_deterministic(
-    same_process: list[str], other_hashseed: list[str] | None, hashseed: str, note: str = ""
+    same_process: list[str] | None, other_hashseed: list[str] | None, hashseed: str, note: str = ""
 ) -> Check:
-    """Two builds agree: in this process, and in a fresh one under another PYTHONHASHSEED."""
+    """Builds from the files agree with the first build: in a fresh process under another
+    PYTHONHASHSEED (and other unseeded random states), and in this process (`same_process`
+    None: not built, the fresh one agreed)."""
     name = "preprocessing deterministic"
     ev = {"same_process": same_process, "other_hashseed": other_hashseed, "hashseed": hashseed}
     if same_process:
@@ -289,18 +302,19 @@ def check_deterministic(
             "of strings (a vocabulary, a split); sort before numbering (sorted(set(...)))",
             ev,
         )
-    if other_hashseed is None:
-        return Check(
+    if other_hashseed is None:  # the half that decides: not measured, never counted as passed
+        return Check.not_measured(
             name,
-            True,
-            f"same in two builds in this process; fresh process not measured: {note}",
+            f"a fresh process with PYTHONHASHSEED={hashseed}: {note} (two builds in this "
+            "process are the same)",
             ev,
         )
+    where = "in this process and " if same_process is not None else ""
     return Check(
         name,
         True,
-        f"same splits, model_kwargs, items and first batch in this process and in a fresh one "
-        f"with PYTHONHASHSEED={hashseed}",
+        f"same splits, model_kwargs, items and first batch {where}in a fresh process built "
+        f"from the files (PYTHONHASHSEED={hashseed}, other unseeded random states)",
         ev,
     )
 
@@ -467,36 +481,30 @@ def stat_checks(stats: dict[str, Any], limits: dict[str, float]) -> list[Check]:
 
 
 # ---- measurement ----------------------------------------------------------------------------
-def _batches_equal(a: dict, b: dict) -> bool:
-    import torch
-
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
 def run(ctx) -> Verdict:
-    """Build the datamodule (twice with the same seed, once more on train alone, once in a fresh
-    process under another PYTHONHASHSEED), measure its splits and loaders, show examples."""
+    """Build the datamodule and measure it; then build it again with only the training split
+    seen by build(), and from the files in a fresh process under another PYTHONHASHSEED (and in
+    this process too when that one differs), and compare those builds with it."""
     st = ctx.cfg.stage.data
     fresh_build = hashseed.start(
         ctx.project.root, ctx.paper, ctx.cfg.data, ctx.seed, st.sample_examples, ctx.cfg.paper.task
     )
     try:
-        return _run(ctx, st, fresh_build)
+        with collector_paused():
+            return _run(ctx, st, fresh_build)
     finally:
         hashseed.stop(fresh_build)
 
 
 def _run(ctx, st, fresh_build) -> Verdict:
+    """One build measured whole and freed; the builds compared with it come after, one at a
+    time (issue 21: three builds alive at once were 2.4x the memory of one at Quora's size)."""
     dm = ctx.build_datamodule(fresh=True)
+    kept = keep_parsed(dm)  # its parsed examples: the train-only build starts from them
     dm.setup("fit")
     sizes = {s: len(dm.splits[s]) for s in ("train", "val", "test")}
-    hashes = {s: [dm.example_hash(ex) for ex in dm.splits[s]] for s in dm.splits}
+    hashes = example_hashes(dm)  # each example hashed once: every comparison reuses them
     task = dm.task
-
-    dm2 = ctx.build_datamodule(fresh=True)
-    dm2.bypass_cache = True  # computed from the files: a stale cache shows as a difference
-    dm2.setup("fit")
-    idempotent = all([dm2.example_hash(ex) for ex in dm2.splits[s]] == hashes[s] for s in hashes)
     nonempty = check_nonempty(sizes)
     labels = task.label_checks(dm, st) if nonempty.passed else []
     labels_ok = all(c.passed or not c.measured for c in labels)
@@ -509,16 +517,13 @@ def _run(ctx, st, fresh_build) -> Verdict:
             _near_duplicates(dm, hashes, st), st.near_duplicate_max_rate, st.chance_p
         ),
         *labels,
-        check_split_policy(bool(dm.official_split), units, ctx.cfg.data.split, idempotent, unit),
     ]
     first = next(iter(dm.train_dataloader())) if sizes["train"] else {}
-    if first:
-        second = next(iter(dm2.train_dataloader()))
-        checks.append(check_loader_determinism(_batches_equal(first, second)))
-    if nonempty.passed:  # the checks below compare splits: each needs examples
-        checks += _split_checks(ctx, st, dm, dm2, fresh_build, labels_ok)
-    checks += stat_checks(dm.stats(), {"oov_rate": st.max_oov_rate, "truncated": st.max_truncated})
-
+    items = sample_items(dm, st.sample_examples)  # fetched once: encoding can be slow
+    reference = build_digest(dm, items, hashes)  # what the other builds are compared with
+    # the checks below compare splits: each needs examples
+    split = _split_checks(ctx, st, dm, items, labels_ok) if nonempty.passed else []
+    stats = dm.stats()
     examples = _show(ctx.console, dm, first, st.show_examples, labels_ok) if first else []
     metrics = DataMetrics(
         sizes=sizes,
@@ -527,48 +532,114 @@ def _run(ctx, st, fresh_build) -> Verdict:
         data_files=[str(p) for p in dm.data_files()],
         task=task.name,
     )
+    label_summary = {s: task.label_summary(dm.splits[s]) for s in dm.splits}
+    train_items, n_train = items["train"], len(dm.datasets["train"])
+    release(dm)
+    del dm, items
+    gc.collect()
+
+    again = _compare_builds(
+        ctx, st, hashes, reference, (train_items, n_train), kept, fresh_build, split
+    )
+    checks.append(
+        check_split_policy(
+            metrics.official_split, units, ctx.cfg.data.split, again.idempotent, unit
+        )
+    )
+    if first:
+        checks.append(check_loader_determinism(again.same_first_batch))
+    if split:
+        checks += [split[0], again.fit_on_train, again.deterministic, *split[1:]]
+    checks += stat_checks(stats, {"oov_rate": st.max_oov_rate, "truncated": st.max_truncated})
+
     evidence: dict[str, Any] = {
-        "labels": {s: task.label_summary(dm.splits[s]) for s in dm.splits},
+        "labels": label_summary,
         "batch_shapes": {k: list(v.shape) for k, v in first.items()},
         "examples": examples,
-        "stats": dm.stats(),
+        "stats": stats,
     }
     return Verdict.from_checks("data", checks, evidence, metrics)
 
 
-def _split_checks(ctx, st, dm, dm2, fresh_build, labels_ok: bool) -> list[Check]:
-    """Loaders, rebuilds (train-only, fresh process), label leak, probes and shift.
-
-    dm is the build training uses (caches allowed); dm2 is built from the files, and is what the
-    train-only and fresh-process builds are compared with."""
-    items = sample_items(dm, st.sample_examples)  # fetched once: encoding can be slow
-    items2 = sample_items(dm2, st.sample_examples)
-    digest = build_digest(dm2, items2)
-    same_process = digest_differences(build_digest(dm, items), digest)
+def _split_checks(ctx, st, dm, items, labels_ok: bool) -> list[Check]:
+    """What the build training uses serves and holds: loaders, label leak, probes and shift."""
     every = {s: _every_item(dm, s, items[s]) for s in ("val", "test")}  # each must be served
-    checks = [
+    feats = {s: featurize(items[s], BAG_BUCKETS) for s in items}
+    return [
         check_loaders_serve_splits(
             audit_loaders(dm, {"train": items["train"], **every}, st.sample_examples)
-        )
-    ]
-    if same_process:
-        checks.append(
-            check_fit_on_train(None, "two builds in this process differ already (see below)")
-        )
-    else:
-        checks.append(
-            check_fit_on_train(_train_only(ctx, dm2, items2["train"], st.sample_examples))
-        )
-    feats = {s: featurize(items[s], BAG_BUCKETS) for s in items}
-    checks += [
+        ),
         _label_leak(dm, items["train"], st),
         _labels_agree(dm, items, feats, st, labels_ok),
         _feature_shift(feats, st),
     ]
-    other, note = hashseed.collect(fresh_build, st.hashseed_timeout_s)
-    other_diffs = digest_differences(digest, other) if other is not None else None
-    checks.insert(2, check_deterministic(same_process, other_diffs, fresh_build.hashseed, note))
-    return checks
+
+
+@dataclass
+class Compared:
+    """What the builds compared with the first one found."""
+
+    idempotent: bool  # the same examples in the same splits, in order
+    same_first_batch: bool
+    fit_on_train: Check | None = None
+    deterministic: Check | None = None
+
+
+def _compare_builds(
+    ctx, st, hashes, reference, train, kept, fresh_build, split: list[Check]
+) -> Compared:
+    """The builds compared with the first one (`reference`, its digest), one at a time:
+
+    - with examples in every split (`split` non-empty), the train-only build, from the examples
+      the first build parsed (`kept`), then the fresh process's build from the files (another
+      PYTHONHASHSEED, other unseeded random states, caches bypassed);
+    - a build from the files in this process only when that one differs, failed or was not
+      run: it tells a stale cache or unseeded randomness (it differs too) from an order that
+      follows string hashes (it does not). Where the fresh process agrees, every source of a
+      difference this build would show differs in the fresh process as well.
+    """
+    fit_on_train = other = None
+    if split:
+        train_items, n_train = train
+        fit_on_train = check_fit_on_train(
+            _train_only(ctx, kept, reference, train_items, n_train, st.sample_examples)
+        )
+        kept.clear()  # its examples are freed before the fresh process builds
+        other, note = hashseed.collect(fresh_build, reference, st.hashseed_timeout_s)
+        if other is not None and not digest_differences(reference, other):
+            deterministic = check_deterministic(None, [], fresh_build.hashseed)
+            return Compared(True, True, fit_on_train, deterministic)
+    kept.clear()
+    digest, idempotent = _build_from_files(ctx, st, hashes, reference)
+    out = Compared(idempotent, digest["first_batch"] == reference["first_batch"])
+    if split:
+        same_process = digest_differences(reference, digest)
+        out.fit_on_train = fit_on_train
+        if same_process:
+            out.fit_on_train = check_fit_on_train(
+                None, "two builds in this process differ already (see below)"
+            )
+        other_diffs = digest_differences(digest, other) if other is not None else None
+        out.deterministic = check_deterministic(
+            same_process, other_diffs, fresh_build.hashseed, note
+        )
+    return out
+
+
+def _build_from_files(ctx, st, hashes, reference) -> tuple[dict[str, Any], bool]:
+    """Build again in this process from the files (caches bypassed): its digest, and whether
+    its splits hold the same examples in the same order as the first build's (`hashes`)."""
+    dm2 = ctx.build_datamodule(fresh=True)
+    dm2.bypass_cache = True  # computed from the files: a stale cache shows as a difference
+    real = encode_lazily(dm2)  # only what the digest reads is encoded
+    dm2.setup("fit")
+    hashes2 = example_hashes(dm2)
+    digest = build_digest(dm2, sample_items(dm2, st.sample_examples), hashes2)
+    if encoded_differ(digest, reference):  # confirmed on the splits encoded whole
+        encode_whole(dm2, real)
+        digest = build_digest(dm2, sample_items(dm2, st.sample_examples), hashes2)
+    release(dm2)
+    return digest, all(hashes2[s] == hashes[s] for s in hashes)
 
 
 def _every_item(dm, split: str, sample: list[dict]) -> list[dict]:
@@ -592,28 +663,41 @@ def _near_duplicates(dm, hashes: dict[str, list[str]], st) -> NearDuplicates:
     return NearDuplicates("", note=f"inputs {list(fields)} mix text and numbers")
 
 
-def _train_only(ctx, dm, train_items: list[dict], max_items: int) -> TrainOnly:
-    """Build again with val and test hidden from build(); compare what it fitted and encoded."""
+def _train_only(
+    ctx, kept, digest, train_items: list[dict], n_train: int, max_items: int
+) -> TrainOnly:
+    """Build again with val and test hidden from build(), from the examples the first build
+    parsed (`kept`: no second reading and tokenizing of the files); compare what it fitted and
+    encoded with that build's `digest` and sampled training items."""
     other = ctx.build_datamodule(fresh=True)
+    if kept:  # empty when the first build's setup() did not load through _load_and_split
+        reuse_parsed(other, kept)
+    real = encode_lazily(other)
     try:
         other.setup_train_only()
     except Exception as e:  # the paper's build() needs val/test: that is the finding
+        release(other)
         return TrainOnly([], 0, 0, None, error=f"{type(e).__name__}: {e}")
-    mine, theirs = dm.model_kwargs(), other.model_kwargs()
-    kwargs = sorted(
-        k
-        for k in set(mine) | set(theirs)
-        if k not in mine or k not in theirs or value_digest(mine[k]) != value_digest(theirs[k])
-    )
-    n = len(dm.datasets["train"])
-    if len(other.datasets["train"]) != n:
-        return TrainOnly(kwargs, len(train_items), len(train_items), 0)
-    idx = sample_indices(n, max_items)
-    ds = other.datasets["train"]
-    differ = [
-        i for i, it in zip(idx, train_items, strict=True) if value_digest(it) != value_digest(ds[i])
-    ]
-    return TrainOnly(kwargs, len(differ), len(idx), differ[0] if differ else None)
+    try:
+        mine = digest["model_kwargs"]
+        theirs = {k: value_digest(v) for k, v in other.model_kwargs().items()}
+        kwargs = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if len(other.datasets["train"]) != n_train:
+            return TrainOnly(kwargs, len(train_items), len(train_items), 0)
+        idx = sample_indices(n_train, max_items)
+        ours = [value_digest(it) for it in train_items]
+
+        def differ() -> list[int]:
+            ds = other.datasets["train"]
+            return [i for i, d in zip(idx, ours, strict=True) if d != value_digest(ds[i])]
+
+        differ_at = differ()
+        if differ_at:  # confirmed on the split encoded whole
+            encode_whole(other, real)
+            differ_at = differ()
+        return TrainOnly(kwargs, len(differ_at), len(idx), differ_at[0] if differ_at else None)
+    finally:
+        release(other)
 
 
 def _label_leak(dm, train_items: list[dict], st) -> Check:

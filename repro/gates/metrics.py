@@ -52,6 +52,13 @@ class SpeedSample:
     build_s: float  # building the datamodule (set up) and the model afresh, as each seed does
     load_avg: float | None  # 1-minute load average while measuring
     cpus: int | None
+    # issue 21: on busy CPUs the sample is taken again on one thread in CPU seconds ("cpu"),
+    # which other jobs barely change; "wall": wall-clock seconds on `threads` threads
+    clock: str = "wall"
+    threads: int | None = None  # torch threads while timing
+    busy: str = ""  # why the CPUs counted as busy ("" when they did not)
+    slowdown: float = 1.0  # "cpu": wall / CPU seconds of the one-thread sample (how busy)
+    unstable: str = ""  # why even the stable way was not stable: the forecast refuses
 
 
 @dataclass(frozen=True)

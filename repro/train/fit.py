@@ -86,10 +86,12 @@ def fit_and_test(
     """
     from repro.train.curves import merge_resumed_rows
     from repro.train.module import TaskModule
+    from repro.train.threads import apply as apply_threads
 
     finished = _prepare(out_dir, resume)
     if finished is not None:
         return finished
+    apply_threads()  # one thread per usable CPU (affinity, cgroup quota); recorded in env.threads
     quiet_lightning()
     dm.setup("fit")
     task = dm.task
