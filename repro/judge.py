@@ -17,40 +17,15 @@ def judge_run(project: Project, paper: str, run_id: str | None, console: Console
     from repro.config import compose
     from repro.envinfo import env_info
     from repro.fingerprint import fingerprint
-    from repro.gates.full import judge, target_results
-    from repro.gates.metrics import FullMetrics, load_metrics, to_record
+    from repro.gates.metrics import to_record
     from repro.gitstate import git_state
     from repro.notebook import format_entry
     from repro.records import create_run
     from repro.runner import append_line
-    from repro.tasks import task_facts
-    from repro.verdict import Verdict
 
     old = _judged_run(project, paper, run_id)
-    metrics = load_metrics(FullMetrics, old.record)
     resolved = compose(project, old.paper, list(old.record.get("overrides") or []))
-    specs, primary = task_facts(resolved.cfg.paper.task, project, old.paper)
-    checks = judge(
-        resolved.cfg,
-        metrics.per_seed,
-        metrics.dataset,
-        specs,
-        primary,
-        metrics.trivial,
-        metrics.majority,
-        metrics.eval_sizes,
-    )
-    metrics = replace(metrics, targets=target_results(checks))
-    evidence: dict = {"judged_run": old.id}
-    unjudged = not_judged(metrics)
-    if unjudged:
-        evidence["not_judged"] = unjudged
-    verdict = Verdict.from_checks("full", checks, evidence, metrics)
-    if unjudged:  # an earlier repro recorded no split sizes: say so, never count it as passed
-        verdict.reason += (
-            f"; not judged: {', '.join(unjudged)} (run {old.id} has no split sizes recorded: "
-            "written by an earlier repro)"
-        )
+    verdict, metrics = judged_verdict(project, old, resolved)
     # The training is the old run's: its fingerprint, with the judgement's inputs of today.
     fp = dict(old.record.get("fingerprint") or {})
     fp["judged"] = fingerprint(resolved, project.paper_dir(old.paper), [])["judged"]
@@ -79,6 +54,34 @@ def judge_run(project: Project, paper: str, run_id: str | None, console: Console
         f"judged run {old.id} again with the current targets: new verdict in run {run.id}"
     )
     return run
+
+
+def judged_verdict(project: Project, old, resolved):
+    """(the verdict, the metrics with their targets re-judged) of a recorded full run under the
+    current config. A check the record lacks the numbers for is not measured, never passed."""
+    from repro.gates.full import judge, target_results
+    from repro.gates.metrics import FullMetrics, load_metrics
+    from repro.tasks import task_facts
+    from repro.verdict import Check, Verdict
+
+    metrics = load_metrics(FullMetrics, old.record)
+    specs, primary = task_facts(resolved.cfg.paper.task, project, old.paper)
+    checks = judge(
+        resolved.cfg,
+        metrics.per_seed,
+        metrics.dataset,
+        specs,
+        primary,
+        metrics.trivial,
+        metrics.majority,
+        metrics.eval_sizes,
+    )
+    metrics = replace(metrics, targets=target_results(checks))
+    unjudged = not_judged(metrics)
+    why = f"run {old.id} has no split sizes recorded (written by an earlier repro)"
+    checks += [Check.not_measured(name, why) for name in unjudged]
+    evidence: dict = {"judged_run": old.id} | ({"not_judged": unjudged} if unjudged else {})
+    return Verdict.from_checks("full", checks, evidence, metrics), metrics
 
 
 def not_judged(metrics) -> list[str]:

@@ -377,8 +377,10 @@ def _inject(project, code: str) -> None:
 
 
 def _failed(run) -> dict[str, str]:
-    """{check name: reason} of the run's failed checks."""
-    return {c["name"]: c["reason"] for c in run.record["verdict"]["checks"] if not c["passed"]}
+    """{check name: reason} of the run's failed checks (measured and failed: a check that was not
+    measured neither passed nor failed)."""
+    checks = run.record["verdict"]["checks"]
+    return {c["name"]: c["reason"] for c in checks if not c["passed"] and c.get("measured", True)}
 
 
 NEAR_COPIES = '''

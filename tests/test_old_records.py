@@ -69,8 +69,12 @@ def test_judge_judges_an_old_full_run(old, cli):
     assert target.label == ("REPRODUCED" if target.gap >= 0 else "WITHIN TOLERANCE")
     # the record has no split sizes: the majority-class checks are named as not judged
     reason = judged.record["verdict"]["reason"]
-    assert "not judged: val beats the majority class, test beats the majority class" in reason
+    assert "(2 not measured: val beats the majority class: run" in reason
     assert f"run {run.id} has no split sizes recorded" in reason
+    checks = {c["name"]: c for c in judged.record["verdict"]["checks"]}
+    for split in ("val", "test"):
+        c = checks[f"{split} beats the majority class"]
+        assert c["measured"] is False and c["passed"] is False  # never counted as passed
     assert judged.record["verdict"]["evidence"]["not_judged"] == [
         "val beats the majority class",
         "test beats the majority class",

@@ -508,8 +508,6 @@ def _run(ctx, st, fresh_build) -> Verdict:
     nonempty = check_nonempty(sizes)
     labels = task.label_checks(dm, st) if nonempty.passed else []
     labels_ok = all(c.passed or not c.measured for c in labels)
-    units = {s: task.split_units(dm.splits[s]) for s in sizes}
-    unit = "examples" if units == sizes else f"{task.unit or 'group'} groups"
     checks = [
         nonempty,
         check_disjoint(hashes),
@@ -533,6 +531,7 @@ def _run(ctx, st, fresh_build) -> Verdict:
         task=task.name,
     )
     label_summary = {s: task.label_summary(dm.splits[s]) for s in dm.splits}
+    policy = _split_policy(task, dm.splits, sizes)
     train_items, n_train = items["train"], len(dm.datasets["train"])
     release(dm)
     del dm, items
@@ -541,11 +540,7 @@ def _run(ctx, st, fresh_build) -> Verdict:
     again = _compare_builds(
         ctx, st, hashes, reference, (train_items, n_train), kept, fresh_build, split
     )
-    checks.append(
-        check_split_policy(
-            metrics.official_split, units, ctx.cfg.data.split, again.idempotent, unit
-        )
-    )
+    checks.append(policy(metrics.official_split, ctx.cfg.data.split, again.idempotent))
     if first:
         checks.append(check_loader_determinism(again.same_first_batch))
     if split:
@@ -559,6 +554,16 @@ def _run(ctx, st, fresh_build) -> Verdict:
         "stats": stats,
     }
     return Verdict.from_checks("data", checks, evidence, metrics)
+
+
+def _split_policy(task, splits: dict[str, list], sizes: dict[str, int]):
+    """check_split_policy on the task's units: examples, or a ranking task's queries (its split
+    divides queries, not items), to call once the other builds are compared."""
+    units = {s: task.split_units(splits[s]) for s in sizes}
+    unit = "examples" if units == sizes else f"{task.unit} groups"
+    return lambda official, fractions, idempotent: check_split_policy(
+        official, units, fractions, idempotent, unit
+    )
 
 
 def _split_checks(ctx, st, dm, items, labels_ok: bool) -> list[Check]:
