@@ -1,10 +1,14 @@
 """Tests for papers/bimpm/model.py and fast_matching.py: matching equals the paper's equations
-(plain and fast paths alike), padding, ablations."""
+(plain and fast paths alike), padding, ablations, and the config that repro hands build_model."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+import yaml
+from rich.console import Console
 
 from papers.bimpm import fast_matching
 from papers.bimpm.model import (
@@ -16,8 +20,12 @@ from papers.bimpm.model import (
     MultiPerspectiveMatching,
     build_model,
 )
+from papers.bimpm.tests.configs import CONF, paper_model_config
+from repro.config.compose import compose
 from repro.config.typed import from_dict
+from repro.context import StageContext
 from repro.errors import ConfigError
+from repro.project import find_project
 
 SMALL = dict(
     word_dim=10, char_dim=4, char_hidden=5, hidden=8, agg_hidden=6, perspectives=3, mlp_hidden=7
@@ -26,11 +34,11 @@ VOCAB, CHARS, CLASSES = 50, 20, 3
 L = SMALL["perspectives"]
 
 
-def small_model(**overrides):
+def small_model(**changes):
+    """A small BiMPM: the paper config's `model:` section with SMALL's sizes and `changes`."""
     torch.manual_seed(0)
-    return build_model(
-        {**SMALL, **overrides}, vocab_size=VOCAB, num_chars=CHARS, num_classes=CLASSES
-    )
+    cfg = paper_model_config(**(SMALL | changes))
+    return build_model(cfg, vocab_size=VOCAB, num_chars=CHARS, num_classes=CLASSES)
 
 
 def random_sentences(B: int, lengths: list[int], T: int, K: int, g: torch.Generator):
@@ -135,7 +143,9 @@ def test_plain_and_fast_matching_give_the_same_outputs_and_gradients(strategies,
     cfg.update(direction=direction, share_w_across_directions=shared)
     torch.manual_seed(0)
     layers = {
-        fast: MultiPerspectiveMatching(BiMPMConfig(**cfg, fast_matching=fast)).double().eval()
+        fast: MultiPerspectiveMatching(paper_model_config(**cfg, fast_matching=fast))
+        .double()
+        .eval()
         for fast in (False, True)
     }
     layers[True].load_state_dict(layers[False].state_dict())
@@ -481,39 +491,78 @@ def test_every_trainable_parameter_gets_a_gradient_and_frozen_vectors_none():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_from_dict_names_the_unknown_key_and_the_valid_ones():
+def paper_yaml(paper: str = "bimpm") -> dict:
+    return yaml.safe_load((CONF / "paper" / f"{paper}.yaml").read_text())
+
+
+@pytest.mark.parametrize("paper", ["bimpm", "bimpm_wikiqa"])
+def test_every_model_value_lives_in_the_paper_yaml_with_its_provenance(paper):
+    # One default per value: the dataclass declares types and bounds, the YAML the values.
+    fields = dataclasses.fields(BiMPMConfig)
+    assert [f.name for f in fields if f.default is not dataclasses.MISSING] == []
+    assert [f.name for f in fields if f.default_factory is not dataclasses.MISSING] == []
+    config = paper_yaml(paper)
+    assert sorted(config["model"]) == sorted(f.name for f in fields)
+    provenance = config["paper"]["provenance"]
+    assert [f.name for f in fields if f"model.{f.name}" not in provenance] == []
+
+
+def test_repro_hands_build_model_the_typed_model_section_of_the_paper_yaml():
+    project = find_project(CONF.parent)
+    ctx = StageContext(project, "bimpm", compose(project, "bimpm"), Console())
+    cfg = ctx.model_config(build_model)  # what repro passes as build_model's first argument
+    assert isinstance(cfg, BiMPMConfig) and cfg == paper_model_config()
+    assert cfg.fast_matching  # the fast path by default
+
+
+def test_no_matching_strategy_is_a_one_line_config_error_naming_where_it_was_set():
+    # __post_init__ raises a plain ValueError (model.py imports nothing from repro); repro turns
+    # it into a one-line error about the `model:` section.
+    project = find_project(CONF.parent)
+    resolved = compose(project, "bimpm", [f"model.{s}=false" for s in STRATEGIES])
     with pytest.raises(ConfigError) as err:
-        from_dict(BiMPMConfig, {"hiden": 100, "perspectives": 20}, "model")
+        StageContext(project, "bimpm", resolved, Console()).model_config(build_model)
+    assert str(err.value) == (
+        "model (set on the command line): expected at least one matching strategy of full, "
+        "maxpool, attentive, max_attentive true, found all false"
+    )
+
+
+def test_bad_model_values_name_the_key_and_what_was_expected():
+    values = paper_yaml()["model"]
+    with pytest.raises(ConfigError) as err:
+        from_dict(BiMPMConfig, values | {"hiden": 100}, "model")
     msg = str(err.value)
     assert msg.startswith("model.hiden: unknown key")
     for key in ("hidden", "perspectives", "direction", "share_w_across_directions"):
         assert key in msg
-    assert from_dict(BiMPMConfig, {"perspectives": 5}, "model").perspectives == 5
+    with pytest.raises(ConfigError, match=r"^model\.hidden: expected an integer, found no such"):
+        from_dict(BiMPMConfig, {k: v for k, v in values.items() if k != "hidden"}, "model")
     with pytest.raises(
         ConfigError, match=r"model\.perspectives: expected an integer >= 1, found 0"
     ):
-        from_dict(BiMPMConfig, {"perspectives": 0}, "model")
-    with pytest.raises(ConfigError, match=r"model\.full: expected at least one matching strategy"):
-        from_dict(
-            BiMPMConfig,
-            dict.fromkeys(("full", "maxpool", "attentive", "max_attentive"), False),
-            "model",
-        )
+        paper_model_config(perspectives=0)
+    with pytest.raises(ConfigError, match=r"model\.dropout: expected a number < 1, found 1"):
+        paper_model_config(dropout=1)
+    with pytest.raises(
+        ConfigError, match=r"model\.dropout_mask: expected one of \['shared', 'independent'\]"
+    ):
+        paper_model_config(dropout_mask="sometimes")
+    assert paper_model_config(perspectives=5).perspectives == 5
 
 
 def test_build_model_rejects_word_vectors_of_the_wrong_shape():
+    cfg = paper_model_config(**SMALL)
     with pytest.raises(ValueError, match=r"\(50, 11\).*\(50, 10\)"):
         build_model(
-            SMALL,
+            cfg,
             vocab_size=VOCAB,
             num_chars=CHARS,
             num_classes=2,
             word_vectors=torch.zeros(VOCAB, 11),
         )
     vectors = torch.randn(VOCAB, SMALL["word_dim"])
-    model = build_model(
-        SMALL, vocab_size=VOCAB, num_chars=CHARS, num_classes=2, word_vectors=vectors
-    )
+    model = build_model(cfg, vocab_size=VOCAB, num_chars=CHARS, num_classes=2, word_vectors=vectors)
     torch.testing.assert_close(model.word.word_emb.weight, vectors)
 
 
@@ -567,12 +616,3 @@ def test_pair_dropout_shared_mask_keeps_equal_vectors_equal():
     assert not torch.equal(qa[:, :3], qb)
     ea, eb = shared.eval()(a, b)
     assert torch.equal(ea, a) and torch.equal(eb, b)  # eval: identity
-
-
-def test_dropout_mask_switch_is_validated():
-    from papers.bimpm.model import BiMPMConfig
-
-    with pytest.raises(
-        ConfigError, match=r"model\.dropout_mask: expected one of \['shared', 'independent'\]"
-    ):
-        from_dict(BiMPMConfig, {"dropout_mask": "sometimes"}, "model")
