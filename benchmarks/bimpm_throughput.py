@@ -1,8 +1,10 @@
 """Training throughput and peak memory of BiMPM under different implementations of its layers.
 
 Implementations (--impls, and --before):
-    fast    this checkout's default: f_m from fast_matching.py (hand-written backward passes)
+    fast    this checkout's default: f_m from fast_matching.py (hand-written backward passes),
+            LSTMs from fast_recurrence.py (padded tensors)
     plain   this checkout with model.fast_matching=false: autograd through model.py's plain f_m
+    packed  this checkout with model.fast_recurrence=false: model.py's LSTMs on packed sequences
     naive   this checkout with f_m built from l copies of the hidden states (as
             galsang/BIMPM-pytorch does with torch.stack)
     before  papers/bimpm as it is at git revision --before REF, with its own config: an A/B
@@ -18,7 +20,7 @@ of it.
     python benchmarks/bimpm_throughput.py                  # fast, plain, naive; paper sizes
     python benchmarks/bimpm_throughput.py --rounds 11      # more rounds, steadier medians
     python benchmarks/bimpm_throughput.py --before main    # adds main's code as "before"
-    python benchmarks/bimpm_throughput.py --impls fast,naive     # only these two
+    python benchmarks/bimpm_throughput.py --impls fast,packed    # only these two
     python benchmarks/bimpm_throughput.py --device cuda    # adds bf16 autocast throughput
     python benchmarks/bimpm_throughput.py --reuse-freed-memory   # glibc keeps freed memory
 
@@ -59,13 +61,19 @@ import papers.bimpm.model  # noqa: E402
 from papers.bimpm.model import MultiPerspectiveMatching, build_model, lengths_and_mask  # noqa: E402
 
 EPS = 1e-8
-IMPLS = ("fast", "plain", "naive")  # --impls choices; "before" comes with --before
-DEFAULT_IMPLS = IMPLS
+IMPLS = ("fast", "plain", "packed", "naive")  # --impls choices; "before" comes with --before
+DEFAULT_IMPLS = ("fast", "plain", "naive")
 # What each implementation changes in the paper's `model:` section.
-SWITCHES = {"plain": {"fast_matching": False}}
+SWITCHES = {"plain": {"fast_matching": False}, "packed": {"fast_recurrence": False}}
 PAPER_WORD_DIM = 300  # paper, Word Representation Layer: 300-d GloVe (the sample's are 50-d)
 # Pairs compared on the last lines, when both ran: (numerator, denominator) of the speed ratio.
-PAIRS = (("fast", "before"), ("fast", "plain"), ("fast", "naive"), ("plain", "naive"))
+PAIRS = (
+    ("fast", "before"),
+    ("fast", "plain"),
+    ("fast", "packed"),
+    ("fast", "naive"),
+    ("plain", "naive"),
+)
 # glibc malloc: serve blocks up to 1 GiB from the heap and never trim it (see the docstring).
 REUSE_FREED_MEMORY = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824"
 
