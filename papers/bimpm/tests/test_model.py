@@ -27,7 +27,7 @@ from papers.bimpm.model import (
 from papers.bimpm.tests.configs import CONF, paper_model_config
 from repro.config.compose import compose
 from repro.config.typed import from_dict
-from repro.context import StageContext
+from repro.context import StageContext, import_paper_module
 from repro.errors import ConfigError
 from repro.project import find_project
 
@@ -582,21 +582,26 @@ def test_every_model_value_lives_in_the_paper_yaml_with_its_provenance(paper):
     assert [f.name for f in fields if f"model.{f.name}" not in provenance] == []
 
 
-def test_repro_hands_build_model_the_typed_model_section_of_the_paper_yaml():
+def repro_model_config(overrides: list[str]):
+    """What repro passes build_model as its first argument (StageContext.model_config), with
+    build_model imported as repro imports it (other tests may have swapped the paper's modules)."""
     project = find_project(CONF.parent)
-    ctx = StageContext(project, "bimpm", compose(project, "bimpm"), Console())
-    cfg = ctx.model_config(build_model)  # what repro passes as build_model's first argument
-    assert isinstance(cfg, BiMPMConfig) and cfg == paper_model_config()
+    ctx = StageContext(project, "bimpm", compose(project, "bimpm", overrides), Console())
+    return ctx.model_config(import_paper_module(project, "bimpm", "model", "build_model"))
+
+
+def test_repro_hands_build_model_the_typed_model_section_of_the_paper_yaml():
+    cfg = repro_model_config([])
+    assert type(cfg).__name__ == "BiMPMConfig"
+    assert dataclasses.asdict(cfg) == dataclasses.asdict(paper_model_config())
     assert (cfg.fast_matching, cfg.fast_recurrence) == (True, True)  # the fast paths by default
 
 
 def test_no_matching_strategy_is_a_one_line_config_error_naming_where_it_was_set():
     # __post_init__ raises a plain ValueError (model.py imports nothing from repro); repro turns
     # it into a one-line error about the `model:` section.
-    project = find_project(CONF.parent)
-    resolved = compose(project, "bimpm", [f"model.{s}=false" for s in STRATEGIES])
     with pytest.raises(ConfigError) as err:
-        StageContext(project, "bimpm", resolved, Console()).model_config(build_model)
+        repro_model_config([f"model.{s}=false" for s in STRATEGIES])
     assert str(err.value) == (
         "model (set on the command line): expected at least one matching strategy of full, "
         "maxpool, attentive, max_attentive true, found all false"
