@@ -30,6 +30,7 @@ from repro.config.typed import from_dict
 from repro.context import StageContext, import_paper_module
 from repro.errors import ConfigError
 from repro.project import find_project
+from repro.train.init import apply_init
 
 SMALL = dict(
     word_dim=10, char_dim=4, char_hidden=5, hidden=8, agg_hidden=6, perspectives=3, mlp_hidden=7
@@ -353,10 +354,15 @@ def test_character_lstm_paths_agree_on_values_and_gradients():
 
 
 def test_a_seeded_build_gives_both_recurrence_paths_the_same_weights_in_the_same_order():
-    # Same init draws (torch's and repro's follow the parameter order), and an optimizer's
-    # per-parameter state saved with one path lines up with the other's parameters.
-    packed, fast = (small_model(fast_recurrence=f).named_parameters() for f in (False, True))
-    packed, fast = in_fast_names(dict(packed)), dict(fast)
+    # torch's init and repro's (apply_init, as a gate builds the model) draw in parameter order,
+    # and an optimizer's per-parameter state saved with one path lines up with the other's.
+    named = {}
+    for fast in (False, True):
+        net = small_model(fast_recurrence=fast)
+        init = apply_init(net)
+        assert init["context.lstm." + ("fw.weight_ih_l0" if fast else "lstm.weight_ih_l0")]
+        named[fast] = dict(net.named_parameters())
+    packed, fast = in_fast_names(named[False]), named[True]
     assert list(packed) == list(fast)
     for name, p in fast.items():
         assert torch.equal(p, packed[name]), name
