@@ -1,21 +1,26 @@
-"""Training throughput and peak memory of BiMPM under different matching-layer implementations.
+"""Training throughput and peak memory of BiMPM under different implementations of its layers.
 
 Implementations (--impls, and --before):
-    fast    this checkout's default: f_m from fast_matching.py (hand-written backward passes)
+    fast    this checkout's default: f_m from fast_matching.py (hand-written backward passes),
+            LSTMs from fast_recurrence.py (padded tensors)
     plain   this checkout with model.fast_matching=false: autograd through model.py's plain f_m
+    packed  this checkout with model.fast_recurrence=false: model.py's LSTMs on packed sequences
     naive   this checkout with f_m built from l copies of the hidden states (as
             galsang/BIMPM-pytorch does with torch.stack)
-    before  papers/bimpm as it is at git revision --before REF, with its defaults: an A/B check
-            that a change did not slow the fast path down
-Everything else in the model is identical. Each implementation lives in its own worker subprocess
-(so that peak RSS, ru_maxrss, belongs to it alone), and they take turns: every round times a few
-steps of each, in alternating order. A 2-core VM's speed drifts by +-30% over a minute;
-interleaving exposes all of them to the same drift, and the per-round ratios cancel most of it.
+    before  papers/bimpm as it is at git revision --before REF, with its own config: an A/B
+            check that a change did not slow the fast path down
+Every implementation builds the model from conf/paper/bimpm.yaml's `model:` section (of its own
+tree) at paper sizes: the YAML's, with the paper's 300-d word vectors instead of the sample's
+50-d; everything but the named switch is identical. Each implementation lives in its own worker
+subprocess (so that peak RSS, ru_maxrss, belongs to it alone), and they take turns: every round
+times a few steps of each, in alternating order. A 2-core VM's speed drifts by +-30% over a
+minute; interleaving exposes all of them to the same drift, and the per-round ratios cancel most
+of it.
 
     python benchmarks/bimpm_throughput.py                  # fast, plain, naive; paper sizes
     python benchmarks/bimpm_throughput.py --rounds 11      # more rounds, steadier medians
     python benchmarks/bimpm_throughput.py --before main    # adds main's code as "before"
-    python benchmarks/bimpm_throughput.py --impls fast,naive     # only these two
+    python benchmarks/bimpm_throughput.py --impls fast,packed    # only these two
     python benchmarks/bimpm_throughput.py --device cuda    # adds bf16 autocast throughput
     python benchmarks/bimpm_throughput.py --reuse-freed-memory   # glibc keeps freed memory
 
@@ -28,6 +33,7 @@ tuning guide suggests jemalloc/tcmalloc for the same reason).
 from __future__ import annotations
 
 import argparse
+import inspect
 import io
 import json
 import os
@@ -45,6 +51,7 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+import yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # Workers import papers.bimpm from this checkout; the "before" worker from the copy of another
@@ -54,9 +61,19 @@ import papers.bimpm.model  # noqa: E402
 from papers.bimpm.model import MultiPerspectiveMatching, build_model, lengths_and_mask  # noqa: E402
 
 EPS = 1e-8
-IMPLS = ("fast", "plain", "naive")  # --impls choices; "before" comes with --before
+IMPLS = ("fast", "plain", "packed", "naive")  # --impls choices; "before" comes with --before
+DEFAULT_IMPLS = ("fast", "plain", "naive")
+# What each implementation changes in the paper's `model:` section.
+SWITCHES = {"plain": {"fast_matching": False}, "packed": {"fast_recurrence": False}}
+PAPER_WORD_DIM = 300  # paper, Word Representation Layer: 300-d GloVe (the sample's are 50-d)
 # Pairs compared on the last lines, when both ran: (numerator, denominator) of the speed ratio.
-PAIRS = (("fast", "before"), ("fast", "plain"), ("fast", "naive"), ("plain", "naive"))
+PAIRS = (
+    ("fast", "before"),
+    ("fast", "plain"),
+    ("fast", "packed"),
+    ("fast", "naive"),
+    ("plain", "naive"),
+)
 # glibc malloc: serve blocks up to 1 GiB from the heap and never trim it (see the docstring).
 REUSE_FREED_MEMORY = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824"
 
@@ -93,6 +110,22 @@ class NaiveMatching(MultiPerspectiveMatching):
     max_cosine = staticmethod(naive_max_cosine)
 
 
+def model_config(impl: str):
+    """The `model:` section of conf/paper/bimpm.yaml in the tree this worker imports, at paper
+    sizes, with the implementation's switch; typed as repro types it when build_model's first
+    parameter is annotated with MODEL_CONFIG, else a plain dict (revisions before issue 19)."""
+    tree = Path(papers.bimpm.model.__file__).resolve().parents[2]
+    paper = yaml.safe_load((tree / "conf" / "paper" / "bimpm.yaml").read_text())
+    values = {**paper["model"], "word_dim": PAPER_WORD_DIM, **SWITCHES.get(impl, {})}
+    schema = getattr(papers.bimpm.model, "MODEL_CONFIG", None)
+    first = next(iter(inspect.signature(build_model).parameters.values()))
+    if schema is not None and first.annotation in (schema, schema.__name__):
+        from repro.config.typed import from_dict
+
+        return from_dict(schema, values, "model")
+    return values
+
+
 def make_batch(args, g: torch.Generator, device: str):
     """Random padded batch: 20-30 tokens per sentence, 1-max_chars characters per word."""
 
@@ -119,8 +152,7 @@ class Worker:
         torch.set_num_threads(args.threads)
         torch.manual_seed(0)
         self.device = device = args.device
-        # "before" builds another revision's model with that revision's defaults.
-        cfg = {"fast_matching": False} if args.impl == "plain" else {}
+        cfg = model_config(args.impl)  # "before": another revision's code and config
         model = build_model(cfg, vocab_size=args.vocab, num_chars=args.num_chars, num_classes=2)
         if args.impl == "naive":
             naive = NaiveMatching(model.cfg)
@@ -246,8 +278,8 @@ def median_rate(batch: int, times: list[tuple[float, float]], which: int = 0) ->
 
 
 def extract_revision(rev: str, into: str) -> str:
-    """Write papers/bimpm's Python files as they are at git revision `rev` under `into`;
-    return the revision's short commit hash."""
+    """Write papers/bimpm's Python files and conf/paper/bimpm.yaml as they are at git revision
+    `rev` under `into`; return the revision's short commit hash."""
 
     def git(*cmd: str) -> bytes:
         try:
@@ -259,7 +291,8 @@ def extract_revision(rev: str, into: str) -> str:
             raise SystemExit(f"Error: --before {rev}: git {cmd[0]} failed: {why}") from e
 
     commit = git("rev-parse", "--short", f"{rev}^{{commit}}").decode().strip()
-    tar = git("archive", commit, "papers/__init__.py", "papers/bimpm/*.py")
+    paths = ("papers/__init__.py", "papers/bimpm/*.py", "conf/paper/bimpm.yaml")
+    tar = git("archive", commit, *paths)
     with tarfile.open(fileobj=io.BytesIO(tar)) as t:
         t.extractall(into, filter="data")
     return commit
@@ -270,8 +303,9 @@ def main() -> None:
     ap.add_argument("--worker", choices=[*IMPLS, "before"], help=argparse.SUPPRESS)
     ap.add_argument(
         "--impls",
-        default=",".join(IMPLS),
-        help=f"comma-separated implementations to time, of {', '.join(IMPLS)} (default: all)",
+        default=",".join(DEFAULT_IMPLS),
+        help=f"comma-separated implementations to time, of {', '.join(IMPLS)} "
+        f"(default: {','.join(DEFAULT_IMPLS)})",
     )
     ap.add_argument(
         "--before",
@@ -322,7 +356,7 @@ def run(args, impls: list[str], before_tree: str | None) -> None:
     load_before = os.getloadavg()[0]  # other processes on the machine skew pairs/s
     # "before" next to "fast", so that the pair compared most closely runs back to back.
     names = ["before"] if before_tree else []
-    names += [n for n in ("fast", "plain", "naive") if n in impls]
+    names += [n for n in IMPLS if n in impls]
     clients = {n: Client(n, args, before_tree if n == "before" else None) for n in names}
     for c in clients.values():
         c.read()  # "ready": model built and warmed up

@@ -16,6 +16,7 @@ from tests.configs import stage_config
 
 M = pytest.importorskip("papers.bimpm.model")
 FM = pytest.importorskip("papers.bimpm.fast_matching")
+CONFIGS = pytest.importorskip("papers.bimpm.tests.configs")  # the paper's YAML, some values changed
 
 SMALL = dict(
     word_dim=10, char_dim=4, char_hidden=5, hidden=8, agg_hidden=6, perspectives=3, mlp_hidden=7
@@ -45,7 +46,8 @@ def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
 
 def _model():
     torch.manual_seed(0)
-    model = M.build_model(dict(SMALL), vocab_size=VOCAB, num_chars=CHARS, num_classes=3)
+    cfg = CONFIGS.paper_model_config(**SMALL)
+    model = M.build_model(cfg, vocab_size=VOCAB, num_chars=CHARS, num_classes=3)
     return model, apply_init(model)
 
 

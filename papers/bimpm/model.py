@@ -17,11 +17,11 @@ from typing import Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from papers.bimpm import fast_matching
-from repro.config.typed import Invalid, bound, from_dict
+from papers.bimpm import fast_matching, fast_recurrence
 
-POSITIVE = bound(ge=1)
+POSITIVE = {"ge": 1}  # field metadata: repro checks the bound before a run starts
 
 # Guards every cosine norm and the attentive-mean denominator against division by zero.
 # UNSTATED: the paper gives no epsilon; 1e-8 matches torch.nn.functional.cosine_similarity.
@@ -34,57 +34,55 @@ DIRECTIONS = ("both", "p2q", "q2p")
 
 @dataclass
 class BiMPMConfig:
-    word_dim: int = field(
-        default=300, metadata=POSITIVE
-    )  # paper, Model Overview / Word Representation Layer: 300-d GloVe
-    char_dim: int = field(
-        default=20, metadata=POSITIVE
-    )  # paper, Model Overview / Word Representation Layer
-    char_hidden: int = field(
-        default=50, metadata=POSITIVE
-    )  # paper, Model Overview / Word Representation Layer: char LSTM
-    hidden: int = field(
-        default=100, metadata=POSITIVE
-    )  # paper, Model Overview / Context Representation Layer
-    agg_hidden: int = field(
-        default=100, metadata=POSITIVE
-    )  # paper, Model Overview / Aggregation Layer
-    perspectives: int = field(
-        default=20, metadata=POSITIVE
-    )  # paper, Experiments: l = 20 in the main results (Figure 3 varies it)
-    dropout: float = field(
-        default=0.1, metadata=bound(ge=0, lt=1)
-    )  # paper, Experiment Settings: dropout 0.1 on every layer's output
+    """The `model:` keys. Their values live in conf/paper/bimpm.yaml, each with its provenance
+    (conf/paper/bimpm_wikiqa.yaml for answer selection); this declares their types and bounds.
+    repro checks the section against it and hands build_model an instance."""
+
+    # paper, Model Overview / Word Representation Layer: fixed word vectors of word_dim, and
+    # characters embedded in char_dim and read by an LSTM of char_hidden units
+    word_dim: int = field(metadata=POSITIVE)
+    char_dim: int = field(metadata=POSITIVE)
+    char_hidden: int = field(metadata=POSITIVE)
+    hidden: int = field(metadata=POSITIVE)  # paper, Model Overview / Context Representation Layer
+    agg_hidden: int = field(metadata=POSITIVE)  # paper, Model Overview / Aggregation Layer
+    perspectives: int = field(metadata=POSITIVE)  # paper's l, Experiments (Figure 3 varies it)
+    # paper, Experiment Settings: dropout on every layer's output
+    dropout: float = field(metadata={"ge": 0, "lt": 1})
     # UNSTATED by the paper: a fixed width, with tanh. authors-code uses half the prediction
-    # input, which is 4 * agg_hidden / 2 = 200 at paper sizes; here it stays 200 when
+    # input, which is 4 * agg_hidden / 2 = 200 at paper sizes; here it stays as set when
     # agg_hidden or the matching direction (one direction halves the input) changes.
-    mlp_hidden: int = field(default=200, metadata=POSITIVE)
-    use_chars: bool = True  # paper, Table 1 ablation "w/o character"
-    full: bool = True  # paper, Matching Layer (Table 1 ablates each strategy)
-    maxpool: bool = True  # paper, Matching Layer
-    attentive: bool = True  # paper, Matching Layer
-    max_attentive: bool = True  # paper, Matching Layer
+    mlp_hidden: int = field(metadata=POSITIVE)
+    use_chars: bool  # paper, Table 1 ablation "w/o character"
+    full: bool  # paper, Matching Layer (Table 1 ablates each strategy)
+    maxpool: bool  # paper, Matching Layer
+    attentive: bool  # paper, Matching Layer
+    max_attentive: bool  # paper, Matching Layer
     # paper, Table 1 ablation: "both" = bilateral; "p2q" = only P->Q (each time step of P is
     # matched against all of Q, so only P's matching sequence exists); "q2p" = only Q->P.
-    direction: Literal["both", "p2q", "q2p"] = "both"
+    direction: Literal["both", "p2q", "q2p"]
     # UNSTATED by the paper: authors-code keeps separate W's for the two matching directions
     # (False); most reimplementations share them (True).
-    share_w_across_directions: bool = False
-    freeze_word_vectors: bool = True  # paper, Experiment Settings: word vectors fixed
+    share_w_across_directions: bool
+    freeze_word_vectors: bool  # paper, Experiment Settings: word vectors fixed
     # DEVIATION from authors-code (which drops P and Q with independent masks): "shared" draws one
     # dropout mask per pair and feature for the word and context representations and applies it
     # to P and Q alike, so that equal words still have cosine 1 while training. With independent
     # masks they never do, eval-mode cosines fall outside what training saw, and on the sample
     # BiMPM stalls at val 56-68% (97% with shared masks). "independent" restores authors-code.
-    dropout_mask: Literal["shared", "independent"] = "shared"
-    # Not the paper's: an implementation choice. True computes f_m with fast_matching.py (same
-    # maths, hand-written backward, faster on CPU); False with the plain functions below.
-    fast_matching: bool = True
+    dropout_mask: Literal["shared", "independent"]
+    # Not the paper's: implementation choices, the same maths either way (tests check it).
+    # fast_matching: f_m from fast_matching.py (hand-written backward passes) instead of the
+    # plain functions below. fast_recurrence: the LSTMs of fast_recurrence.py (padded tensors,
+    # no packing) instead of the packed ones below.
+    fast_matching: bool
+    fast_recurrence: bool
 
     def __post_init__(self) -> None:
+        # A plain ValueError: repro reports it as a one-line error about the `model:` section.
         if not any(getattr(self, s) for s in STRATEGIES):
-            raise Invalid(
-                "full", f"expected at least one matching strategy of {STRATEGIES} on, found none"
+            raise ValueError(
+                f"expected at least one matching strategy of {', '.join(STRATEGIES)} true, "
+                "found all false"
             )
 
     @property
@@ -107,27 +105,16 @@ def lengths_and_mask(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return lengths, mask
 
 
-def reversal_index(lengths: torch.Tensor, T: int) -> torch.Tensor:
-    """(B, T) time index that reverses the first lengths[b] steps of row b; padding stays put."""
-    t = torch.arange(T, device=lengths.device)[None]  # (1, T)
-    return torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)  # (B, T)
-
-
 class BiLSTM(nn.Module):
-    """A bidirectional LSTM over the real tokens of right-padded rows, as two one-way LSTMs.
-
-    The forward LSTM reads each row as it is: the padding comes after the real tokens, so
-    nothing it returns for a real token has seen padding. The backward LSTM reads each row
-    reversed within its length, so it starts at the last real token. This is the same maths as
-    nn.LSTM(bidirectional=True) on a packed sequence (a test checks it), but the calls take
-    padded tensors, which on CPU run in oneDNN's fused LSTM; the packed CPU path steps through
-    autograd one time step at a time and re-zeroes a full-size gradient buffer at every step
-    (measured: README, Speed)."""
+    """A bidirectional LSTM over the real tokens of right-padded rows: a packed sequence through
+    nn.LSTM(bidirectional=True). fast_recurrence.BiLSTM computes the same on padded tensors
+    (BiMPMConfig.fast_recurrence); tests check that the two agree."""
 
     def __init__(self, in_dim: int, units: int):
         super().__init__()
-        self.fw = nn.LSTM(in_dim, units, batch_first=True)
-        self.bw = nn.LSTM(in_dim, units, batch_first=True)
+        self.lstm = nn.LSTM(in_dim, units, batch_first=True, bidirectional=True)
+        # A checkpoint of fast_recurrence.BiLSTM (its fw./bw. names) loads too.
+        self._register_load_state_dict_pre_hook(fast_recurrence.to_packed_names)
 
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor, outputs: bool = True
@@ -135,19 +122,29 @@ class BiLSTM(nn.Module):
         """x (B, T, in), lengths (B,) >= 1 -> per-step outputs (B, T, 2 units), zeros at
         padding (None when outputs=False), and final states (B, 2 units): the forward state at
         the last real token and the backward state at the first."""
-        B, T = x.shape[:2]
-        # Row b's step t read from flat row b*T + rev[b, t] (whole rows copied: index_select).
-        rev = (reversal_index(lengths, T) + T * torch.arange(B, device=x.device)[:, None]).view(-1)
-        out_f, _ = self.fw(x)  # (B, T, units)
-        out_b, _ = self.bw(x.flatten(0, 1).index_select(0, rev).view_as(x))  # (B, T, units)
-        last = (torch.arange(B, device=x.device), lengths - 1)
-        finals = torch.cat([out_f[last], out_b[last]], dim=-1)  # (B, 2 units)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, (h_n, _) = self.lstm(packed)  # h_n (2, B, units): forward, backward
+        finals = torch.cat([h_n[0], h_n[1]], dim=-1)  # (B, 2 units)
         if not outputs:
             return None, finals
-        out_b = out_b.flatten(0, 1).index_select(0, rev).view_as(out_f)  # back in token order
-        out = torch.cat([out_f, out_b], dim=-1)
-        mask = torch.arange(T, device=x.device)[None] < lengths[:, None]  # (B, T)
-        return out * mask[..., None], finals  # (B, T, 2 units), (B, 2 units)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        return out, finals  # (B, T, 2 units), (B, 2 units)
+
+
+def last_char_states(lstm: nn.LSTM, chars: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The LSTM's state after each word's last character: chars (N, K, char_dim), the embedded
+    characters of N words, each padded after its lengths[n] >= 1 characters -> (N, hidden).
+    fast_recurrence.last_char_states computes the same without packing."""
+    if lengths.numel() == 0:  # no word in the whole batch: nothing to pack
+        return chars.new_zeros(0, lstm.hidden_size)
+    packed = pack_padded_sequence(chars, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    _, (h_n, _) = lstm(packed)  # (1, N, hidden), in the words' order
+    return h_n[0]  # (N, hidden)
+
+
+def bilstm(cfg: BiMPMConfig, in_dim: int, units: int) -> nn.Module:
+    """The packed BiLSTM above, or fast_recurrence.py's (same outputs, padded tensors)."""
+    return (fast_recurrence.BiLSTM if cfg.fast_recurrence else BiLSTM)(in_dim, units)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,6 +259,8 @@ class WordRepresentation(nn.Module):
             self.char_lstm = nn.LSTM(cfg.char_dim, cfg.char_hidden, batch_first=True)
         self.char_hidden = cfg.char_hidden
         self.out_dim = cfg.word_dim + (cfg.char_hidden if cfg.use_chars else 0)
+        # last_char_states above (packed), or fast_recurrence.py's (same outputs, no packing).
+        self.fast_recurrence = cfg.fast_recurrence
 
     def forward(
         self,
@@ -283,17 +282,10 @@ class WordRepresentation(nn.Module):
             F.pad(self.char_emb(c), (0, 0, 0, K - c.size(-1)))[n > 0]  # (N_p or N_q, K, char_dim)
             for c, n in ((p_chars, char_len[0]), (q_chars, char_len[1]))
         ]
-        # The words of both sentences together, in groups of equal length: each group is one
-        # LSTM call with no padding, so h_n is the state after each word's last character.
-        # (A packed call gives the same numbers; on CPU this is faster: README, Speed.)
+        # The words of both sentences through the character LSTM together.
         lengths = torch.cat([n[n > 0] for n in char_len])  # (N,)
-        order = torch.argsort(lengths)  # (N,) words by length
-        counts = torch.bincount(lengths, minlength=K + 1).tolist()  # counts[n]: words of n chars
-        groups = torch.cat(rows)[order].split(counts)  # group n: (counts[n], K, char_dim)
-        h_sorted = [self.char_lstm(g[:, :n])[1][0][0] for n, g in enumerate(groups) if len(g)]
-        h_words = rows[0].new_zeros(lengths.numel(), self.char_hidden)  # (N, char_hidden)
-        if h_sorted:
-            h_words = h_words.index_copy(0, order, torch.cat(h_sorted))  # back to word order
+        char_states = fast_recurrence.last_char_states if self.fast_recurrence else last_char_states
+        h_words = char_states(self.char_lstm, torch.cat(rows), lengths)  # (N, char_hidden)
         # Back to (B, T, char_hidden) per sentence; padded word positions keep a zero vector.
         h_p, h_q = h_words.split([rows[0].size(0), rows[1].size(0)])
         out = []
@@ -309,7 +301,7 @@ class ContextRepresentation(nn.Module):
 
     def __init__(self, cfg: BiMPMConfig, in_dim: int):
         super().__init__()
-        self.lstm = BiLSTM(in_dim, cfg.hidden)
+        self.lstm = bilstm(cfg, in_dim, cfg.hidden)
         self.dropout = PairDropout(cfg.dropout, shared=cfg.dropout_mask == "shared")
 
     def forward(self, x_p, x_q, len_p, len_q) -> tuple[torch.Tensor, torch.Tensor]:
@@ -444,7 +436,7 @@ class Aggregation(nn.Module):
         super().__init__()
         # UNSTATED: one BiLSTM serves both sequences (the paper says "another BiLSTM model" is
         # applied to the two sequences individually; authors-code may use two).
-        self.lstm = BiLSTM(cfg.matching_dim, cfg.agg_hidden)
+        self.lstm = bilstm(cfg, cfg.matching_dim, cfg.agg_hidden)
         self.dropout = nn.Dropout(cfg.dropout)
         self.out_dim = 2 * cfg.agg_hidden * (2 if cfg.direction == "both" else 1)
 
@@ -511,16 +503,15 @@ class BiMPM(nn.Module):
 
 
 def build_model(
-    cfg: dict,
+    cfg: BiMPMConfig,
     *,
     vocab_size: int,
     num_chars: int,
     num_classes: int,
     word_vectors: torch.Tensor | None = None,
 ) -> BiMPM:
-    """Entry point repro calls with the paper config's `model:` section as a plain dict."""
-    config = from_dict(BiMPMConfig, dict(cfg), "model")
-    expected = (vocab_size, config.word_dim)
+    """Entry point repro calls with the paper config's `model:` section, checked and typed."""
+    expected = (vocab_size, cfg.word_dim)
     if word_vectors is None:
         # paper, Experiment Settings: OOV words get random vectors; with no vectors at all every
         # row is random N(0, 1) and, like the pretrained ones, fixed.
@@ -530,7 +521,7 @@ def build_model(
             f"word_vectors has shape {tuple(word_vectors.shape)}, expected "
             f"(vocab_size, word_dim) = {expected}"
         )
-    return BiMPM(config, word_vectors.float(), num_chars, num_classes)
+    return BiMPM(cfg, word_vectors.float(), num_chars, num_classes)
 
 
 __all__ = [

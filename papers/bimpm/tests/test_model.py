@@ -1,12 +1,19 @@
-"""Tests for papers/bimpm/model.py and fast_matching.py: matching equals the paper's equations
-(plain and fast paths alike), padding, ablations."""
+"""Tests for papers/bimpm/model.py, fast_matching.py and fast_recurrence.py: matching equals the
+paper's equations, the plain and fast paths agree (values, gradients, checkpoints), padding,
+ablations, and the config that repro hands build_model."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import re
+
 import pytest
 import torch
+import yaml
+from rich.console import Console
 
-from papers.bimpm import fast_matching
+from papers.bimpm import fast_matching, fast_recurrence
 from papers.bimpm.model import (
     DIRECTIONS,
     EPS,
@@ -15,22 +22,41 @@ from papers.bimpm.model import (
     BiMPMConfig,
     MultiPerspectiveMatching,
     build_model,
+    last_char_states,
 )
+from papers.bimpm.tests.configs import CONF, paper_model_config
+from repro.config.compose import compose
 from repro.config.typed import from_dict
+from repro.context import StageContext, import_paper_module
 from repro.errors import ConfigError
+from repro.project import find_project
+from repro.train.init import apply_init
 
 SMALL = dict(
     word_dim=10, char_dim=4, char_hidden=5, hidden=8, agg_hidden=6, perspectives=3, mlp_hidden=7
 )
 VOCAB, CHARS, CLASSES = 50, 20, 3
 L = SMALL["perspectives"]
+# The speed flags: each path (plain = model.py as the paper reads, fast = the default) sets both.
+PATHS = {"fast": dict(fast_matching=True, fast_recurrence=True)}
+PATHS["plain"] = dict(fast_matching=False, fast_recurrence=False)
 
 
-def small_model(**overrides):
+def small_model(**changes):
+    """A small BiMPM: the paper config's `model:` section with SMALL's sizes and `changes`."""
     torch.manual_seed(0)
-    return build_model(
-        {**SMALL, **overrides}, vocab_size=VOCAB, num_chars=CHARS, num_classes=CLASSES
-    )
+    cfg = paper_model_config(**(SMALL | changes))
+    return build_model(cfg, vocab_size=VOCAB, num_chars=CHARS, num_classes=CLASSES)
+
+
+def in_fast_names(named: dict) -> dict:
+    """Keys of model.py's packed BiLSTM (`<m>.lstm.lstm.<w>` and `..._reverse`) written as
+    fast_recurrence.BiLSTM's (`<m>.lstm.fw.<w>`, `<m>.lstm.bw.<w>`); other keys as they are."""
+
+    def rename(match: re.Match) -> str:
+        return f".lstm.{'bw' if match[2] else 'fw'}.{match[1]}"
+
+    return {re.sub(r"\.lstm\.lstm\.(\w+?)(_reverse)?$", rename, k): v for k, v in named.items()}
 
 
 def random_sentences(B: int, lengths: list[int], T: int, K: int, g: torch.Generator):
@@ -135,7 +161,9 @@ def test_plain_and_fast_matching_give_the_same_outputs_and_gradients(strategies,
     cfg.update(direction=direction, share_w_across_directions=shared)
     torch.manual_seed(0)
     layers = {
-        fast: MultiPerspectiveMatching(BiMPMConfig(**cfg, fast_matching=fast)).double().eval()
+        fast: MultiPerspectiveMatching(paper_model_config(**cfg, fast_matching=fast))
+        .double()
+        .eval()
         for fast in (False, True)
     }
     layers[True].load_state_dict(layers[False].state_dict())
@@ -261,45 +289,44 @@ def test_all_strategies_are_concatenated_forward_then_backward_in_paper_order():
 
 
 # ---------------------------------------------------------------------------------------------
-# Recurrent layers: the padded two-LSTM BiLSTM and the grouped character LSTM give the numbers
-# of the plain packed / per-word versions.
+# Recurrent layers: fast_recurrence.py (padded tensors) gives the numbers of model.py's packed
+# LSTMs, and the checkpoints of either path load into the other.
 # ---------------------------------------------------------------------------------------------
 
 
-def test_bilstm_equals_packed_bidirectional_lstm_outputs_finals_and_gradients():
-    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
+def test_fast_bilstm_equals_the_packed_one_outputs_finals_and_gradients():
     torch.manual_seed(0)
-    ours = BiLSTM(5, 4).double()
-    ref = torch.nn.LSTM(5, 4, batch_first=True, bidirectional=True).double()
-    with torch.no_grad():  # the same weights: fw <- direction 0, bw <- direction 1 (_reverse)
-        for name, p in ours.fw.named_parameters():
-            p.copy_(getattr(ref, name))
-        for name, p in ours.bw.named_parameters():
-            p.copy_(getattr(ref, name + "_reverse"))
+    packed = BiLSTM(5, 4).double()  # nn.LSTM(bidirectional=True) on a packed sequence
+    fast = fast_recurrence.BiLSTM(5, 4).double()
+    fast.load_state_dict(packed.state_dict())  # lstm.<w>_reverse -> bw.<w>: the same weights
+    torch.testing.assert_close(fast.bw.weight_hh_l0, packed.lstm.weight_hh_l0_reverse)
     lengths = torch.tensor([3, 6, 1, 4])
-    x = torch.randn(4, 6, 5, dtype=torch.float64, requires_grad=True)
-    out, finals = ours(x, lengths)  # (4, 6, 8), (4, 8)
-    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-    ref_packed, (h_n, _) = ref(packed)
-    ref_out, _ = pad_packed_sequence(ref_packed, batch_first=True, total_length=6)
-    torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=0)  # zeros at padding included
-    torch.testing.assert_close(finals, torch.cat([h_n[0], h_n[1]], -1), atol=1e-12, rtol=0)
-    assert ours(x, lengths, outputs=False)[0] is None
+    x = torch.randn(4, 6, 5, dtype=torch.float64)
+    x[torch.arange(6)[None] >= lengths[:, None]] = 50.0  # padding: large, it must not count
     w = torch.randn(4, 6, 8, dtype=torch.float64)
-    g_ours = torch.autograd.grad((out * w).sum() + finals.sum(), x)[0]
-    g_ref = torch.autograd.grad((ref_out * w).sum() + h_n.sum(), x)[0]
-    torch.testing.assert_close(g_ours, g_ref, atol=1e-12, rtol=0)
-    assert g_ours[0, 3:].abs().max() == 0  # padding gets no gradient
+    results = {}
+    for name, lstm in (("packed", packed), ("fast", fast)):
+        xi = x.clone().requires_grad_()
+        out, finals = lstm(xi, lengths)  # (4, 6, 8), (4, 8)
+        assert lstm(xi, lengths, outputs=False)[0] is None
+        assert out[0, 3:].abs().max() == 0  # zeros at padding
+        grads = torch.autograd.grad((out * w).sum() + finals.sum(), [xi, *lstm.parameters()])
+        assert grads[0][0, 3:].abs().max() == 0  # padding gets no gradient
+        results[name] = (out, finals, *grads)
+    # Parameters in the same order in both layouts (fw.<w> = lstm.<w>, bw.<w> = lstm.<w>_reverse).
+    for a, b in zip(results["fast"], results["packed"], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
-def test_grouped_character_lstm_equals_one_word_at_a_time():
-    model = small_model().double().eval()
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
+def test_character_lstm_states_equal_one_word_at_a_time(fast):
+    # fast_recurrence groups the words by length (no padding); model.py packs them.
+    net = small_model(fast_recurrence=fast).double().eval()
     g = torch.Generator().manual_seed(6)
     pw, pc = random_sentences(3, [4, 2, 5], 6, 5, g)  # words of 1..5 characters
     qw, qc = random_sentences(3, [3, 6, 1], 6, 4, g)
-    x_p, x_q = model.word(pw, pc, qw, qc)  # (B, T, word_dim + char_hidden)
-    word = model.word
+    x_p, x_q = net.word(pw, pc, qw, qc)  # (B, T, word_dim + char_hidden)
+    word = net.word
     for words, chars, x in ((pw, pc, x_p), (qw, qc, x_q)):
         for b, t in zip(*torch.nonzero(words, as_tuple=True), strict=True):
             n = int((chars[b, t] != 0).sum())
@@ -308,13 +335,75 @@ def test_grouped_character_lstm_equals_one_word_at_a_time():
         assert x[..., -word.char_hidden :][words == 0].abs().max() == 0  # padded words: zeros
 
 
+def test_character_lstm_paths_agree_on_values_and_gradients():
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(4, 3, batch_first=True).double()
+    lengths = torch.tensor([2, 5, 1, 5, 3, 2])  # ties and gaps: groups of 1, 2 and 3 words
+    chars = torch.randn(6, 5, 4, dtype=torch.float64)
+    chars[torch.arange(5)[None] >= lengths[:, None]] = 0.0  # padded characters embed to 0
+    w = torch.randn(6, 3, dtype=torch.float64)
+    results = []
+    for char_states in (last_char_states, fast_recurrence.last_char_states):
+        c = chars.clone().requires_grad_()
+        h = char_states(lstm, c, lengths)  # (6, 3)
+        results.append((h, *torch.autograd.grad((h * w).sum(), [c, *lstm.parameters()])))
+    for plain, fast in zip(*results, strict=True):
+        torch.testing.assert_close(fast, plain, atol=1e-12, rtol=0)
+    for char_states in (last_char_states, fast_recurrence.last_char_states):  # no words
+        assert char_states(lstm, chars[:0], lengths[:0]).shape == (0, 3)
+
+
+def test_a_seeded_build_gives_both_recurrence_paths_the_same_weights_in_the_same_order():
+    # torch's init and repro's (apply_init, as a gate builds the model) draw in parameter order,
+    # and an optimizer's per-parameter state saved with one path lines up with the other's.
+    named = {}
+    for fast in (False, True):
+        net = small_model(fast_recurrence=fast)
+        init = apply_init(net)
+        assert init["context.lstm." + ("fw.weight_ih_l0" if fast else "lstm.weight_ih_l0")]
+        named[fast] = dict(net.named_parameters())
+    packed, fast = in_fast_names(named[False]), named[True]
+    assert list(packed) == list(fast)
+    for name, p in fast.items():
+        assert torch.equal(p, packed[name]), name
+
+
+@pytest.mark.parametrize("trained_fast", [True, False], ids=["fast->plain", "plain->fast"])
+def test_a_checkpoint_of_either_recurrence_path_loads_into_the_other(trained_fast):
+    trained = small_model(fast_recurrence=trained_fast)
+    with torch.no_grad():  # weights no fresh build has
+        for p in trained.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    buffer = io.BytesIO()
+    torch.save(trained.state_dict(), buffer)
+    torch.manual_seed(1)
+    other = build_model(
+        paper_model_config(**SMALL, fast_recurrence=not trained_fast),
+        vocab_size=VOCAB,
+        num_chars=CHARS,
+        num_classes=CLASSES,
+    )
+    buffer.seek(0)
+    other.load_state_dict(torch.load(buffer))  # strict: every key found, none left over
+    g = torch.Generator().manual_seed(11)
+    batch = (*random_sentences(3, [4, 2, 6], 6, 4, g), *random_sentences(3, [5, 5, 1], 5, 4, g))
+    trained, other = trained.double().eval(), other.double().eval()
+    torch.testing.assert_close(other(*batch), trained(*batch), atol=1e-12, rtol=0)
+
+
 # ---------------------------------------------------------------------------------------------
-# Whole model: padding, batch size 1, no NaN.
+# Whole model: the plain and fast paths, padding, batch size 1, no NaN.
 # ---------------------------------------------------------------------------------------------
 
 
-def test_plain_and_fast_models_give_the_same_logits_and_gradients():
-    # Zeros at padding, as the context BiLSTM makes them, dropout on (the same masks for both).
+@pytest.mark.parametrize(
+    "fast",
+    [dict(fast_matching=True), dict(fast_recurrence=True), PATHS["fast"]],
+    ids=["fast_matching", "fast_recurrence", "both"],
+)
+def test_plain_and_fast_models_give_the_same_logits_and_gradients(fast):
+    # Padded batches of uneven lengths (the model's zeros at padding), dropout on (the same
+    # masks for both: the same seed, and the fast paths draw no random numbers of their own).
     g = torch.Generator().manual_seed(10)
     batch = (
         *random_sentences(4, [5, 3, 7, 1], 7, 4, g),
@@ -322,21 +411,22 @@ def test_plain_and_fast_models_give_the_same_logits_and_gradients():
     )
     y = torch.tensor([0, 1, 2, 1])
     logits, grads = {}, {}
-    for fast in (False, True):
-        model = small_model(fast_matching=fast).double().train()
+    for name, flags in (("plain", PATHS["plain"]), ("fast", {**PATHS["plain"], **fast})):
+        net = small_model(**flags).double().train()
         torch.manual_seed(1)
-        logits[fast] = model(*batch)  # (B, C)
-        torch.nn.functional.cross_entropy(logits[fast], y).backward()
-        grads[fast] = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
-    torch.testing.assert_close(logits[True], logits[False], atol=1e-12, rtol=1e-10)
-    assert grads[True].keys() == grads[False].keys()
-    for name, plain in grads[False].items():
-        torch.testing.assert_close(grads[True][name], plain, atol=1e-12, rtol=1e-9, msg=name)
+        logits[name] = net(*batch)  # (B, C)
+        torch.nn.functional.cross_entropy(logits[name], y).backward()
+        named = {n: p.grad for n, p in net.named_parameters() if p.requires_grad}
+        grads[name] = in_fast_names(named)
+    torch.testing.assert_close(logits["fast"], logits["plain"], atol=1e-12, rtol=1e-10)
+    assert grads["fast"].keys() == grads["plain"].keys()
+    for name, plain in grads["plain"].items():
+        torch.testing.assert_close(grads["fast"][name], plain, atol=1e-12, rtol=1e-9, msg=name)
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
-def test_pair_logits_are_the_same_alone_and_padded_in_a_batch(fast):
-    model = small_model(fast_matching=fast).eval()
+@pytest.mark.parametrize("path", PATHS)
+def test_pair_logits_are_the_same_alone_and_padded_in_a_batch(path):
+    model = small_model(**PATHS[path]).eval()
     g = torch.Generator().manual_seed(3)
     pw, pc = random_sentences(1, [4], 4, 3, g)
     qw, qc = random_sentences(1, [6], 6, 3, g)
@@ -353,8 +443,9 @@ def test_pair_logits_are_the_same_alone_and_padded_in_a_batch(fast):
     torch.testing.assert_close(batched[1:2], alone, atol=1e-5, rtol=0)
 
 
-def test_padded_words_and_empty_rows_give_finite_logits_and_gradients():
-    model = small_model().train()
+@pytest.mark.parametrize("path", PATHS)
+def test_padded_words_and_empty_rows_give_finite_logits_and_gradients(path):
+    model = small_model(**PATHS[path]).train()
     g = torch.Generator().manual_seed(4)
     pw, pc = random_sentences(2, [3, 7], 9, 4, g)
     qw, qc = random_sentences(2, [1, 5], 5, 4, g)
@@ -481,39 +572,83 @@ def test_every_trainable_parameter_gets_a_gradient_and_frozen_vectors_none():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_from_dict_names_the_unknown_key_and_the_valid_ones():
+def paper_yaml(paper: str = "bimpm") -> dict:
+    return yaml.safe_load((CONF / "paper" / f"{paper}.yaml").read_text())
+
+
+@pytest.mark.parametrize("paper", ["bimpm", "bimpm_wikiqa"])
+def test_every_model_value_lives_in_the_paper_yaml_with_its_provenance(paper):
+    # One default per value: the dataclass declares types and bounds, the YAML the values.
+    fields = dataclasses.fields(BiMPMConfig)
+    assert [f.name for f in fields if f.default is not dataclasses.MISSING] == []
+    assert [f.name for f in fields if f.default_factory is not dataclasses.MISSING] == []
+    config = paper_yaml(paper)
+    assert sorted(config["model"]) == sorted(f.name for f in fields)
+    provenance = config["paper"]["provenance"]
+    assert [f.name for f in fields if f"model.{f.name}" not in provenance] == []
+
+
+def repro_model_config(overrides: list[str]):
+    """What repro passes build_model as its first argument (StageContext.model_config), with
+    build_model imported as repro imports it (other tests may have swapped the paper's modules)."""
+    project = find_project(CONF.parent)
+    ctx = StageContext(project, "bimpm", compose(project, "bimpm", overrides), Console())
+    return ctx.model_config(import_paper_module(project, "bimpm", "model", "build_model"))
+
+
+def test_repro_hands_build_model_the_typed_model_section_of_the_paper_yaml():
+    cfg = repro_model_config([])
+    assert type(cfg).__name__ == "BiMPMConfig"
+    assert dataclasses.asdict(cfg) == dataclasses.asdict(paper_model_config())
+    assert (cfg.fast_matching, cfg.fast_recurrence) == (True, True)  # the fast paths by default
+
+
+def test_no_matching_strategy_is_a_one_line_config_error_naming_where_it_was_set():
+    # __post_init__ raises a plain ValueError (model.py imports nothing from repro); repro turns
+    # it into a one-line error about the `model:` section.
     with pytest.raises(ConfigError) as err:
-        from_dict(BiMPMConfig, {"hiden": 100, "perspectives": 20}, "model")
+        repro_model_config([f"model.{s}=false" for s in STRATEGIES])
+    assert str(err.value) == (
+        "model (set on the command line): expected at least one matching strategy of full, "
+        "maxpool, attentive, max_attentive true, found all false"
+    )
+
+
+def test_bad_model_values_name_the_key_and_what_was_expected():
+    values = paper_yaml()["model"]
+    with pytest.raises(ConfigError) as err:
+        from_dict(BiMPMConfig, values | {"hiden": 100}, "model")
     msg = str(err.value)
     assert msg.startswith("model.hiden: unknown key")
     for key in ("hidden", "perspectives", "direction", "share_w_across_directions"):
         assert key in msg
-    assert from_dict(BiMPMConfig, {"perspectives": 5}, "model").perspectives == 5
+    with pytest.raises(ConfigError, match=r"^model\.hidden: expected an integer, found no such"):
+        from_dict(BiMPMConfig, {k: v for k, v in values.items() if k != "hidden"}, "model")
     with pytest.raises(
         ConfigError, match=r"model\.perspectives: expected an integer >= 1, found 0"
     ):
-        from_dict(BiMPMConfig, {"perspectives": 0}, "model")
-    with pytest.raises(ConfigError, match=r"model\.full: expected at least one matching strategy"):
-        from_dict(
-            BiMPMConfig,
-            dict.fromkeys(("full", "maxpool", "attentive", "max_attentive"), False),
-            "model",
-        )
+        paper_model_config(perspectives=0)
+    with pytest.raises(ConfigError, match=r"model\.dropout: expected a number < 1, found 1"):
+        paper_model_config(dropout=1)
+    with pytest.raises(
+        ConfigError, match=r"model\.dropout_mask: expected one of \['shared', 'independent'\]"
+    ):
+        paper_model_config(dropout_mask="sometimes")
+    assert paper_model_config(perspectives=5).perspectives == 5
 
 
 def test_build_model_rejects_word_vectors_of_the_wrong_shape():
+    cfg = paper_model_config(**SMALL)
     with pytest.raises(ValueError, match=r"\(50, 11\).*\(50, 10\)"):
         build_model(
-            SMALL,
+            cfg,
             vocab_size=VOCAB,
             num_chars=CHARS,
             num_classes=2,
             word_vectors=torch.zeros(VOCAB, 11),
         )
     vectors = torch.randn(VOCAB, SMALL["word_dim"])
-    model = build_model(
-        SMALL, vocab_size=VOCAB, num_chars=CHARS, num_classes=2, word_vectors=vectors
-    )
+    model = build_model(cfg, vocab_size=VOCAB, num_chars=CHARS, num_classes=2, word_vectors=vectors)
     torch.testing.assert_close(model.word.word_emb.weight, vectors)
 
 
@@ -567,12 +702,3 @@ def test_pair_dropout_shared_mask_keeps_equal_vectors_equal():
     assert not torch.equal(qa[:, :3], qb)
     ea, eb = shared.eval()(a, b)
     assert torch.equal(ea, a) and torch.equal(eb, b)  # eval: identity
-
-
-def test_dropout_mask_switch_is_validated():
-    from papers.bimpm.model import BiMPMConfig
-
-    with pytest.raises(
-        ConfigError, match=r"model\.dropout_mask: expected one of \['shared', 'independent'\]"
-    ):
-        from_dict(BiMPMConfig, {"dropout_mask": "sometimes"}, "model")
