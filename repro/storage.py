@@ -71,8 +71,9 @@ def user_umask() -> int:
     return mask
 
 
-def atomic_write(path: Path, text: str, what: str = "a file") -> None:
-    """Write `text` to `path` so that readers see either the old file or the whole new one.
+def atomic_write(path: Path, text: str | bytes, what: str = "a file") -> None:
+    """Write `text` (str: UTF-8; bytes: as they are) to `path` so that readers see either the old
+    file or the whole new one. A symlink at `path` is replaced, never written through.
 
     The file gets the mode an ordinary write would (0666 minus the umask; mkstemp alone makes it
     0600). A full, read-only or unwritable disk raises StorageError naming `path`; the temp file
@@ -85,7 +86,8 @@ def atomic_write(path: Path, text: str, what: str = "a file") -> None:
         raise (storage_error(path, e, what) if is_storage_error(e) else e) from e
     try:
         os.fchmod(fd, 0o666 & ~user_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        binary = isinstance(text, bytes)
+        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

@@ -66,6 +66,15 @@ class ToyDataModule(PaperDataModule):
     def model_kwargs(self) -> dict:
         return {"n_features": self.toy.n_features, "num_classes": self.num_classes}
 
+    def fitted_state(self) -> dict:
+        """What build() fitted on train, as plain data: saved with a full run, so that `repro
+        predict` encodes new inputs as training did. Nothing here (the features are used as they
+        are); TODO: the paper's vocabulary or statistics."""
+        return {}
+
+    def load_fitted_state(self, state: dict) -> None:
+        """Restore fitted_state()'s values in place of load_examples() and build()."""
+
 
 def build_datamodule(cfg: DataConfig, seed: int) -> ToyDataModule:
     """What repro calls: cfg is the typed `data:` section (this paper's keys in cfg.options)."""
