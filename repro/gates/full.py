@@ -320,11 +320,14 @@ def _fit_seed(ctx, seed: int, i: int, seeds: list[int], wandb, units: dict[str, 
     from repro.train.distributed import is_rank_zero
     from repro.train.evaluate import load_weights, versus_baseline
     from repro.train.fit import fit_and_test
+    from repro.train.fitted_state import save_fitted_state
 
     out = ctx.run.dir if len(seeds) == 1 else ctx.run.dir / f"seed_{seed}"
     ctx.console.print(f"[bold]full[/bold]: training seed {seed} ({i + 1}/{len(seeds)})")
     dm = ctx.build_datamodule(seed)
     dm.setup("fit")
+    if is_rank_zero():  # what predict and eval encode new inputs with (repro/inference.py)
+        save_fitted_state(dm, out)
     model = ctx.build_model(dm, seed)
     loggers = (wandb.logger(f"seed{seed}"),) if wandb is not None else ()
     result = fit_and_test(ctx.cfg, dm, model, out, seed=seed, resume=ctx.resume, loggers=loggers)
