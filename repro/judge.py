@@ -38,6 +38,7 @@ def judge_run(project: Project, paper: str, run_id: str | None, console: Console
         metrics.trivial,
         metrics.majority,
         metrics.eval_sizes,
+        metrics.invariances,
     )
     metrics = replace(metrics, targets=target_results(checks))
     verdict = Verdict.from_checks("full", checks, {"judged_run": old.id}, metrics)

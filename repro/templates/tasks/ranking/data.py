@@ -81,6 +81,17 @@ class ToyDataModule(PaperDataModule):
     def load_fitted_state(self, state: dict) -> None:
         """Restore fitted_state()'s values in place of load_examples() and build()."""
 
+    def transformations(self) -> dict:
+        """Transformations of a raw example that the paper's invariances (paper.invariances in
+        conf/paper/{{paper}}.yaml) name. TODO: the paper's own."""
+        return {"swap_query_item": swap_query_item}
+
+
+def swap_query_item(example: dict) -> dict:
+    """The item read as the query and the query as the item: relevance here is their dot
+    product, which does not depend on the order."""
+    return {**example, "query": example["item"], "item": example["query"]}
+
 
 def build_datamodule(cfg: DataConfig, seed: int) -> ToyDataModule:
     """What repro calls: cfg is the typed `data:` section (this paper's keys in cfg.options)."""
