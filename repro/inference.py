@@ -54,11 +54,36 @@ def full_run(project: Project, run_id: str):
     return run
 
 
+def recorded_config(run) -> dict[str, Any]:
+    """The run's resolved config as recorded, with the keys using it needs checked: a one-line
+    ReproError naming a missing one."""
+    config = run.record.get("config")
+    if not isinstance(config, dict):
+        config = {}
+    for key in ("seed", "seeds", "deterministic", "data", "model", "paper"):
+        if key not in config:
+            raise ReproError(
+                f"run {run.id}: record.json config: expected the key {key!r} (a full run's "
+                "resolved config), found none; the record was edited or cut off"
+            )
+    return config
+
+
+def task_of(config: dict[str, Any]) -> str:
+    """paper.task of a recorded config; records written before tasks existed were classifiers'
+    (the schema's default says so)."""
+    from dataclasses import fields
+
+    from repro.config.schema import PaperMeta
+
+    default = next(f.default for f in fields(PaperMeta) if f.name == "task")
+    return config["paper"].get("task") or default
+
+
 def seeds_of(run) -> list[int]:
     """The seeds a full run trained, from its recorded config (seed, seeds)."""
-    config = run.record.get("config") or {}
-    first, n = int(config.get("seed", 0)), int(config.get("seeds", 1))
-    return [first + i for i in range(n)]
+    config = recorded_config(run)
+    return [int(config["seed"]) + i for i in range(int(config["seeds"]))]
 
 
 def seed_dir(run, seed: int) -> Path:
@@ -121,9 +146,8 @@ def load_trained(
             f"--seed {seed}: expected a seed run {run.id} trained ({', '.join(map(str, seeds))})"
         )
     ckpt = checkpoint_path(run, seed, checkpoint)
-    config = dict(run.record.get("config") or {})
-    paper = config.get("paper") or {}
-    package = paper_package(project, run, paper.get("code") or run.paper, code)
+    config = recorded_config(run)
+    package = paper_package(project, run, config["paper"].get("code") or run.paper, code)
     model_mod = _import(f"{package}.model", run, code)
     dm = build_datamodule(project, run, package, code, config, seed)
     where = seed_dir(run, seed)
@@ -138,8 +162,8 @@ def load_trained(
     build = getattr(model_mod, "build_model", None)
     if build is None:
         raise PaperError(f"{package}.model: expected a function build_model(), found none")
-    seed_everything(seed, bool(config.get("deterministic", True)))
-    model = build(typed_model_config(build, dict(config.get("model") or {})), **dm.model_kwargs())
+    seed_everything(seed, bool(config["deterministic"]))
+    model = build(typed_model_config(build, dict(config["model"])), **dm.model_kwargs())
     try:
         load_weights(model, ckpt)
     except CheckpointMismatch as e:
@@ -156,8 +180,7 @@ def build_datamodule(project: Project, run, package: str, code: Code, config: di
 
     data_mod = _import(f"{package}.data", run, code)
     dm = _call(data_mod, "build_datamodule", from_dict(DataConfig, config["data"], "data"), seed)
-    task = (config.get("paper") or {}).get("task", "classification")
-    dm.task_class = load_task_class(task, project, run.paper)
+    dm.task_class = load_task_class(task_of(config), project, run.paper)
     return dm
 
 
