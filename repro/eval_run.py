@@ -194,7 +194,7 @@ def _changes(project, run, trained) -> list[str]:
 def _record(project: Project, run, trained, verdict: Verdict, metrics: EvalMetrics):
     """The eval run: its record (linked to the evaluated run), config, code and notebook line."""
     from repro.envinfo import env_info
-    from repro.fingerprint import file_digest
+    from repro.fingerprint import code_files, file_digest
     from repro.gates.metrics import to_record
     from repro.gitstate import git_state
     from repro.inference import data_overrides
@@ -203,10 +203,11 @@ def _record(project: Project, run, trained, verdict: Verdict, metrics: EvalMetri
 
     config = data_overrides(trained.config, metrics.overrides)
     code_dir = _code_dir(project, trained)
-    files = {
-        f"{trained.package.replace('.', '/')}/{p.name}": file_digest(p)
-        for p in sorted(code_dir.glob("*.py"))
-    }
+    code = code_files(code_dir)  # the paper's code as fingerprints name it (no __init__.py)
+    folder = trained.package.replace(".", "/")
+    files = {f"{folder}/{p.name}": file_digest(p) for p in code["data"] + code["model"]}
+    recorded = (run.record.get("fingerprint") or {}).get("files") or {}
+    files |= {f: file_digest(project.root / f) for f in recorded if not f.startswith("papers/")}
     new = create_run(
         project.runs_dir,
         run.paper,
