@@ -45,15 +45,25 @@ def as_logged(value: float) -> float:
     return float(torch.tensor(value, dtype=torch.float32))
 
 
-def evaluate(trained, examples: list[dict], split: str) -> dict[str, float]:
+def evaluate(trained, examples: list[dict], split: str, console=None) -> dict[str, float]:
     """The task's metrics of the trained model on raw examples (encoded as training did), in
     batches of the evaluation batch size, named <split>/<metric>, rounded as logged."""
+    from repro.predict import progress_bar
     from repro.train.evaluate import encoded_loader, model_forward, outputs
 
-    items = [trained.dm.encode(ex) for ex in examples]
-    _, metrics = outputs(
-        model_forward(trained.model), encoded_loader(trained.dm, items), trained.task, True
-    )
+    bar = progress_bar(console, len(examples))
+    try:
+        task = bar.add_task(f"evaluating {split}", total=len(examples)) if bar else None
+        items = []
+        for ex in examples:
+            items.append(trained.dm.encode(ex))
+            if bar:
+                bar.advance(task)
+        loader = encoded_loader(trained.dm, items)
+        _, metrics = outputs(model_forward(trained.model), loader, trained.task, True)
+    finally:
+        if bar:
+            bar.stop()
     return {f"{split}/{k}": as_logged(v) for k, v in metrics.items()}
 
 
@@ -113,7 +123,7 @@ def eval_run(
         trained = load_trained(project, run, seed, code, checkpoint)
         examples = _examples(project, trained, split, overrides, input_file)
         n = len(examples)
-        per_seed.append(evaluate(trained, examples, split))
+        per_seed.append(evaluate(trained, examples, split, console))
     other_data = bool(overrides or input_file)
     recorded = None if other_data else _recorded(run, split)
     changed = _changes(project, run, trained) if trained else []

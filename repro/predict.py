@@ -44,7 +44,7 @@ def predict(trained, examples: list[dict], console=None) -> list[dict[str, Any]]
     from repro.train.evaluate import encoded_loader, model_forward, outputs
 
     task, dm = trained.task, trained.dm
-    bar = _progress(console, len(examples))
+    bar = progress_bar(console, len(examples))
     try:
         encoding = bar.add_task("encoding", total=len(examples)) if bar else None
         items = []
@@ -74,7 +74,9 @@ def predict(trained, examples: list[dict], console=None) -> list[dict[str, Any]]
     return records
 
 
-def _progress(console, n: int):
+def progress_bar(console, n: int):
+    """A started rich progress bar (transient, on `console`) for an input of n examples; None for
+    a short input or no console."""
     if console is None or n < LONG_INPUT:
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn

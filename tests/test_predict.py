@@ -53,6 +53,10 @@ def _run_dir(root: Path) -> Path:
     return run
 
 
+class Vocab:
+    """An object in a fitted state: torch.save pickles it, a weights-only load refuses it."""
+
+
 def _probabilities(records: list[dict]) -> torch.Tensor:
     return torch.tensor([list(r["probabilities"].values()) for r in records], dtype=torch.float64)
 
@@ -274,3 +278,37 @@ def test_predict_and_eval_help(cli):
     assert code == 0
     for word in ("split", "overrides", "--input", "--code", "--checkpoint", "linked"):
         assert word in out
+
+
+def test_standard_input_and_a_run_without_fitted_state(here, cli, monkeypatch):
+    import io
+
+    run = _run_dir(here)
+    text = "".join(json.dumps({"x": [0.2 * i] * 16}) + "\n" for i in range(4))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+    code, from_stdin, err = cli("predict", run.name, "--input", "-")
+    assert code == 0, err
+    assert "4 predictions of -" in err and len(from_stdin.splitlines()) == 4
+    (run / "fitted_state.pt").unlink()  # as a paper without fitted_state(), or an older repro
+    (here / "in.jsonl").write_text(text)
+    code, rebuilt, err = cli("predict", run.name, "--input", "in.jsonl")
+    assert code == 0, err
+    assert rebuilt == from_stdin
+    assert "fitted state: rebuilt from the training data (the run holds no fitted_state.pt" in err
+
+
+def test_a_fitted_state_that_is_not_plain_data_is_refused_naming_the_method(tmp_path):
+    from repro.data.datamodule import PaperDataModule
+    from repro.errors import PaperError
+    from repro.train.fitted_state import save_fitted_state
+    from tests.configs import data_config
+
+    class Pickled(PaperDataModule):
+        def fitted_state(self):
+            return {"vocab": Vocab()}
+
+    with pytest.raises(PaperError) as e:
+        save_fitted_state(Pickled(data_config(), 0), tmp_path)
+    assert str(e.value).startswith("Pickled.fitted_state(): expected plain data (tensors, strings")
+    assert "return plain values" in str(e.value)
+    assert not (tmp_path / "fitted_state.pt").exists()

@@ -34,9 +34,9 @@ def save_fitted_state(dm, out_dir: Path) -> Path | None:
         "state": state,
     }
     buf = io.BytesIO()
-    torch.save(payload, buf)
-    data = buf.getvalue()
-    try:  # refuse now what could not be read back later
+    try:  # refuse now what could not be saved, or read back later
+        torch.save(payload, buf)
+        data = buf.getvalue()
         torch.load(io.BytesIO(data), weights_only=True)
     except Exception as e:
         raise PaperError(
