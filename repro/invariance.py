@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from repro.config.schema import Invariance, RunConfig
-from repro.data.batch import Batch, model_inputs
+from repro.data.batch import Batch, model_inputs, rows
 from repro.errors import PaperError
 from repro.verdict import Check, Verdict
 
@@ -114,7 +114,8 @@ def check_inputs_used(
     used = [k for k in measured if k not in ignored]
     least = min(used, key=lambda k: measured[k]["change"]) if used else None
     reason = (
-        f"each of {len(used)} input fields, shuffled alone across the batch, changes the outputs"
+        f"each of {len(used)} input fields, shuffled alone across {size} examples, changes the "
+        "outputs"
     )
     if least is not None:
         reason += f" (least: {least}, {measured[least]['change']:.3g} > {tol:.3g})"
@@ -208,17 +209,17 @@ def check_exact(inv: Invariance, m: dict[str, Any], eps_units: float, where: str
 
 # ---- the shapes gate: inputs used, exact invariances on the untrained model -------------------
 def shapes_checks(cfg: RunConfig, dm, model: torch.nn.Module, batch: Batch) -> list[Check]:
-    """Every input field matters on `batch`; each declared exact invariance holds on the first
-    stage.shapes.invariance_examples training examples. A measurement that raises is a failed
-    check of its name."""
+    """Every input field matters on the first stage.shapes.inputs_used_examples of `batch`; each
+    declared exact invariance holds on the first stage.shapes.invariance_examples training
+    examples. A measurement that raises is a failed check of its name."""
     c = cfg.stage.shapes
     checks = []
+    few = rows(batch, slice(0, c.inputs_used_examples))  # (n, ...): a forward per field
     try:
-        used = measure_inputs_used(model, batch)
+        used = measure_inputs_used(model, few)
         tol = roundoff(used["base"], c.roundoff_eps)
-        checks.append(
-            check_inputs_used(used["fields"], tol, list(c.unused_inputs_ok), len(batch["label"]))
-        )
+        size = len(few["label"])
+        checks.append(check_inputs_used(used["fields"], tol, list(c.unused_inputs_ok), size))
     except Exception as e:  # the model raised on a shuffled batch: the check fails with it
         checks.append(Check(INPUTS_USED, False, f"the model raised {type(e).__name__}: {e}"))
     examples = dm.splits["train"][: c.invariance_examples]

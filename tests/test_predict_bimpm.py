@@ -37,7 +37,7 @@ def _repro(root: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.slow  # ~1 minute: trains a small BiMPM for one epoch
+@pytest.mark.slow  # 5 minutes on a busy 2-core machine (load 6): a small BiMPM, one epoch
 def test_bimpm_predict_equals_the_test_phase_and_works_from_a_fresh_project(tmp_path):
     root = tmp_path / "project"
     root.mkdir()

@@ -159,6 +159,7 @@ class ShapesStage:
     roundoff_eps: float = field(metadata=GT0)
     frozen_ok: list[str]
     unused_inputs_ok: list[str]  # input fields the model may ignore (an ablation's)
+    inputs_used_examples: int = field(metadata=bound(ge=2))
     invariance_examples: int = field(metadata=GE1)
 
 
