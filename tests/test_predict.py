@@ -68,6 +68,12 @@ def test_the_run_directory_holds_the_fitted_state_and_the_test_phase_outputs(her
     assert state["state"] == {}  # the toy fits nothing: its features are used as they are
     batches = torch.load(run / "test_outputs.pt", weights_only=True)["batches"]
     assert [b.shape for b in batches] == [(30, 3)]  # 10% of 300 examples, logits (B, C)
+    record = json.loads((run / "record.json").read_text())
+    (inv,) = record["metrics"]["invariances"]  # the template declares the nudge (learned)
+    assert inv["transform"] == "nudge" and inv["exact"] is False
+    assert inv["per_seed"][0]["n"] == 30 and 0 <= inv["per_seed"][0]["changed"] <= 1
+    (check,) = [c for c in record["verdict"]["checks"] if c["name"] == "invariant to nudge"]
+    assert "of the test predictions change under nudge" in check["reason"]
 
 
 def test_predict_builds_training_tensors_and_gives_the_test_phase_outputs(here):

@@ -60,7 +60,9 @@ def test_status_show_log_and_report_read_every_record(release, cli):
         assert f"run {run_id}" in out
     code, out, err = cli("report")
     assert code == 0, err
-    assert _runs(release, "full")["passed"]["id"] in (release / "papers/toy/REPORT.md").read_text()
+    report = (release / "papers/toy/REPORT.md").read_text()
+    assert _runs(release, "full")["passed"]["id"] in report
+    assert "## Invariances" in report and "| nudge | learned |" in report
 
 
 def test_predict_and_eval_use_the_releases_checkpoint(release, cli):
