@@ -20,6 +20,7 @@ from repro.invariance import check_inputs_used, measure_inputs_used, roundoff
 from tests.configs import data_config
 
 SAMPLE = Path(make_sample.__file__).resolve().parent
+REPO = SAMPLE.parents[2]
 
 
 def _cfg(tmp_path: Path) -> dict:
@@ -106,6 +107,11 @@ class IgnoresSecondQuestion(BiMPM):
 
 
 def test_a_bimpm_that_ignores_its_second_question_fails_inputs_used(trained_dm):
+    from repro.config import compose
+    from repro.invariance import shapes_checks
+    from repro.project import Project
+
+    cfg = compose(Project(REPO), "bimpm", []).cfg  # the shapes gate's own config
     small = {"hidden": 16, "agg_hidden": 16, "perspectives": 4, "char_hidden": 8, "mlp_hidden": 16}
     kwargs = trained_dm.model_kwargs()
     torch.manual_seed(0)
@@ -113,16 +119,20 @@ def test_a_bimpm_that_ignores_its_second_question_fails_inputs_used(trained_dm):
     torch.manual_seed(0)
     bad = build_model(dict(word_dim=50, **small), **kwargs)
     bad.__class__ = IgnoresSecondQuestion  # the same weights, the buggy forward
-    batch = trained_dm.fixed_batch("train", 16)
-    for model, verdict in ((good, True), (bad, False)):
-        used = measure_inputs_used(model, batch)
-        check = check_inputs_used(used["fields"], roundoff(used["base"], 1000), [], 16)
-        assert check.passed is verdict, check.reason
-    assert check.reason.startswith("q_words (max change 0), q_chars (max change 0): each replaced")
-    assert "the model ignores them" in check.reason
-    ok = check_inputs_used(used["fields"], roundoff(used["base"], 1000), ["q_words", "q_chars"], 16)
-    assert (
-        ok.passed
-        and "q_words, q_chars ignored, as stage.shapes.unused_inputs_ok allows" in ok.reason
-    )
+    batch = trained_dm.fixed_batch("train", 32)
     assert set(model_inputs(batch)) == {"p_words", "p_chars", "q_words", "q_chars"}
+    (ok,) = shapes_checks(cfg, trained_dm, good, batch)  # swap_questions is learned: not here
+    assert ok.name == "inputs_used" and ok.passed, ok.reason
+    assert ok.reason.startswith("each of 4 input fields, shuffled alone across 8 examples")
+    (caught,) = shapes_checks(cfg, trained_dm, bad, batch)
+    assert not caught.passed
+    assert caught.reason.startswith("q_words (max change 0), q_chars (max change 0): each replaced")
+    assert "the model ignores them" in caught.reason
+    used = measure_inputs_used(bad, batch)
+    allowed = check_inputs_used(
+        used["fields"], roundoff(used["base"], 1000), ["q_words", "q_chars"], 32
+    )
+    assert (
+        allowed.passed
+        and "q_words, q_chars ignored, as stage.shapes.unused_inputs_ok" in allowed.reason
+    )
