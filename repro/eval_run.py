@@ -124,8 +124,9 @@ def eval_run(
         examples = _examples(project, trained, split, overrides, input_file)
         n = len(examples)
         per_seed.append(evaluate(trained, examples, split, console))
-    other_data = bool(overrides or input_file)
-    recorded = None if other_data else _recorded(run, split)
+    # the run recorded its best checkpoint's numbers on its own data: nothing else compares
+    comparable = not (overrides or input_file) and checkpoint == "best"
+    recorded = _recorded(run, split) if comparable else None
     changed = _changes(project, run, trained) if trained else []
     metrics = EvalMetrics(
         run.id,

@@ -252,10 +252,13 @@ def test_eval_on_other_data_and_refusals(here, cli):
     run = _run_dir(here).name
     code, out, err = cli("eval", run, "val", "data.noise=0.5")  # the same split of other data
     assert code == 0, out + err
-    (new,) = (here / "runs" / "toy" / "eval").iterdir()
-    record = json.loads((new / "record.json").read_text())
+    records = [json.loads(p.read_text()) for p in here.glob("runs/toy/eval/*/record.json")]
+    (record,) = records
     assert record["metrics"]["recorded"] is None and record["overrides"] == ["data.noise=0.5"]
     assert record["config"]["data"]["noise"] == 0.5
+    code, out, err = cli("eval", run, "test", "--checkpoint", "last")
+    assert code == 0, out + err  # the run recorded the best checkpoint's numbers: no comparison
+    assert "as recorded" not in out and "metrics finite" in out
     code, _, err = cli("eval", run, "test", "model.hidden=8")
     assert code == 1
     assert "expected data.<key>=<value> (evaluating a trained model may change its data" in err
