@@ -321,3 +321,32 @@ def test_a_fitted_state_that_is_not_plain_data_is_refused_naming_the_method(tmp_
     assert str(e.value).startswith("Pickled.fitted_state(): expected plain data (tensors, strings")
     assert "return plain values" in str(e.value)
     assert not (tmp_path / "fitted_state.pt").exists()
+
+
+@pytest.mark.slow  # ~30 s: trains two seeds
+def test_predict_and_eval_each_seed_of_a_run_with_several(tmp_path, cli, monkeypatch, purge_papers):
+    root = tmp_path / "seeds"
+    init_project(root)
+    project = Project(root)
+    scaffold_paper(project, "toy", "Toy", "0000.00000", "classification")
+    shrink_toy(project)
+    r = _repro(root, "stage", "full", "--force", "--paper", "toy", "seeds=2")
+    assert r.returncode in (0, 1), r.stderr
+    monkeypatch.chdir(root)
+    run = _run_dir(root)
+    assert (run / "seed_0" / "fitted_state.pt").is_file()
+    assert (run / "seed_1" / "test_outputs.pt").is_file()
+    outs = {}
+    for seed in (0, 1):
+        code, outs[seed], err = cli("predict", run.name, "--split", "test", "--seed", str(seed))
+        assert code == 0, err
+        logits = torch.load(run / f"seed_{seed}" / "test_outputs.pt", weights_only=True)
+        probs = torch.softmax(torch.cat(logits["batches"]).double(), -1)
+        records = [json.loads(line) for line in outs[seed].splitlines()]
+        assert float((_probabilities(records) - probs).abs().max()) == 0.0
+    assert outs[0] != outs[1]  # two models
+    code, _, err = cli("predict", run.name, "--split", "test", "--seed", "7")
+    assert code == 1 and "--seed 7: expected a seed run" in err and "(0, 1)" in err
+    code, out, err = cli("eval", run.name, "test")
+    assert code == 0, out + err
+    assert "as recorded (seed 0)" in out and "as recorded (seed 1)" in out

@@ -45,6 +45,7 @@ def save_fitted_state(dm, out_dir: Path) -> Path | None:
             "return plain values (e.g. a vocabulary as its list of strings)"
         ) from e
     path = Path(out_dir) / FILE
+    path.parent.mkdir(parents=True, exist_ok=True)  # seed_<s>/ of a run with several seeds
     atomic_write(path, data, "the datamodule's fitted state")
     return path
 
