@@ -192,12 +192,12 @@ def _recorded(run, split: str) -> list[dict[str, float]] | None:
 def _changes(project, run, trained) -> list[str]:
     """The paper's code files and data files that differ from what the run's fingerprint holds."""
     from repro.fingerprint import file_digest
-    from repro.inference import code_changes
+    from repro.inference import code_changes, is_code_file
 
     changed = [] if trained.code == "recorded" else code_changes(project, run, trained.package)
     files = (run.record.get("fingerprint") or {}).get("files") or {}
     for f, h in sorted(files.items()):
-        if not f.startswith("papers/") and file_digest(project.root / f) != h:
+        if not is_code_file(f) and file_digest(project.root / f) != h:
             changed.append(f)
     return changed
 
@@ -208,7 +208,7 @@ def _record(project: Project, run, trained, verdict: Verdict, metrics: EvalMetri
     from repro.fingerprint import code_files, file_digest
     from repro.gates.metrics import to_record
     from repro.gitstate import git_state
-    from repro.inference import data_overrides
+    from repro.inference import data_overrides, is_code_file
     from repro.notebook import append_entry, format_entry
     from repro.records import create_run
 
@@ -218,7 +218,7 @@ def _record(project: Project, run, trained, verdict: Verdict, metrics: EvalMetri
     folder = trained.package.replace(".", "/")
     files = {f"{folder}/{p.name}": file_digest(p) for p in code["data"] + code["model"]}
     recorded = (run.record.get("fingerprint") or {}).get("files") or {}
-    files |= {f: file_digest(project.root / f) for f in recorded if not f.startswith("papers/")}
+    files |= {f: file_digest(project.root / f) for f in recorded if not is_code_file(f)}
     new = create_run(
         project.runs_dir,
         run.paper,

@@ -240,7 +240,7 @@ def code_changes(project: Project, run, package: str) -> list[str]:
     recorded = {
         f: h
         for f, h in ((run.record.get("fingerprint") or {}).get("files") or {}).items()
-        if f.startswith(folder)
+        if f.startswith(folder) and is_code_file(f)
     }
     here = project.root / folder
     now = {
@@ -249,6 +249,13 @@ def code_changes(project: Project, run, package: str) -> list[str]:
         if p.name != "__init__.py"
     }
     return [f for f in sorted(set(recorded) | set(now)) if recorded.get(f) != now.get(f)]
+
+
+def is_code_file(path: str) -> bool:
+    """A fingerprint's file that is the paper's code (papers/<name>/<module>.py), not data (the
+    BiMPM sample's papers/bimpm/sample/train.tsv is data)."""
+    parts = path.split("/")
+    return len(parts) == 3 and parts[0] == "papers" and parts[2].endswith(".py")
 
 
 def _why_mismatch(project: Project, run, package: str, code: Code) -> str:

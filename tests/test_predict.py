@@ -350,3 +350,12 @@ def test_predict_and_eval_each_seed_of_a_run_with_several(tmp_path, cli, monkeyp
     code, out, err = cli("eval", run.name, "test")
     assert code == 0, out + err
     assert "as recorded (seed 0)" in out and "as recorded (seed 1)" in out
+
+
+def test_the_code_changed_since_a_run_is_its_modules_not_data_beside_them():
+    from repro.inference import is_code_file
+
+    assert is_code_file("papers/bimpm/model.py") and is_code_file("papers/toy/data.py")
+    assert not is_code_file("papers/bimpm/sample/train.tsv")  # BiMPM's sample: data
+    assert not is_code_file("papers/bimpm/sample/make_sample.py")  # not the paper's modules
+    assert not is_code_file("data/quora/train.tsv")
