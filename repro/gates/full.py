@@ -323,8 +323,9 @@ def run(ctx) -> Verdict:
 
 def _fit_seed(ctx, seed: int, i: int, seeds: list[int], wandb, units: dict[str, list]):
     """Train and test one seed; then (rank 0) its best checkpoint against the task's trivial
-    baseline on val and test, unit by unit: the scores are added to `units`. Returns (the fit,
-    the datamodule, the baseline's side of the comparison)."""
+    baseline on val and test, unit by unit: the scores are added to `units`; and the paper's
+    declared invariances on test. Returns (the fit, the datamodule, the baseline's side of the
+    comparison, the invariance measurements). Its fitted data state is saved first."""
     from repro.invariance import measure_declared
     from repro.train.distributed import is_rank_zero
     from repro.train.evaluate import load_weights, versus_baseline
