@@ -519,6 +519,116 @@ def show(
     print_run(console, load_run(project.runs_dir, run_id))
 
 
+RUN_TO_USE_ARG = typer.Argument(
+    ..., help="A full run (id or unique prefix, see `repro log -s full`): its checkpoint is used."
+)
+SEED_OPT = typer.Option(
+    None, "--seed", help="Which seed's checkpoint of a run with several (default: the first)."
+)
+CODE_OPT = typer.Option(
+    "current",
+    "--code",
+    help="current: the paper's code as it is now; recorded: the run's own code snapshot "
+    "(runs/.../code/), for a checkpoint the current model no longer fits.",
+)
+OUTPUT_OPT = typer.Option(
+    None, "--output", "-o", help="Write here instead of standard output (.tsv: TSV)."
+)
+EVAL_OVERRIDES_ARG = typer.Argument(
+    None, help="data.* overrides: the same split of other data, e.g. data.sample_dir=other/."
+)
+CHECKPOINT_OPT = typer.Option(
+    "best", "--checkpoint", help="best (selected on val, as tested) or last (the last epoch's)."
+)
+
+
+@app.command()
+def predict(
+    run_id: str = RUN_TO_USE_ARG,
+    input_file: str | None = typer.Option(
+        None,
+        "--input",
+        "-i",
+        help="Raw examples in the paper's own input format (labels not needed; for BiMPM a TSV "
+        "or JSON lines of sentence pairs); - reads standard input.",
+    ),
+    split: str | None = typer.Option(
+        None, "--split", help="Predict a split of the run's data instead: train, val or test."
+    ),
+    output: Path | None = OUTPUT_OPT,
+    fmt: str | None = typer.Option(
+        None, "--format", "-f", help="jsonl (default) or tsv (default for an --output ending .tsv)."
+    ),
+    seed: int | None = SEED_OPT,
+    code: str = CODE_OPT,
+    checkpoint: str = CHECKPOINT_OPT,
+):
+    """Predict with a trained model: raw examples go through the encode that training used, with
+    the data state fitted in training (the run directory's fitted_state.pt); one prediction per
+    example in the task's terms (class names and probabilities, values, scores)."""
+    from repro.inference import full_run, load_trained
+    from repro.predict import output_format, read_examples, write
+    from repro.predict import predict as do_predict
+
+    if (input_file is None) == (split is None):
+        raise ReproError(
+            "predict: expected --input FILE (or - for standard input) or --split train|val|test, "
+            f"found {'both' if input_file else 'neither'}"
+        )
+    if split is not None and split not in ("train", "val", "test"):
+        raise ReproError(f"--split {split}: expected train, val or test")
+    fmt = output_format(output, fmt)
+    project = _project()
+    run = full_run(project, run_id)
+    trained = load_trained(project, run, seed, code, checkpoint)
+    examples = (
+        read_examples(trained.dm, input_file)
+        if input_file is not None
+        else trained.dm.load_splits()[split]
+    )
+    records = do_predict(trained, examples, err_console)
+    write(records, output, fmt)
+    source = input_file if input_file is not None else f"the {split} split"
+    err_console.print(
+        f"run {run.id}, seed {trained.seed}, {trained.checkpoint.name} ({code} code): "
+        f"{len(records)} predictions of {source}"
+        + (f" written to {output}" if output else "")
+        + f"; fitted state: {trained.fitted}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command(name="eval", context_settings={"allow_extra_args": True})
+def eval_command(
+    run_id: str = RUN_TO_USE_ARG,
+    split: str = typer.Argument("test", help="train, val or test."),
+    overrides: list[str] | None = EVAL_OVERRIDES_ARG,
+    input_file: str | None = typer.Option(
+        None,
+        "--input",
+        "-i",
+        help="Evaluate these examples instead (the paper's input format, with labels).",
+    ),
+    code: str = CODE_OPT,
+    checkpoint: str = CHECKPOINT_OPT,
+):
+    """Evaluate a full run's checkpoints again with the current code, on a split of its data or
+    other data; recorded as a run linked to it, with its metrics beside the recorded ones."""
+    from repro.display import print_verdict
+    from repro.eval_run import eval_run, print_comparison
+
+    project = _project()
+    run = eval_run(
+        project, run_id, split, list(overrides or []), input_file, code, checkpoint, console
+    )
+    print_verdict(console, run.record)
+    print_comparison(console, run.record)
+    console.print(f"run record: {run.dir.relative_to(project.root)}", markup=False)
+    raise typer.Exit(0 if run.record["status"] == "passed" else 1)
+
+
 def main() -> None:
     """The console script. Expected failures (a ReproError, bad command-line input, a disk that is
     full, read-only or not ours) print one `Error: ...` line and exit 1; `repro --debug ...` or

@@ -133,21 +133,26 @@ class StageContext:
         return model
 
     def model_config(self, build) -> Any:
-        """What build_model's first argument gets: the `model:` section as the paper's
-        MODEL_CONFIG dataclass when build_model annotates its first parameter with it (model.py
-        then needs nothing from repro), else the plain dict (papers written before)."""
-        import inspect
+        """What build_model's first argument gets (see typed_model_config)."""
+        return typed_model_config(build, self.cfg.model, self.resolved.describe)
 
-        from repro.config.typed import from_dict
 
-        schema = getattr(inspect.getmodule(build), "MODEL_CONFIG", None)
-        params = list(inspect.signature(build).parameters.values())
-        if schema is None or not params:
-            return self.cfg.model
-        note = params[0].annotation
-        if note is schema or note == schema.__name__:
-            return from_dict(schema, self.cfg.model, "model", self.resolved.describe)
-        return self.cfg.model
+def typed_model_config(build, model: dict[str, Any], describe=None) -> Any:
+    """The `model:` section as the paper's MODEL_CONFIG dataclass when build_model annotates its
+    first parameter with it (model.py then needs nothing from repro), else the plain dict (papers
+    written before)."""
+    import inspect
+
+    from repro.config.typed import from_dict
+
+    schema = getattr(inspect.getmodule(build), "MODEL_CONFIG", None)
+    params = list(inspect.signature(build).parameters.values())
+    if schema is None or not params:
+        return model
+    note = params[0].annotation
+    if note is schema or note == schema.__name__:
+        return from_dict(schema, model, "model", describe)
+    return model
 
 
 def model_summary(model) -> dict[str, Any]:

@@ -22,7 +22,14 @@ from repro.gates import STAGES
 # target or its tolerance re-judges (`repro judge`) instead of retraining.
 STAGE_CONFIG = {
     "data": ("data", "stage.data"),
-    "shapes": ("model", "init", "deterministic", "stage.shapes", "paper.expected_params"),
+    "shapes": (
+        "model",
+        "init",
+        "deterministic",
+        "stage.shapes",
+        "paper.expected_params",
+        "paper.invariances",  # exact ones are checked in shapes; all are measured in full
+    ),
     "overfit": ("optim", "stage.overfit"),
     "full": ("seed", "seeds", "schedule", "lr_finder", "trainer", "stage.full", "paper.baseline"),
     "experiments": ("paper.experiments", "stage.experiments"),

@@ -75,6 +75,7 @@ def judged_verdict(project: Project, old, resolved):
         metrics.trivial,
         metrics.majority,
         metrics.eval_sizes,
+        metrics.invariances,
     )
     metrics = replace(metrics, targets=target_results(checks))
     unjudged = not_judged(metrics)

@@ -5,7 +5,8 @@ A paper is three files and a config (`repro new <paper> --task <task>` writes a 
 conf/paper/<paper>.yaml
     title, arXiv id, `task`, the paper's numbers as targets (a metric the task measures, its
     value, tolerance and where in the paper), the paper's hyperparameters with provenance,
-    experiments. Every `model:` and `data:` key has its one value here; the command line
+    experiments, invariances (a transformation the datamodule defines that must not change the
+    prediction: exact, by construction, or learned; `exact`, `where`, `dataset`, `max_changed`). Every `model:` and `data:` key has its one value here; the command line
     overrides any of them (`data.quora_dir=...`, `model.hidden=8`).
 
 papers/<paper>/model.py -- pure torch; imports nothing from repro.
@@ -32,6 +33,13 @@ papers/<paper>/data.py
         encode(example) -> dict of tensors with "label" (and "group": group_id(example["group"])
             for ranking); collate(items) -> a padded batch; decode(batch, i) -> readable text;
         model_kwargs(), data_files(), stats() (oov_rate/<split>, truncated/<split>).
+        Optional, for using the trained model (`repro predict`, `repro eval`, invariances):
+        fitted_state() -> what build() fitted, as plain data (saved with a full run; {} when
+            nothing is fitted) and load_fitted_state(state) to restore it without the data;
+        read_inputs(path) -> raw examples from a file in the paper's input format, labels
+            optional (default: JSON lines of raw examples); present_prediction(prediction,
+            example) -> the task's prediction as the paper's users read it (default: as is);
+        transformations() -> {name: raw example -> raw example} that paper.invariances name.
     Integer inputs use id 0 for padding (at the end of a row) and 1 for unknown; a sequence
     task's labels use IGNORE_INDEX (-100) where nothing is predicted.
 
@@ -40,7 +48,9 @@ papers/<paper>/task.py (optional) -- the paper's own task, when no built-in one 
     Override `metrics` (MetricSpec: name, direction), `loss`, `make_metrics`/`update_metrics`/
     `finish_metrics` (torchmetrics), `collect`/`unit_scores` and `fit_baseline` (the trivial
     baseline the full gate compares with, unit by unit), `init_loss` (what a fresh model should
-    score). tests/test_tasks.py has a quantile (pinball-loss) regression written that way.
+    score), `describe` (a prediction in the task's terms: what `repro predict` writes),
+    `placeholder_label` (an unlabelled input's neutral label) and `prediction_change` (how much
+    a prediction moved under an invariance's transformation). tests/test_tasks.py has a quantile (pinball-loss) regression written that way.
 
 papers/<paper>/tests/ -- the paper's own checks (pytest).
 """

@@ -282,6 +282,42 @@ def _results(chosen: list, current: dict | None) -> list[str]:
     return lines
 
 
+def _invariances(chosen: list) -> list[str]:
+    """The declared invariances each chosen full run measured on its test split, with the
+    verdict its record gave them (nothing when no run measured any)."""
+    rows = []
+    for r in chosen:
+        m = load_metrics(FullMetrics, r.record)
+        checks = {c.get("name"): c for c in (r.record.get("verdict") or {}).get("checks") or []}
+        for inv in (m.invariances if m else None) or []:
+            seeds = inv.get("per_seed") or []
+            if not seeds:
+                continue
+            changed = sum(s["changed"] for s in seeds) / len(seeds)
+            change = sum(s["mean_change"] for s in seeds) / len(seeds)
+            check = checks.get(f"invariant to {inv['transform']}") or {}
+            verdict = "PASS" if check.get("passed") else "FAIL" if check else "—"
+            kind = "exact" if inv.get("exact") else "learned"
+            rows.append(
+                f"| {_cell(inv['transform'])} | {kind} | {100 * changed:.1f}% | {change:.3g} | "
+                f"{len(seeds)} | {seeds[0]['n']} | {verdict} | {_cell(inv.get('where') or '')} | {r.id} |"
+            )
+    if not rows:
+        return []
+    return [
+        "",
+        "## Invariances",
+        "",
+        "Transformations the paper config declares must not change the prediction, measured on "
+        "the test split of the trained model: the share of predictions that change and the mean "
+        "change of the scores.",
+        "",
+        "| transform | kind | changed | mean change | seeds | examples | verdict | why | run |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
 def _experiments(paper: str, exp) -> list[str]:
     lines = ["", "## Experiments (ablations, sweeps)", ""]
     if exp is None:
@@ -374,6 +410,7 @@ def build_report(
         _header(paper, meta, runs)
         + _summary(meta, runs)
         + _results(chosen, current)
+        + _invariances(chosen)
         + _experiments(paper, exp)
         + ["", "## Deviations", ""]
         + devs

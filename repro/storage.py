@@ -73,15 +73,17 @@ def user_umask() -> int:
     return mask
 
 
-def atomic_write(path: Path, text: str, what: str = "a file") -> None:
-    """Write `text` to `path` so that readers see either the old file or the whole new one.
+def atomic_write(path: Path, text: str | bytes, what: str = "a file") -> None:
+    """Write `text` (str: UTF-8; bytes: as they are) to `path` so that readers see either the old
+    file or the whole new one. A symlink at `path` is replaced, never written through.
 
     The file gets the mode an ordinary write would (0666 minus the umask; mkstemp alone makes it
     0600). A full, read-only or unwritable disk raises StorageError naming `path`; the temp file
     is removed whatever happens. A symbolic link at `path` is replaced by the file, never written
     through (rename replaces the link itself; mkstemp creates its temp file exclusively).
     """
-    atomic_replace(path, lambda f: f.write(text.encode("utf-8")), what)
+    data = text if isinstance(text, bytes) else text.encode("utf-8")
+    atomic_replace(path, lambda f: f.write(data), what)
 
 
 def atomic_replace(path: Path, write: Callable[[BinaryIO], object], what: str = "a file") -> None:

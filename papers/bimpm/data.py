@@ -744,6 +744,108 @@ class BiMPMDataModule(PaperDataModule):
         y = int(batch["label"][i])
         return f"p: {side('p')}\nq: {side('q')}\nlabel: {y} ({self.class_names[y]})"
 
+    # ---- using the trained model (repro predict, repro eval, invariances) ------------------------
+    def fitted_state(self) -> dict[str, Any]:
+        """The word and character vocabularies and the word vectors fitted in build(): with them,
+        encode() and model_kwargs() need no data files (repro saves this with a full run)."""
+        return {
+            "vocab": _pack_strings(self.vocab.itos),
+            "chars": _pack_strings(self.chars.itos),
+            "word_vectors": self.word_vectors,  # (V, D): GloVe rows, seeded random rows for the rest
+        }
+
+    def load_fitted_state(self, state: dict[str, Any]) -> None:
+        self.vocab = Vocab(_unpack_strings(state["vocab"]))
+        self.chars = Vocab(_unpack_strings(state["chars"]))
+        self.word_vectors = state["word_vectors"].float().contiguous()
+
+    def read_inputs(self, path: Path) -> list[dict]:
+        """Sentence pairs to predict, labels optional, tokenized as the training data was:
+        - a TSV as the training files: Quora's `label, sentence1, sentence2, id` (read by the
+          training reader itself), or unlabelled `sentence1, sentence2[, id]`; WikiQA's release
+          TSV with its header (Label optional: without it, no question is dropped);
+        - JSON lines: SNLI's (read by the training reader when every line has a gold_label), or
+          {"sentence1", "sentence2"} with optional "label" (an index or a class name) and "id"
+          (and "group" for answer selection)."""
+        c = self.config
+        tokenize = make_tokenizer(c.resolved_tokenizer, c.lowercase)
+        first = next((line for _, line in _lines(path) if line.strip()), None)
+        if first is None:
+            raise DataError(f"{path}: expected sentence pairs to predict, found an empty file")
+        if first.lstrip().startswith("{"):
+            return self._read_json_inputs(path, tokenize)
+        if c.dataset in ("wikiqa", "wikiqa_sample"):
+            if "Label" in first.split("\t"):
+                return read_wikiqa(path, tokenize, c.empty)[0]
+            return _read_unlabelled_wikiqa(path, tokenize, c.empty)
+        rows = [(n, line.split("\t")) for n, line in _lines(path) if line.strip()]
+        if all(len(cols) == 4 and cols[0] in ("0", "1") for _, cols in rows):
+            return read_quora(path, tokenize, c.empty)[0]  # the training reader, as it is
+        unlabelled = []
+        for lineno, cols in rows:
+            if len(cols) not in (2, 3):
+                raise DataError(
+                    f"{path}:{lineno}: expected sentence1, sentence2[, id] (tab-separated) or "
+                    f"label, sentence1, sentence2, id on every line, found {len(cols)} columns; "
+                    "fix or remove the line"
+                )
+            unlabelled.append(
+                (lineno, None, cols[0], cols[1], cols[2] if len(cols) == 3 else str(lineno))
+            )
+        return _tokenize_rows(path, unlabelled, tokenize, c.empty)[0]
+
+    def _read_json_inputs(self, path: Path, tokenize) -> list[dict]:
+        c = self.config
+        objects = []
+        for lineno, line in _lines(path):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(
+                    f"{path}:{lineno}: expected a JSON object per line, found invalid JSON "
+                    f"({e.msg} at column {e.colno}); fix or remove the line"
+                ) from None
+            if not isinstance(obj, dict) or not all(
+                isinstance(obj.get(k), str) for k in ("sentence1", "sentence2")
+            ):
+                raise DataError(
+                    f"{path}:{lineno}: expected an object with the strings sentence1 and "
+                    f"sentence2, found {_json_kind(obj)}; fix or remove the line"
+                )
+            objects.append((lineno, obj))
+        if c.dataset == "snli" and all("gold_label" in o for _, o in objects):
+            return read_snli(path, tokenize, c.empty)[0]  # the training reader, as it is
+        rows = []
+        for lineno, obj in objects:
+            label = obj.get("label")
+            if isinstance(label, str):
+                if label not in self.class_names:
+                    raise DataError(
+                        f"{path}:{lineno}: expected label to be one of {self.class_names} (or "
+                        f"its index), found {label[:40]!r}; fix the label"
+                    )
+                label = self.class_names.index(label)
+            group = [str(obj["group"])] if obj.get("group") is not None else []
+            rows.append(
+                (
+                    lineno,
+                    label,
+                    obj["sentence1"],
+                    obj["sentence2"],
+                    str(obj.get("id", lineno)),
+                    *group,
+                )
+            )
+        return _tokenize_rows(path, rows, tokenize, c.empty)[0]
+
+    def transformations(self) -> dict[str, Any]:
+        """swap_questions: the pair (P, Q) read as (Q, P). Paraphrase identification does not
+        depend on the order of the two questions (conf/paper/bimpm.yaml declares it for Quora);
+        entailment does (SNLI), and answer selection reads P as the question."""
+        return {"swap_questions": swap_questions}
+
     def model_kwargs(self) -> dict[str, Any]:
         return {
             "vocab_size": len(self.vocab),
@@ -785,6 +887,51 @@ class BiMPMDataModule(PaperDataModule):
             for reason, n in self.skipped.get(split, {}).items():
                 out[f"skipped_{reason}/{split}"] = n
         return out
+
+
+def swap_questions(example: dict) -> dict:
+    """A raw pair with its two sentences swapped."""
+    return {**example, "p": example["q"], "q": example["p"]}
+
+
+def _read_unlabelled_wikiqa(path: Path, tokenize, empty: str) -> list[dict]:
+    """WikiQA-format TSV without the Label column: every (question, sentence) pair, none dropped."""
+    rows: list[tuple] = []
+    where: dict[str, int] = {}
+    for lineno, line in _lines(path):
+        cols = line.split("\t")
+        if lineno == 1:
+            missing = [c for c in ("QuestionID", "Question", "Sentence") if c not in cols]
+            if missing:
+                raise DataError(
+                    f"{path}:1: expected a header naming QuestionID, Question, Sentence (the "
+                    f"WikiQA release's TSV), found no column {', '.join(missing)}"
+                )
+            where = {
+                c: cols.index(c)
+                for c in ("QuestionID", "Question", "Sentence", "SentenceID")
+                if c in cols
+            }
+            continue
+        if not line.strip():
+            continue
+        if len(cols) <= max(where.values()):
+            raise DataError(
+                f"{path}:{lineno}: expected {max(where.values()) + 1} tab-separated columns as "
+                f"the header names, found {len(cols)}; fix or remove the line"
+            )
+        ex_id = cols[where["SentenceID"]] if "SentenceID" in where else str(lineno)
+        rows.append(
+            (
+                lineno,
+                None,
+                cols[where["Question"]],
+                cols[where["Sentence"]],
+                ex_id,
+                cols[where["QuestionID"]],
+            )
+        )
+    return _tokenize_rows(path, rows, tokenize, empty)[0]
 
 
 def build_datamodule(cfg: DataConfig, seed: int) -> BiMPMDataModule:

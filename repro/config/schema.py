@@ -158,6 +158,9 @@ class ShapesStage:
     alone_examples: int = field(metadata=GE1)
     roundoff_eps: float = field(metadata=GT0)
     frozen_ok: list[str]
+    unused_inputs_ok: list[str]  # input fields the model may ignore (an ablation's)
+    inputs_used_examples: int = field(metadata=bound(ge=2))
+    invariance_examples: int = field(metadata=GE1)
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,7 @@ class FullStage:
     show_baseline: bool
     max_val_test_gap: float = field(metadata=GE0)
     chance_z: float = field(metadata=GE0)
+    invariance_max_changed: float = field(metadata=bound(ge=0, le=1))
 
 
 @dataclass(frozen=True)
@@ -275,6 +279,26 @@ class Experiments:
 
 
 @dataclass(frozen=True)
+class Invariance:
+    """A transformation of a raw example (one the paper's datamodule defines) that must not change
+    the model's prediction: exact (by construction: checked on the untrained model in shapes, and
+    in full) or learned (measured on the trained model in full)."""
+
+    transform: str  # a name in the datamodule's transformations()
+    exact: bool = False
+    where: str | None = None  # why it holds: the paper, the task
+    dataset: str | None = None  # measured only when data.dataset is this
+    # the fraction of test predictions allowed to change; None: stage.full.invariance_max_changed
+    max_changed: float | None = field(default=None, metadata=bound(ge=0, le=1))
+
+    def __post_init__(self) -> None:
+        if not self.transform.isidentifier():
+            raise Invalid(
+                "transform", f"expected the name of a transformation, found {self.transform!r}"
+            )
+
+
+@dataclass(frozen=True)
 class PaperMeta:
     name: str
     title: str
@@ -289,6 +313,7 @@ class PaperMeta:
     baseline: str | None = None  # "papers.<paper>.<module>:<function>"
     expected_params: int | None = field(default=None, metadata=GE1)
     experiments: Experiments | None = None
+    invariances: list[Invariance] = field(default_factory=list)
     provenance: dict[str, str] = field(default_factory=dict)
 
 

@@ -162,6 +162,70 @@ class PaperDataModule(pl.LightningDataModule):
         """
         return {}
 
+    # ---- using the trained model (repro predict, repro eval, invariances): optional ----------
+    def fitted_state(self) -> dict[str, Any] | None:
+        """What build() fitted on the training split (vocabulary, character table, statistics),
+        as plain data: tensors, strings, numbers, and lists and dicts of them. The full stage
+        saves it beside the checkpoint (loaded back with weights_only=True: no pickle), so a run
+        directory alone can encode new inputs exactly as training did. {}: nothing is fitted.
+        None (the default): the paper does not say, and `repro predict` builds the datamodule
+        again from the training data (which must then be at hand)."""
+        return None
+
+    def load_fitted_state(self, state: dict[str, Any]) -> None:
+        """Restore what fitted_state() returned, in place of load_examples() and build(): after it,
+        encode(), collate(), decode() and model_kwargs() work without the data files."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.load_fitted_state: fitted_state() returned a state, so this "
+            "method must restore it"
+        )
+
+    def read_inputs(self, path: Path) -> list[dict]:
+        """Raw examples from a file in the paper's own input format, labels optional: what
+        `repro predict --input` (and `repro eval --input`, which needs the labels) reads; the
+        examples then go through encode() as training's did. Default: JSON lines, each one raw
+        example as load_examples() returns it (the paper's input fields)."""
+        import json
+
+        from repro.errors import DataError
+
+        examples = []
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(
+                f"{path}: expected a UTF-8 text file of JSON lines, found {e}; check the path"
+            ) from None
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                ex = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(
+                    f"{path}:{lineno}: expected a JSON object per line (one raw example), found "
+                    f"invalid JSON ({e.msg} at column {e.colno}); fix or remove the line"
+                ) from None
+            if not isinstance(ex, dict):
+                raise DataError(
+                    f"{path}:{lineno}: expected a JSON object per line (one raw example), found "
+                    f"{type(ex).__name__}; fix or remove the line"
+                )
+            examples.append(ex)
+        if not examples:
+            raise DataError(f"{path}: expected at least one example, found none")
+        return examples
+
+    def present_prediction(self, prediction: dict[str, Any], example: dict) -> dict[str, Any]:
+        """A prediction in the task's terms (Task.describe) as the paper's users read it: e.g. a
+        standardised regression value back in the target's units. Default: as given."""
+        return prediction
+
+    def transformations(self) -> dict[str, Any]:
+        """Named transformations of a raw example (example -> example) that the paper's declared
+        invariances (paper.invariances) refer to: {"swap_questions": swap}. Default: none."""
+        return {}
+
     # ---- what the base provides ---------------------------------------------------------
     @property
     def task(self) -> Task:
@@ -198,6 +262,12 @@ class PaperDataModule(pl.LightningDataModule):
         self._load_and_split()
         self.build({"train": self.splits["train"], "val": [], "test": []})
         self.datasets = {"train": self.encode_split("train", self.splits["train"])}
+
+    def load_splits(self) -> dict[str, list[dict]]:
+        """The raw examples of every split, loaded and split as setup() does, nothing fitted or
+        encoded (`repro eval` encodes them with a run's fitted state)."""
+        self._load_and_split()
+        return self.splits
 
     def _load_and_split(self) -> None:
         loaded = self.load_examples()

@@ -244,13 +244,18 @@ def judge(
     trivial: dict | None = None,
     majority: dict[str, float] | None = None,
     sizes: dict[str, int] | None = None,
+    invariances: list[dict[str, Any]] | None = None,
 ) -> list[Check]:
-    """Every judgement of the full stage from measured metrics alone: the paper's targets and the
-    sanity checks. `repro judge` calls it again on a recorded run with the current config."""
+    """Every judgement of the full stage from measured metrics alone: the paper's targets, the
+    sanity checks and the declared invariances. `repro judge` calls it again on a recorded run
+    with the current config."""
+    from repro.invariance import judge_invariances
+
     keys = sorted({k for m in per_seed for k in m})
     mean = {k: mean_std([m[k] for m in per_seed if k in m])[0] for k in keys}
     sanity = check_sanity(mean, cfg.stage.full, specs, primary, trivial, majority, sizes)
-    return check_targets(cfg.paper.targets, dataset, per_seed, specs) + sanity
+    targets = check_targets(cfg.paper.targets, dataset, per_seed, specs)
+    return targets + sanity + judge_invariances(cfg, invariances)
 
 
 def target_results(checks: list[Check]) -> list[TargetResult]:
@@ -267,6 +272,7 @@ def target_results(checks: list[Check]) -> list[TargetResult]:
 def run(ctx) -> Verdict:
     """Train every seed (each continuing from its checkpoint on --resume), test, compare."""
     from repro.forecast import print_forecast
+    from repro.invariance import merge_seeds
 
     cfg = ctx.cfg
     if not ctx.resume:
@@ -282,13 +288,14 @@ def run(ctx) -> Verdict:
             wandb.finish("interrupted", None)
         raise
     dm, trivial = fits[-1][1], fits[-1][2]  # the split is the same for every seed
-    results = [r for r, _, _ in fits]
+    results = [r for r, _, _, _ in fits]
     per_seed = [r.metrics for r in results]
     dataset = cfg.data.options.get("dataset")
     task = dm.task
     trivial = _trivial_record(task, trivial, units)
     specs = task.metric_specs()
-    checks = judge(cfg, per_seed, dataset, specs, task.primary, trivial)
+    invariances = merge_seeds([f[3] for f in fits])  # declared invariances, measured on test
+    checks = judge(cfg, per_seed, dataset, specs, task.primary, trivial, invariances=invariances)
     keys = sorted({k for m in per_seed for k in m})
     stats = {k: mean_std([m[k] for m in per_seed if k in m]) for k in keys}
     metrics = FullMetrics(
@@ -305,6 +312,7 @@ def run(ctx) -> Verdict:
         eval_sizes={s: len(dm.splits[s]) for s in ("val", "test")},
         task=task.name,
         trivial=trivial,
+        invariances=invariances,
     )
     ctx.run.annex(actual=_actual(ctx.run.prior_duration_s, time.perf_counter() - t0, metrics))
     verdict = Verdict.from_checks("full", checks, {"runs": [asdict(r) for r in results]}, metrics)
@@ -315,16 +323,21 @@ def run(ctx) -> Verdict:
 
 def _fit_seed(ctx, seed: int, i: int, seeds: list[int], wandb, units: dict[str, list]):
     """Train and test one seed; then (rank 0) its best checkpoint against the task's trivial
-    baseline on val and test, unit by unit: the scores are added to `units`. Returns (the fit,
-    the datamodule, the baseline's side of the comparison)."""
+    baseline on val and test, unit by unit: the scores are added to `units`; and the paper's
+    declared invariances on test. Returns (the fit, the datamodule, the baseline's side of the
+    comparison, the invariance measurements). Its fitted data state is saved first."""
+    from repro.invariance import measure_declared
     from repro.train.distributed import is_rank_zero
     from repro.train.evaluate import load_weights, versus_baseline
     from repro.train.fit import fit_and_test
+    from repro.train.fitted_state import save_fitted_state
 
     out = ctx.run.dir if len(seeds) == 1 else ctx.run.dir / f"seed_{seed}"
     ctx.console.print(f"[bold]full[/bold]: training seed {seed} ({i + 1}/{len(seeds)})")
     dm = ctx.build_datamodule(seed)
     dm.setup("fit")
+    if is_rank_zero():  # what predict and eval encode new inputs with (repro/inference.py)
+        save_fitted_state(dm, out)
     model = ctx.build_model(dm, seed)
     loggers = (wandb.logger(f"seed{seed}"),) if wandb is not None else ()
     result = fit_and_test(ctx.cfg, dm, model, out, seed=seed, resume=ctx.resume, loggers=loggers)
@@ -334,13 +347,13 @@ def _fit_seed(ctx, seed: int, i: int, seeds: list[int], wandb, units: dict[str, 
         highlight=False,
     )
     if not is_rank_zero():
-        return result, dm, {}
+        return result, dm, {}, []
     if result.best_checkpoint:  # a seed read back on --resume holds no weights yet
         load_weights(model, out / result.best_checkpoint)
     versus = versus_baseline(model, dm, dm.task)
     for split, scores in versus.get("units", {}).items():
         units.setdefault(split, []).append(scores)
-    return result, dm, versus
+    return result, dm, versus, measure_declared(ctx.cfg, dm, model)
 
 
 def _trivial_record(task, versus: dict, units: dict[str, list]) -> dict | None:

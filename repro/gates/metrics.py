@@ -110,6 +110,9 @@ class FullMetrics:
     # The task's trivial baseline: {"name", "unit", "metrics": {"val/acc": ...}, "comparisons":
     # {split: Comparison as a dict}} (None: the task has none, or a record before tasks)
     trivial: dict[str, Any] | None = None
+    # Declared invariances measured on the test split (repro/invariance.py): [{"transform",
+    # "exact", "where", "per_seed": [{"n", "changed", "mean_change", ...}]}]; None: records before
+    invariances: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)

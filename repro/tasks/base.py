@@ -185,6 +185,28 @@ class Task:
         encode made them); None when the task has none."""
         return None
 
+    # ---- using the trained model: predictions and invariances -----------------------------------
+    def placeholder_label(self, example: Mapping[str, Any]) -> dict[str, Any]:
+        """The raw example with a neutral label where it has none (`repro predict` reads inputs
+        without labels), so that the paper's own encode and collate run on it unchanged; the
+        label is never reported. Default: as given (a task whose encode makes its labels)."""
+        return dict(example)
+
+    def describe(self, out: torch.Tensor, batch: Batch) -> list[dict[str, Any]]:
+        """One prediction per example of the batch, in the task's terms, as plain JSON values
+        (what `repro predict` writes). Default: the example's raw output."""
+        return [{"output": row.tolist()} for row in out.detach().double().cpu()]
+
+    def prediction_change(
+        self, out: torch.Tensor, other: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(changed (B,) bool: the prediction differs; change (B,) float64: by how much) between
+        the outputs of a batch and of its transformed copy (a declared invariance). Default: any
+        difference of the raw outputs, and its largest absolute value per example."""
+        d = (out.detach().double() - other.detach().double()).abs().reshape(len(out), -1)
+        change = d.max(1).values  # (B,)
+        return change > 0, change
+
     # ---- the shapes gate ------------------------------------------------------------------------
     def init_loss(self, batch: Batch) -> InitLoss | None:
         """The loss expected from a freshly initialised model on `batch` (None: the task states

@@ -125,6 +125,35 @@ class Classification(Task):
         logits = torch.log((counts + 1e-3) / (counts.sum() + 1e-3 * len(counts)))  # (C,)
         return lambda batch: logits.to(batch["label"].device).expand(len(batch["label"]), -1)
 
+    # ---- predictions and invariances ------------------------------------------------------------
+    def placeholder_label(self, example: Mapping[str, Any]) -> dict[str, Any]:
+        return {**example, "label": 0} if example.get("label") is None else dict(example)
+
+    def names(self) -> list[str]:
+        """A name per class: the datamodule's class_names, else the class index as text."""
+        c = self.num_classes or 0
+        return self.class_names if len(self.class_names) == c else [str(i) for i in range(c)]
+
+    def describe(self, out: torch.Tensor, batch: Batch) -> list[dict[str, Any]]:
+        """The most probable class by name, and every class's probability (softmax of the logits)."""
+        names = self.names()
+        probs = torch.softmax(out.detach().double(), -1).cpu()  # (B, C)
+        return [
+            {
+                "prediction": names[int(p.argmax())],
+                "probabilities": dict(zip(names, p.tolist(), strict=True)),
+            }
+            for p in probs
+        ]
+
+    def prediction_change(
+        self, out: torch.Tensor, other: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Changed: another class wins; change: the total variation distance between the two
+        class distributions (half the summed |difference| of the probabilities, 0..1)."""
+        p, q = torch.softmax(out.double(), -1), torch.softmax(other.double(), -1)  # (B, C)
+        return p.argmax(-1) != q.argmax(-1), 0.5 * (p - q).abs().sum(-1)
+
     # ---- gates ----------------------------------------------------------------------------------
     def init_loss(self, batch: Batch) -> InitLoss | None:
         c = self.num_classes

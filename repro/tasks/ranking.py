@@ -122,6 +122,31 @@ class Ranking(Task):
         g = torch.Generator().manual_seed(0)
         return lambda batch: torch.rand(len(batch["label"]), generator=g, dtype=torch.float64)
 
+    # ---- predictions and invariances ------------------------------------------------------------
+    def placeholder_label(self, example: Mapping[str, Any]) -> dict[str, Any]:
+        """Relevance 0 when absent; an item without a query joins one query, "" (a score does
+        not depend on its query id: the id is never the model's input)."""
+        out = dict(example)
+        if out.get("label") is None:
+            out["label"] = 0
+        if out.get("group") is None:
+            out["group"] = ""
+        return out
+
+    def describe(self, out: torch.Tensor, batch: Batch) -> list[dict[str, Any]]:
+        """Each item's score (what its query's items are ranked by: the output, or the log-odds
+        of "relevant" for two-class logits) and the probability of relevance it implies."""
+        s = scores_of(out.detach()).double().cpu()  # (B,)
+        return [{"score": float(v), "probability": float(torch.sigmoid(v))} for v in s]
+
+    def prediction_change(
+        self, out: torch.Tensor, other: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Changed: the item crosses probability 1/2 of relevance; change: |difference| of that
+        probability."""
+        p, q = torch.sigmoid(scores_of(out).double()), torch.sigmoid(scores_of(other).double())
+        return (p > 0.5) != (q > 0.5), (p - q).abs()
+
     # ---- gates ----------------------------------------------------------------------------------
     def init_loss(self, batch: Batch) -> InitLoss | None:
         return InitLoss(

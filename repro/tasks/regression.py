@@ -114,6 +114,29 @@ class Regression(Task):
         mean = torch.stack([torch.as_tensor(y, dtype=torch.float64) for y in train_labels]).mean(0)
         return lambda batch: mean.to(batch["label"].device).expand_as(batch["label"]).clone()
 
+    # ---- predictions and invariances ------------------------------------------------------------
+    # A prediction "changes" under a transformation when it moves by more than this, in the
+    # model's output units: 1% of the target's standard deviation for a standardised target.
+    change_atol: float = 0.01
+
+    def placeholder_label(self, example: Mapping[str, Any]) -> dict[str, Any]:
+        return {**example, "label": 0.0} if example.get("label") is None else dict(example)
+
+    def describe(self, out: torch.Tensor, batch: Batch) -> list[dict[str, Any]]:
+        """The predicted value (a list of values for K targets), in the model's output units (the
+        datamodule's present_prediction may turn a standardised value into the target's units)."""
+        rows = out.detach().double().cpu().reshape(len(out), -1)  # (B, K)
+        if rows.shape[1] == 1:
+            return [{"value": float(r[0])} for r in rows]
+        return [{"values": r.tolist()} for r in rows]
+
+    def prediction_change(
+        self, out: torch.Tensor, other: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Change: the mean |difference| of the values; changed: above change_atol."""
+        d = (out.double() - other.double()).abs().reshape(len(out), -1).mean(1)  # (B,)
+        return d > self.change_atol, d
+
     # ---- gates ----------------------------------------------------------------------------------
     def init_loss(self, batch: Batch) -> InitLoss | None:
         """repro's init starts the output layer small, so a fresh model outputs about 0 and its

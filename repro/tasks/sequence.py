@@ -149,6 +149,35 @@ class Sequence(Task):
         logits = torch.log(counts / counts.sum())  # (V,)
         return lambda batch: logits.to(batch["label"].device).expand(*batch["label"].shape, -1)
 
+    # ---- predictions and invariances ------------------------------------------------------------
+    def _positions(self, batch: Batch, i: int, length: int) -> torch.Tensor:
+        """The positions of example i that are predicted: its labelled ones (all when none is)."""
+        keep = batch["label"][i] != self.ignore_index  # (T,)
+        return keep.nonzero().flatten() if keep.any() else torch.arange(length)
+
+    def describe(self, out: torch.Tensor, batch: Batch) -> list[dict[str, Any]]:
+        """At each predicted position (labelled, else every one): the most probable id and its
+        probability (the datamodule's present_prediction may turn ids into tokens)."""
+        probs = torch.softmax(out.detach().double(), -1).cpu()  # (B, T, V)
+        described = []
+        for i in range(len(probs)):
+            p, ids = probs[i][self._positions(batch, i, probs.shape[1]).cpu()].max(-1)
+            described.append({"predicted": ids.tolist(), "probability": p.tolist()})
+        return described
+
+    def prediction_change(
+        self, out: torch.Tensor, other: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Changed: another id wins at some predicted position; change: the mean total variation
+        distance between the two distributions over the predicted positions."""
+        p, q = torch.softmax(out.double(), -1), torch.softmax(other.double(), -1)  # (B, T, V)
+        changed, change = [], []
+        for i in range(len(p)):
+            at = self._positions(batch, i, p.shape[1]).to(p.device)
+            changed.append(bool((p[i, at].argmax(-1) != q[i, at].argmax(-1)).any()))
+            change.append(float(0.5 * (p[i, at] - q[i, at]).abs().sum(-1).mean()))
+        return torch.tensor(changed), torch.tensor(change, dtype=torch.float64)
+
     # ---- gates ----------------------------------------------------------------------------------
     def init_loss(self, batch: Batch) -> InitLoss | None:
         v = self.num_classes

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from repro.data.batch import Batch, model_inputs
 from repro.errors import ReproError
+from repro.storage import shown_path
 from repro.tasks.base import Comparison, Task, compare_units
 
 
@@ -33,9 +34,40 @@ def split_loader(dm, split: str) -> DataLoader:
     )
 
 
-def load_weights(model: torch.nn.Module, checkpoint: Path) -> None:
-    """The model's weights from a Lightning checkpoint of repro's TaskModule (its keys carry the
-    `model.` prefix), read with weights_only=True."""
+class CheckpointMismatch(ReproError):
+    """A checkpoint whose parameters do not fit the model: missing, unexpected, mis-shaped."""
+
+    def __init__(self, checkpoint: Path, missing, unexpected, misshaped):
+        self.checkpoint, self.missing, self.unexpected = checkpoint, missing, unexpected
+        self.misshaped = misshaped  # [(name, shape in the checkpoint, shape in the model)]
+        super().__init__(
+            f"{shown_path(checkpoint)}: expected the parameters of the current model, found "
+            + mismatch_text(missing, unexpected, misshaped)
+        )
+
+
+def mismatch_text(missing: list[str], unexpected: list[str], misshaped: list) -> str:
+    """'missing: a, b; unexpected: c; mis-shaped: d (checkpoint (3, 4), model (3, 8))', each list
+    cut at a few names (+N more)."""
+
+    def names(items: list[str], n: int = 4) -> str:
+        more = f" (+{len(items) - n} more)" if len(items) > n else ""
+        return ", ".join(items[:n]) + more
+
+    parts = []
+    if missing:
+        parts.append(f"missing in the checkpoint: {names(missing)}")
+    if unexpected:
+        parts.append(f"unexpected (not in the model): {names(unexpected)}")
+    if misshaped:
+        shown = [f"{k} (checkpoint {tuple(a)}, model {tuple(b)})" for k, a, b in misshaped]
+        parts.append(f"mis-shaped: {names(shown, 3)}")
+    return "; ".join(parts)
+
+
+def read_checkpoint_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The model's weights of a Lightning checkpoint of repro's TaskModule (its keys carry the
+    `model.` prefix, removed here), read with weights_only=True."""
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     except Exception as e:  # a truncated file, a refused pickle, a missing key: not usable
@@ -44,15 +76,36 @@ def load_weights(model: torch.nn.Module, checkpoint: Path) -> None:
             f"{checkpoint}: expected a Lightning checkpoint of tensors and plain values, found an "
             f"unreadable file ({detail[:200]})"
         ) from e
-    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+
+
+def load_weights(model: torch.nn.Module, checkpoint: Path) -> None:
+    """Load a checkpoint's weights into `model`; CheckpointMismatch names every parameter (and
+    buffer) that is missing, unexpected or of another shape, instead of torch's error."""
+    weights = read_checkpoint_weights(checkpoint)
+    mine = model.state_dict()
+    missing = sorted(k for k in mine if k not in weights)
+    unexpected = sorted(k for k in weights if k not in mine)
+    misshaped = sorted(
+        (k, list(v.shape), list(mine[k].shape))
+        for k, v in weights.items()
+        if k in mine and tuple(v.shape) != tuple(mine[k].shape)
+    )
+    if missing or unexpected or misshaped:
+        raise CheckpointMismatch(checkpoint, missing, unexpected, misshaped)
     model.load_state_dict(weights)
 
 
 def outputs(
-    forward: Callable[[Batch], torch.Tensor], batches: Iterable[Batch], task: Task, metrics: bool
+    forward: Callable[[Batch], torch.Tensor],
+    batches: Iterable[Batch],
+    task: Task,
+    metrics: bool,
+    on_batch: Callable[[torch.Tensor, Batch], None] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """(the task's collected records of every example, concatenated; the split's metrics, {}
-    unless `metrics`) of `forward` over `batches`, without gradients."""
+    unless `metrics`) of `forward` over `batches`, without gradients. `on_batch(out, batch)` sees
+    every batch's output too (predictions, invariances)."""
     parts: dict[str, list[torch.Tensor]] = {}
     meters = task.make_metrics() if metrics else {}
     for m in meters.values():  # this process's examples are the whole split: gather nothing
@@ -61,6 +114,8 @@ def outputs(
     with torch.no_grad():
         for batch in batches:
             out = forward(batch)
+            if on_batch is not None:
+                on_batch(out, batch)
             for k, v in task.collect(out, batch).items():
                 parts.setdefault(k, []).append(v.detach().cpu())
             if metrics:
@@ -72,6 +127,16 @@ def outputs(
         return collected, {}
     computed = {k: float(m.compute()) for k, m in meters.items()}
     return collected, task.finish_metrics(computed, loss_sum / units)
+
+
+def encoded_loader(dm, items: list[dict[str, torch.Tensor]]) -> DataLoader:
+    """Encoded examples in their order, in batches of the evaluation batch size, through the
+    paper's collate: how the test phase batches its split."""
+    from repro.data.datamodule import ListDataset
+
+    return DataLoader(
+        ListDataset(items), batch_size=dm.cfg.eval_batch, shuffle=False, collate_fn=dm.collate
+    )
 
 
 def model_forward(model: torch.nn.Module) -> Callable[[Batch], torch.Tensor]:

@@ -21,6 +21,7 @@ from repro.train.lr_finder import LRFinderResult
 from repro.train.seeding import seed_everything
 
 RESULT_FILE = "fit_result.json"  # a seed that finished: read back on --resume
+TEST_OUTPUTS_FILE = "test_outputs.pt"  # the test phase's raw outputs (save_test_outputs)
 LR_FILE = "lr.json"  # the LR chosen before training: reused on --resume and by DDP ranks > 0
 
 
@@ -107,6 +108,8 @@ def fit_and_test(
     if is_rank_zero():
         _plot_fit_curves(trainer, out_dir, f"val/{task.primary}")
     metrics = _test_best(trainer, module, dm, best_cb)
+    if is_rank_zero() and trainer.world_size == 1:
+        save_test_outputs(module.test_outputs, out_dir)
     if is_rank_zero():
         merge_resumed_rows(out_dir)
     result = FitResult(
@@ -189,6 +192,23 @@ def _test_best(trainer, module, dm, best_cb) -> dict[str, float]:
     for lg in trainer.loggers:
         lg.save()
     return {k: float(v) for k, v in {**val[0], **test[0]}.items()}
+
+
+def save_test_outputs(outputs: list | None, out_dir: Path) -> Path | None:
+    """The test phase's raw outputs of the best checkpoint, batch by batch in the test split's
+    order (test_outputs.pt, tensors only: weights_only loads it), what `repro predict` on the
+    test split must reproduce; none when the module kept none (too large)."""
+    import io
+
+    import torch
+
+    if outputs is None:
+        return None
+    buf = io.BytesIO()
+    torch.save({"batches": outputs}, buf)
+    path = out_dir / TEST_OUTPUTS_FILE
+    atomic_write(path, buf.getvalue(), "the test phase's outputs")
+    return path
 
 
 def choose_lr(cfg: RunConfig, model, dm, out_dir: Path, seed: int) -> tuple[float, str, Any]:

@@ -12,6 +12,10 @@ from repro.config.schema import OptimConfig, ScheduleConfig
 from repro.data.batch import model_inputs
 from repro.tasks.base import Task
 
+# The test phase keeps its raw outputs up to this many numbers (64 MB of float32; a classifier's
+# 10,000 test examples take 20,000); a larger test phase (a language model's (B, T, V)) keeps none.
+KEEP_TEST_OUTPUTS = 2**24
+
 
 class TaskModule(pl.LightningModule):
     """Training with the task's loss and the configured optimizer and schedule; logs the task's
@@ -41,6 +45,9 @@ class TaskModule(pl.LightningModule):
         self.lr = lr  # the LR finder reads and varies this attribute
         self.seed = seed  # None: leave the global RNGs alone between epochs
         self._totals: dict[str, torch.Tensor] = {}
+        # The test phase's raw outputs, batch by batch (None: more than KEEP_TEST_OUTPUTS numbers)
+        self.test_outputs: list[torch.Tensor] | None = []
+        self._kept = 0
         # torchmetrics per split, as submodules (they follow the model's device); their states
         # are not persistent, so checkpoints hold the model and the RNG states only
         self.split_metrics = nn.ModuleDict(
@@ -125,12 +132,13 @@ class TaskModule(pl.LightningModule):
                 )
         return loss
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], split: str) -> None:
+    def _eval_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         out = self(batch)
         loss_sum, units = self.task.loss_sum(out, batch)
         sums = torch.stack([loss_sum, units])  # (2,): the loss summed over units, units
         self._totals[split] = self._totals.get(split, 0) + sums
         self.task.update_metrics(dict(self.split_metrics[split].items()), out, batch)
+        return out
 
     def _log_totals(self, split: str) -> None:
         totals = self._totals.pop(split, None)
@@ -153,7 +161,17 @@ class TaskModule(pl.LightningModule):
         self._eval_step(batch, "val")
 
     def test_step(self, batch, batch_idx):
-        self._eval_step(batch, "test")
+        out = self._eval_step(batch, "test")
+        if self.test_outputs is None:  # what `repro predict` is compared with (fit.py)
+            return
+        self._kept += out.numel()
+        if self._kept > KEEP_TEST_OUTPUTS:
+            self.test_outputs = None
+        else:
+            self.test_outputs.append(out.detach().float().cpu())
+
+    def on_test_epoch_start(self) -> None:
+        self.test_outputs, self._kept = [], 0
 
     def on_validation_epoch_end(self) -> None:
         self._log_totals("val")

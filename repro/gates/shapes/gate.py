@@ -50,6 +50,7 @@ from repro.gates.shapes.measure import (
     measure_zero_input,
     torch_threads,
 )
+from repro.invariance import with_shapes_checks
 from repro.tasks.base import InitLoss, Task
 from repro.train.params import count_params
 from repro.verdict import Check, Verdict
@@ -65,9 +66,10 @@ def run(ctx) -> Verdict:
     batch = next(iter(dm.train_dataloader()))
     model = ctx.build_model(dm)
     init = ctx.model_info.init if ctx.model_info is not None else None
-    return run_shapes(
+    verdict = run_shapes(
         model, batch, dm.task, ctx.cfg.stage.shapes, ctx.cfg.paper.expected_params, init
     )
+    return with_shapes_checks(verdict, ctx, dm, model, batch)  # inputs used, exact invariances
 
 
 def run_shapes(

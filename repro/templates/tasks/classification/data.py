@@ -66,6 +66,26 @@ class ToyDataModule(PaperDataModule):
     def model_kwargs(self) -> dict:
         return {"n_features": self.toy.n_features, "num_classes": self.num_classes}
 
+    def fitted_state(self) -> dict:
+        """What build() fitted on train, as plain data: saved with a full run, so that `repro
+        predict` encodes new inputs as training did. Nothing here (the features are used as they
+        are); TODO: the paper's vocabulary or statistics."""
+        return {}
+
+    def load_fitted_state(self, state: dict) -> None:
+        """Restore fitted_state()'s values in place of load_examples() and build()."""
+
+    def transformations(self) -> dict:
+        """Transformations of a raw example that the paper's invariances (paper.invariances in
+        conf/paper/{{paper}}.yaml) name. TODO: the paper's own (a flip, a paraphrase ...)."""
+        return {"nudge": nudge}
+
+
+def nudge(example: dict) -> dict:
+    """The example moved by 0.01 along each feature (alternating signs): far less than the
+    clusters' spread, so the class should not change."""
+    return {**example, "x": [v + (0.01 if i % 2 else -0.01) for i, v in enumerate(example["x"])]}
+
 
 def build_datamodule(cfg: DataConfig, seed: int) -> ToyDataModule:
     """What repro calls: cfg is the typed `data:` section (this paper's keys in cfg.options)."""

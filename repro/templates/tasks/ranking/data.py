@@ -72,6 +72,26 @@ class ToyDataModule(PaperDataModule):
     def model_kwargs(self) -> dict:
         return {"n_features": self.toy.n_features}
 
+    def fitted_state(self) -> dict:
+        """What build() fitted on train, as plain data: saved with a full run, so that `repro
+        predict` encodes new inputs as training did. Nothing here (the features are used as they
+        are); TODO: the paper's vocabulary or statistics."""
+        return {}
+
+    def load_fitted_state(self, state: dict) -> None:
+        """Restore fitted_state()'s values in place of load_examples() and build()."""
+
+    def transformations(self) -> dict:
+        """Transformations of a raw example that the paper's invariances (paper.invariances in
+        conf/paper/{{paper}}.yaml) name. TODO: the paper's own."""
+        return {"swap_query_item": swap_query_item}
+
+
+def swap_query_item(example: dict) -> dict:
+    """The item read as the query and the query as the item: relevance here is their dot
+    product, which does not depend on the order."""
+    return {**example, "query": example["item"], "item": example["query"]}
+
 
 def build_datamodule(cfg: DataConfig, seed: int) -> ToyDataModule:
     """What repro calls: cfg is the typed `data:` section (this paper's keys in cfg.options)."""

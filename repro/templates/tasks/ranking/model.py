@@ -24,8 +24,9 @@ MODEL_CONFIG = ModelConfig  # repro checks the `model:` keys against it and pass
 
 
 class Scorer(nn.Module):
-    """TODO: the paper's model. Here: an MLP on [query; item; query * item] -> one score per item
-    (each item scored on its own, so its score cannot depend on the other items of its query)."""
+    """TODO: the paper's model. Here: an MLP on [query + item; query * item; |query - item|] -> one
+    score per item (each item scored on its own, so its score cannot depend on the other items of
+    its query; symmetric in query and item by construction, as the paper config declares)."""
 
     def __init__(self, cfg: ModelConfig, n_features: int):
         super().__init__()
@@ -37,7 +38,7 @@ class Scorer(nn.Module):
         )
 
     def forward(self, query: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        pair = torch.cat([query, item, query * item], -1)  # (B, 3F)
+        pair = torch.cat([query + item, query * item, (query - item).abs()], -1)  # (B, 3F)
         return self.net(pair).squeeze(-1)  # (B,) a relevance score per item
 
 

@@ -76,6 +76,19 @@ class ToyDataModule(PaperDataModule):
     def model_kwargs(self) -> dict:
         return {"n_features": self.toy.n_features}
 
+    def fitted_state(self) -> dict:
+        """What build() fitted on train, as plain data: saved with a full run, so that `repro
+        predict` standardises new inputs' targets and reads its outputs as training did."""
+        return {"mean": self.mean, "std": self.std}
+
+    def load_fitted_state(self, state: dict) -> None:
+        """Restore fitted_state()'s values in place of load_examples() and build()."""
+        self.mean, self.std = float(state["mean"]), float(state["std"])
+
+    def present_prediction(self, prediction: dict, example: dict) -> dict:
+        """The model predicts the standardised target: back in the target's own units."""
+        return {"value": prediction["value"] * self.std + self.mean}
+
 
 def build_datamodule(cfg: DataConfig, seed: int) -> ToyDataModule:
     """What repro calls: cfg is the typed `data:` section (this paper's keys in cfg.options)."""

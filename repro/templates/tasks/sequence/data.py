@@ -97,6 +97,22 @@ class ToyDataModule(PaperDataModule):
     def model_kwargs(self) -> dict:
         return {"vocab_size": self.num_classes}
 
+    def fitted_state(self) -> dict:
+        """What build() fitted on train, as plain data: saved with a full run, so that `repro
+        predict` encodes new inputs with training's character ids."""
+        return {"chars": self.chars}
+
+    def load_fitted_state(self, state: dict) -> None:
+        """Restore fitted_state()'s values in place of load_examples() and build()."""
+        self.chars = list(state["chars"])
+        self.index = {c: i + 3 for i, c in enumerate(self.chars)}
+        self.num_classes = len(self.chars) + 3
+
+    def present_prediction(self, prediction: dict, example: dict) -> dict:
+        """The predicted next character at each position, as text."""
+        chars = ["", "?", ""] + self.chars
+        return {"text": "".join(chars[t] for t in prediction["predicted"]), **prediction}
+
 
 def build_datamodule(cfg: DataConfig, seed: int) -> ToyDataModule:
     """What repro calls: cfg is the typed `data:` section (this paper's keys in cfg.options)."""
