@@ -22,7 +22,7 @@ from repro.train.fit import checkpoint_epoch
 SHRINK = {
     "  n_examples: 1200": "  n_examples: 1000",
     "  dropout: 0.0": "  dropout: 0.2",
-    "  max_epochs: 15": "  max_epochs: 4",
+    "  max_epochs: 15": "  max_epochs: 4\n  early_stopping:\n    patience: 10",
 }
 
 
@@ -32,9 +32,7 @@ def _shrink(project) -> None:
     for old, new in SHRINK.items():
         assert old in text
         text = text.replace(old, new)
-    paper_yaml.write_text(
-        text + "optim:\n  lr: 0.01\ntrainer:\n  early_stopping:\n    patience: 10\n"
-    )
+    paper_yaml.write_text(text + "optim:\n  lr: 0.01\n")
 
 
 def _repro(root: Path, *args: str, **kw) -> subprocess.CompletedProcess:

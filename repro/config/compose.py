@@ -24,8 +24,28 @@ from repro.config.typed import from_dict
 from repro.errors import ConfigError
 from repro.project import Project
 
+
 # libyaml's C parser when PyYAML was built with it: parsing conf/ is most of `repro status`
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's C parser when built
+    """YAML as Hydra reads it: a key given twice in one mapping is an error (PyYAML keeps the
+    last one silently, so a paper config appending a second `trainer:` section lost the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"found duplicate key {key}",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+_LOADER = _Loader
 GATE_SECTIONS = (
     "stage.",
     "logger.",
@@ -304,6 +324,8 @@ def _parse_yaml(path: Path, text: str) -> dict[str, Any]:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if problem.startswith("found duplicate key"):  # _Loader, in Hydra's words
+            raise ConfigError(f"{where}: expected valid YAML, {problem}; fix the file") from None
         raise ConfigError(
             f"{where}: expected valid YAML, found a syntax error ({problem}); fix the file "
             "(quote values that contain ': ', '#', or start with a special character)"

@@ -14,6 +14,7 @@ import torch
 from papers.bimpm.data import BiMPMDataModule, swap_questions
 from papers.bimpm.model import BiMPM, build_model
 from papers.bimpm.sample import make_sample
+from papers.bimpm.tests.configs import paper_model_config
 from repro.data.batch import model_inputs
 from repro.errors import DataError
 from repro.invariance import check_inputs_used, measure_inputs_used, roundoff
@@ -115,9 +116,9 @@ def test_a_bimpm_that_ignores_its_second_question_fails_inputs_used(trained_dm):
     small = {"hidden": 16, "agg_hidden": 16, "perspectives": 4, "char_hidden": 8, "mlp_hidden": 16}
     kwargs = trained_dm.model_kwargs()
     torch.manual_seed(0)
-    good = build_model(dict(word_dim=50, **small), **kwargs)
+    good = build_model(paper_model_config(**small), **kwargs)
     torch.manual_seed(0)
-    bad = build_model(dict(word_dim=50, **small), **kwargs)
+    bad = build_model(paper_model_config(**small), **kwargs)
     bad.__class__ = IgnoresSecondQuestion  # the same weights, the buggy forward
     batch = trained_dm.fixed_batch("train", 32)
     assert set(model_inputs(batch)) == {"p_words", "p_chars", "q_words", "q_chars"}
