@@ -40,6 +40,7 @@ class FitResult:
     min_epochs: int
     resumed_from_epoch: int | None = None
     lr_finder: LRFinderResult | None = None
+    stopped_epoch: int | None = None  # the epoch EarlyStopping stopped at; None when it did not
 
     def save(self, path: Path) -> None:
         atomic_write(path, json.dumps(asdict(self), indent=2), "the seed's result")
@@ -85,7 +86,6 @@ def fit_and_test(
     resume: a seed that finished is read back from fit_result.json, an interrupted one continues
     from out_dir/checkpoints/last.ckpt. loggers: Lightning loggers beside metrics.csv (W&B).
     """
-    from repro.train.curves import merge_resumed_rows
     from repro.train.module import TaskModule
     from repro.train.threads import apply as apply_threads
 
@@ -105,13 +105,11 @@ def fit_and_test(
     ckpt = str(last) if resumed_from is not None else None
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
     train_seconds = time.perf_counter() - t0
-    if is_rank_zero():
-        _plot_fit_curves(trainer, out_dir, f"val/{task.primary}")
+    # read before _test_best: validate(ckpt_path="best") restores the callbacks' state from the
+    # best checkpoint, saved before the stopper fired (it would always read "did not stop")
+    stopped_epoch = int(stopper.stopped_epoch) or None
     metrics = _test_best(trainer, module, dm, best_cb)
-    if is_rank_zero() and trainer.world_size == 1:
-        save_test_outputs(module.test_outputs, out_dir)
-    if is_rank_zero():
-        merge_resumed_rows(out_dir)
+    _save_outputs(trainer, module, out_dir, f"val/{task.primary}")
     result = FitResult(
         seed=seed,
         lr=lr,
@@ -119,17 +117,30 @@ def fit_and_test(
         metrics=metrics,
         epochs=int(trainer.current_epoch),
         global_steps=int(trainer.global_step),
-        stopped_early=bool(stopper.stopped_epoch),
+        stopped_early=stopped_epoch is not None,
         best_checkpoint=_relative(best_cb.best_model_path, out_dir),
         train_seconds=train_seconds,
         train_examples=len(dm.splits["train"]),
         min_epochs=min_epochs(cfg),
         resumed_from_epoch=resumed_from,
         lr_finder=finder,
+        stopped_epoch=stopped_epoch,
     )
     if is_rank_zero():
         result.save(out_dir / RESULT_FILE)
     return result
+
+
+def _save_outputs(trainer, module, out_dir: Path, monitor: str) -> None:
+    """Rank 0 only: the curves' plot, the test outputs (one process), the resumed rows merged."""
+    if not is_rank_zero():
+        return
+    _plot_fit_curves(trainer, out_dir, monitor)
+    if trainer.world_size == 1:
+        save_test_outputs(module.test_outputs, out_dir)
+    from repro.train.curves import merge_resumed_rows
+
+    merge_resumed_rows(out_dir)
 
 
 def _prepare(out_dir: Path, resume: bool) -> FitResult | None:
