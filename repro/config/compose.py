@@ -21,6 +21,7 @@ import yaml
 
 from repro.config.schema import RunConfig
 from repro.config.typed import from_dict
+from repro.config.upgrade import upgrade
 from repro.errors import ConfigError
 from repro.project import Project
 
@@ -135,13 +136,29 @@ def compose(project: Project, paper: str, overrides: list[str] | tuple[str, ...]
             raise ConfigError(
                 f"{where}: expected valid YAML, found {problem}; fix the file"
             ) from None
+    config, filled = upgrade(project, config, overrides)  # a conf/ from an older `repro init`
     paper_file = project.conf_dir / "paper" / f"{paper}.yaml"
     provenance = _provenance(config, _load_yaml(paper_file), overrides, paper_file)
+    provenance.update(_leaves(config, filled))
     resolved = Resolved(paper, config, overrides, None, provenance)  # type: ignore[arg-type]
     resolved.cfg = from_dict(RunConfig, config, "", resolved.describe)
     _check_provenance_kinds(resolved.cfg.paper.provenance, paper_file)
     _check_task(project, resolved)
     return resolved
+
+
+def _leaves(config: dict, filled: dict[str, str]) -> dict[str, str]:
+    """The provenance of every leaf under the keys filled in from repro's own conf/."""
+    out = {}
+    for key, where in filled.items():
+        if key.startswith("paper."):
+            continue  # the paper section's keys are not tagged (see _provenance)
+        node: Any = config
+        for part in key.split("."):
+            node = node[part]
+        leaves = flatten(node, key + ".") if isinstance(node, dict) and node else {key: node}
+        out.update(dict.fromkeys(leaves, where))
+    return out
 
 
 def _check_task(project: Project, resolved: Resolved) -> None:
