@@ -483,11 +483,14 @@ def status(
 @app.command()
 def log(
     paper: str | None = typer.Option(None, "--paper", "-p", help="Only this paper."),
-    stage: str | None = typer.Option(None, "--stage", "-s", help="Only this stage."),
+    stage: str | None = typer.Option(
+        None, "--stage", "-s", help="Only this stage (a gate, or eval for `repro eval` runs)."
+    ),
     n: int = typer.Option(20, "-n", help="How many runs (1 or more)."),
 ):
-    """The experiment log: every gate run, newest first."""
+    """The experiment log: every gate run (and `repro eval` run), newest first."""
     from repro.display import print_log, print_unreadable
+    from repro.eval_run import STAGE as EVAL_STAGE
     from repro.gates import check_stage
     from repro.records import list_runs
 
@@ -495,7 +498,7 @@ def log(
         raise ReproError(
             f"-n: expected how many runs to show (1 or more), found {n}; leave it out for 20"
         )
-    if stage is not None:
+    if stage is not None and stage != EVAL_STAGE:  # eval runs are logged, never milestones
         check_stage(stage)
     project = _project()
     runs = list_runs(project.runs_dir, paper=paper, stage=stage)

@@ -224,6 +224,9 @@ def test_eval_reproduces_the_recorded_test_metrics_exactly_as_a_linked_record(he
     assert "identical to run" in out and "same" in out
     code, out, _ = cli("log")
     assert "eval" in out and new.name in out  # listed with the gate runs; status is unchanged
+    code, out, err = cli("log", "-s", "eval")
+    assert code == 0 and new.name in out, err
+    assert not [ln for ln in out.splitlines() if "│ full " in ln]  # the eval runs only
     code, out, _ = cli("show", new.name)
     assert code == 0 and f"links: {{'evaluated': '{run.name}'}}" in out
 
