@@ -150,6 +150,7 @@ def launch(
     else:
         poller = _Poller([], list(specs), _local_executor(folder, timeout_min))
     poller.on_wait = on_wait or (lambda message: log.warning("%s", message))
+    poller.give_up_after_s = give_up_after_s
     outcomes: dict[str, JobOutcome] = {}
     try:
         while poller.waiting or poller.queue:
@@ -195,6 +196,9 @@ def _check_args(
         raise LaunchError(f"job names must be unique; repeated: {', '.join(dupes)}")
 
 
+SLURM_CLIENT_TIMEOUT_S = 60.0  # a Slurm client that has not answered in a minute has failed
+
+
 class _Poller:
     """The jobs still running (`waiting`) and, for the local executor, those not yet submitted
     (`queue`: it has no arrays, so at most max_parallel are submitted at a time)."""
@@ -207,6 +211,7 @@ class _Poller:
         self.squeue_silent_since: float | None = None  # when squeue last failed to answer, first
         self.squeue_error: str | None = None
         self.sacct_broke = False  # sacct answered at first, then stopped (reported once)
+        self.give_up_after_s: float | None = None  # set by the caller (Slurm only)
 
     def poll(self, folder: Path, max_parallel: int, unknown_after_s: float) -> list[JobOutcome]:
         """Submit what may start, ask the scheduler once, and return the jobs that ended."""
@@ -249,12 +254,13 @@ class _Poller:
 
     def _squeue(self) -> dict[str, str] | None:
         """squeue's listing, saying when it stops answering and when it answers again."""
-        listed, error = _squeue(self.waiting)
+        asked = time.monotonic()  # a call that fails found the controller gone from here on
+        listed, error = _squeue(self.waiting, self._squeue_timeout(asked))
         now = time.monotonic()
         if listed is None:
             self.squeue_error = error
             if self.squeue_silent_since is None:
-                self.squeue_silent_since = now
+                self.squeue_silent_since = asked
                 self.on_wait(
                     f"squeue does not answer ({error}): slurmctld may be down; waiting for "
                     f"{len(self.waiting)} job{'s' if len(self.waiting) != 1 else ''} all the same"
@@ -265,6 +271,14 @@ class _Poller:
             )
             self.squeue_silent_since = None
         return listed
+
+    def _squeue_timeout(self, now: float) -> float:
+        """squeue's own wait: at most what is left of give_up_after_s once it stopped answering
+        (its client retries for ~a minute when slurmctld is down: the bound overshot by that)."""
+        if self.give_up_after_s is None or self.squeue_silent_since is None:
+            return SLURM_CLIENT_TIMEOUT_S
+        left = self.give_up_after_s - (now - self.squeue_silent_since)
+        return min(SLURM_CLIENT_TIMEOUT_S, max(1.0, left))
 
     def give_up(self, after_s: float) -> list[JobOutcome]:
         """When squeue has not answered for `after_s`: every job still waited for, ended here
@@ -528,10 +542,12 @@ def _sacct_error(watched: list[_Watched]) -> str | None:
     return None if out.returncode == 0 else _last_line(out)
 
 
-def _squeue(watched: list[_Watched]) -> tuple[dict[str, str] | None, str | None]:
+def _squeue(watched: list[_Watched], timeout: float) -> tuple[dict[str, str] | None, str | None]:
     """Every task of our arrays that slurmctld still knows, with its state (one call), and None;
     (None, squeue's error) when squeue cannot answer (controller down)."""
-    out = _ask(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", _array_ids(watched)])
+    out = _ask(
+        ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", _array_ids(watched)], timeout
+    )
     if out.returncode and "Invalid job id" not in out.stderr:  # all of them forgotten: fine
         return None, _last_line(out)
     listed = {}
@@ -545,10 +561,10 @@ def _array_ids(watched: list[_Watched]) -> str:
     return ",".join(sorted({w.job.job_id.split("_")[0] for w in watched}))
 
 
-def _ask(cmd: list[str]) -> subprocess.CompletedProcess:
+def _ask(cmd: list[str], timeout: float = SLURM_CLIENT_TIMEOUT_S) -> subprocess.CompletedProcess:
     """Run a Slurm client; a missing one answers like a failing one (exit 127)."""
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except (FileNotFoundError, subprocess.TimeoutExpired) as e:
         return subprocess.CompletedProcess(cmd, 127, "", str(e))
 

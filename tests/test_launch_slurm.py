@@ -283,8 +283,8 @@ import time as _time
 _build = build_model
 
 
-def build_model(cfg: dict, *, n_features: int, num_classes: int):
-    if cfg.get("dropout") == 0.75:  # the variant that is still running when slurmctld goes
+def build_model(cfg: ModelConfig, *, n_features: int, num_classes: int):
+    if cfg.dropout == 0.75:  # the variant that is still running when slurmctld goes
         _time.sleep(600)
     return _build(cfg, n_features=n_features, num_classes=num_classes)
 """
@@ -368,9 +368,10 @@ def test_a_controller_that_stops_answering_is_reported_and_the_wait_ends(
     assert "squeue does not answer (" in out and "slurmctld may be down" in out
     # the variant still running, and the one queued behind it when the controller went (2 CPUs)
     assert re.search(r"gave up waiting for [12] jobs? after squeue had not answered for \d+ s", out)
-    assert (
-        ended - stopped[0] < bound + 90
-    )  # reported, then ended within the bound (+ squeue's own time-outs)
+    # reported, then ended within the bound: the first failing squeue starts the clock and the
+    # calls after it wait at most what is left of it (+ a poll, the stage's own write-up)
+    print(f"controller stopped -> stage ended: {ended - stopped[0]:.1f} s (bound {bound} s)")
+    assert ended - stopped[0] < bound + 15
     rec = json.loads((run.dir / "record.json").read_text())
     assert rec["status"] == "failed"
     results = {r["variant"]: r for r in rec["verdict"]["evidence"]["results"]}
