@@ -116,13 +116,17 @@ def _plan(
     base_fp = current_fingerprint(project, paper, base, files if same_data else None, code)
     rows = stage_states(project.runs_dir, paper, base_fp)
     states = {r.stage: r for r in rows}
-    todo = [(s, []) for s in missing_prerequisites(rows, stage)]
+    changed: list[str] = []
     if overrides:
         fp = current_fingerprint(project, paper, resolved, files, code)
         changed = [
             s for s in STAGES[: STAGES.index(stage)] if fp["stages"][s] != base_fp["stages"][s]
         ]
-        todo += [(s, overrides) for s in changed if not passed_on(project.runs_dir, paper, s, fp)]
+    # an earlier stage the overrides change is needed with them, not with the base config (an
+    # overfit with model overrides ran the base config's shapes first, then its own)
+    todo = [(s, []) for s in missing_prerequisites(rows, stage) if s not in changed]
+    todo += [(s, overrides) for s in changed if not passed_on(project.runs_dir, paper, s, fp)]
+    todo.sort(key=lambda t: STAGES.index(t[0]))
     for s, ov in todo if refuse else []:
         if s not in CHEAP_STAGES:
             row = states[s]

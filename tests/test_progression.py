@@ -223,6 +223,14 @@ def test_a_run_with_overrides_needs_the_earlier_stages_its_overrides_change(fast
     assert seeded.record["status"] == "passed", seeded.record["verdict"]["reason"]
 
 
+def test_an_overridden_stage_runs_the_earlier_stages_with_its_overrides_not_the_base_ones(fast):
+    """Issue 21: an overfit with model overrides ran the base config's shapes first, then its own."""
+    run = _run(fast, "overfit", ["model.hidden=8"])
+    assert run.record["status"] == "passed"
+    assert [r.record["overrides"] for r in _runs(fast, "data")] == [[]]  # data is the base one's
+    assert [r.record["overrides"] for r in _runs(fast, "shapes")] == [["model.hidden=8"]]
+
+
 def test_experiments_need_a_passed_full(fast):
     _run(fast, "overfit")
     paper_yaml = fast.conf_dir / "paper" / "toy.yaml"
