@@ -3,9 +3,10 @@ each measurement, and return one Verdict.
 
 Each step below returns its checks (and the evidence a reader may want); a measurement that
 raises becomes a failed check of its name (`Attempt`), never a crash of the gate. The steps, in
-order: the output fits the task; loss at init and logits; gradients (with the alone-vs-batch
-forwards in a thread beside them: alone.py); frozen parameters; zeroed inputs; an odd batch
-size; everything finite.
+order: the output fits the task; loss at init and logits; gradients, their values and the
+confidence stress (with the alone-vs-batch forwards in a thread beside them: alone.py); frozen
+parameters; zeroed inputs; an odd batch size; everything finite; and from run(ctx), the model
+built under the next seed against the model (the seed reaches it).
 """
 
 from __future__ import annotations
