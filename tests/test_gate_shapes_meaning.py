@@ -349,3 +349,30 @@ def test_full_with_two_seeds_that_reach_nothing_is_flagged(project):
     (c,) = [c for c in run.record["verdict"]["checks"] if c["name"] == "seeds differ"]
     assert not c["passed"] and "bit-for-bit identical" in c["reason"]
     assert run.record["status"] == "failed"
+
+
+def test_ranking_scores_take_the_confidence_stress():
+    """A scorer whose scores pass through log(sigmoid(.)) before the loss's own sigmoid: fine at
+    init, an infinite loss once it is confident; a plain scorer stays finite."""
+    from repro.gates.shapes import run_shapes
+    from repro.tasks.ranking import Ranking
+
+    class Scorer(nn.Module):
+        def __init__(self, log_sigmoid: bool):
+            super().__init__()
+            self.lin, self.log_sigmoid = nn.Linear(10, 1), log_sigmoid
+
+        def forward(self, x):
+            s = self.lin(x).squeeze(-1)  # (B,)
+            return torch.log(torch.sigmoid(s)) if self.log_sigmoid else s
+
+    batch = float_batch() | {
+        "label": torch.arange(16) % 2,
+        "group": torch.arange(16) // 4,
+    }
+    for log_sigmoid in (False, True):
+        torch.manual_seed(0)
+        v = run_shapes(Scorer(log_sigmoid), batch, Ranking(), stage_config("shapes"))
+        c = check(v, "confident_outputs")
+        assert c.passed is not log_sigmoid, c.reason
+        assert "the output layer lin's outputs scaled" in c.reason

@@ -3,7 +3,7 @@
 Besides the targets it judges what no reproduction can show, in the task's own terms
 (repro/tasks): a model no better than the task's trivial baseline (the most frequent class, the
 training mean, unigram frequencies, a random order) beyond chance, unit by unit on val and test;
-val and test far apart; val and test identical."""
+val and test far apart; val and test identical; two seeds' results bit-for-bit identical."""
 
 from __future__ import annotations
 

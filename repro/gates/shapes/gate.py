@@ -75,8 +75,7 @@ def run(ctx) -> Verdict:
     other = ctx.build_model(dm, ctx.seed + 1)  # first: the build below re-seeds as before
     rng = torch.get_rng_state()
     model = ctx.build_model(dm)
-    seeds, same_rng = (ctx.seed, ctx.seed + 1), torch.equal(rng, torch.get_rng_state())
-    seeded = check_seed_reaches_model(measure_seed_effect(model, other), seeds, same_rng)
+    seeded = _seed_check(model, other, (ctx.seed, ctx.seed + 1), rng)
     del other
     init = ctx.model_info.init if ctx.model_info is not None else None
     verdict = run_shapes(
@@ -84,6 +83,18 @@ def run(ctx) -> Verdict:
     )
     verdict = with_shapes_checks(verdict, ctx, dm, model, batch)  # inputs used, invariances
     return with_checks(verdict, [seeded])
+
+
+def _seed_check(model: nn.Module, other: nn.Module, seeds: tuple[int, int], rng) -> Check:
+    """The model against its build under the next seed (`rng`: torch's RNG state after that
+    build); a model whose tensors cannot be compared (lazy modules) is not measured."""
+    same_rng = torch.equal(rng, torch.get_rng_state())
+    try:
+        effect = measure_seed_effect(model, other)
+    except Exception as exc:
+        why = f"comparing the builds under seeds {seeds[0]} and {seeds[1]} raised {_error(exc)}"
+        return Check.not_measured("seed_reaches_model", why)
+    return check_seed_reaches_model(effect, seeds, same_rng)
 
 
 def with_checks(verdict: Verdict, checks: list[Check]) -> Verdict:
