@@ -159,6 +159,8 @@ def test_good_mlp_passes_every_check():
         "output_shape",
         "init_loss",
         "grad_flow",
+        "grad_values",
+        "confident_outputs",
         "batch_independence",
         "zero_input",
         "dummy_batch",

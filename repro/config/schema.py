@@ -161,6 +161,14 @@ class ShapesStage:
     unused_inputs_ok: list[str]  # input fields the model may ignore (an ablation's)
     inputs_used_examples: int = field(metadata=bound(ge=2))
     invariance_examples: int = field(metadata=GE1)
+    grad_check_examples: int = field(metadata=GE1)  # float64 finite differences: examples
+    grad_check_directions: int = field(metadata=GE1)  # random directions per parameter group
+    grad_check_groups: int = field(metadata=GE1)  # parameter groups checked, at most
+    grad_check_eps: float = field(metadata=GT0)
+    grad_check_rtol: float = field(metadata=GT0)
+    grad_check_atol: float = field(metadata=GE0)
+    confidence_logit_range: float = field(metadata=GT0)  # the confidence stress's output span
+    confidence_examples: int = field(metadata=GE1)  # the confidence stress's examples
 
 
 @dataclass(frozen=True)

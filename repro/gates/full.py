@@ -3,7 +3,7 @@
 Besides the targets it judges what no reproduction can show, in the task's own terms
 (repro/tasks): a model no better than the task's trivial baseline (the most frequent class, the
 training mean, unigram frequencies, a random order) beyond chance, unit by unit on val and test;
-val and test far apart; val and test identical."""
+val and test far apart; val and test identical; two seeds' results bit-for-bit identical."""
 
 from __future__ import annotations
 
@@ -235,6 +235,41 @@ def check_sanity(
     return checks + [k for k in (agree, differ) if k is not None]
 
 
+def check_seeds_differ(per_seed: list[dict[str, float]]) -> Check | None:
+    """Two seeds' results bit-for-bit equal (every metric both have: the test loss to the last
+    bit) mean the seed reaches neither the model's init nor the data order (issue 22: a model
+    that seeded itself with a constant reported "98.40 +- 0.00 (2 seeds)", REPRODUCED): the
+    mean over seeds is one run counted N times. None with fewer than two seeds."""
+    if len(per_seed) < 2:
+        return None
+    same = [
+        (i, j)
+        for i in range(len(per_seed))
+        for j in range(i + 1, len(per_seed))
+        if _identical(per_seed[i], per_seed[j])
+    ]
+    shown = next((k for k in ("test/loss", "val/loss") if k in per_seed[0]), None)
+    shown = shown or next(iter(sorted(per_seed[0])), None)
+    values = ", ".join(f"{m[shown]:.6g}" for m in per_seed if shown in m) if shown else ""
+    ev = {"identical_pairs": [list(p) for p in same], "metric": shown}
+    if not same:
+        reason = f"the {len(per_seed)} seeds' results differ ({shown}: {values})"
+        return Check("seeds differ", True, reason, ev)
+    pairs = ", ".join(f"{i + 1} and {j + 1}" for i, j in same)
+    reason = (
+        f"seed runs {pairs} of {len(per_seed)} give bit-for-bit identical results (every metric "
+        f"equal; {shown}: {values}): the seed does not reach the model or the data order (a "
+        "torch.manual_seed(<constant>) in the model or the datamodule? a loader seeded with a "
+        "constant?), so the spread over seeds is 0 and the mean is one run counted again"
+    )
+    return Check("seeds differ", False, reason, ev)
+
+
+def _identical(a: dict[str, float], b: dict[str, float]) -> bool:
+    shared = set(a) & set(b)
+    return bool(shared) and all(a[k] == b[k] for k in shared)
+
+
 def judge(
     cfg,
     per_seed: list[dict[str, float]],
@@ -255,7 +290,8 @@ def judge(
     mean = {k: mean_std([m[k] for m in per_seed if k in m])[0] for k in keys}
     sanity = check_sanity(mean, cfg.stage.full, specs, primary, trivial, majority, sizes)
     targets = check_targets(cfg.paper.targets, dataset, per_seed, specs)
-    return targets + sanity + judge_invariances(cfg, invariances)
+    seeds = [k for k in (check_seeds_differ(per_seed),) if k is not None]
+    return targets + seeds + sanity + judge_invariances(cfg, invariances)
 
 
 def target_results(checks: list[Check]) -> list[TargetResult]:

@@ -127,6 +127,12 @@ class Task:
         probabilities or log-probabilities are a bug the gates name)."""
         return False
 
+    def saturates(self, out: torch.Tensor) -> bool:
+        """Whether the loss squashes the output (a softmax, a sigmoid), so that a confident model
+        drives it to 0 or 1: then the shapes gate stresses the model with a confident output
+        (its loss and gradients must stay finite). Default: where the outputs are logits."""
+        return self.outputs_logits(out)
+
     def loss(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Required: the training loss, a scalar averaged over the batch."""
         raise NotImplementedError(f"{type(self).__name__}.loss")

@@ -77,6 +77,9 @@ class Ranking(Task):
     def outputs_logits(self, out: torch.Tensor) -> bool:
         return out.dim() == 2 and out.shape[1] == 2
 
+    def saturates(self, out: torch.Tensor) -> bool:
+        return True  # scores go through a sigmoid (binary cross-entropy), logits a softmax
+
     def loss(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
         y = batch["label"]
         if self.outputs_logits(out):

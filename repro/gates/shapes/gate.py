@@ -3,9 +3,10 @@ each measurement, and return one Verdict.
 
 Each step below returns its checks (and the evidence a reader may want); a measurement that
 raises becomes a failed check of its name (`Attempt`), never a crash of the gate. The steps, in
-order: the output fits the task; loss at init and logits; gradients (with the alone-vs-batch
-forwards in a thread beside them: alone.py); frozen parameters; zeroed inputs; an odd batch
-size; everything finite.
+order: the output fits the task; loss at init and logits; gradients, their values and the
+confidence stress (with the alone-vs-batch forwards in a thread beside them: alone.py); frozen
+parameters; zeroed inputs; an odd batch size; everything finite; and from run(ctx), the model
+built under the next seed against the model (the seed reaches it).
 """
 
 from __future__ import annotations
@@ -26,27 +27,34 @@ from repro.gates.shapes.alone import AloneError, start_alone_vs_batch
 from repro.gates.shapes.judge import (
     check_alone_vs_batch,
     check_batch_independence,
+    check_confidence_stress,
     check_dummy_batch,
     check_eval_repeat,
     check_finite,
     check_frozen,
     check_grad_flow,
+    check_grad_values,
     check_init_loss,
     check_logits,
     check_output_shape,
     check_param_count,
+    check_seed_reaches_model,
     check_zero_input,
     roundoff_tol,
 )
 from repro.gates.shapes.measure import (
+    Float64Refused,
     _error,
     measure_batch_independence,
+    measure_confidence_stress,
     measure_dummy_batch,
     measure_eval_repeat,
     measure_forward,
     measure_frozen,
     measure_grad_flow,
+    measure_grad_values,
     measure_output_range,
+    measure_seed_effect,
     measure_zero_input,
     torch_threads,
 )
@@ -64,12 +72,36 @@ def run(ctx) -> Verdict:
     dm = ctx.build_datamodule()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
+    other = ctx.build_model(dm, ctx.seed + 1)  # first: the build below re-seeds as before
+    rng = torch.get_rng_state()
     model = ctx.build_model(dm)
+    seeded = _seed_check(model, other, (ctx.seed, ctx.seed + 1), rng)
+    del other
     init = ctx.model_info.init if ctx.model_info is not None else None
     verdict = run_shapes(
         model, batch, dm.task, ctx.cfg.stage.shapes, ctx.cfg.paper.expected_params, init
     )
-    return with_shapes_checks(verdict, ctx, dm, model, batch)  # inputs used, exact invariances
+    verdict = with_shapes_checks(verdict, ctx, dm, model, batch)  # inputs used, invariances
+    return with_checks(verdict, [seeded])
+
+
+def _seed_check(model: nn.Module, other: nn.Module, seeds: tuple[int, int], rng) -> Check:
+    """The model against its build under the next seed (`rng`: torch's RNG state after that
+    build); a model whose tensors cannot be compared (lazy modules) is not measured."""
+    same_rng = torch.equal(rng, torch.get_rng_state())
+    try:
+        effect = measure_seed_effect(model, other)
+    except Exception as exc:
+        why = f"comparing the builds under seeds {seeds[0]} and {seeds[1]} raised {_error(exc)}"
+        return Check.not_measured("seed_reaches_model", why)
+    return check_seed_reaches_model(effect, seeds, same_rng)
+
+
+def with_checks(verdict: Verdict, checks: list[Check]) -> Verdict:
+    """The verdict with `checks` added after its own."""
+    return Verdict.from_checks(
+        verdict.stage, verdict.checks + checks, dict(verdict.evidence), verdict.metrics
+    )
 
 
 def run_shapes(
@@ -195,6 +227,17 @@ def _output_checks(
     return checks
 
 
+def _confidence_check(model, batch, task: Task, fwd, c: ShapesStage, attempt) -> list[Check]:
+    """Where the loss squashes the output (task.saturates: a softmax, a sigmoid), the output
+    layer scaled to a confident model keeps the loss and gradients finite."""
+    if fwd["logits_nonfinite"] or not task.saturates(fwd["logits"]):
+        return []
+    r, raised = c.confidence_logit_range, len(attempt.failed)
+    n = c.confidence_examples
+    m = attempt("confident_outputs", lambda: measure_confidence_stress(model, batch, task, r, n))
+    return [] if len(attempt.failed) > raised else [check_confidence_stress(m, r)]
+
+
 def _gradient_and_row_checks(model, batch, task, fwd, c: ShapesStage, attempt, evidence):
     """Two eval forwards agree (measured first: when they do not, alone-vs-batch is not judged);
     then the gradient checks on the model while the alone-vs-batch forwards run in a thread on a
@@ -209,6 +252,7 @@ def _gradient_and_row_checks(model, batch, task, fwd, c: ShapesStage, attempt, e
         # the thread count, hence the last bits of the gradients, must not depend on timing
         with torch_threads(torch.get_num_threads() - busy):
             checks = _gradient_checks(model, batch, task, c, attempt, evidence)
+            checks += _confidence_check(model, batch, task, fwd, c, attempt)
     except BaseException:
         if pending is not None:
             pending.cancel()
@@ -245,6 +289,9 @@ def _gradient_checks(model, batch, task, c: ShapesStage, attempt, evidence) -> l
     if grads is not None:
         checks.append(check_grad_flow(grads, c.grad_atol))
         evidence["no_grad_params"] = checks[-1].evidence["no_grad"]
+    values = attempt("grad_values", lambda: _grad_values(model, batch, task, c))
+    if values is not None:
+        checks.append(values)
     leak = attempt(
         "batch_independence",
         lambda: measure_batch_independence(model, batch, task, c.independence_examples),
@@ -256,6 +303,16 @@ def _gradient_checks(model, batch, task, c: ShapesStage, attempt, evidence) -> l
         if leak["ignored_embedding_calls"]:
             evidence["independence_ignored"] = leak["ignored_embedding_calls"]
     return checks
+
+
+def _grad_values(model, batch, task: Task, c: ShapesStage) -> Check:
+    """Gradient values against float64 central differences (not measured where the model will
+    not run in float64)."""
+    try:
+        m = measure_grad_values(model, batch, task, c)
+    except Float64Refused as exc:
+        return Check.not_measured("grad_values", str(exc))
+    return check_grad_values(m, c.grad_check_rtol, c.grad_check_eps)
 
 
 def _zero_input_checks(model, batch, task, fwd, c: ShapesStage, attempt, evidence) -> list[Check]:

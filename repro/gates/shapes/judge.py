@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from repro.gates.shapes.measure import grad_mismatch
 from repro.tasks.base import InitLoss
 from repro.verdict import Check
 
@@ -182,13 +183,17 @@ def probability_floor(num_classes: int) -> float:
 
 
 def check_logits(out: dict[str, float], num_classes: int, tol: float) -> Check:
-    """Cross-entropy expects logits: outputs in [0, 1] whose rows sum to 1 are probabilities.
+    """Cross-entropy expects logits: outputs in [0, 1] whose rows sum to 1 are probabilities;
+    outputs <= 0 whose rows have a logsumexp of 0 are log-probabilities (issue 22: a model
+    returning log(softmax(x)), all in [-0.71, -0.68] at init, passed as logits).
 
     Only rows summing to 1 are judged: outputs merely inside [0, 1] can be a correct model's at
     init (measured: BiMPM's small-init logits all lay in [-0.073, -0.0001], nearly the same for
     every example), so a sigmoid is left to the overfit gate, which sees the loss floor."""
     lo, hi, sum_gap = out["min"], out["max"], out["row_sum_gap"]
+    lse_gap = out.get("logsumexp_gap", math.inf)  # absent from records before it was measured
     probabilities = lo >= -tol and hi <= 1 + tol and sum_gap <= tol
+    log_probabilities = hi <= tol and lse_gap <= tol
     if probabilities:
         reason = (
             f"every output lies in [{lo:.3g}, {hi:.3g}] and each row sums to 1 (max |sum - 1| "
@@ -196,9 +201,20 @@ def check_logits(out: dict[str, float], num_classes: int, tol: float) -> Check:
             "applies log-softmax itself): drop the softmax (training would stall at the "
             f"cross-entropy floor of probabilities, {probability_floor(num_classes):.4f})"
         )
+    elif log_probabilities:
+        reason = (
+            f"every output lies in [{lo:.3g}, {hi:.3g}] and each row's logsumexp is 0 (max "
+            f"|logsumexp| {lse_gap:.2g} <= {tol:.2g}): the model returns log-probabilities: "
+            "return logits; cross-entropy applies log-softmax itself (and log(softmax(x)) gives "
+            "log 0 = -inf, an infinite loss and NaN gradients, once a prediction is confident)"
+        )
     else:
-        reason = f"outputs span [{lo:.3g}, {hi:.3g}], rows sum to 1 +- {sum_gap:.3g}: logits"
-    return Check("logits", not probabilities, reason, dict(out))
+        reason = (
+            f"outputs span [{lo:.3g}, {hi:.3g}], rows sum to 1 +- {sum_gap:.3g}, their "
+            f"logsumexp is 0 +- {lse_gap:.3g}: logits"
+        )
+    bad = probabilities or log_probabilities
+    return Check("logits", not bad, reason, dict(out))
 
 
 def check_grad_flow(grad_max: dict[str, float], atol: float) -> Check:
@@ -307,3 +323,130 @@ def check_param_count(
         f"{'<=' if ok else '>'} {rel_tol:.1%}",
         {"expected": expected, "rel_gap": gap},
     )
+
+
+def check_seed_reaches_model(
+    m: dict[str, list[str]], seeds: tuple[int, int], rng_same: bool
+) -> Check:
+    """Two builds of the model under two seeds (measure_seed_effect): some trainable tensor that
+    is not constant by design must differ, else every seed of `full seeds=N` starts from the same
+    weights (issue 22: a torch.manual_seed(0) in the model's __init__ gave "98.40 +- 0.00 (2
+    seeds)", REPRODUCED, the runs bit-identical). rng_same: torch's global RNG state after the
+    two builds was identical (something inside the build re-seeded it with a constant)."""
+    a, b = seeds
+    differ, same, const = m["differ"], m["same"], m["constant"]
+    ev = {"seeds": list(seeds), **m, "rng_state_same": rng_same}
+    compared = len(differ) + len(same)
+    constant = f"{len(const)} constant by design (zeros, ones, scalars) not compared"
+    if not compared:
+        return Check.not_measured(
+            "seed_reaches_model",
+            f"no trainable tensor is random-initialised ({constant}): no seed can show",
+            ev,
+        )
+    if differ:
+        reason = (
+            f"{len(differ)} of {compared} non-constant trainable tensors differ between builds "
+            f"under seeds {a} and {b} ({_names(differ)}); {constant}"
+        )
+        if same:
+            reason += f"; identical under both (loaded?): {_names(same)}"
+        return Check("seed_reaches_model", True, reason, ev)
+    reason = (
+        f"every one of the {compared} non-constant trainable tensors is identical in builds under "
+        f"seeds {a} and {b} ({_names(same)}): the seed does not reach the model's init, so every "
+        "seed of `full seeds=N` trains the same weights and the spread over seeds is 0; "
+    )
+    reason += (
+        "torch's RNG state after both builds is identical too: the model's code re-seeds it with "
+        "a constant (torch.manual_seed(0) in __init__?): remove it, repro seeds every build"
+        if rng_same
+        else "a generator seeded with a constant, or weights loaded from a file? draw from "
+        "torch's global RNG, which repro seeds for every build"
+    )
+    return Check("seed_reaches_model", False, reason, ev)
+
+
+def check_confidence_stress(m: dict[str, Any] | None, logit_range: float) -> Check:
+    """A confident model must keep a finite loss and finite gradients: the output layer's outputs
+    scaled to span `logit_range` (measure_confidence_stress). log(softmax(x)) fails here: the
+    softmax underflows to 0 and log 0 = -inf."""
+    name = "confident_outputs"
+    if m is None:
+        return Check.not_measured(
+            name, "no layer with parameters feeds the output, or its outputs are constant"
+        )
+    what = (
+        f"the output layer {m['layer']}'s outputs scaled x{m['factor']:.3g} (to span "
+        f"{logit_range:g}, a confident model)"
+    )
+    ok = math.isfinite(m["loss"]) and not m["nonfinite"]
+    if ok:
+        return Check(name, True, f"{what}: loss {m['loss']:.4g} and every gradient finite", m)
+    parts = [f"loss {m['loss']:.4g}"]
+    if m["nonfinite"]:
+        parts.append(f"non-finite gradients in {len(m['nonfinite'])}: {_names(m['nonfinite'])}")
+    reason = (
+        f"{what}: {', '.join(parts)}: a confident prediction breaks training; log(softmax(x)) "
+        "gives log 0 = -inf there: return logits and let the loss apply log-softmax (or use "
+        "F.log_softmax / torch.logsigmoid, which stay finite)"
+    )
+    return Check(name, False, reason, m)
+
+
+def check_grad_values(m: dict[str, Any], rtol: float, eps: float) -> Check:
+    """Autograd's directional derivatives vs central differences of the loss (measure_grad_values:
+    a screen across every parameter group, then each group when the screen mismatches). A group
+    fails when every one of its directions disagrees beyond rtol x the larger + atol
+    (grad_mismatch): a stop-gradient (a .detach(), a no_grad block, .data) on one of the paths
+    from a parameter to the loss gives a wrong gradient in every direction, while a direction
+    that crosses a kink (ReLU at 0, a max that changes its winner) is one direction's bad luck.
+    The absolute tolerance is m["atol"] (grad_check_atol x (1 + |L|): rounding in the loss)."""
+    name, atol, screen = "grad_values", m["atol"], m["screen"]
+
+    def wrong(e: dict[str, Any]) -> bool:
+        pairs = zip(e["autograd"], e["numeric"], strict=True)
+        return bool(e["autograd"]) and all(grad_mismatch(a, n, rtol, atol) for a, n in pairs)
+
+    entries = [screen, *m["groups"]] if screen is not None else []
+    ratios = [
+        abs(a - n) / (rtol * max(abs(a), abs(n)) + atol)
+        for e in entries
+        for a, n in zip(e["autograd"], e["numeric"], strict=True)
+    ]
+    worst = max(ratios, default=0.0) if all(math.isfinite(r) for r in ratios) else math.inf
+    ev = {"screen": screen, "groups": m["groups"], "rtol": rtol, "atol": atol, "eps": eps}
+    ev |= {"worst_ratio": worst, "loss": m["loss"]}
+    if screen is None:
+        return Check.not_measured(name, "no trainable parameter to check", ev)
+    judged = f"{m['judged']} parameter groups"
+    judged += f" (the first {m['judged']} of {m['of']})" if m["of"] > m["judged"] else ""
+    tol = f"float64, eps {eps:g}, rtol {rtol:g}, atol {atol:.2g}"
+    bad = [e for e in m["groups"] if wrong(e)]
+    if not bad:
+        how = (
+            "one direction across them (each group an equal share)"
+            if not m["groups"]
+            else "each group (the direction across them all mismatched, but no group in every "
+            "direction: a kink crossed?)"
+        )
+        reason = (
+            f"autograd's directional derivatives match central differences ({tol}) on {judged}, "
+            f"{how}: the worst gap is {worst:.2g} of the tolerance"
+        )
+        return Check(name, True, reason, ev)
+
+    def show(e: dict[str, Any]) -> str:
+        text = f"{e['group']}: autograd {e['autograd'][0]:.6g} vs numeric {e['numeric'][0]:.6g}"
+        if e.get("tensors"):
+            named = [t["group"] for t in e["tensors"] if wrong(t)]
+            text += f" (the tensors: {_names(named) or 'none alone'})"
+        return text
+
+    reason = (
+        f"{len(bad)} of {judged} get a gradient that is not the loss's derivative (central "
+        f"differences, {tol}, off in every direction): {'; '.join(show(e) for e in bad[:_SHOW])}: "
+        "a stop-gradient (.detach(), torch.no_grad(), .data) on one of the paths from these "
+        "parameters to the loss, or a custom backward that is wrong"
+    )
+    return Check(name, False, reason, ev)

@@ -319,11 +319,263 @@ def measure_frozen(model: nn.Module) -> list[dict[str, Any]]:
 
 
 def measure_output_range(logits: torch.Tensor) -> dict[str, float]:
-    """min and max of the outputs, and how far the rows (over the last dim: the classes) are from
-    summing to 1 (probabilities)."""
+    """min and max of the outputs, how far the rows (over the last dim: the classes) are from
+    summing to 1 (probabilities) and their logsumexp from 0 (log-probabilities)."""
     return {
         "min": float(logits.min()),
         "max": float(logits.max()),
         "row_sum_gap": float((logits.sum(-1) - 1).abs().max()),
+        "logsumexp_gap": float(torch.logsumexp(logits.double(), -1).abs().max()),
         "spread": float(logits.std(-1).mean()) if logits.shape[-1] > 1 else 0.0,
     }
+
+
+def measure_seed_effect(model: nn.Module, other: nn.Module) -> dict[str, list[str]]:
+    """The model and a build of it under another seed, trainable tensor by tensor: those that
+    differ, those identical, and those constant by design (every entry equal: a zero bias, a
+    LayerNorm's ones, a scalar), which no seed can change and which are not compared. Frozen
+    tensors (fixed pretrained vectors) are left out: loaded, not drawn."""
+    theirs = dict(other.named_parameters())
+    out: dict[str, list[str]] = {"differ": [], "same": [], "constant": []}
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        q = theirs.get(n)
+        flat = p.detach().reshape(-1)
+        constant = flat.numel() <= 1 or bool((flat == flat[0]).all())
+        if q is not None and q.shape == p.shape and constant:
+            out["constant"].append(n)
+        elif q is not None and q.shape == p.shape and torch.equal(p.detach(), q.detach()):
+            out["same"].append(n)
+        else:  # another value, or another shape: the seed reached it
+            out["differ"].append(n)
+    return out
+
+
+def last_layer_called(model: nn.Module, inputs: Batch) -> tuple[str, nn.Module, float] | None:
+    """Eval mode, no grad: the last module with parameters of its own that the forward calls and
+    that returns a float tensor (the output layer, in call order, not registration order), as
+    (name, module, max - min of its output); None when no such module is called."""
+    names = {id(m): n for n, m in model.named_modules()}
+    owners = [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
+    called: list[tuple[nn.Module, float]] = []
+
+    def hook(m: nn.Module, args: tuple, out: Any) -> None:
+        if isinstance(out, torch.Tensor) and out.is_floating_point() and out.numel():
+            called.append((m, float(out.max() - out.min())))
+
+    handles = [m.register_forward_hook(hook) for m in owners]
+    try:
+        with preserved(model), torch.no_grad():
+            model.eval()
+            model(**inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    if not called:
+        return None
+    layer, span = called[-1]
+    return names[id(layer)] or type(layer).__name__, layer, span
+
+
+def measure_confidence_stress(
+    model: nn.Module, batch: Batch, task: Task, logit_range: float, examples: int
+) -> dict[str, Any] | None:
+    """Eval mode, the batch's first `examples` examples: the output layer's outputs
+    (last_layer_called) scaled so that they span `logit_range` (a confident model), then the
+    task's loss and a backward. Returns the layer, the factor, the loss, the scaled outputs'
+    range and the parameters whose gradient is not finite; None when no layer with parameters
+    feeds a float tensor or its outputs are constant."""
+    batch = rows(batch, slice(0, examples))
+    inputs = model_inputs(batch)
+    found = last_layer_called(model, inputs)
+    if found is None or not found[2] > 0:
+        return None
+    name, layer, span = found
+    factor = logit_range / span
+    scale = layer.register_forward_hook(lambda m, a, o: o * factor)
+    try:
+        with preserved(model):
+            model.eval()
+            trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+            for _, p in trainable:
+                p.grad = None
+            out = model(**inputs)
+            loss = task.loss(out, batch)
+            if loss.requires_grad:
+                loss.backward()
+            bad = [n for n, p in trainable if p.grad is not None and _nonfinite(p.grad)]
+    finally:
+        scale.remove()
+    out = out.detach()
+    return {
+        "layer": name,
+        "factor": factor,
+        "examples": int(out.shape[0]),
+        "loss": float(loss.detach()),
+        "range": [float(out.min()), float(out.max())],
+        "nonfinite": bad,
+    }
+
+
+class Float64Refused(Exception):
+    """The model will not run in float64 (float32 constants inside): the finite-difference
+    gradient check needs it, so it is not measured."""
+
+
+def parameter_groups(model: nn.Module) -> list[tuple[str, list[str]]]:
+    """The trainable parameters grouped by top-level module (descending while one module holds
+    them all), the root's own parameters each a group: [(group, [parameter names])]."""
+    prefix, module = "", model
+    while True:
+        kids = [(n, m) for n, m in module.named_children() if _trainable(m)]
+        own = [n for n, p in module.named_parameters(recurse=False) if p.requires_grad]
+        if len(kids) != 1 or own:
+            break
+        prefix, module = f"{prefix}{kids[0][0]}.", kids[0][1]
+    groups = [(f"{prefix}{n}", [f"{prefix}{n}"]) for n in own]
+    for n, m in kids:
+        names = [f"{prefix}{n}.{k}" for k, p in m.named_parameters() if p.requires_grad]
+        groups.append((f"{prefix}{n}", names))
+    return groups
+
+
+def _trainable(m: nn.Module) -> bool:
+    return any(p.requires_grad for p in m.parameters())
+
+
+def _no_grad_rows(model: nn.Module) -> dict[str, int]:
+    """{embedding weight name: its padding_idx}: autograd leaves that row's gradient at zero by
+    design, so a direction must not move it."""
+    return {
+        f"{n}.weight" if n else "weight": m.padding_idx
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Embedding) and m.padding_idx is not None
+    }
+
+
+def measure_grad_values(model: nn.Module, batch: Batch, task: Task, c) -> dict[str, Any]:
+    """Autograd's gradient checked against the loss itself, on a float64 copy in eval mode and the
+    batch's first c.grad_check_examples examples: along seeded random unit directions d, g.d from
+    autograd vs the central difference (L(theta + eps d) - L(theta - eps d)) / 2 eps, a next
+    direction only while they mismatch (grad_mismatch; at most c.grad_check_directions).
+
+    First a screen: one direction across the parameter groups (parameter_groups, at most
+    c.grad_check_groups), each group's part of equal length, so that a small group is not
+    drowned by a large one; when it matches (2 forwards), that is all. Otherwise each group
+    alone, and a group whose every direction mismatches tensor by tensor, to name them. The
+    absolute tolerance is c.grad_check_atol x (1 + |L|): float64 rounding in L over 2 eps.
+    Returns {"screen", "groups": [{"group", "params", "autograd": [...], "numeric": [...],
+    "tensors": [...]}] (empty when the screen matched), "judged" and "of" (how many groups were
+    judged, of how many), "loss", "atol"}. Raises Float64Refused when the float64 copy will not
+    run. c: stage.shapes."""
+    probe, sub, loss = _float64_probe(model, rows(batch, slice(0, c.grad_check_examples)), task)
+    dirs = _Directions(probe, sub, loss, task, c)
+    every = parameter_groups(probe)
+    judged = every[: c.grad_check_groups]
+    out: dict[str, Any] = {"groups": [], "of": len(every), "judged": len(judged)}
+    out |= {"loss": float(loss.detach()), "atol": dirs.atol, "screen": None}
+    names = [n for _, ns in judged for n in ns]
+    if not names:
+        return out
+    with torch.no_grad():
+        out["screen"] = dirs.measure("all groups", names, [ns for _, ns in judged])
+        if not dirs.wrong(out["screen"]):
+            return out
+        for group, names in judged:
+            entry = dirs.measure(group, names, [names])
+            if len(names) > 1 and dirs.wrong(entry):
+                entry["tensors"] = [
+                    dirs.measure(n, [n], [[n]]) for n in names[: c.grad_check_groups]
+                ]
+            out["groups"].append(entry)
+    return out
+
+
+class _Directions:
+    """Directional derivatives of the loss of a float64 probe: autograd's (one backward, here)
+    against central differences (two forwards a direction)."""
+
+    def __init__(self, probe: nn.Module, sub: Batch, loss: torch.Tensor, task: Task, c) -> None:
+        self.probe, self.sub, self.task, self.c = probe, sub, task, c
+        self.inputs = model_inputs(sub)
+        self.params = {n: p for n, p in probe.named_parameters() if p.requires_grad}
+        self.atol = c.grad_check_atol * (1.0 + abs(float(loss.detach())))  # rounding in L
+        grads = torch.autograd.grad(loss, list(self.params.values()), allow_unused=True)
+        self.grad = {
+            n: torch.zeros_like(p) if g is None else g
+            for (n, p), g in zip(self.params.items(), grads, strict=True)
+        }
+        self.pad_rows, self.gen = _no_grad_rows(probe), torch.Generator().manual_seed(0)
+
+    def measure(self, group: str, names: list[str], parts: list[list[str]]) -> dict[str, Any]:
+        """Directions until one matches, at most c.grad_check_directions; each of `parts` gets
+        an equal share of a direction's length."""
+        c = self.c
+        entry: dict[str, Any] = {"group": group, "params": names, "autograd": [], "numeric": []}
+        for _ in range(c.grad_check_directions):
+            d: dict[str, torch.Tensor] = {}
+            for part in parts:
+                unit = _direction(self.params, part, self.pad_rows, self.gen)
+                d |= {n: v / math.sqrt(len(parts)) for n, v in unit.items()}
+            a = float(sum((self.grad[n] * d[n]).sum() for n in names))
+            x = _central_difference(
+                self.probe, self.params, d, c.grad_check_eps, self.inputs, self.sub, self.task
+            )
+            entry["autograd"].append(a)
+            entry["numeric"].append(x)
+            if not grad_mismatch(a, x, c.grad_check_rtol, self.atol):
+                break
+        return entry
+
+    def wrong(self, e: dict[str, Any]) -> bool:
+        """Every direction of the entry mismatched (it stops at the first that matches)."""
+        a, x = e["autograd"][-1], e["numeric"][-1]
+        return grad_mismatch(a, x, self.c.grad_check_rtol, self.atol)
+
+
+def grad_mismatch(autograd: float, numeric: float, rtol: float, atol: float) -> bool:
+    """Whether autograd's directional derivative and the central difference disagree beyond
+    rtol of the larger plus atol (True for a NaN)."""
+    return not abs(autograd - numeric) <= rtol * max(abs(autograd), abs(numeric)) + atol
+
+
+def _float64_probe(model: nn.Module, sub: Batch, task: Task):
+    """An eval-mode float64 copy of the model, the batch with its floats in float64, and the
+    task's loss on it (with its graph); Float64Refused when the copy will not run (the model
+    ran in its own precision already)."""
+    import copy
+
+    try:
+        probe = copy.deepcopy(model).double().eval()
+        sub = _as_float64(sub)
+        for p in probe.parameters():
+            p.grad = None
+        return probe, sub, task.loss(probe(**model_inputs(sub)), sub)
+    except Exception as exc:
+        raise Float64Refused(f"a float64 copy of the model does not run ({_error(exc)})") from exc
+
+
+def _direction(params, names, pad_rows, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """A random unit direction over the group's parameters (padding rows of embeddings held)."""
+    d = {n: torch.randn(params[n].shape, generator=g, dtype=torch.float64) for n in names}
+    for n, row in pad_rows.items():
+        if n in d:
+            d[n][row] = 0.0
+    norm = math.sqrt(sum(float((v * v).sum()) for v in d.values())) or 1.0
+    return {n: v / norm for n, v in d.items()}
+
+
+def _central_difference(probe, params, d, eps: float, inputs, sub, task: Task) -> float:
+    """(L(theta + eps d) - L(theta - eps d)) / 2 eps, the parameters restored exactly after."""
+    saved = {n: params[n].detach().clone() for n in d}
+    losses = []
+    try:
+        for sign in (1.0, -1.0):
+            for n, v in d.items():
+                params[n].copy_(saved[n] + sign * eps * v)
+            losses.append(float(task.loss(probe(**inputs), sub)))
+    finally:
+        for n in d:
+            params[n].copy_(saved[n])
+    return (losses[0] - losses[1]) / (2 * eps)
