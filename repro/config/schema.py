@@ -161,6 +161,8 @@ class ShapesStage:
     unused_inputs_ok: list[str]  # input fields the model may ignore (an ablation's)
     inputs_used_examples: int = field(metadata=bound(ge=2))
     invariance_examples: int = field(metadata=GE1)
+    paper_tests: bool  # run the paper's own tests (shapes: not slow; full: the slow ones)
+    paper_tests_timeout_s: float = field(metadata=GT0)  # the paper's tests (not slow) in shapes
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,7 @@ class FullStage:
     max_val_test_gap: float = field(metadata=GE0)
     chance_z: float = field(metadata=GE0)
     invariance_max_changed: float = field(metadata=bound(ge=0, le=1))
+    slow_tests_timeout_s: float = field(metadata=GT0)  # the paper's slow tests, before training
 
 
 @dataclass(frozen=True)
