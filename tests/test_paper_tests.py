@@ -247,20 +247,18 @@ def test_passing_slow_tests_are_a_check_of_full_and_judge_keeps_them(tested):
 
 
 # ---- a project made by `repro init` (no pyproject.toml), every task's scaffold -------------------
-def test_every_scaffolded_test_passes_in_an_init_project_and_is_counted(tmp_path, purge_papers):
+@pytest.mark.parametrize("task", TASKS)
+def test_each_scaffolded_test_passes_in_an_init_project_and_is_counted(task, tmp_path):
     init_project(tmp_path)
     project = Project(tmp_path)
-    for task in TASKS:
-        scaffold_paper(project, f"p_{task}", task=task)
-    write_test(project, "test_slow.py", SLOW_FAILING, paper="p_sequence")  # deselected, no error
-    assert not (tmp_path / "pyproject.toml").exists()
-    for task in TASKS:
-        where = Where("paper_tests", f"papers/p_{task}/tests", "not slow", 300.0, "k")
-        tests = start_paper_tests(project, f"p_{task}", where, tmp_path)
-        c = tests.result()
-        assert c.passed, (task, c.reason, (tmp_path / "paper_tests.log").read_text())
-        assert c.evidence["passed"] == 2 and c.evidence["failed"] == 0, task  # really run
-    assert c.evidence["deselected"] == 1  # the sequence paper's slow test: full's
+    scaffold_paper(project, "p", task=task)
+    write_test(project, "test_slow.py", SLOW_FAILING, paper="p")  # deselected, not an error
+    assert not (tmp_path / "pyproject.toml").exists()  # no pytest config: the plugin's marker
+    where = Where("paper_tests", "papers/p/tests", "not slow", 300.0, "k")
+    c = start_paper_tests(project, "p", where, tmp_path).result()
+    assert c.passed, (c.reason, (tmp_path / "paper_tests.log").read_text())
+    assert c.evidence["passed"] == 2 and c.evidence["failed"] == 0  # really run and counted
+    assert c.evidence["deselected"] == 1  # the slow one is full's
 
 
 def test_a_scaffolded_paper_passes_shapes_with_its_tests_counted(make_project):
@@ -275,7 +273,7 @@ def test_a_scaffolded_paper_passes_shapes_with_its_tests_counted(make_project):
 def test_a_failing_test_in_bimpms_tests_fails_repro_stage_shapes_naming_it(tmp_path):
     root = tmp_path / "project"
     root.mkdir()
-    for name in ("conf", "papers"):
+    for name in ("conf", "papers", "tests"):  # BiMPM's tests read tests/fixtures, tests/configs.py
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     set_paper_tests(root, True)
     (root / "papers" / "bimpm" / "tests" / "test_injected.py").write_text(FAILING)
