@@ -128,6 +128,14 @@ def test_judge_pytest_that_could_not_run_fails(tmp_path):
     assert not c.passed and "exit code 4" in c.reason and "bad option --nope" in c.reason
 
 
+def test_judge_pytest_that_never_started_fails_not_as_no_tests(tmp_path):
+    log = tmp_path / "p.log"
+    log.write_text("/usr/bin/python: No module named pytest\n")
+    c = judge_paper_tests(None, 1, 0.1, WHERE, log)  # no report: the plugin never loaded
+    assert not c.passed and c.measured
+    assert "pytest could not run" in c.reason and "No module named pytest" in c.reason
+
+
 def test_judge_no_tests_all_skipped_or_all_slow_is_not_measured():
     none = judge_paper_tests([], 5, 1.0, WHERE, Path("l"))
     assert not none.measured and not none.passed
@@ -205,6 +213,27 @@ def test_tests_past_the_timeout_fail_naming_the_key(tested):
     assert not c["passed"] and c["evidence"]["exit_code"] is None
     assert "ran past stage.shapes.paper_tests_timeout_s = 3 s" in c["reason"]
     assert c["evidence"]["seconds"] < 60  # killed, not waited for
+
+
+def test_an_interrupt_during_the_gate_stops_the_paper_tests(tested, monkeypatch):
+    from repro.gates import paper_tests
+    from repro.gates.shapes import gate
+
+    started = []
+
+    def start(ctx, stage):
+        started.append(paper_tests.start_stage_tests(ctx, stage))
+        return started[-1]
+
+    def interrupted(ctx):
+        raise KeyboardInterrupt
+
+    write_test(tested, "test_sleepy.py", "import time\n\n\ndef test_a():\n    time.sleep(120)\n")
+    monkeypatch.setattr(gate, "start_stage_tests", start)
+    monkeypatch.setattr(gate, "_measure", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(tested, "toy", "shapes", force=True, console=QUIET)
+    assert started and started[0].proc.poll() is not None  # pytest was stopped, not left running
 
 
 def test_turned_off_the_check_is_not_measured(project):

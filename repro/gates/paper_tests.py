@@ -113,13 +113,14 @@ def start_paper_tests(project, paper: str, where: Where, out_dir: Path | None) -
     return PaperTests(where, proc, report, log)
 
 
-def _read_lines(path: Path) -> list[dict[str, Any]]:
-    """The plugin's JSON lines (a line cut short by a kill is dropped)."""
-    out = []
+def _read_lines(path: Path) -> list[dict[str, Any]] | None:
+    """The plugin's JSON lines (a line cut short by a kill is dropped); None when pytest never
+    loaded the plugin (no pytest installed, a conftest.py that fails, a bad option)."""
+    out: list[dict[str, Any]] = []
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return out
+        return None
     for line in text.splitlines():
         try:
             out.append(json.loads(line))
@@ -161,12 +162,14 @@ def tally(lines: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def judge_paper_tests(
-    lines: list[dict[str, Any]], rc: int | None, seconds: float, where: Where, log: Path
+    lines: list[dict[str, Any]] | None, rc: int | None, seconds: float, where: Where, log: Path
 ) -> Check:
     """The paper's tests' outcomes as a Check: any failing test, collection error, crash of pytest
     or a run past the timeout fails it, naming the tests and their assertions; none to run is not
-    measured; else passed, with the counts and the time."""
-    t = tally(lines)
+    measured; else passed, with the counts and the time. lines: the plugin's report (None: pytest
+    never started it)."""
+    started = lines is not None
+    t = tally(lines or [])
     counts, failing, collect = t["counts"], t["failing"], t["collect"]
     ev: dict[str, Any] = {
         "folder": where.folder,
@@ -193,7 +196,7 @@ def judge_paper_tests(
         )
     if failing or collect:
         return Check(where.name, False, _failures(t, ran, where) + f" {see}", ev)
-    if rc not in OK_EXIT:
+    if rc not in OK_EXIT or not started:
         return Check(
             where.name,
             False,
