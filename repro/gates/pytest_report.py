@@ -25,6 +25,8 @@ def pytest_configure(config) -> None:
         "markers", "slow: a paper test that runs in the full stage's preflight, not in shapes"
     )
     path = config.getoption("--repro-report")
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: its controller writes the reports
+        return
     if path and _out is None:
         _out = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed in pytest_unconfigure)
 
