@@ -77,12 +77,23 @@ def judged_verdict(project: Project, old, resolved):
         metrics.eval_sizes,
         metrics.invariances,
     )
+    checks = carried_checks(old.record) + checks
     metrics = replace(metrics, targets=target_results(checks))
     unjudged = not_judged(metrics)
     why = f"run {old.id} has no split sizes recorded (written by an earlier repro)"
     checks += [Check.not_measured(name, why) for name in unjudged]
     evidence: dict = {"judged_run": old.id} | ({"not_judged": unjudged} if unjudged else {})
     return Verdict.from_checks("full", checks, evidence, metrics), metrics
+
+
+def carried_checks(record: dict) -> list:
+    """The recorded run's checks that do not depend on the targets, kept as they were measured:
+    the paper's slow tests, run before it trained."""
+    from repro.gates.paper_tests import SLOW_TESTS
+    from repro.verdict import Check
+
+    checks = ((record.get("verdict") or {}).get("checks")) or []
+    return [Check(**c) for c in checks if isinstance(c, dict) and c.get("name") == SLOW_TESTS]
 
 
 def not_judged(metrics) -> list[str]:

@@ -47,3 +47,13 @@ def shrink_toy(
     for section, body in extra.items():
         text += f"{section}:\n{body}"
     paper_yaml.write_text(text)
+
+
+def set_paper_tests(root: Path, on: bool) -> None:
+    """Turn stage.shapes.paper_tests on or off in the project's conf/stage/shapes.yaml (the suite's
+    throwaway projects run it off; tests/test_paper_tests.py on)."""
+    path = root / "conf" / "stage" / "shapes.yaml"
+    lines = path.read_text().splitlines(keepends=True)
+    (i,) = [i for i, ln in enumerate(lines) if ln.startswith("paper_tests:")]
+    lines[i] = f"paper_tests: {'true' if on else 'false'}\n"
+    path.write_text("".join(lines))

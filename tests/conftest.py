@@ -12,6 +12,7 @@ import pytest
 
 from repro.project import Project
 from repro.scaffold import scaffold_paper
+from tests.configs import set_paper_tests
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,6 +40,7 @@ def make_project(tmp_path, monkeypatch, purge_papers) -> Callable[..., Project]:
         title: str = "Toy",
         arxiv: str = "0000.00000",
         task: str = "classification",
+        paper_tests: bool = False,
     ) -> Project:
         conf = tmp_path / "conf"
         conf.mkdir()
@@ -46,6 +48,8 @@ def make_project(tmp_path, monkeypatch, purge_papers) -> Callable[..., Project]:
             shutil.copy(REPO / "conf" / name, conf / name)
         for name in ("stage", "logger", "launcher"):
             shutil.copytree(REPO / "conf" / name, conf / name)
+        if not paper_tests:  # the paper's tests in a subprocess cost ~3 s of CPU a shapes run
+            set_paper_tests(tmp_path, False)
         shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
         subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
         monkeypatch.chdir(tmp_path)

@@ -24,6 +24,7 @@ from repro.dev.protocol import Channel, short_address, socket_path
 from repro.project import Project
 from repro.records import list_runs
 from repro.scaffold import scaffold_paper
+from tests.configs import set_paper_tests
 
 REPO = Path(__file__).resolve().parents[1]
 READY_S = 240  # a worker imports torch and Lightning before it listens: seconds under load
@@ -45,6 +46,7 @@ def _new_project(root: Path) -> Project:
     for name in ("stage", "logger", "launcher"):
         shutil.copytree(REPO / "conf" / name, conf / name)
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    set_paper_tests(root, False)  # the paper's tests: tests/test_paper_tests.py
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     project = Project(root)
     scaffold_paper(project, "toy", "Toy", "0000.00000")

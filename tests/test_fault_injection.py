@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from repro.records import RUN_ID_RE, Run, create_run, list_runs
-from tests.configs import shrink_toy
+from tests.configs import set_paper_tests, shrink_toy
 
 PAUSE_AT, PAUSED = "REPRO_TEST_PAUSE_AT", "REPRO_TEST_PAUSED"
 
@@ -249,6 +249,7 @@ def toy_project(root: Path):
     for name in ("stage", "logger", "launcher"):
         shutil.copytree(repo / "conf" / name, root / "conf" / name)
     shutil.copy(repo / "pyproject.toml", root / "pyproject.toml")
+    set_paper_tests(root, False)  # the paper's tests: tests/test_paper_tests.py
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     project = Project(root)
     scaffold_paper(project, "toy", "Toy", "0000.00000")

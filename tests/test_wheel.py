@@ -3,6 +3,7 @@ directory: what a user who does `pip install repro` gets (run by .ci/wheel-tests
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -116,6 +117,13 @@ def test_installed_wheel_runs_init_new_and_three_gates(wheel, tmp_path):
         ran = _run([repro, "stage", stage, "--paper", "x"], work, env)
         assert ran.returncode == 0, ran.stdout + ran.stderr
         assert f"{stage}: PASS" in ran.stdout
+    (shapes,) = (work / "runs" / "x" / "shapes").glob("*/record.json")
+    (tests,) = [
+        c for c in json.loads(shapes.read_text())["verdict"]["checks"] if c["name"] == "paper_tests"
+    ]
+    assert (
+        tests["passed"] and tests["evidence"]["passed"] == 2
+    )  # the scaffold's, through the wheel's plugin
     status = _run([repro, "status", "--paper", "x"], work, env)
     assert status.returncode == 0, status.stderr
     for stage in ("data", "shapes", "overfit"):

@@ -169,6 +169,8 @@ class ShapesStage:
     grad_check_atol: float = field(metadata=GE0)
     confidence_logit_range: float = field(metadata=GT0)  # the confidence stress's output span
     confidence_examples: int = field(metadata=GE1)  # the confidence stress's examples
+    paper_tests: bool  # run the paper's own tests (shapes: not slow; full: the slow ones)
+    paper_tests_timeout_s: float = field(metadata=GT0)  # the paper's tests (not slow) in shapes
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,7 @@ class FullStage:
     max_val_test_gap: float = field(metadata=GE0)
     chance_z: float = field(metadata=GE0)
     invariance_max_changed: float = field(metadata=bound(ge=0, le=1))
+    slow_tests_timeout_s: float = field(metadata=GT0)  # the paper's slow tests, before training
 
 
 @dataclass(frozen=True)

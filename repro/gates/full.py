@@ -16,6 +16,7 @@ from typing import Any
 from repro.config.schema import FullStage, Target
 from repro.errors import ConfigError, PaperError
 from repro.gates.metrics import FullMetrics, TargetResult
+from repro.gates.paper_tests import slow_tests_first
 from repro.tasks import MetricSpec
 from repro.tasks.base import Comparison
 from repro.verdict import Check, Verdict
@@ -313,6 +314,9 @@ def run(ctx) -> Verdict:
     cfg = ctx.cfg
     if not ctx.resume:
         ctx.run.annex(forecast=print_forecast(ctx.project, ctx.paper, cfg, ctx.console))
+    slow_tests = slow_tests_first(ctx)  # the paper's tests marked slow: a failure trains nothing
+    if any(c.measured and not c.passed for c in slow_tests):
+        return Verdict.from_checks("full", slow_tests, {"not_run": "training: a slow test failed"})
     t0 = time.perf_counter()  # what the forecast forecasts: from here to the verdict
     seeds = [ctx.seed + i for i in range(cfg.seeds)]
     wandb = _wandb_run(ctx)
@@ -331,7 +335,9 @@ def run(ctx) -> Verdict:
     trivial = _trivial_record(task, trivial, units)
     specs = task.metric_specs()
     invariances = merge_seeds([f[3] for f in fits])  # declared invariances, measured on test
-    checks = judge(cfg, per_seed, dataset, specs, task.primary, trivial, invariances=invariances)
+    checks = slow_tests + judge(
+        cfg, per_seed, dataset, specs, task.primary, trivial, invariances=invariances
+    )
     keys = sorted({k for m in per_seed for k in m})
     stats = {k: mean_std([m[k] for m in per_seed if k in m]) for k in keys}
     metrics = FullMetrics(

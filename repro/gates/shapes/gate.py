@@ -23,6 +23,7 @@ from repro.config.schema import ShapesStage
 from repro.data.batch import Batch
 from repro.errors import PaperError
 from repro.gates.metrics import ShapesMetrics
+from repro.gates.paper_tests import start_stage_tests, with_paper_tests
 from repro.gates.shapes.alone import AloneError, start_alone_vs_batch
 from repro.gates.shapes.judge import (
     check_alone_vs_batch,
@@ -68,7 +69,18 @@ Evidence = dict[str, Any]
 
 
 def run(ctx) -> Verdict:
-    """The paper's model on its first training batch: measured and judged."""
+    """The paper's model on its first training batch: measured and judged; the paper's own tests
+    (those not marked slow) run meanwhile in a subprocess, their outcome one more check."""
+    tests = start_stage_tests(ctx, STAGE)
+    try:
+        verdict = _measure(ctx)
+    except BaseException:
+        tests.cancel()
+        raise
+    return with_paper_tests(verdict, tests.result())
+
+
+def _measure(ctx) -> Verdict:
     dm = ctx.build_datamodule()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))

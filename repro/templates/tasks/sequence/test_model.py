@@ -1,23 +1,37 @@
-"""{{title_py}}: the paper's own checks, run by `repro stage shapes` too. TODO: the paper's
-equations, each against a plain re-implementation (loops, no tricks), and its invariances."""
+"""{{title_py}}: the paper's own checks, run by `repro stage shapes` (those marked
+@pytest.mark.slow run before `repro stage full` trains instead). TODO: the paper's equations,
+each against a plain re-implementation (loops, no tricks), and its invariances."""
 
 import torch
 
 from papers.{{paper}}.model import ModelConfig, build_model
 
 
+@torch.no_grad()  # the loops read the weights as plain numbers
 def test_gru_step_equals_the_equations_written_out():
-    """One GRU step, h' = (1 - z) n + z h with r, z, n as in the GRU paper (torch's gate order)."""
+    """One GRU step, h' = (1 - z) n + z h with r, z, n as in the GRU paper (torch's gate order),
+    then the next-token logits W h' + b, one unit at a time."""
     torch.manual_seed(0)
     model = build_model(ModelConfig(embedding=3, hidden=2, dropout=0.0), vocab_size=5).eval()
-    rnn, x = model.rnn, model.embed(torch.tensor([[3]]))[0, 0]  # (E,)
+    rnn, x = model.rnn, model.embed.weight[3].tolist()  # token 3's embedding (E,)
     w_ih, w_hh, b_ih, b_hh = rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0
-    gi, gh = w_ih @ x + b_ih, w_hh @ torch.zeros(2) + b_hh  # (3H,)
-    r = torch.sigmoid(gi[0:2] + gh[0:2])
-    z = torch.sigmoid(gi[2:4] + gh[2:4])
-    n = torch.tanh(gi[4:6] + r * gh[4:6])
-    want = model.out((1 - z) * n)  # h0 = 0, so z * h0 vanishes
-    assert torch.allclose(model(torch.tensor([[3]]))[0, 0], want, atol=1e-6)
+
+    def sigmoid(v: float) -> float:
+        return float(torch.sigmoid(torch.tensor(v)))
+
+    h = []
+    for j in range(2):  # h0 = 0: W_hh h0 vanishes, only its biases remain
+        rows = [g * 2 + j for g in range(3)]  # unit j of the r, z and n gates
+        gi = [float(sum(w_ih[row, k] * x[k] for k in range(3)) + b_ih[row]) for row in rows]
+        gh = [float(b_hh[row]) for row in rows]
+        r, z = sigmoid(gi[0] + gh[0]), sigmoid(gi[1] + gh[1])
+        n = float(torch.tanh(torch.tensor(gi[2] + r * gh[2])))
+        h.append((1 - z) * n)
+    out = model.out
+    want = torch.tensor(
+        [float(sum(out.weight[v, j] * h[j] for j in range(2)) + out.bias[v]) for v in range(5)]
+    )
+    torch.testing.assert_close(model(torch.tensor([[3]]))[0, 0], want)
 
 
 def test_a_prediction_does_not_depend_on_later_tokens():
