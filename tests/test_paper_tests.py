@@ -182,6 +182,30 @@ def test_passing_paper_tests_pass_with_counts_and_time_in_the_record(tested):
     assert ev["folder"] == "papers/toy/tests" and ev["marker"] == "not slow"
 
 
+def test_a_pass_on_the_same_files_is_reused_and_says_so_any_change_measures_again(tested):
+    first = run_stage(tested, "toy", "shapes", console=QUIET)
+    assert check_named(record(first), "paper_tests")["evidence"].get("reused_from_run") is None
+    again = check_named(record(run_stage(tested, "toy", "shapes", console=QUIET)), "paper_tests")
+    assert again["passed"] and again["evidence"]["reused_from_run"] == first.id
+    assert f"reused: run {first.id} passed them on these same files" in again["reason"]
+    assert again["evidence"]["passed"] == 2 and again["evidence"]["seconds"] == 0.0
+    write_test(tested, "test_more.py", "def test_c():\n    assert True\n")  # a change: measured
+    third = check_named(record(run_stage(tested, "toy", "shapes", console=QUIET)), "paper_tests")
+    assert "reused_from_run" not in third["evidence"] and third["evidence"]["passed"] == 3
+    forced = run_stage(
+        tested, "toy", "shapes", ["stage.shapes.paper_tests_reuse=false"], console=QUIET
+    )
+    c = check_named(record(forced), "paper_tests")
+    assert "reused_from_run" not in c["evidence"] and c["evidence"]["seconds"] > 0
+
+
+def test_a_failure_is_never_reused(tested):
+    write_test(tested, "test_broken.py", FAILING)
+    for _ in range(2):
+        c = check_named(record(run_stage(tested, "toy", "shapes", console=QUIET)), "paper_tests")
+        assert not c["passed"] and "reused_from_run" not in c["evidence"]
+
+
 def test_a_test_file_that_cannot_be_imported_fails_shapes_naming_the_file(tested):
     write_test(
         tested, "test_imports.py", "import no_such_module_here\n\n\ndef test_a():\n    pass\n"

@@ -171,6 +171,7 @@ class ShapesStage:
     confidence_examples: int = field(metadata=GE1)  # the confidence stress's examples
     paper_tests: bool  # run the paper's own tests (shapes: not slow; full: the slow ones)
     paper_tests_timeout_s: float = field(metadata=GT0)  # the paper's tests (not slow) in shapes
+    paper_tests_reuse: bool  # a pass on the same files (digest) is reused, and says so
 
 
 @dataclass(frozen=True)

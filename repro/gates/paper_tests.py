@@ -56,10 +56,13 @@ class PaperTests:
     started: float = field(default_factory=time.perf_counter)
     seconds: float | None = None
     off: str | None = None  # why they were not run (the config turned them off)
+    reuse: Reuse | None = None  # where a pass on these same files is remembered
 
     def result(self) -> Check:
         if self.off is not None:
             return Check.not_measured(self.where.name, self.off)
+        if self.reuse is not None and self.reuse.earlier is not None:
+            return self.reuse.check(self.where)
         if self.proc is None:
             return _no_tests(self.where, {"folder": self.where.folder, "marker": self.where.marker})
         left = self.where.timeout_s - (time.perf_counter() - self.started)
@@ -71,7 +74,10 @@ class PaperTests:
         finally:
             self.cancel()  # an interrupt (Ctrl-C) while waiting leaves no pytest behind
         self.seconds = time.perf_counter() - self.started
-        return judge_paper_tests(_read_lines(self.report), rc, self.seconds, self.where, self.log)
+        check = judge_paper_tests(_read_lines(self.report), rc, self.seconds, self.where, self.log)
+        if check.passed and self.reuse is not None:
+            self.reuse.remember(check)
+        return check
 
     def cancel(self) -> None:
         """Stop pytest and whatever it started (its own session: the whole group)."""
@@ -82,6 +88,73 @@ class PaperTests:
         except ProcessLookupError:
             pass
         self.proc.wait()
+
+
+@dataclass
+class Reuse:
+    """A pass of the paper's tests, remembered by the digest of every file they can read here:
+    the paper's folder (code, tests, samples), repro's own code, the project's conf/, its tests/
+    helpers and fixtures, the Python and pytest versions and the marker. The same digest again reuses the pass
+    (the check says so and names the run that measured it); any change runs them again."""
+
+    path: Path  # .cache/paper_tests/<digest>.json
+    run_id: str | None  # the run measuring now
+    earlier: dict[str, Any] | None = None  # the remembered pass, when there is one
+
+    @classmethod
+    def open(cls, project, paper: str, marker: str, run_id: str | None) -> Reuse:
+        key = tests_digest(project, paper, marker)
+        path = project.root / ".cache" / "paper_tests" / f"{key}.json"
+        try:
+            earlier = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            earlier = None
+        return cls(path, run_id, earlier if isinstance(earlier, dict) else None)
+
+    def check(self, where: Where) -> Check:
+        e = self.earlier or {}
+        ev = dict(e.get("evidence") or {}) | {
+            "reused_from_run": e.get("run"),
+            "digest": self.path.stem,
+            "seconds": 0.0,
+            "measured_seconds": (e.get("evidence") or {}).get("seconds"),
+        }
+        return Check(
+            where.name,
+            True,
+            f"{e.get('reason', 'passed')}; reused: run {e.get('run')} passed them on these same "
+            f"files (digest {self.path.stem[:12]} of papers/, conf/, repro's code, tests/); "
+            "stage.shapes.paper_tests_reuse=false runs them again",
+            ev,
+        )
+
+    def remember(self, check: Check) -> None:
+        from repro.storage import atomic_write
+
+        entry = {"run": self.run_id, "reason": check.reason, "evidence": check.evidence}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.path, json.dumps(entry, indent=1), "the paper tests' pass")
+        except OSError:
+            pass  # a read-only project measures them every time: nothing is wrong with the pass
+
+
+def tests_digest(project, paper: str, marker: str) -> str:
+    """sha256 of every file the paper's tests can read here (see Reuse), names and contents."""
+    import hashlib
+    from importlib.metadata import version
+
+    import repro
+
+    h = hashlib.sha256(f"{marker}|{sys.version}|pytest {version('pytest')}".encode())
+    package = Path(repro.__file__).resolve().parent
+    files = [p for p in project.paper_dir(paper).rglob("*") if "__pycache__" not in p.parts]
+    files += list(package.rglob("*.py")) + list(project.conf_dir.rglob("*.yaml"))
+    files += list((project.root / "tests").glob("*.py"))
+    files += list((project.root / "tests" / "fixtures").rglob("*"))  # BiMPM's read the bad inputs
+    for path in sorted(p for p in files if p.is_file()):
+        h.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def start_paper_tests(project, paper: str, where: Where, out_dir: Path | None) -> PaperTests:
@@ -271,7 +344,15 @@ def start_stage_tests(ctx, stage: str) -> PaperTests:
     if not cfg.shapes.paper_tests:
         return PaperTests(w, None, Path(), Path(), off="stage.shapes.paper_tests is false")
     out = ctx.run.dir if ctx.run is not None else None
-    return start_paper_tests(ctx.project, ctx.paper, w, out)
+    reuse = None
+    if cfg.shapes.paper_tests_reuse:
+        run_id = ctx.run.id if ctx.run is not None else None
+        reuse = Reuse.open(ctx.project, ctx.paper, marker, run_id)
+        if reuse.earlier is not None:
+            return PaperTests(w, None, Path(), Path(), reuse=reuse)
+    tests = start_paper_tests(ctx.project, ctx.paper, w, out)
+    tests.reuse = reuse
+    return tests
 
 
 def with_paper_tests(verdict, check: Check):

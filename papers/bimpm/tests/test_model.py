@@ -198,6 +198,7 @@ def test_plain_and_fast_matching_give_the_same_outputs_and_gradients(strategies,
         torch.testing.assert_close(grads[True][name], plain, atol=1e-12, rtol=1e-10, msg=name)
 
 
+@pytest.mark.slow  # ~5-10 s: runs in full's preflight and CI's slow step, not in every shapes
 @pytest.mark.parametrize("chunk_elements", [2**20, 4 * 3 * 6 * 2])  # whole batch; 2-row slices
 def test_fast_max_pooling_gradients_match_autograd_through_the_plain_ops(
     chunk_elements, monkeypatch
@@ -368,6 +369,7 @@ def test_a_seeded_build_gives_both_recurrence_paths_the_same_weights_in_the_same
         assert torch.equal(p, packed[name]), name
 
 
+@pytest.mark.slow  # ~4 s: runs in full's preflight and CI's slow step, not in every shapes
 @pytest.mark.parametrize("trained_fast", [True, False], ids=["fast->plain", "plain->fast"])
 def test_a_checkpoint_of_either_recurrence_path_loads_into_the_other(trained_fast):
     trained = small_model(fast_recurrence=trained_fast)
@@ -396,6 +398,7 @@ def test_a_checkpoint_of_either_recurrence_path_loads_into_the_other(trained_fas
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~8 s: runs in full's preflight and CI's slow step, not in every shapes
 @pytest.mark.parametrize(
     "fast",
     [dict(fast_matching=True), dict(fast_recurrence=True), PATHS["fast"]],

@@ -107,6 +107,7 @@ class IgnoresSecondQuestion(BiMPM):
         return super().forward(p_words, p_chars, p_words, p_chars)
 
 
+@pytest.mark.slow  # ~12 s: runs in full's preflight and CI's slow step, not in every shapes
 def test_a_bimpm_that_ignores_its_second_question_fails_inputs_used(trained_dm):
     from repro.config import compose
     from repro.invariance import shapes_checks
