@@ -76,6 +76,7 @@ def judged_verdict(project: Project, old, resolved):
         metrics.majority,
         metrics.eval_sizes,
         metrics.invariances,
+        preflight=metrics.preflight,
     )
     metrics = replace(metrics, targets=target_results(checks))
     unjudged = not_judged(metrics)
