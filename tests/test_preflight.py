@@ -251,6 +251,9 @@ def test_a_worse_second_full_run_warns_naming_the_earlier_one(toy):
     ev = again.record["verdict"]["evidence"]
     assert ev["regression"]["compared_with"] == first.id and not ev["regression"]["worse"]
     assert "warnings" not in ev
+    # the preflight leaves the training it precedes as it was: the same numbers without it
+    alone = _full(toy, "stage.full.preflight.enabled=false")
+    assert alone.record["metrics"]["per_seed"] == first.record["metrics"]["per_seed"]
 
 
 def test_status_shows_the_warnings_of_the_milestone_run():
@@ -269,6 +272,48 @@ def test_status_shows_the_warnings_of_the_milestone_run():
     console = Console(record=True, width=200)
     print_status(console, "toy", [row])
     assert f"full (run B): warning: {warning}" in console.export_text()
+
+
+def test_report_names_the_preflight_and_the_regression_warning():
+    from types import SimpleNamespace
+
+    from repro.report import _guards
+
+    warning = "test/acc 92.70 is 4.60 below our best earlier passed run A on the same data"
+    skipped = {
+        "name": "preflight",
+        "passed": False,
+        "measured": False,
+        "reason": "not measured: skipped (x)",
+    }
+    passed = {
+        "name": "preflight",
+        "passed": True,
+        "measured": True,
+        "reason": "learned in 150 steps",
+    }
+    runs = [
+        SimpleNamespace(
+            id="B",
+            record={
+                "verdict": {"checks": [skipped], "evidence": {"regression": {"warning": warning}}}
+            },
+        ),
+        SimpleNamespace(
+            id="C",
+            record={
+                "verdict": {
+                    "checks": [passed],
+                    "evidence": {"regression": {"compared_with": None, "note": NO_EARLIER}},
+                }
+            },
+        ),
+        SimpleNamespace(id="D", record={"verdict": {"checks": [], "evidence": {}}}),  # before both
+    ]
+    lines = _guards(runs)
+    assert f"| B | not measured: skipped (x) | warning: {warning} |" in lines
+    assert f"| C | PASS: learned in 150 steps | {NO_EARLIER} |" in lines
+    assert not any(line.startswith("| D ") for line in lines)
 
 
 # ---- early stopping as recorded (issue 22, Done-when 5) ---------------------------------------

@@ -347,12 +347,13 @@ def _metrics(ctx, seeds, results, checks, dm, trivial, invariances, pre) -> Full
 def _preflight(ctx) -> tuple[Check, dict[str, Any]]:
     """(the preflight's check, its record): measured now on the first seed, whose set-up
     datamodule the seed's training then reuses; read back from the record on --resume when it
-    was measured before the interruption; skipped when the config says so (not measured)."""
+    was measured before the interruption, and by DDP ranks > 0 (rank 0 measured it before it
+    started them); skipped when the config says so (not measured)."""
     from repro.gates import preflight
     from repro.train.distributed import is_rank_zero
 
     record = preflight.skipped(ctx.cfg)
-    if record is None and ctx.resume:
+    if record is None and (ctx.resume or not is_rank_zero()) and ctx.run is not None:
         record = ctx.run.record.get("preflight")
     if record is None:
         record, dm = preflight.measure(ctx, ctx.seed)
