@@ -129,6 +129,10 @@ def test_preflight_only_runs_alone_as_an_experiment(toy, cli):
     assert "an experiment around the milestones" in out
     code, _, err = cli("stage", "data", "--paper", "toy", "--preflight-only")
     assert code == 1 and "apply to the full stage only" in err
+    code, _, err = cli(
+        "stage", "full", "--force", "--preflight-only", "stage.full.preflight.enabled=false"
+    )
+    assert code == 1 and "stage.full.preflight.only (set on the command line): expected" in err
 
 
 @pytest.mark.slow  # the four stages of the toy: 46 s on 2 busy cores

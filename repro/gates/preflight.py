@@ -88,17 +88,28 @@ def preflight_lr(cfg: RunConfig) -> float:
     return cfg.optim.lr if cfg.optim.lr is not None else cfg.stage.full.preflight.lr
 
 
+def train_device(cfg: RunConfig):
+    """Where the full stage trains: the first CUDA device when the trainer's accelerator allows
+    one and there is one, else the CPU."""
+    import torch
+
+    cuda = cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return torch.device("cuda", 0) if cuda else torch.device("cpu")
+
+
 def train_briefly(cfg: RunConfig, dm, model, lr: float) -> dict[str, Any]:
     """The paper's optimizer at a constant `lr` for preflight.steps steps on the training loader
-    (epoch after epoch), or fewer when preflight.max_seconds runs out; gradient clipping as the
-    trainer's. Returns steps, seconds, whether time ran out, the first and last losses."""
+    (epoch after epoch), or fewer when preflight.max_seconds runs out, on train_device(cfg);
+    gradient clipping as the trainer's. Returns steps, seconds, whether time ran out, the first
+    and last losses; the model is back on the CPU."""
     import torch
 
     from repro.config.schema import ScheduleConfig
     from repro.train.module import TaskModule
 
     p, clip = cfg.stage.full.preflight, cfg.trainer.gradient_clip_val
-    module = TaskModule(model, dm.task, cfg.optim, ScheduleConfig("constant"), lr)
+    device = train_device(cfg)
+    module = TaskModule(model.to(device), dm.task, cfg.optim, ScheduleConfig("constant"), lr)
     opt = module.configure_optimizers()
     params = [q for q in model.parameters() if q.requires_grad]
     model.train()
@@ -107,6 +118,7 @@ def train_briefly(cfg: RunConfig, dm, model, lr: float) -> dict[str, Any]:
     out_of_time = False
     while len(losses) < p.steps and not out_of_time:
         for batch in dm.train_dataloader():
+            batch = {k: v.to(device) for k, v in batch.items()}
             loss = dm.task.loss(module(batch), batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -117,7 +129,9 @@ def train_briefly(cfg: RunConfig, dm, model, lr: float) -> dict[str, Any]:
             out_of_time = time.perf_counter() - t0 > p.max_seconds
             if len(losses) >= p.steps or out_of_time:
                 break
+    model.cpu()  # evaluated on the CPU (versus_trivial_on_val), as the baseline is
     return {
+        "device": str(device),
         "planned_steps": p.steps,
         "max_seconds": p.max_seconds,
         "steps": len(losses),
@@ -128,9 +142,12 @@ def train_briefly(cfg: RunConfig, dm, model, lr: float) -> dict[str, Any]:
     }
 
 
-def versus_trivial_on_val(model, dm, n: int) -> dict[str, Any] | None:
-    """The model's val metrics and the trivial baseline's (fitted on train) on the first `n` val
-    examples, and the paired per-unit comparison; None when the task has no baseline."""
+def versus_trivial_on_val(model, dm, n: int, seed: int) -> dict[str, Any] | None:
+    """The model's val metrics and the trivial baseline's (fitted on train) on `n` val examples
+    drawn with `seed` (all when fewer; drawn, not the first n: a val file sorted by label would
+    give one class), and the paired per-unit comparison; None when the task has no baseline."""
+    import random
+
     from torch.utils.data import DataLoader, Subset
 
     from repro.tasks.base import compare_units
@@ -141,7 +158,7 @@ def versus_trivial_on_val(model, dm, n: int) -> dict[str, Any] | None:
     ds = dm.datasets["val"]
     if baseline is None or len(ds) < 2:
         return None
-    sub = Subset(ds, range(min(n, len(ds))))
+    sub = Subset(ds, sorted(random.Random(seed).sample(range(len(ds)), min(n, len(ds)))))
 
     def loader():
         return DataLoader(sub, batch_size=dm.cfg.eval_batch, collate_fn=dm.collate)
@@ -167,7 +184,7 @@ def measure(ctx, seed: int) -> tuple[dict[str, Any], Any]:
         f"{task.baseline_name}"
     )
     trained = train_briefly(cfg, dm, model, lr)
-    versus = versus_trivial_on_val(model, dm, cfg.stage.full.preflight.val_examples)
+    versus = versus_trivial_on_val(model, dm, cfg.stage.full.preflight.val_examples, seed)
     if versus is None:
         why = f"the {task.name} task has no trivial baseline, or val has fewer than 2 examples"
         return {"skipped": why}, dm
