@@ -33,6 +33,15 @@ ROLLED = """
         splits["train"] = [{**ex, "label": y} for ex, y in zip(train, labels[1:] + labels[:1])]
 """
 
+# The train split sorted by label and served in that order (a paper's own unshuffled loader).
+SORTED = """
+    def build(self, splits):
+        splits["train"] = sorted(splits["train"], key=lambda ex: ex["label"])
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=False)
+"""
+
 
 @pytest.fixture
 def toy(project):
@@ -116,6 +125,17 @@ def test_labels_shifted_by_one_example_fail_the_preflight_before_training(toy):
         ev["comparison"]["mean_diff"]
         <= 2 * ev["comparison"]["sd_diff"] / ev["comparison"]["n"] ** 0.5
     )
+
+
+def test_a_train_split_sorted_by_label_and_not_shuffled_fails_the_preflight(toy):
+    """Caught when the preflight's steps take less than an epoch (300 batches here: 100 steps of
+    class a, then 50 of class b); on the 300-example toy, 19 passes over a, b, c learn."""
+    _edit(toy.paper_dir("toy") / "data.py", "    def encode(", SORTED + "\n    def encode(")
+    t0 = time.perf_counter()
+    run = _full(toy, "data.n_examples=12000")
+    _assert_stopped_before_training(run, time.perf_counter() - t0)
+    ev = run.record["preflight"]
+    assert ev["val"] <= ev["trivial_val"]  # it predicts the class it saw last
 
 
 def test_preflight_only_runs_alone_as_an_experiment(toy, cli):
