@@ -51,7 +51,7 @@ def check_preflight(result: dict[str, Any] | None, z: float) -> Check:
     if result["out_of_time"]:
         budget = f" of {result['planned_steps']} (its {result['max_seconds']:g} s ran out)"
     numbers = (
-        f"val {metric} {result['val']:.4g} vs {result['trivial_val']:.4g} by {trivial}; "
+        f"val {metric} {_num(result['val'])} vs {_num(result['trivial_val'])} by {trivial}; "
         f"{result['score']} per {result['unit']} {comp.model:.4g} vs {comp.baseline:.4g}, mean "
         f"difference {comp.mean_diff:+.4g} {'>' if ok else '<='} {comp.margin(z):.3g} ({z:g} "
         f"standard errors on {comp.n}), p={p_value(comp):.2g}"
@@ -68,11 +68,15 @@ def check_preflight(result: dict[str, Any] | None, z: float) -> Check:
     return Check(
         NAME,
         False,
-        f"learned nothing in {steps} ({numbers}): full training would not help; does the model "
+        f"learned nothing in {steps} ({numbers}): the full schedule is unlikely to help; does the model "
         "use every input, are the labels aligned with their examples, is the training split "
         f"shuffled?{hint} Nothing was trained further",
         dict(result),
     )
+
+
+def _num(x: float | None) -> str:
+    return "?" if x is None else f"{x:.4g}"
 
 
 def skipped(cfg: RunConfig) -> dict[str, Any] | None:
