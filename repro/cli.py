@@ -216,6 +216,12 @@ def stage(
         "--dry-run",
         help="full only: print the time/memory forecast and stop (no run is recorded).",
     ),
+    preflight_only: bool = typer.Option(
+        False,
+        "--preflight-only",
+        help="full only: run the preflight alone (a short training that must beat the trivial "
+        "baseline on val) and stop; the override stage.full.preflight.only=true, recorded.",
+    ),
     cold: bool = COLD_OPT,
 ):
     """Run one gate; a later gate refuses until the earlier ones passed on the current code."""
@@ -232,8 +238,7 @@ def stage(
     paper = project.resolve_paper(paper)
     overrides = list(overrides or [])
     _plain_overrides(overrides)
-    if (resume or dry_run) and name != "full":
-        raise ReproError(f"--resume and --dry-run apply to the full stage only, not '{name}'")
+    _full_flags(name, resume, dry_run, preflight_only, overrides)
     if dry_run:
         from repro.runner import forecast_only
 
@@ -249,6 +254,18 @@ def stage(
         err_console.print("Interrupted: the run is recorded as interrupted (see `repro log`).")
         raise typer.Exit(130) from None
     _finish(project, run.paper, run)
+
+
+def _full_flags(name: str, resume: bool, dry_run: bool, preflight_only: bool, overrides) -> None:
+    """Refuse the full stage's flags on another stage; --preflight-only becomes its override."""
+    if (resume or dry_run or preflight_only) and name != "full":
+        raise ReproError(
+            f"--resume, --dry-run and --preflight-only apply to the full stage only, not '{name}'"
+        )
+    if preflight_only:
+        if resume:
+            raise ReproError("--preflight-only starts a new run: drop --resume")
+        overrides.append("stage.full.preflight.only=true")
 
 
 def _resume(project, paper: str, args: list[str]):

@@ -156,6 +156,10 @@ def print_status(console: Console, paper: str, rows) -> None:
             console.print(
                 f"  {r.stage}: {r.around} (repro log -s {r.stage})", markup=False, highlight=False
             )
+        for w in r.warnings:  # the full stage's: a regression against our best, a skipped check
+            console.print(
+                f"  {r.stage} (run {r.run_id}): warning: {w}", style="yellow", markup=False
+            )
 
 
 def run_marks(rec: dict) -> list[str]:

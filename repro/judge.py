@@ -76,6 +76,7 @@ def judged_verdict(project: Project, old, resolved):
         metrics.majority,
         metrics.eval_sizes,
         metrics.invariances,
+        preflight=metrics.preflight,
     )
     checks = carried_checks(old.record) + checks
     metrics = replace(metrics, targets=target_results(checks))

@@ -26,6 +26,7 @@ class StageState:
     reason: str = ""
     changed: list[str] = field(default_factory=list)  # STALE: the fingerprint parts and files
     around: str = ""  # the runs with overrides or --force since the milestone, in a few words
+    warnings: list[str] = field(default_factory=list)  # the run's verdict's (full: regression)
 
     @property
     def passed(self) -> bool:
@@ -146,7 +147,8 @@ def _row(stage: str, run, around: str) -> StageState:
         lines = (rec.get("error") or "").strip().splitlines()
         reason = lines[-1] if lines else reason  # the exception line of the traceback
     state = {"passed": "PASS", "failed": "FAIL"}.get(status, status.upper())
-    return StageState(stage, state, run.id, rec.get("started"), reason, [], around)
+    warnings = list(((rec.get("verdict") or {}).get("evidence") or {}).get("warnings") or [])
+    return StageState(stage, state, run.id, rec.get("started"), reason, [], around, warnings)
 
 
 def _around(runs: list, milestone) -> str:

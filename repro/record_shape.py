@@ -161,6 +161,7 @@ class RecordShape:
     model: ModelShape | None = None
     peak_rss_mb: float | None = None
     nondeterministic: dict[str, Any] | None = None
+    preflight: dict[str, Any] | None = None  # full's (repro/gates/preflight.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

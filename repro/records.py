@@ -41,7 +41,16 @@ STATUSES = ("running", "passed", "failed", "error", "interrupted")
 HEARTBEAT_S = 30  # a running run touches its record.json this often (Run.heartbeat)
 HEARTBEAT_DEAD_S = 4 * HEARTBEAT_S  # silence after which a run on another host counts as dead
 # What a gate may add to its record besides the verdict (Run.annex).
-ANNEX_FIELDS = ("forecast", "actual", "init", "model", "peak_rss_mb", "env", "nondeterministic")
+ANNEX_FIELDS = (
+    "forecast",
+    "actual",
+    "init",
+    "model",
+    "peak_rss_mb",
+    "env",
+    "nondeterministic",
+    "preflight",
+)
 RECORD_FILE = "record.json"
 # One writer per run (issue 20): the process writing a run folder holds an advisory lock (flock) on
 # this file, which names it (pid, host, command). The kernel drops the lock when that process dies.

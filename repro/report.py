@@ -318,6 +318,50 @@ def _invariances(chosen: list) -> list[str]:
     ]
 
 
+def _guards(chosen: list) -> list[str]:
+    """Per chosen full run: its preflight (steps, val against the trivial baseline, or why it was
+    not measured) and how it compares with our own best earlier passed run on the same data."""
+    rows = []
+    for r in chosen:
+        verdict = r.record.get("verdict") or {}
+        pre = next((c for c in verdict.get("checks") or [] if c.get("name") == "preflight"), None)
+        ev = (verdict.get("evidence") or {}).get("regression") or {}
+        if pre is None and not ev:
+            continue
+        if pre is None:
+            pre_text = "not recorded (a run from before the preflight)"
+        else:
+            state = (
+                "not measured"
+                if pre.get("measured") is False
+                else "PASS"
+                if pre["passed"]
+                else "FAIL"
+            )
+            pre_text = f"{state}: {pre['reason'].removeprefix('not measured: ')}"
+        if ev.get("warning"):
+            reg = f"warning: {ev['warning']}"
+        elif ev.get("compared_with"):
+            reg = f"not worse than run {ev['compared_with']} ({ev['metric']} {ev['best']:.4g}) beyond {ev['margin']:.3g}"
+        else:
+            reg = ev.get("note") or "not compared (a run from before this check)"
+        rows.append(f"| {r.id} | {_cell(one_line(pre_text, 300))} | {_cell(reg)} |")
+    if not rows:
+        return []
+    return [
+        "",
+        "## Preflight and regression",
+        "",
+        "Before its schedule, each full run trains briefly and must beat the task's trivial baseline "
+        "on val beyond chance (preflight); after it, its primary metric is compared with our own "
+        "best earlier passed full run on the same data (a warning, never a FAIL).",
+        "",
+        "| run | preflight | against our best earlier run |",
+        "|---|---|---|",
+        *rows,
+    ]
+
+
 def _experiments(paper: str, exp) -> list[str]:
     lines = ["", "## Experiments (ablations, sweeps)", ""]
     if exp is None:
@@ -411,6 +455,7 @@ def build_report(
         + _summary(meta, runs)
         + _results(chosen, current)
         + _invariances(chosen)
+        + _guards(chosen)
         + _experiments(paper, exp)
         + ["", "## Deviations", ""]
         + devs

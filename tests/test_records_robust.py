@@ -76,7 +76,7 @@ BAD_CLI = {
     "diff_path_traversal.args": rf"no run with id '\.\./{GOOD}': {NOT_AN_ID}",
     "rerun_path_traversal.args": rf"no run with id '\.\./\.\./x': {NOT_AN_ID}",
     "resume_path_traversal.args": rf"no run with id '\.\./\.\./x': {NOT_AN_ID}",
-    "resume_not_full.args": r"--resume and --dry-run apply to the full stage only, not 'data'",
+    "resume_not_full.args": r"--resume, --dry-run and --preflight-only apply to the full stage only, not 'data'",
     "log_n_zero.args": r"-n: expected how many runs to show \(1 or more\), found 0; leave it out",
     "log_n_negative.args": r"-n: expected how many runs to show \(1 or more\), found -1;",
     "log_n_not_a_number.args": r"repro log: Invalid value for '-n': .*'many'.*(int|integer).*; see `repro log "

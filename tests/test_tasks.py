@@ -205,7 +205,12 @@ def test_a_model_that_predicts_the_mean_fails_full(make_project):
             "return self.net(x * 0).squeeze(-1)  # (B,) the same value for every example",
         )
     )
-    record = _stage(project, "r", "full", force=True)
+    record = _stage(project, "r", "full", force=True)  # the preflight stops it before training
+    assert record["status"] == "failed"
+    assert list(_checks(record)) == ["preflight"]
+    assert "learned nothing in 150 steps" in record["verdict"]["reason"]
+    assert "minus the squared error per example" in record["verdict"]["reason"]
+    record = _stage(project, "r", "full", "stage.full.preflight.enabled=false", force=True)
     assert record["status"] == "failed"
     checks = _checks(record)
     for split in ("val", "test"):

@@ -191,12 +191,34 @@ class OverfitStage:
 
 
 @dataclass(frozen=True)
+class PreflightConfig:
+    """The full stage's preflight (repro/gates/preflight.py): a short real training first."""
+
+    enabled: bool
+    only: bool  # the preflight alone (`repro stage full --preflight-only`): an experiment
+    steps: int = field(metadata=GE1)
+    max_seconds: float = field(metadata=GT0)
+    lr: float = field(metadata=GT0)  # used when optim.lr (the paper's) is None
+    val_examples: int = field(metadata=bound(ge=2))
+
+
+@dataclass(frozen=True)
 class FullStage:
     show_baseline: bool
     max_val_test_gap: float = field(metadata=GE0)
     chance_z: float = field(metadata=GE0)
     invariance_max_changed: float = field(metadata=bound(ge=0, le=1))
     slow_tests_timeout_s: float = field(metadata=GT0)  # the paper's slow tests, before training
+    preflight: PreflightConfig
+    regression_margin: float = field(metadata=GE0)
+
+    def __post_init__(self) -> None:
+        if self.preflight.only and not self.preflight.enabled:
+            raise Invalid(
+                "preflight.only",
+                "expected preflight.enabled: true with preflight.only (the preflight alone), "
+                "found enabled: false",
+            )
 
 
 @dataclass(frozen=True)

@@ -281,10 +281,13 @@ def judge(
     majority: dict[str, float] | None = None,
     sizes: dict[str, int] | None = None,
     invariances: list[dict[str, Any]] | None = None,
+    preflight: dict[str, Any] | None = None,
 ) -> list[Check]:
-    """Every judgement of the full stage from measured metrics alone: the paper's targets, the
-    sanity checks and the declared invariances. `repro judge` calls it again on a recorded run
-    with the current config."""
+    """Every judgement of the full stage from measured metrics alone: the preflight (`preflight`:
+    its record; None, a record from before it: no preflight check), the paper's targets,
+    the sanity checks and the declared invariances. `repro judge` calls it again on a recorded
+    run with the current config."""
+    from repro.gates.preflight import check_preflight
     from repro.invariance import judge_invariances
 
     keys = sorted({k for m in per_seed for k in m})
@@ -292,7 +295,8 @@ def judge(
     sanity = check_sanity(mean, cfg.stage.full, specs, primary, trivial, majority, sizes)
     targets = check_targets(cfg.paper.targets, dataset, per_seed, specs)
     seeds = [k for k in (check_seeds_differ(per_seed),) if k is not None]
-    return targets + seeds + sanity + judge_invariances(cfg, invariances)
+    pre = [check_preflight(preflight, cfg.stage.full.chance_z)] if preflight is not None else []
+    return pre + targets + seeds + sanity + judge_invariances(cfg, invariances)
 
 
 def target_results(checks: list[Check]) -> list[TargetResult]:
@@ -307,16 +311,22 @@ def target_results(checks: list[Check]) -> list[TargetResult]:
 
 # ---- measurement ----------------------------------------------------------------------------
 def run(ctx) -> Verdict:
-    """Train every seed (each continuing from its checkpoint on --resume), test, compare."""
+    """The preflight first (a FAIL, or preflight.only, ends the stage there); then train every
+    seed (each continuing from its checkpoint on --resume), test, compare; and warn when the
+    result is worse than our own best earlier passed run on the same data."""
     from repro.forecast import print_forecast
+    from repro.gates.regression import warn_if_worse
     from repro.invariance import merge_seeds
 
     cfg = ctx.cfg
-    if not ctx.resume:
-        ctx.run.annex(forecast=print_forecast(ctx.project, ctx.paper, cfg, ctx.console))
     slow_tests = slow_tests_first(ctx)  # the paper's tests marked slow: a failure trains nothing
     if any(c.measured and not c.passed for c in slow_tests):
         return Verdict.from_checks("full", slow_tests, {"not_run": "training: a slow test failed"})
+    pre_check, pre = _preflight(ctx)
+    if (pre_check.measured and not pre_check.passed) or cfg.stage.full.preflight.only:
+        return Verdict.from_checks("full", slow_tests + [pre_check], {"preflight": pre})
+    if not ctx.resume:
+        ctx.run.annex(forecast=print_forecast(ctx.project, ctx.paper, cfg, ctx.console))
     t0 = time.perf_counter()  # what the forecast forecasts: from here to the verdict
     seeds = [ctx.seed + i for i in range(cfg.seeds)]
     wandb = _wandb_run(ctx)
@@ -336,11 +346,26 @@ def run(ctx) -> Verdict:
     specs = task.metric_specs()
     invariances = merge_seeds([f[3] for f in fits])  # declared invariances, measured on test
     checks = slow_tests + judge(
-        cfg, per_seed, dataset, specs, task.primary, trivial, invariances=invariances
+        cfg, per_seed, dataset, specs, task.primary, trivial, invariances=invariances, preflight=pre
     )
+    metrics = _metrics(ctx, seeds, results, checks, dm, trivial, invariances, pre)
+    ctx.run.annex(actual=_actual(ctx.run.prior_duration_s, time.perf_counter() - t0, metrics))
+    evidence = {"runs": [asdict(r) for r in results], "preflight": pre}
+    if not pre_check.measured:  # shown under `repro status` and in the report
+        evidence["warnings"] = [f"preflight {pre_check.reason}"]
+    verdict = Verdict.from_checks("full", checks, evidence, metrics)
+    verdict = warn_if_worse(ctx, verdict, specs, task.primary)
+    if wandb is not None:
+        wandb.finish("passed" if verdict.passed else "failed", verdict.to_dict())
+    return verdict
+
+
+def _metrics(ctx, seeds, results, checks, dm, trivial, invariances, pre) -> FullMetrics:
+    """The full stage's typed summary of its seeds' results."""
+    per_seed = [r.metrics for r in results]
     keys = sorted({k for m in per_seed for k in m})
     stats = {k: mean_std([m[k] for m in per_seed if k in m]) for k in keys}
-    metrics = FullMetrics(
+    return FullMetrics(
         seeds=seeds,
         per_seed=per_seed,
         mean={k: v[0] for k, v in stats.items()},
@@ -349,18 +374,35 @@ def run(ctx) -> Verdict:
         lr_by_seed={str(r.seed): r.lr for r in results},
         epochs=sum(r.epochs for r in results),
         train_seconds=sum(r.train_seconds for r in results),
-        dataset=dataset,
-        baseline=_baseline(ctx, dm) if cfg.stage.full.show_baseline else None,
+        dataset=ctx.cfg.data.options.get("dataset"),
+        baseline=_baseline(ctx, dm) if ctx.cfg.stage.full.show_baseline else None,
         eval_sizes={s: len(dm.splits[s]) for s in ("val", "test")},
-        task=task.name,
+        task=dm.task.name,
         trivial=trivial,
         invariances=invariances,
+        preflight=pre,
     )
-    ctx.run.annex(actual=_actual(ctx.run.prior_duration_s, time.perf_counter() - t0, metrics))
-    verdict = Verdict.from_checks("full", checks, {"runs": [asdict(r) for r in results]}, metrics)
-    if wandb is not None:
-        wandb.finish("passed" if verdict.passed else "failed", verdict.to_dict())
-    return verdict
+
+
+def _preflight(ctx) -> tuple[Check, dict[str, Any]]:
+    """(the preflight's check, its record): measured now on the first seed, whose set-up
+    datamodule the seed's training then reuses; read back from the record on --resume when it
+    was measured before the interruption, and by DDP ranks > 0 (rank 0 measured it before it
+    started them); skipped when the config says so (not measured)."""
+    from repro.gates import preflight
+    from repro.train.distributed import is_rank_zero
+
+    record = preflight.skipped(ctx.cfg)
+    if record is None and (ctx.resume or not is_rank_zero()) and ctx.run is not None:
+        record = ctx.run.record.get("preflight")
+    if record is None:
+        record, dm = preflight.measure(ctx, ctx.seed)
+        ctx.datamodules.setdefault(ctx.seed, dm)
+    if ctx.run is not None and is_rank_zero():
+        ctx.run.annex(preflight=record)
+    check = preflight.check_preflight(record, ctx.cfg.stage.full.chance_z)
+    ctx.console.print(f"preflight: {check.state}: {check.reason}", markup=False, highlight=False)
+    return check, record
 
 
 def _fit_seed(ctx, seed: int, i: int, seeds: list[int], wandb, units: dict[str, list]):

@@ -113,6 +113,9 @@ class FullMetrics:
     # Declared invariances measured on the test split (repro/invariance.py): [{"transform",
     # "exact", "where", "per_seed": [{"n", "changed", "mean_change", ...}]}]; None: records before
     invariances: list[dict[str, Any]] | None = None
+    # The preflight (repro/gates/preflight.py): steps, seconds, val metric vs the trivial
+    # baseline's, the paired comparison; {"skipped": why} when skipped; None: records before
+    preflight: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
