@@ -111,7 +111,7 @@ def test_model_that_ignores_its_input_fails_the_preflight_before_training(toy):
     assert reason.startswith("preflight: learned nothing in 150 steps")
     assert "val acc 33.33 vs 33.33 by the most frequent training class" in reason
     assert "p=" in reason and "Nothing was trained further" in reason
-    assert list(_checks(run)) == ["preflight"]
+    assert list(_checks(run)) == ["paper_tests_slow", "preflight"]  # the slow tests: off here
 
 
 def test_labels_shifted_by_one_example_fail_the_preflight_before_training(toy):
@@ -144,7 +144,7 @@ def test_preflight_only_runs_alone_as_an_experiment(toy, cli):
     run_dir = next((toy.runs_dir / "toy" / "full").iterdir())
     record = json.loads((run_dir / "record.json").read_text())
     assert record["overrides"] == ["stage.full.preflight.only=true"]
-    assert [c["name"] for c in record["verdict"]["checks"]] == ["preflight"]
+    assert [c["name"] for c in record["verdict"]["checks"]] == ["paper_tests_slow", "preflight"]
     assert not (run_dir / "fit_result.json").exists()
     assert "an experiment around the milestones" in out
     code, _, err = cli("stage", "data", "--paper", "toy", "--preflight-only")

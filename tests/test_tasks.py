@@ -207,7 +207,7 @@ def test_a_model_that_predicts_the_mean_fails_full(make_project):
     )
     record = _stage(project, "r", "full", force=True)  # the preflight stops it before training
     assert record["status"] == "failed"
-    assert list(_checks(record)) == ["preflight"]
+    assert list(_checks(record)) == ["paper_tests_slow", "preflight"]  # slow tests: off here
     assert "learned nothing in 150 steps" in record["verdict"]["reason"]
     assert "minus the squared error per example" in record["verdict"]["reason"]
     record = _stage(project, "r", "full", "stage.full.preflight.enabled=false", force=True)
