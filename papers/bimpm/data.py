@@ -56,9 +56,8 @@ from repro.data.split import SPLITS
 from repro.data.text import PAD_ID, UNK, UNK_ID, Vocab, make_tokenizer
 from repro.errors import DataError
 
-CACHE_VERSION = (
-    3  # 2: tensors and plain values only (weights_only load), code in the key; 3: groups
-)
+# 2: tensors and plain values only (weights_only load), code in the key; 3: groups; 4: lines read
+CACHE_VERSION = 4
 # The code whose edits must invalidate the cache: editing how the vocabulary is built once
 # passed the data gate on a stale cached vocabulary (issue 14).
 CODE_FILES = (
@@ -207,11 +206,13 @@ def read_cache(cache_file: Path) -> dict[str, Any]:
         "types": types,
         "encoded": {s: dict(encoded[s]) for s in SPLITS},
         "skipped": {s: {str(k): int(v) for k, v in saved["skipped"][s].items()} for s in SPLITS},
+        "read": {s: int(saved["read"][s]) for s in SPLITS},
     }
 
 
 class BiMPMDataModule(PaperDataModule):
     input_fields = ("p", "q")
+    padded_inputs = {k: "right" for k in ("p_words", "q_words", "p_chars", "q_chars")}  # _pad
 
     def __init__(self, cfg: DataConfig, seed: int):
         super().__init__(cfg, seed)
@@ -227,6 +228,8 @@ class BiMPMDataModule(PaperDataModule):
         self.chars: Vocab | None = None
         self.word_vectors: torch.Tensor | None = None
         self.skipped: dict[str, dict[str, int]] = {}  # split -> reason -> lines skipped
+        self.read: dict[str, int] = {}  # split -> lines (records) read
+        self._found: torch.Tensor | None = None  # (V,) rows whose vector came from the file
         self.loaded_from_cache = False
         self.cache_rejected: str | None = None  # why a cache file was built over, if one was
         self._vector_stats: dict[str, Any] = {}
@@ -308,12 +311,15 @@ class BiMPMDataModule(PaperDataModule):
                 else:
                     self.loaded_from_cache = True
                     self.skipped = self._cached["skipped"]
+                    self.read = self._cached["read"]
                     return self._cached["splits"]
         tokenize = make_tokenizer(c.resolved_tokenizer, c.lowercase)
         out = {}
         for split, path in self.files.items():
-            out[split], self.skipped[split] = READERS[c.dataset](path, tokenize, c.empty)
+            read = READERS[c.dataset](path, tokenize, c.empty)
+            out[split], self.skipped[split], self.read[split] = read
             if c.limit is not None:
+                self.skipped[split]["limit"] = max(len(out[split]) - c.limit, 0)  # data.limit
                 out[split] = out[split][: c.limit]
         return out
 
@@ -362,7 +368,7 @@ class BiMPMDataModule(PaperDataModule):
         g = torch.Generator().manual_seed(self.seed)
         random_rows = torch.randn(V, c.word_dim, generator=g) * c.oov_std  # (V, D)
         if c.vectors is None:
-            vectors, found = random_rows, torch.zeros(V, dtype=torch.bool)
+            vectors, found = random_rows, None
         else:
             path = Path(c.vectors)
             self._refuse_directory(path, "data.vectors at the GloVe .txt file inside it")
@@ -388,12 +394,13 @@ class BiMPMDataModule(PaperDataModule):
             found[:2] = False  # <pad>, <unk> never take a row from the file
             fill = random_rows if c.oov_vectors == "random" else torch.zeros_like(random_rows)
             vectors = torch.where(found[:, None], wv.vectors, fill)  # (V, D)
+        self._found = found
         vectors[PAD_ID] = 0.0
         if c.oov_vectors == "zero":
             vectors[UNK_ID] = 0.0
         self.word_vectors = vectors.float().contiguous()
         n_words = V - 2
-        n_found = int(found.sum())
+        n_found = int(found.sum()) if found is not None else 0
         self._vector_stats = {
             "vector_coverage": n_found / n_words if n_words else 0.0,
             "vectors_missing": n_words - n_found,
@@ -441,6 +448,7 @@ class BiMPMDataModule(PaperDataModule):
                 "types": pack_strings(self._types),
                 "encoded": self._encoded,
                 "skipped": self.skipped,
+                "read": self.read,
             }
             save_cache(cache_file, payload)
         self._cached = None  # free the loaded copy; the datasets hold the tensors
@@ -523,6 +531,24 @@ class BiMPMDataModule(PaperDataModule):
         depend on the order of the two questions (conf/paper/bimpm.yaml declares it for Quora);
         entailment does (SNLI), and answer selection reads P as the question."""
         return {"swap_questions": swap_questions}
+
+    # ---- what the data and shapes gates check (PaperDataModule: read_counts ...) ----------------
+    def read_counts(self) -> dict[str, dict[str, Any]]:
+        return {s: {"read": self.read[s], "skipped": dict(self.skipped[s])} for s in self.read}
+
+    def vocabulary(self) -> list[str]:
+        return self.vocab.itos
+
+    def raw_tokens(self, example: dict) -> dict[str, list[str]]:
+        n = self.config.max_len
+        return {f"{s}_words": example[s][:n] if n else example[s] for s in ("p", "q")}
+
+    def loaded_vectors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The GloVe rows found in data.vectors (None: random vectors, nothing loaded)."""
+        if self._found is None:
+            return None
+        ids = self._found.nonzero().flatten()  # (n,)
+        return ids, self.word_vectors[ids]  # (n,), (n, D)
 
     def model_kwargs(self) -> dict[str, Any]:
         return {

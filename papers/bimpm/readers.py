@@ -114,11 +114,15 @@ def _require_pairs(path: Path, examples: list[dict], skipped: dict[str, int]) ->
     )
 
 
-def read_quora(path: Path, tokenize, empty: str = "error") -> tuple[list[dict], dict[str, int]]:
+def read_quora(
+    path: Path, tokenize, empty: str = "error"
+) -> tuple[list[dict], dict[str, int], int]:
     """Headerless TSV `label \\t sentence1 \\t sentence2 \\t id` (the authors' Quora partition).
 
-    Returns the examples and the lines skipped per reason (blank, empty_pair)."""
+    Returns the examples, the lines skipped per reason (blank, empty_pair) and the lines read
+    (the data gate checks examples + skipped = read)."""
     rows, skipped = [], {"blank": 0, "empty_pair": 0}
+    lineno = 0
     for lineno, line in lines(path):
         if not line.strip():
             skipped["blank"] += 1  # blank (e.g. trailing) lines hold no pair
@@ -137,14 +141,16 @@ def read_quora(path: Path, tokenize, empty: str = "error") -> tuple[list[dict], 
         rows.append((lineno, int(cols[0]), cols[1], cols[2], cols[3]))
     examples, skipped["empty_pair"] = tokenize_rows(path, rows, tokenize, empty)
     _require_pairs(path, examples, skipped)
-    return examples, skipped
+    return examples, skipped, lineno
 
 
-def read_snli(path: Path, tokenize, empty: str = "error") -> tuple[list[dict], dict[str, int]]:
+def read_snli(path: Path, tokenize, empty: str = "error") -> tuple[list[dict], dict[str, int], int]:
     """SNLI 1.0 JSON lines; pairs whose gold_label is "-" (no consensus) are dropped.
 
-    Returns the examples and the lines skipped per reason (blank, no_consensus, empty_pair)."""
+    Returns the examples, the lines skipped per reason (blank, no_consensus, empty_pair) and the lines read
+    (the data gate checks examples + skipped = read)."""
     rows, skipped = [], {"blank": 0, "no_consensus": 0, "empty_pair": 0}
+    lineno = 0
     for lineno, line in lines(path):
         if not line.strip():
             skipped["blank"] += 1
@@ -192,18 +198,22 @@ def read_snli(path: Path, tokenize, empty: str = "error") -> tuple[list[dict], d
         rows.append((lineno, SNLI_LABELS.index(gold), obj["sentence1"], obj["sentence2"], ex_id))
     examples, skipped["empty_pair"] = tokenize_rows(path, rows, tokenize, empty)
     _require_pairs(path, examples, skipped)
-    return examples, skipped
+    return examples, skipped, lineno
 
 
-def read_wikiqa(path: Path, tokenize, empty: str = "error") -> tuple[list[dict], dict[str, int]]:
+def read_wikiqa(
+    path: Path, tokenize, empty: str = "error"
+) -> tuple[list[dict], dict[str, int], int]:
     """The WikiQA release's TSV (a header naming QuestionID, Question, ..., Sentence, Label); one
     example per (question, candidate sentence), its "group" the QuestionID. Questions without a
     correct answer are dropped, as the standard WikiQA evaluation drops them (MAP and MRR cannot
     score them).
 
-    Returns the examples and the lines skipped per reason (blank, no_answer, empty_pair)."""
+    Returns the examples, the lines skipped per reason (blank, no_answer, empty_pair) and the lines read
+    (the data gate checks examples + skipped = read)."""
     rows, skipped = [], {"blank": 0, "no_answer": 0, "empty_pair": 0}
     where: dict[str, int] = {}
+    lineno = 0
     for lineno, line in lines(path):
         cols = line.split("\t")
         if lineno == 1:
@@ -237,7 +247,7 @@ def read_wikiqa(path: Path, tokenize, empty: str = "error") -> tuple[list[dict],
     rows = [r for r in rows if r[5] in answered]
     examples, skipped["empty_pair"] = tokenize_rows(path, rows, tokenize, empty)
     _require_pairs(path, examples, skipped)
-    return examples, skipped
+    return examples, skipped, max(lineno - 1, 0)  # the header is no record
 
 
 READERS = {"quora": read_quora, "sample": read_quora, "snli": read_snli}

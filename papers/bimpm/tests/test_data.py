@@ -72,9 +72,9 @@ def test_config_rejects_unknown_key_naming_valid_ones():
 
 
 def test_quora_reader_reads_the_sample():
-    exs, skipped = read_quora(SAMPLE / "train.tsv", WS)
+    exs, skipped, read = read_quora(SAMPLE / "train.tsv", WS)
     assert skipped == {"blank": 0, "empty_pair": 0}
-    assert len(exs) == 4000
+    assert len(exs) == 4000 == read
     assert sum(ex["label"] for ex in exs) == 2000
     assert set(exs[0]) == {"p", "q", "label", "id"} and exs[0]["p"][-1] == "?"
 
@@ -82,9 +82,9 @@ def test_quora_reader_reads_the_sample():
 def test_snli_reader_drops_no_consensus_and_has_three_classes():
     path = SAMPLE / "snli" / "snli_1.0_train.jsonl"
     n_dash = path.read_text().count('"gold_label": "-"')
-    exs, skipped = read_snli(path, make_tokenizer("spacy", lowercase=False))
+    exs, skipped, read = read_snli(path, make_tokenizer("spacy", lowercase=False))
     assert skipped == {"blank": 0, "no_consensus": n_dash, "empty_pair": 0} and n_dash > 0
-    assert len(exs) + n_dash == len(path.read_text().splitlines())
+    assert len(exs) + n_dash == len(path.read_text().splitlines()) == read
     assert {ex["label"] for ex in exs} == {0, 1, 2}
     assert exs[0]["p"][-1] == "?"  # spaCy split the attached punctuation
 

@@ -50,6 +50,7 @@ from repro.gates.shapes.measure import (
     measure_zero_input,
     torch_threads,
 )
+from repro.gates.shapes.vectors import loaded_vectors_check, with_check
 from repro.invariance import with_shapes_checks
 from repro.tasks.base import InitLoss, Task
 from repro.train.params import count_params
@@ -65,11 +66,14 @@ def run(ctx) -> Verdict:
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     model = ctx.build_model(dm)
+    # before any forward: the model as built (and initialised), with the vectors the data loaded
+    vectors = loaded_vectors_check(dm, model, ctx.cfg.stage.shapes.roundoff_eps)
     init = ctx.model_info.init if ctx.model_info is not None else None
     verdict = run_shapes(
         model, batch, dm.task, ctx.cfg.stage.shapes, ctx.cfg.paper.expected_params, init
     )
-    return with_shapes_checks(verdict, ctx, dm, model, batch)  # inputs used, exact invariances
+    verdict = with_shapes_checks(verdict, ctx, dm, model, batch)  # inputs used, invariances
+    return with_check(verdict, vectors)
 
 
 def run_shapes(
