@@ -32,7 +32,7 @@ SAMPLE = Path(make_sample.__file__).resolve().parent
 SIZES = [DataSizes("sample", 4000, 500, 500, "our sample")]
 
 
-def _dm(cls=BiMPMDataModule, tmp_path: Path | None = None) -> BiMPMDataModule:
+def _dm(cls=BiMPMDataModule, **options) -> BiMPMDataModule:
     cfg = {
         "dataset": "sample",
         "sample_dir": str(SAMPLE),
@@ -40,7 +40,7 @@ def _dm(cls=BiMPMDataModule, tmp_path: Path | None = None) -> BiMPMDataModule:
         "word_dim": 50,
         "cache": False,  # each planted bug builds from the files
     }
-    dm = cls(data_config(cfg), 0)
+    dm = cls(data_config(cfg | options), 0)
     dm.setup("fit")
     return dm
 
@@ -82,6 +82,14 @@ def test_a_train_split_cut_to_a_tenth_fails_the_counts_and_the_stated_sizes():
     assert "train: 400 examples + 0 skipped != 4000 read" in counts.reason
     sizes = checks["split sizes as the paper states"]
     assert not sizes.passed and "train has 400, the paper states 4000" in sizes.reason
+
+
+def test_a_declared_cut_is_counted_as_skipped_and_still_differs_from_the_stated_sizes():
+    checks = _checks(_dm(limit=100))  # data.limit: a cut the config asks for
+    counts = checks["examples + skipped = read"]
+    assert counts.passed and "train 4000 read = 100 + 3900 skipped" in counts.reason
+    assert "limit 4700" in counts.reason  # 3900 + 400 + 400 over the three splits
+    assert not checks["split sizes as the paper states"].passed  # not the stated dataset
 
 
 def test_read_counts_judgement():
@@ -205,3 +213,18 @@ def test_vectors_check_is_not_measured_without_loaded_vectors_or_an_embedding():
     c = loaded_vectors_check(NoVectors(), nn.Linear(2, 2), 1000)
     assert not c.measured and "loaded no vectors" in c.reason
     assert not check_loaded_vectors([], 5, 1000).measured
+
+
+def test_bimpm_built_and_initialised_by_repro_keeps_its_glove_rows(healthy):
+    import yaml
+
+    from papers.bimpm.model import BiMPMConfig, build_model
+    from repro.config.typed import from_dict
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "paper" / "bimpm.yaml"
+    small = {"hidden": 8, "agg_hidden": 8, "perspectives": 2, "char_hidden": 4, "mlp_hidden": 8}
+    model_cfg = yaml.safe_load(conf.read_text())["model"] | small
+    model = build_model(from_dict(BiMPMConfig, model_cfg, "model"), **healthy.model_kwargs())
+    apply_init(model, "he_xavier")  # what ctx.build_model does after build_model
+    check = loaded_vectors_check(healthy, model, 1000)
+    assert check.passed and check.reason.startswith("word.word_emb holds the loaded vectors")
