@@ -16,9 +16,10 @@ import torch
 from repro.config.schema import DataSizes
 from repro.data.digest import sample_indices
 from repro.data.split import SPLITS
+from repro.data.text import PAD_ID, UNK_ID  # repro's convention for integer inputs
 from repro.verdict import Check
 
-PAD_ID, UNK_ID = 0, 1  # repro's convention for integer inputs (repro/data/datamodule.py)
+TOKEN_IDS = "tokens encoded as their ids"
 
 
 # ---- judgements (pure) ----------------------------------------------------------------------
@@ -130,7 +131,7 @@ def check_oov_from_tokens(rates: dict[str, float] | None, limit: float, why_not:
 
 def check_token_ids(found: dict[str, Any] | None, why_not: str = "") -> Check:
     """Each token is encoded as its vocabulary id (unknown ones as 1), none as the pad id."""
-    name = "tokens encoded as their ids"
+    name = TOKEN_IDS
     if found is None:
         return Check.not_measured(name, why_not)
     ev = {k: v for k, v in found.items() if k != "examples"} | {"examples": found["examples"][:5]}
@@ -297,6 +298,12 @@ def _tokens(dm, items: dict[str, list[dict]], limit: float) -> list[Check]:
         unknown = total = 0
         for i, item in zip(idx, its, strict=True):
             for key, toks in dm.raw_tokens(splits[s][i]).items():
+                if key not in item:  # a wiring error of the paper's: fails, never hidden
+                    bad = f"raw_tokens() names {key!r}, which encode() does not give"
+                    return [
+                        check_oov_from_tokens(None, limit, bad),
+                        Check(TOKEN_IDS, False, f"{bad}: name the keys of encode()'s items"),
+                    ]
                 unknown += sum(t not in stoi for t in toks)
                 total += len(toks)
                 bad = _compare_ids(item[key], [stoi.get(t, UNK_ID) for t in toks], toks, found)
