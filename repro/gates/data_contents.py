@@ -178,7 +178,7 @@ def check_shuffled(
             False,
             f"the first {len(served)} training examples served all have label {label} while the "
             f"split has {dict(sorted(split_counts.items()))} (chance under shuffling "
-            f"{p_one:.2g} < {chance_p:g}): the train loader is not shuffled (sorted by label?)",
+            f"{_p(p_one)} < {chance_p:g}): the train loader is not shuffled (sorted by label?)",
             ev,
         )
     if runs_p is not None and runs_p < chance_p:
@@ -197,6 +197,10 @@ def check_shuffled(
         f"{dict(sorted(first.items()))} in {_runs(served)} runs, as a shuffled loader would",
         ev,
     )
+
+
+def _p(p: float) -> str:
+    return f"{p:.2g}" if p > 0 else "< 1e-300"  # a product of n factors below 1 underflows
 
 
 def _p_one_label(n: int, counts: dict[int, int]) -> float:
