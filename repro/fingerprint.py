@@ -6,6 +6,7 @@ code leaves `data` valid and makes `shapes` and every later stage STALE.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 from dataclasses import asdict
@@ -68,12 +69,50 @@ def file_digest(path: Path) -> str:
 
 
 def code_files(paper_dir: Path) -> dict[str, list[Path]]:
-    """data.py is the data stage's code; every other top-level .py of the paper is the model's."""
+    """data.py and the paper's modules it imports are the data stage's code; every other
+    top-level .py of the paper is the model's."""
     py = sorted(p for p in paper_dir.glob("*.py") if p.name != "__init__.py")
+    data = data_code({p.name: p.read_bytes() for p in py}, paper_dir.name)
     return {
-        "data": [p for p in py if p.name == "data.py"],
-        "model": [p for p in py if p.name != "data.py"],
+        "data": [p for p in py if p.name in data],
+        "model": [p for p in py if p.name not in data],
     }
+
+
+def data_code(sources: dict[str, bytes], folder: str) -> set[str]:
+    """data.py and the paper's own top-level modules it imports, directly or through one another
+    (papers.<folder>.x or relative imports, read from the source): an edit to any of them (BiMPM's
+    readers.py) must make the data stage stale, not only the model's stages."""
+    seen: set[str] = set()
+    todo = ["data.py"]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in sources:
+            continue
+        seen.add(name)
+        todo += [m for m in _paper_imports(sources[name], folder) if m in sources]
+    return seen
+
+
+def _paper_imports(source: bytes, folder: str) -> list[str]:
+    """File names (x.py) of the modules of papers.<folder> that `source` imports."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):  # the gate that imports it reports the error
+        return []
+    package = ["papers", folder]
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            parts = [a.name.split(".") for a in node.names]
+            out += [p[2] for p in parts if p[:2] == package and len(p) > 2]
+        elif isinstance(node, ast.ImportFrom):
+            mod = (node.module or "").split(".") if node.module else []
+            if node.level == 0 and mod[:2] != package:
+                continue
+            inside = mod[2:] if node.level == 0 else mod
+            out += [inside[0]] if inside else [a.name for a in node.names]
+    return [f"{m}.py" for m in out]
 
 
 def fingerprint(
@@ -84,8 +123,9 @@ def fingerprint(
     instead of the files on disk, which may have changed since they were read."""
     if code is not None:
         digests = code.digests()
-        code_data = {n: d for n, d in digests.items() if n == "data.py"}
-        code_model = {n: d for n, d in digests.items() if n != "data.py"}
+        data = data_code(code.sources, paper_dir.name)
+        code_data = {n: d for n, d in digests.items() if n in data}
+        code_model = {n: d for n, d in digests.items() if n not in data}
     else:
         files = code_files(paper_dir)
         code_data = {p.name: file_digest(p) for p in files["data"]}
@@ -109,6 +149,7 @@ def fingerprint(
             **parts["data_files"],
         },
         "judged": {stage: _sha(_lookup(typed, key)) for stage, key in JUDGED.items()},
+        "data_code": sorted(prefix + n for n in code_data),
     }
 
 
@@ -128,18 +169,20 @@ def changed_parts(old: dict[str, Any], new: dict[str, Any], stage: str | None = 
         if parts_old.get(k) != parts_new.get(k) and (keep is None or k in keep)
     ]
     files_old, files_new = old.get("files", {}), new.get("files", {})
+    data = set(old.get("data_code", [])) | set(new.get("data_code", []))
     for f in sorted(set(files_old) | set(files_new)):
         if files_old.get(f) == files_new.get(f):
             continue
-        part = _part_of_file(f)
+        part = _part_of_file(f, data)
         if keep is None or part in keep:
             out.append(f)
     return out
 
 
-def _part_of_file(path: str) -> str:
-    """Which part a file of the fingerprint belongs to: the paper's top-level code or data."""
+def _part_of_file(path: str, data_code: set[str]) -> str:
+    """Which part a file of the fingerprint belongs to: the paper's data code (data.py and the
+    files a fingerprint lists under data_code), its model code, or data."""
     parts = path.split("/")
     if len(parts) == 3 and parts[0] == "papers" and parts[2].endswith(".py"):
-        return "code.data" if parts[2] == "data.py" else "code.model"
+        return "code.data" if parts[2] == "data.py" or path in data_code else "code.model"
     return "data_files"

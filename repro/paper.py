@@ -40,6 +40,13 @@ papers/<paper>/data.py
             optional (default: JSON lines of raw examples); present_prediction(prediction,
             example) -> the task's prediction as the paper's users read it (default: as is);
         transformations() -> {name: raw example -> raw example} that paper.invariances name.
+        Optional, for the gates' meaning checks (issue 22; without them "not measured"):
+        read_counts() -> {split: {"read": n, "skipped": {reason: n}}} (examples + skipped =
+            read); padded_inputs = {batch key: "right" | "left"} (pad ids only at that end);
+            vocabulary() -> the id -> token table and raw_tokens(example) -> {batch key: tokens
+            as looked up} (OOV counted from tokens; each token encoded as its id, none as pad);
+            loaded_vectors() -> (ids, vectors) loaded from a file (shapes: the embedding keeps
+            them). The paper's YAML may state split sizes: paper.data_sizes.
     Integer inputs use id 0 for padding (at the end of a row) and 1 for unknown; a sequence
     task's labels use IGNORE_INDEX (-100) where nothing is predicted.
 

@@ -341,8 +341,24 @@ def test_gate_passes_on_scaffolded_paper_with_80_10_10(project):
         "no label in the inputs",
         "labels mean the same in every split",
         "no train/test feature shift",
-    ]  # no OOV/truncation checks: the toy's stats() reports neither
+        "examples + skipped = read",
+        "split sizes as the paper states",
+        "padding at the end of rows",
+        "OOV rate",
+        "tokens encoded as their ids",
+        "train loader shuffled",
+    ]  # no truncation check: the toy's stats() reports none
     checks = {c["name"]: c for c in v["checks"]}
+    # the toy's numbers come from no file, are not padded and have no vocabulary: not measured
+    unmeasured = [n for n, c in checks.items() if c["reason"].startswith("not measured")]
+    assert unmeasured == [
+        "examples + skipped = read",
+        "split sizes as the paper states",
+        "padding at the end of rows",
+        "OOV rate",
+        "tokens encoded as their ids",
+    ]
+    assert checks["train loader shuffled"]["passed"]
     assert checks["no near-duplicates across splits"]["evidence"]["method"] == "nearest neighbour"
     assert "PYTHONHASHSEED=1" in checks["preprocessing deterministic"]["reason"]
     assert (

@@ -1,75 +1,70 @@
-"""BiMPM data: Quora (authors' partition), SNLI 1.0, WikiQA or the shipped samples -> word + char id
-batches.
+"""BiMPM's datamodule: the readers' examples (papers/bimpm/readers.py) -> word + character id
+batches, with the preprocessing cached.
 
 A batch (padding id 0, unknown id 1):
     p_words (B, Tp) long, p_chars (B, Tp, K) long, q_words (B, Tq), q_chars (B, Tq, K), label (B,)
     and, for answer selection (WikiQA, the ranking task: P is the question, Q a candidate
     sentence), group (B,) long: the question each pair belongs to.
 with K the characters of the longest word in the batch, capped at max_word_len. Word and
-character vocabularies come from the training split only; the word vectors are GloVe rows for the
-vocabulary, random (or zero) for vocabulary words the file lacks. Tokenized, numericalized splits are cached under
-cache_dir, keyed by the data files' sha256, the settings that shape them and the code that reads
-them (this file, repro/data/text.py, repro's version). The cache holds only tensors and plain
-values and loads with weights_only=True: a file planted there is re-built over, never executed.
-
-Malformed input is a DataError `<file>:<line>: expected ..., found ...; what to do`; lines that
-are skipped on purpose (blank, SNLI no-consensus "-", empty pairs with data.empty=drop) are
-counted per reason and split, and the data gate prints them (stats()).
+character vocabularies come from the training split only; the word vectors are GloVe rows for
+the vocabulary, random (or zero) for vocabulary words the file lacks. Tokenized, numericalized
+splits are cached under cache_dir, keyed by the data files' sha256, the settings that shape them
+and the code that reads them (this file, readers.py, repro/data/text.py, repro's version). The
+cache holds only tensors and plain values (repro/data/cache.py): a file planted there is built
+over, never executed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import pickle
 import warnings
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 import repro.data.text
+from papers.bimpm import readers
+from papers.bimpm.readers import (
+    QUORA_LABELS,
+    READERS,
+    SNLI_LABELS,
+    WIKIQA_FILES,
+    WIKIQA_LABELS,
+)
 from repro import __version__ as repro_version
 from repro.config.schema import DataConfig
 from repro.config.typed import bound, from_dict
+from repro.data.cache import (
+    BAD_CACHE,
+    bad_cache_reason,
+    load_cache,
+    pack_strings,
+    save_cache,
+    spans,
+    unpack_strings,
+)
 from repro.data.datamodule import PaperDataModule, group_id
-from repro.data.download import compressed_format, how_to_get, sha256_of
+from repro.data.download import how_to_get, sha256_of
 from repro.data.glove import load_glove
 from repro.data.split import SPLITS
 from repro.data.text import PAD_ID, UNK, UNK_ID, Vocab, make_tokenizer
 from repro.errors import DataError
 
-CACHE_VERSION = (
-    3  # 2: tensors and plain values only (weights_only load), code in the key; 3: groups
-)
+# 2: tensors and plain values only (weights_only load), code in the key; 3: groups; 4: lines read
+CACHE_VERSION = 4
 # The code whose edits must invalidate the cache: editing how the vocabulary is built once
 # passed the data gate on a stale cached vocabulary (issue 14).
-CODE_FILES = (Path(__file__).resolve(), Path(repro.data.text.__file__).resolve())
-# What a damaged, foreign or tampered cache file raises from a weights-only load or from
-# decoding its fields: each means "build again", never "run what is inside".
-_BAD_CACHE = (
-    pickle.UnpicklingError,
-    EOFError,
-    RuntimeError,
-    KeyError,
-    TypeError,
-    ValueError,
-    IndexError,
-    AttributeError,
-    UnicodeDecodeError,
+CODE_FILES = (
+    Path(__file__).resolve(),
+    Path(readers.__file__).resolve(),
+    Path(repro.data.text.__file__).resolve(),
 )
-SNLI_LABELS = ("entailment", "neutral", "contradiction")
-QUORA_LABELS = ("not paraphrase", "paraphrase")  # the TSV's label column: 0, 1
-WIKIQA_LABELS = ("not an answer", "answer")  # the TSV's Label column: 0, 1
-WIKIQA_FILES = {"train": "WikiQA-train.tsv", "val": "WikiQA-dev.tsv", "test": "WikiQA-test.tsv"}
-WIKIQA_COLUMNS = ("QuestionID", "Question", "Sentence", "Label")  # of the release's 7 columns
 FILES = {  # dataset -> (config key of its folder, file per split)
     "quora": ("quora_dir", {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}),
     "sample": ("sample_dir", {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}),
@@ -121,226 +116,6 @@ class BiMPMDataConfig:
 DATA_CONFIG = BiMPMDataConfig  # repro checks the `data:` keys against it before a run starts
 
 
-# ---- reading ------------------------------------------------------------------------------------
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) of a UTF-8 text file; unreadable, compressed, undecodable or NUL
-    bytes -> DataError naming the file and line."""
-    try:
-        fh = open(path, "rb")
-    except IsADirectoryError:
-        raise DataError(
-            f"{path}: expected a text file, found a directory; point at the file inside it"
-        ) from None
-    except OSError as e:
-        raise DataError(
-            f"{path}: expected a readable text file, found {e.strerror or e}; "
-            "check the path and its permissions"
-        ) from None
-    with fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if lineno == 1 and (kind := compressed_format(raw[:4])):
-                raise DataError(
-                    f"{path}: expected a UTF-8 text file, found {kind} data; "
-                    f"{'gunzip' if kind == 'gzip' else 'unzip'} it first"
-                )
-            try:
-                text = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:  # before the NUL check: UTF-16 fails here, clearer
-                raise DataError(
-                    f"{path}:{lineno}: expected UTF-8 text, found byte {raw[e.start]:#04x} at "
-                    f"column {e.start + 1}; re-save the file as UTF-8"
-                ) from None
-            if "\x00" in text:  # valid UTF-8, but no text has it: a binary or damaged file
-                column = raw.find(b"\x00") + 1
-                raise DataError(
-                    f"{path}:{lineno}: expected text, found a NUL byte at column {column}; "
-                    "the file is binary or damaged: re-extract or re-download it"
-                )
-            if lineno == 1:
-                text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
-            yield lineno, text
-
-
-def _json_kind(v: Any) -> str:
-    """A JSON value as a message names it: null, true, the number 4, a list, 'text'."""
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return f"the number {v}"
-    if isinstance(v, str):
-        return repr(v[:40])
-    return "a list" if isinstance(v, list) else "an object"
-
-
-def _tokenize_rows(path, rows, tokenize, empty: str) -> tuple[list[dict], int]:
-    """rows: (lineno, label, s1, s2, id[, group]) -> (examples, pairs dropped for an empty
-    sentence)."""
-    p_toks = tokenize([r[2] for r in rows])
-    q_toks = tokenize([r[3] for r in rows])
-    out, dropped = [], 0
-    for (lineno, label, _, _, ex_id, *group), p, q in zip(rows, p_toks, q_toks, strict=True):
-        if not p or not q:
-            if empty == "drop":
-                dropped += 1
-                continue
-            which = "first" if not p else "second"
-            raise DataError(
-                f"{path}:{lineno}: expected text in both sentences, found an empty {which} "
-                "sentence; fix the line or set data.empty=drop to skip such pairs"
-            )
-        out.append({"p": p, "q": q, "label": label, "id": ex_id, **_group(group)})
-    return out, dropped
-
-
-def _group(group: list[str]) -> dict[str, str]:
-    return {"group": group[0]} if group else {}
-
-
-def _require_pairs(path: Path, examples: list[dict], skipped: dict[str, int]) -> None:
-    """An empty split would only fail later, inside a data loader (StopIteration, issue 14)."""
-    if examples:
-        return
-    n = sum(skipped.values())
-    reasons = ", ".join(f"{k} {v}" for k, v in skipped.items() if v)
-    found = "an empty file" if n == 0 else f"no pairs ({n} lines skipped: {reasons})"
-    raise DataError(
-        f"{path}: expected at least one pair, found {found}; "
-        "check that the file was copied or extracted completely"
-    )
-
-
-def read_quora(path: Path, tokenize, empty: str = "error") -> tuple[list[dict], dict[str, int]]:
-    """Headerless TSV `label \\t sentence1 \\t sentence2 \\t id` (the authors' Quora partition).
-
-    Returns the examples and the lines skipped per reason (blank, empty_pair)."""
-    rows, skipped = [], {"blank": 0, "empty_pair": 0}
-    for lineno, line in _lines(path):
-        if not line.strip():
-            skipped["blank"] += 1  # blank (e.g. trailing) lines hold no pair
-            continue
-        cols = line.split("\t")
-        if len(cols) != 4:
-            raise DataError(
-                f"{path}:{lineno}: expected 4 tab-separated columns (label, sentence1, sentence2, "
-                f"id), found {len(cols)}; fix or remove the line"
-            )
-        if cols[0] not in ("0", "1"):
-            raise DataError(
-                f"{path}:{lineno}: expected label 0 or 1 in column 1, found {cols[0][:40]!r}; "
-                "fix the label"
-            )
-        rows.append((lineno, int(cols[0]), cols[1], cols[2], cols[3]))
-    examples, skipped["empty_pair"] = _tokenize_rows(path, rows, tokenize, empty)
-    _require_pairs(path, examples, skipped)
-    return examples, skipped
-
-
-def read_snli(path: Path, tokenize, empty: str = "error") -> tuple[list[dict], dict[str, int]]:
-    """SNLI 1.0 JSON lines; pairs whose gold_label is "-" (no consensus) are dropped.
-
-    Returns the examples and the lines skipped per reason (blank, no_consensus, empty_pair)."""
-    rows, skipped = [], {"blank": 0, "no_consensus": 0, "empty_pair": 0}
-    for lineno, line in _lines(path):
-        if not line.strip():
-            skipped["blank"] += 1
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(
-                f"{path}:{lineno}: expected a JSON object per line, found invalid JSON "
-                f"({e.msg} at column {e.colno}); fix or remove the line"
-            ) from None
-        if not isinstance(obj, dict):
-            raise DataError(
-                f"{path}:{lineno}: expected a JSON object per line, found {_json_kind(obj)}; "
-                "fix or remove the line"
-            )
-        missing = [k for k in ("gold_label", "sentence1", "sentence2") if k not in obj]
-        if missing:
-            raise DataError(
-                f"{path}:{lineno}: expected keys gold_label, sentence1, sentence2, found an "
-                f"object without {', '.join(missing)}; fix or remove the line"
-            )
-        gold = obj["gold_label"]
-        if gold == "-":
-            skipped["no_consensus"] += 1
-            continue
-        if not isinstance(gold, str) or gold not in SNLI_LABELS:
-            raise DataError(
-                f"{path}:{lineno}: expected gold_label {', '.join(SNLI_LABELS)} or '-', found "
-                f"{_json_kind(gold)}; fix the label"
-            )
-        for key in ("sentence1", "sentence2"):
-            text = obj[key]
-            if not isinstance(text, str):
-                raise DataError(
-                    f"{path}:{lineno}: expected {key} to be a string, found {_json_kind(text)}; "
-                    "fix or remove the line"
-                )
-            if "\x00" in text:  # JSON "\u0000": the raw-byte check in _lines misses it
-                raise DataError(
-                    f"{path}:{lineno}: expected text in {key}, found a NUL character; "
-                    "fix or remove the line"
-                )
-        ex_id = str(obj.get("pairID", lineno))
-        rows.append((lineno, SNLI_LABELS.index(gold), obj["sentence1"], obj["sentence2"], ex_id))
-    examples, skipped["empty_pair"] = _tokenize_rows(path, rows, tokenize, empty)
-    _require_pairs(path, examples, skipped)
-    return examples, skipped
-
-
-def read_wikiqa(path: Path, tokenize, empty: str = "error") -> tuple[list[dict], dict[str, int]]:
-    """The WikiQA release's TSV (a header naming QuestionID, Question, ..., Sentence, Label); one
-    example per (question, candidate sentence), its "group" the QuestionID. Questions without a
-    correct answer are dropped, as the standard WikiQA evaluation drops them (MAP and MRR cannot
-    score them).
-
-    Returns the examples and the lines skipped per reason (blank, no_answer, empty_pair)."""
-    rows, skipped = [], {"blank": 0, "no_answer": 0, "empty_pair": 0}
-    where: dict[str, int] = {}
-    for lineno, line in _lines(path):
-        cols = line.split("\t")
-        if lineno == 1:
-            missing = [c for c in WIKIQA_COLUMNS if c not in cols]
-            if missing:
-                raise DataError(
-                    f"{path}:1: expected a header naming {', '.join(WIKIQA_COLUMNS)} (the WikiQA "
-                    f"release's TSV), found no column {', '.join(missing)}; use the files of "
-                    "WikiQACorpus.zip"
-                )
-            where = {c: cols.index(c) for c in (*WIKIQA_COLUMNS, "SentenceID") if c in cols}
-            continue
-        if not line.strip():
-            skipped["blank"] += 1
-            continue
-        if len(cols) < len(where) or len(cols) <= max(where.values()):
-            raise DataError(
-                f"{path}:{lineno}: expected {max(where.values()) + 1} tab-separated columns as "
-                f"the header names, found {len(cols)}; fix or remove the line"
-            )
-        label = cols[where["Label"]]
-        if label not in ("0", "1"):
-            raise DataError(
-                f"{path}:{lineno}: expected Label 0 or 1, found {label[:40]!r}; fix the label"
-            )
-        ex_id = cols[where["SentenceID"]] if "SentenceID" in where else str(lineno)
-        q, s = cols[where["Question"]], cols[where["Sentence"]]
-        rows.append((lineno, int(label), q, s, ex_id, cols[where["QuestionID"]]))
-    answered = {r[5] for r in rows if r[1] == 1}
-    skipped["no_answer"] = sum(r[5] not in answered for r in rows)
-    rows = [r for r in rows if r[5] in answered]
-    examples, skipped["empty_pair"] = _tokenize_rows(path, rows, tokenize, empty)
-    _require_pairs(path, examples, skipped)
-    return examples, skipped
-
-
-READERS = {"quora": read_quora, "sample": read_quora, "snli": read_snli}
-READERS |= {"wikiqa": read_wikiqa, "wikiqa_sample": read_wikiqa}
-
-
 # ---- encoded splits -----------------------------------------------------------------------------
 class PairDataset(Dataset):
     """One split as flat id tensors; item i -> {p_words (T,), p_chars (T, w), q_..., label}."""
@@ -386,28 +161,7 @@ def _pad(
     return words, out_chars
 
 
-# ---- the preprocessing cache: tensors and plain values only ------------------------------------
-# torch.load(weights_only=True) refuses anything but tensors and plain containers, so a pickle
-# payload planted in the cache is never executed (issue 14). Strings travel as one UTF-8 byte
-# tensor plus offsets: the weights-only unpickler is pure Python, and loading 1.2M pickled
-# str objects through it measured 3.5 s against 0.6 s for the full unpickler (torch 2.13).
-def _pack_strings(strings: list[str]) -> dict[str, torch.Tensor]:
-    utf8 = np.frombuffer("".join(strings).encode("utf-8"), dtype=np.uint8).copy()
-    ends = torch.tensor(list(accumulate(map(len, strings))), dtype=torch.long)  # char offsets
-    return {"utf8": torch.from_numpy(utf8), "ends": ends}
-
-
-def _spans(ends: torch.Tensor) -> list[tuple[int, int]]:
-    """(start, end) of each item from the running ends [e1, e2, ...]."""
-    e = ends.tolist()
-    return list(zip([0, *e[:-1]], e, strict=True)) if e else []
-
-
-def _unpack_strings(packed: dict[str, torch.Tensor]) -> list[str]:
-    text = packed["utf8"].numpy().tobytes().decode("utf-8")
-    return [text[a:b] for a, b in _spans(packed["ends"])]
-
-
+# ---- the preprocessing cache: a split as tensors (repro/data/cache.py packs the strings) ------
 def _pack_split(examples: list[dict], type_index: dict[str, int]) -> dict[str, Any]:
     """A split's examples as token rows of the type table + offsets, labels and ids."""
     out: dict[str, Any] = {}
@@ -417,9 +171,9 @@ def _pack_split(examples: list[dict], type_index: dict[str, int]) -> dict[str, A
         ends = list(accumulate(len(ex[s]) for ex in examples))
         out[f"{s}_ends"] = torch.tensor(ends, dtype=torch.long)  # (N,)
     out["label"] = torch.tensor([int(ex["label"]) for ex in examples], dtype=torch.long)  # (N,)
-    out["ids"] = _pack_strings([str(ex["id"]) for ex in examples])
+    out["ids"] = pack_strings([str(ex["id"]) for ex in examples])
     if examples and "group" in examples[0]:
-        out["groups"] = _pack_strings([str(ex["group"]) for ex in examples])
+        out["groups"] = pack_strings([str(ex["group"]) for ex in examples])
     return out
 
 
@@ -427,9 +181,9 @@ def _unpack_split(packed: dict[str, Any], types: list[str]) -> list[dict]:
     sides = {}
     for s in ("p", "q"):
         words = [types[i] for i in packed[f"{s}_tokens"].tolist()]
-        sides[s] = [words[a:b] for a, b in _spans(packed[f"{s}_ends"])]
-    labels, ids = packed["label"].tolist(), _unpack_strings(packed["ids"])
-    groups = _unpack_strings(packed["groups"]) if "groups" in packed else None
+        sides[s] = [words[a:b] for a, b in spans(packed[f"{s}_ends"])]
+    labels, ids = packed["label"].tolist(), unpack_strings(packed["ids"])
+    groups = unpack_strings(packed["groups"]) if "groups" in packed else None
     return [
         {"p": p, "q": q, "label": y, "id": i, **({"group": groups[n]} if groups else {})}
         for n, (p, q, y, i) in enumerate(zip(sides["p"], sides["q"], labels, ids, strict=True))
@@ -437,26 +191,28 @@ def _unpack_split(packed: dict[str, Any], types: list[str]) -> list[dict]:
 
 
 def read_cache(cache_file: Path) -> dict[str, Any]:
-    """A cache file -> splits, vocab, chars, types, encoded, skipped; raises one of _BAD_CACHE."""
-    saved = torch.load(cache_file, weights_only=True)  # never weights_only=False: issue 14
+    """A cache file -> splits, vocab, chars, types, encoded, skipped; raises one of BAD_CACHE."""
+    saved = load_cache(cache_file)
     if saved["version"] != CACHE_VERSION:
         raise ValueError(f"cache format {saved['version']!r}, expected {CACHE_VERSION}")
-    types = _unpack_strings(saved["types"])
+    types = unpack_strings(saved["types"])
     encoded = saved["encoded"]
     if not all(isinstance(t, torch.Tensor) for enc in encoded.values() for t in enc.values()):
         raise TypeError("encoded splits hold something other than tensors")
     return {
         "splits": {s: _unpack_split(saved["splits"][s], types) for s in SPLITS},
-        "vocab": _unpack_strings(saved["vocab"]),
-        "chars": _unpack_strings(saved["chars"]),
+        "vocab": unpack_strings(saved["vocab"]),
+        "chars": unpack_strings(saved["chars"]),
         "types": types,
         "encoded": {s: dict(encoded[s]) for s in SPLITS},
         "skipped": {s: {str(k): int(v) for k, v in saved["skipped"][s].items()} for s in SPLITS},
+        "read": {s: int(saved["read"][s]) for s in SPLITS},
     }
 
 
 class BiMPMDataModule(PaperDataModule):
     input_fields = ("p", "q")
+    padded_inputs = {k: "right" for k in ("p_words", "q_words", "p_chars", "q_chars")}  # _pad
 
     def __init__(self, cfg: DataConfig, seed: int):
         super().__init__(cfg, seed)
@@ -472,6 +228,8 @@ class BiMPMDataModule(PaperDataModule):
         self.chars: Vocab | None = None
         self.word_vectors: torch.Tensor | None = None
         self.skipped: dict[str, dict[str, int]] = {}  # split -> reason -> lines skipped
+        self.read: dict[str, int] = {}  # split -> lines (records) read
+        self._found: torch.Tensor | None = None  # (V,) rows whose vector came from the file
         self.loaded_from_cache = False
         self.cache_rejected: str | None = None  # why a cache file was built over, if one was
         self._vector_stats: dict[str, Any] = {}
@@ -539,11 +297,11 @@ class BiMPMDataModule(PaperDataModule):
             if cache_file.is_file():
                 try:
                     self._cached = read_cache(cache_file)
-                except _BAD_CACHE as e:
+                except BAD_CACHE as e:
                     # Built over rather than an error: the cache is derived from the data files
                     # and code alone, nothing in it ran, and a refusal would only make the user
                     # delete the file by hand. The warning and stats() say it happened.
-                    reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+                    reason = bad_cache_reason(e)
                     self.cache_rejected = f"{cache_file.name}: {reason}"
                     warnings.warn(
                         f"{cache_file}: expected a preprocessing cache written by repro, found "
@@ -553,12 +311,15 @@ class BiMPMDataModule(PaperDataModule):
                 else:
                     self.loaded_from_cache = True
                     self.skipped = self._cached["skipped"]
+                    self.read = self._cached["read"]
                     return self._cached["splits"]
         tokenize = make_tokenizer(c.resolved_tokenizer, c.lowercase)
         out = {}
         for split, path in self.files.items():
-            out[split], self.skipped[split] = READERS[c.dataset](path, tokenize, c.empty)
+            read = READERS[c.dataset](path, tokenize, c.empty)
+            out[split], self.skipped[split], self.read[split] = read
             if c.limit is not None:
+                self.skipped[split]["limit"] = max(len(out[split]) - c.limit, 0)  # data.limit
                 out[split] = out[split][: c.limit]
         return out
 
@@ -607,7 +368,7 @@ class BiMPMDataModule(PaperDataModule):
         g = torch.Generator().manual_seed(self.seed)
         random_rows = torch.randn(V, c.word_dim, generator=g) * c.oov_std  # (V, D)
         if c.vectors is None:
-            vectors, found = random_rows, torch.zeros(V, dtype=torch.bool)
+            vectors, found = random_rows, None
         else:
             path = Path(c.vectors)
             self._refuse_directory(path, "data.vectors at the GloVe .txt file inside it")
@@ -633,12 +394,13 @@ class BiMPMDataModule(PaperDataModule):
             found[:2] = False  # <pad>, <unk> never take a row from the file
             fill = random_rows if c.oov_vectors == "random" else torch.zeros_like(random_rows)
             vectors = torch.where(found[:, None], wv.vectors, fill)  # (V, D)
+        self._found = found
         vectors[PAD_ID] = 0.0
         if c.oov_vectors == "zero":
             vectors[UNK_ID] = 0.0
         self.word_vectors = vectors.float().contiguous()
         n_words = V - 2
-        n_found = int(found.sum())
+        n_found = int(found.sum()) if found is not None else 0
         self._vector_stats = {
             "vector_coverage": n_found / n_words if n_words else 0.0,
             "vectors_missing": n_words - n_found,
@@ -678,19 +440,17 @@ class BiMPMDataModule(PaperDataModule):
         super().setup(stage)
         if self.config.cache and not self.bypass_cache and self._cached is None:
             cache_file = self._cache_file()
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
             payload = {
                 "version": CACHE_VERSION,
                 "splits": {s: _pack_split(self.splits[s], self._type_index) for s in SPLITS},
-                "vocab": _pack_strings(self.vocab.itos),
-                "chars": _pack_strings(self.chars.itos),
-                "types": _pack_strings(self._types),
+                "vocab": pack_strings(self.vocab.itos),
+                "chars": pack_strings(self.chars.itos),
+                "types": pack_strings(self._types),
                 "encoded": self._encoded,
                 "skipped": self.skipped,
+                "read": self.read,
             }
-            tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-            torch.save(payload, tmp)
-            os.replace(tmp, cache_file)  # atomic: a concurrent run never reads half a file
+            save_cache(cache_file, payload)
         self._cached = None  # free the loaded copy; the datasets hold the tensors
         self._encoded = {}
 
@@ -749,102 +509,46 @@ class BiMPMDataModule(PaperDataModule):
         """The word and character vocabularies and the word vectors fitted in build(): with them,
         encode() and model_kwargs() need no data files (repro saves this with a full run)."""
         return {
-            "vocab": _pack_strings(self.vocab.itos),
-            "chars": _pack_strings(self.chars.itos),
+            "vocab": pack_strings(self.vocab.itos),
+            "chars": pack_strings(self.chars.itos),
             "word_vectors": self.word_vectors,  # (V, D): GloVe rows, seeded random rows for the rest
         }
 
     def load_fitted_state(self, state: dict[str, Any]) -> None:
-        self.vocab = Vocab(_unpack_strings(state["vocab"]))
-        self.chars = Vocab(_unpack_strings(state["chars"]))
+        self.vocab = Vocab(unpack_strings(state["vocab"]))
+        self.chars = Vocab(unpack_strings(state["chars"]))
         self.word_vectors = state["word_vectors"].float().contiguous()
 
     def read_inputs(self, path: Path) -> list[dict]:
-        """Sentence pairs to predict, labels optional, tokenized as the training data was:
-        - a TSV as the training files: Quora's `label, sentence1, sentence2, id` (read by the
-          training reader itself), or unlabelled `sentence1, sentence2[, id]`; WikiQA's release
-          TSV with its header (Label optional: without it, no question is dropped);
-        - JSON lines: SNLI's (read by the training reader when every line has a gold_label), or
-          {"sentence1", "sentence2"} with optional "label" (an index or a class name) and "id"
-          (and "group" for answer selection)."""
+        """Sentence pairs to predict, labels optional, tokenized as the training data was (the
+        formats: papers/bimpm/readers.py read_inputs)."""
         c = self.config
         tokenize = make_tokenizer(c.resolved_tokenizer, c.lowercase)
-        first = next((line for _, line in _lines(path) if line.strip()), None)
-        if first is None:
-            raise DataError(f"{path}: expected sentence pairs to predict, found an empty file")
-        if first.lstrip().startswith("{"):
-            return self._read_json_inputs(path, tokenize)
-        if c.dataset in ("wikiqa", "wikiqa_sample"):
-            if "Label" in first.split("\t"):
-                return read_wikiqa(path, tokenize, c.empty)[0]
-            return _read_unlabelled_wikiqa(path, tokenize, c.empty)
-        rows = [(n, line.split("\t")) for n, line in _lines(path) if line.strip()]
-        if all(len(cols) == 4 and cols[0] in ("0", "1") for _, cols in rows):
-            return read_quora(path, tokenize, c.empty)[0]  # the training reader, as it is
-        unlabelled = []
-        for lineno, cols in rows:
-            if len(cols) not in (2, 3):
-                raise DataError(
-                    f"{path}:{lineno}: expected sentence1, sentence2[, id] (tab-separated) or "
-                    f"label, sentence1, sentence2, id on every line, found {len(cols)} columns; "
-                    "fix or remove the line"
-                )
-            unlabelled.append(
-                (lineno, None, cols[0], cols[1], cols[2] if len(cols) == 3 else str(lineno))
-            )
-        return _tokenize_rows(path, unlabelled, tokenize, c.empty)[0]
-
-    def _read_json_inputs(self, path: Path, tokenize) -> list[dict]:
-        c = self.config
-        objects = []
-        for lineno, line in _lines(path):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(
-                    f"{path}:{lineno}: expected a JSON object per line, found invalid JSON "
-                    f"({e.msg} at column {e.colno}); fix or remove the line"
-                ) from None
-            if not isinstance(obj, dict) or not all(
-                isinstance(obj.get(k), str) for k in ("sentence1", "sentence2")
-            ):
-                raise DataError(
-                    f"{path}:{lineno}: expected an object with the strings sentence1 and "
-                    f"sentence2, found {_json_kind(obj)}; fix or remove the line"
-                )
-            objects.append((lineno, obj))
-        if c.dataset == "snli" and all("gold_label" in o for _, o in objects):
-            return read_snli(path, tokenize, c.empty)[0]  # the training reader, as it is
-        rows = []
-        for lineno, obj in objects:
-            label = obj.get("label")
-            if isinstance(label, str):
-                if label not in self.class_names:
-                    raise DataError(
-                        f"{path}:{lineno}: expected label to be one of {self.class_names} (or "
-                        f"its index), found {label[:40]!r}; fix the label"
-                    )
-                label = self.class_names.index(label)
-            group = [str(obj["group"])] if obj.get("group") is not None else []
-            rows.append(
-                (
-                    lineno,
-                    label,
-                    obj["sentence1"],
-                    obj["sentence2"],
-                    str(obj.get("id", lineno)),
-                    *group,
-                )
-            )
-        return _tokenize_rows(path, rows, tokenize, c.empty)[0]
+        return readers.read_inputs(path, c.dataset, tokenize, c.empty, self.class_names)
 
     def transformations(self) -> dict[str, Any]:
         """swap_questions: the pair (P, Q) read as (Q, P). Paraphrase identification does not
         depend on the order of the two questions (conf/paper/bimpm.yaml declares it for Quora);
         entailment does (SNLI), and answer selection reads P as the question."""
         return {"swap_questions": swap_questions}
+
+    # ---- what the data and shapes gates check (PaperDataModule: read_counts ...) ----------------
+    def read_counts(self) -> dict[str, dict[str, Any]]:
+        return {s: {"read": self.read[s], "skipped": dict(self.skipped[s])} for s in self.read}
+
+    def vocabulary(self) -> list[str]:
+        return self.vocab.itos
+
+    def raw_tokens(self, example: dict) -> dict[str, list[str]]:
+        n = self.config.max_len
+        return {f"{s}_words": example[s][:n] if n else example[s] for s in ("p", "q")}
+
+    def loaded_vectors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The GloVe rows found in data.vectors (None: random vectors, nothing loaded)."""
+        if self._found is None:
+            return None
+        ids = self._found.nonzero().flatten()  # (n,)
+        return ids, self.word_vectors[ids]  # (n,), (n, D)
 
     def model_kwargs(self) -> dict[str, Any]:
         return {
@@ -892,46 +596,6 @@ class BiMPMDataModule(PaperDataModule):
 def swap_questions(example: dict) -> dict:
     """A raw pair with its two sentences swapped."""
     return {**example, "p": example["q"], "q": example["p"]}
-
-
-def _read_unlabelled_wikiqa(path: Path, tokenize, empty: str) -> list[dict]:
-    """WikiQA-format TSV without the Label column: every (question, sentence) pair, none dropped."""
-    rows: list[tuple] = []
-    where: dict[str, int] = {}
-    for lineno, line in _lines(path):
-        cols = line.split("\t")
-        if lineno == 1:
-            missing = [c for c in ("QuestionID", "Question", "Sentence") if c not in cols]
-            if missing:
-                raise DataError(
-                    f"{path}:1: expected a header naming QuestionID, Question, Sentence (the "
-                    f"WikiQA release's TSV), found no column {', '.join(missing)}"
-                )
-            where = {
-                c: cols.index(c)
-                for c in ("QuestionID", "Question", "Sentence", "SentenceID")
-                if c in cols
-            }
-            continue
-        if not line.strip():
-            continue
-        if len(cols) <= max(where.values()):
-            raise DataError(
-                f"{path}:{lineno}: expected {max(where.values()) + 1} tab-separated columns as "
-                f"the header names, found {len(cols)}; fix or remove the line"
-            )
-        ex_id = cols[where["SentenceID"]] if "SentenceID" in where else str(lineno)
-        rows.append(
-            (
-                lineno,
-                None,
-                cols[where["Question"]],
-                cols[where["Sentence"]],
-                ex_id,
-                cols[where["QuestionID"]],
-            )
-        )
-    return _tokenize_rows(path, rows, tokenize, empty)[0]
 
 
 def build_datamodule(cfg: DataConfig, seed: int) -> BiMPMDataModule:

@@ -333,6 +333,18 @@ class Invariance:
 
 
 @dataclass(frozen=True)
+class DataSizes:
+    """Split sizes the paper states (examples per split); the data gate compares the built splits
+    with them. A split left out (None) is not stated."""
+
+    dataset: str | None = None  # compared only when data.dataset is this
+    train: int | None = field(default=None, metadata=GE0)
+    val: int | None = field(default=None, metadata=GE0)
+    test: int | None = field(default=None, metadata=GE0)
+    where: str | None = None  # table or section of the paper
+
+
+@dataclass(frozen=True)
 class PaperMeta:
     name: str
     title: str
@@ -348,6 +360,7 @@ class PaperMeta:
     expected_params: int | None = field(default=None, metadata=GE1)
     experiments: Experiments | None = None
     invariances: list[Invariance] = field(default_factory=list)
+    data_sizes: list[DataSizes] = field(default_factory=list)  # checked by the data gate
     provenance: dict[str, str] = field(default_factory=dict)
 
 

@@ -100,6 +100,10 @@ class PaperDataModule(pl.LightningDataModule):
     # The paper's task (paper.task), set by repro when it builds the datamodule; a datamodule
     # built by hand (a paper's own test) is a classifier's.
     task_class: type[Task] | None = None
+    # Batch keys holding id sequences padded with id 0, and on which side ("right": the pads end
+    # each row, "left": they start it), along the last dimension. The data gate checks that no
+    # pad id sits inside a row (issue 22). {}: the paper pads nothing (or does not say).
+    padded_inputs: dict[str, str] = {}
 
     def __init__(self, cfg: DataConfig, seed: int):
         super().__init__()
@@ -161,6 +165,35 @@ class PaperDataModule(pl.LightningDataModule):
         has no such check.
         """
         return {}
+
+    # ---- what the data and shapes gates check when the paper provides it: optional ----------
+    # Each returns None by default, and the check that needs it is then "not measured" (issue 22:
+    # a train split cut to 10%, unknown words mapped to the pad id, word vectors re-initialised
+    # after loading all passed every gate).
+    def read_counts(self) -> dict[str, dict[str, Any]] | None:
+        """What the readers read and skipped, per split: {"train": {"read": 4002, "skipped":
+        {"blank": 2}}, ...} ("all" instead of the three splits when repro splits the examples).
+        "read" counts the records of the files (lines, JSON objects), "skipped" those left out
+        on purpose, by reason (a declared cut such as data.limit is a reason too). The data gate
+        checks that the split's examples + the skipped = the read: a split cut silently fails."""
+        return None
+
+    def vocabulary(self) -> list[str] | None:
+        """The id -> token table the inputs are encoded with (id 0 padding, id 1 unknown): with
+        raw_tokens(), the data gate counts unknown words from the tokens themselves and checks
+        that each token is encoded as its vocabulary id (none as the pad id)."""
+        return None
+
+    def raw_tokens(self, example: dict) -> dict[str, list[str]] | None:
+        """The tokens each id field of encode(example) encodes, as they are looked up (tokenized,
+        cased and truncated as encode() does): {"p_words": ["how", "do", ...], ...}."""
+        return None
+
+    def loaded_vectors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(ids (n,), vectors (n, D)): vocabulary rows whose vectors were loaded from a file (GloVe
+        rows found, not filled in). The shapes gate checks that the built model's embedding still
+        holds them (an init applied after loading would replace them). None: nothing loaded."""
+        return None
 
     # ---- using the trained model (repro predict, repro eval, invariances): optional ----------
     def fitted_state(self) -> dict[str, Any] | None:

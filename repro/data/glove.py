@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,26 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from repro.data.cache import BAD_CACHE, bad_cache_reason, load_cache, save_cache
 from repro.data.download import compressed_format
 from repro.data.progress import start_byte_progress
 from repro.errors import DataError
-from repro.storage import atomic_replace
 
 CACHE_VERSION = 2  # 2: the cache also holds duplicates_dropped and blank_lines
 PROGRESS_MIN_BYTES = 64 * 2**20  # show a progress bar only on files this large
 _BAR_EVERY_LINES = 4096
-# What a damaged, foreign or tampered cache file raises from a weights-only load or from reading
-# its fields; any of them means "parse the text file again", never "run what is inside".
-_BAD_CACHE = (
-    pickle.UnpicklingError,
-    EOFError,
-    RuntimeError,
-    KeyError,
-    IndexError,  # a text file: the weights-only unpickler pops an empty stack (measured)
-    TypeError,
-    ValueError,
-    AttributeError,
-)
 
 
 @dataclass
@@ -147,7 +134,6 @@ def load_glove(
 
     result = _parse(path, vocab, dim, progress, dim_setting)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "vectors": result.vectors,
             "found": result.found,
@@ -155,8 +141,7 @@ def load_glove(
             "duplicates_dropped": result.duplicates_dropped,
             "blank_lines": result.blank_lines,
         }
-        # atomic: a concurrent reader never sees half a file, and a link there is replaced
-        atomic_replace(cache_file, lambda f: torch.save(payload, f), "the vectors' cache")
+        save_cache(cache_file, payload, "the vectors' cache")
     return result
 
 
@@ -168,7 +153,7 @@ def _load_cache(cache_file: Path, path: Path, n_vocab: int, dim: int | None) -> 
     error: the text file is the source of truth and nothing in the cache was executed.
     """
     try:
-        saved = torch.load(cache_file, weights_only=True)
+        saved = load_cache(cache_file)
         vectors, found, d = saved["vectors"], saved["found"], int(saved["dim"])
         ok = (
             isinstance(vectors, torch.Tensor)
@@ -182,11 +167,10 @@ def _load_cache(cache_file: Path, path: Path, n_vocab: int, dim: int | None) -> 
         if not ok:
             raise ValueError("unexpected contents")
         dups, blank = int(saved["duplicates_dropped"]), int(saved["blank_lines"])
-    except _BAD_CACHE as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except BAD_CACHE as e:
         warnings.warn(
             f"{cache_file}: expected a GloVe cache written by repro, found an unreadable file "
-            f"({reason[:200]}); re-reading {path}",
+            f"({bad_cache_reason(e)}); re-reading {path}",
             stacklevel=3,
         )
         return None

@@ -12,11 +12,14 @@ import pytest
 import torch
 
 import papers.bimpm.data as bimpm_data
+import papers.bimpm.readers as bimpm_readers
 import repro.data.text
 from papers.bimpm.baseline import baseline
-from papers.bimpm.data import BiMPMDataConfig, BiMPMDataModule, read_quora, read_snli
+from papers.bimpm.data import BiMPMDataConfig, BiMPMDataModule
+from papers.bimpm.readers import read_quora, read_snli
 from papers.bimpm.sample import make_sample
 from repro.config.typed import from_dict
+from repro.data.cache import pack_strings, unpack_strings
 from repro.data.text import make_tokenizer
 from repro.errors import ConfigError, DataError, ReproError
 from tests.configs import data_config
@@ -69,9 +72,9 @@ def test_config_rejects_unknown_key_naming_valid_ones():
 
 
 def test_quora_reader_reads_the_sample():
-    exs, skipped = read_quora(SAMPLE / "train.tsv", WS)
+    exs, skipped, read = read_quora(SAMPLE / "train.tsv", WS)
     assert skipped == {"blank": 0, "empty_pair": 0}
-    assert len(exs) == 4000
+    assert len(exs) == 4000 == read
     assert sum(ex["label"] for ex in exs) == 2000
     assert set(exs[0]) == {"p", "q", "label", "id"} and exs[0]["p"][-1] == "?"
 
@@ -79,9 +82,9 @@ def test_quora_reader_reads_the_sample():
 def test_snli_reader_drops_no_consensus_and_has_three_classes():
     path = SAMPLE / "snli" / "snli_1.0_train.jsonl"
     n_dash = path.read_text().count('"gold_label": "-"')
-    exs, skipped = read_snli(path, make_tokenizer("spacy", lowercase=False))
+    exs, skipped, read = read_snli(path, make_tokenizer("spacy", lowercase=False))
     assert skipped == {"blank": 0, "no_consensus": n_dash, "empty_pair": 0} and n_dash > 0
-    assert len(exs) + n_dash == len(path.read_text().splitlines())
+    assert len(exs) + n_dash == len(path.read_text().splitlines()) == read
     assert {ex["label"] for ex in exs} == {0, 1, 2}
     assert exs[0]["p"][-1] == "?"  # spaCy split the attached punctuation
 
@@ -356,7 +359,7 @@ def test_second_setup_reads_the_cache(tmp_path):
 
 def test_the_cache_codec_round_trips_unicode_empty_strings_and_empty_splits():
     for strings in ([], ["", "café", "日本", "", "a b"]):
-        assert bimpm_data._unpack_strings(bimpm_data._pack_strings(strings)) == strings
+        assert unpack_strings(pack_strings(strings)) == strings
     types = ["", "a", "café", "c"]
     index = {w: i for i, w in enumerate(types)}
     exs = [
@@ -372,12 +375,13 @@ def test_the_cache_key_covers_the_reading_code(tmp_path, monkeypatch):
     before = m._cache_file()
     assert bimpm_data.CODE_FILES == (
         Path(bimpm_data.__file__).resolve(),
+        Path(bimpm_readers.__file__).resolve(),
         Path(repro.data.text.__file__).resolve(),
     )
     edited = tmp_path / "data.py"  # data.py with an edit to how the vocabulary is built
     source = Path(bimpm_data.__file__).read_text(encoding="utf-8")
     edited.write_text(source.replace("c.min_freq", "c.min_freq + 1"), encoding="utf-8")
-    monkeypatch.setattr(bimpm_data, "CODE_FILES", (edited, bimpm_data.CODE_FILES[1]))
+    monkeypatch.setattr(bimpm_data, "CODE_FILES", (edited, *bimpm_data.CODE_FILES[1:]))
     assert m._cache_file() != before
     monkeypatch.undo()
     assert m._cache_file() == before

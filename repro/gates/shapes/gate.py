@@ -59,6 +59,7 @@ from repro.gates.shapes.measure import (
     measure_zero_input,
     torch_threads,
 )
+from repro.gates.shapes.vectors import loaded_vectors_check
 from repro.invariance import with_shapes_checks
 from repro.tasks.base import InitLoss, Task
 from repro.train.params import count_params
@@ -89,12 +90,14 @@ def _measure(ctx) -> Verdict:
     model = ctx.build_model(dm)
     seeded = _seed_check(model, other, (ctx.seed, ctx.seed + 1), rng)
     del other
+    # before any forward: the model as built (and initialised), with the vectors the data loaded
+    vectors = loaded_vectors_check(dm, model, ctx.cfg.stage.shapes.roundoff_eps)
     init = ctx.model_info.init if ctx.model_info is not None else None
     verdict = run_shapes(
         model, batch, dm.task, ctx.cfg.stage.shapes, ctx.cfg.paper.expected_params, init
     )
     verdict = with_shapes_checks(verdict, ctx, dm, model, batch)  # inputs used, invariances
-    return with_checks(verdict, [seeded])
+    return with_checks(verdict, [seeded, vectors])
 
 
 def _seed_check(model: nn.Module, other: nn.Module, seeds: tuple[int, int], rng) -> Check:
