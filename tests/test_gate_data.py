@@ -342,7 +342,7 @@ def test_gate_passes_on_scaffolded_paper_with_80_10_10(project):
         "labels mean the same in every split",
         "no train/test feature shift",
         "examples + skipped = read",
-        "split sizes as the paper states",
+        "split sizes as stated",
         "padding at the end of rows",
         "OOV rate",
         "tokens encoded as their ids",
@@ -353,7 +353,7 @@ def test_gate_passes_on_scaffolded_paper_with_80_10_10(project):
     unmeasured = [n for n, c in checks.items() if c["reason"].startswith("not measured")]
     assert unmeasured == [
         "examples + skipped = read",
-        "split sizes as the paper states",
+        "split sizes as stated",
         "padding at the end of rows",
         "OOV rate",
         "tokens encoded as their ids",

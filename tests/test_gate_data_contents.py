@@ -80,8 +80,8 @@ def test_a_train_split_cut_to_a_tenth_fails_the_counts_and_the_stated_sizes():
     counts = checks["examples + skipped = read"]
     assert counts.measured and not counts.passed
     assert "train: 400 examples + 0 skipped != 4000 read" in counts.reason
-    sizes = checks["split sizes as the paper states"]
-    assert not sizes.passed and "train has 400, the paper states 4000" in sizes.reason
+    sizes = checks["split sizes as stated"]
+    assert not sizes.passed and "train has 400, paper.data_sizes states 4000" in sizes.reason
 
 
 def test_a_declared_cut_is_counted_as_skipped_and_still_differs_from_the_stated_sizes():
@@ -89,7 +89,7 @@ def test_a_declared_cut_is_counted_as_skipped_and_still_differs_from_the_stated_
     counts = checks["examples + skipped = read"]
     assert counts.passed and "train 4000 read = 100 + 3900 skipped" in counts.reason
     assert "limit 4700" in counts.reason  # 3900 + 400 + 400 over the three splits
-    assert not checks["split sizes as the paper states"].passed  # not the stated dataset
+    assert not checks["split sizes as stated"].passed  # not the stated dataset
 
 
 def test_read_counts_judgement():
@@ -109,7 +109,7 @@ def test_stated_sizes_only_where_the_paper_states_them():
     sizes = {"train": 384000, "val": 10000, "test": 10000}
     assert check_expected_sizes(sizes, quora, "quora").passed  # train: not stated, not compared
     short = check_expected_sizes({**sizes, "test": 9000}, quora, "quora")
-    assert not short.passed and "test has 9000, the paper states 10000" in short.reason
+    assert not short.passed and "test has 9000, paper.data_sizes states 10000" in short.reason
     none = check_expected_sizes(sizes, None, "snli")
     assert not none.measured and "dataset 'snli'" in none.reason
 

@@ -67,8 +67,9 @@ def _skip_reasons(counts: dict[str, dict[str, Any]]) -> str:
 def check_expected_sizes(
     sizes: dict[str, int], stated: DataSizes | None, dataset: str | None
 ) -> Check:
-    """The splits have the sizes the paper states (paper.data_sizes for this dataset)."""
-    name = "split sizes as the paper states"
+    """The splits have the sizes paper.data_sizes states for this dataset (the paper's, or a
+    sample's own: its `where` says which)."""
+    name = "split sizes as stated"
     if stated is None:
         return Check.not_measured(
             name, f"paper.data_sizes states none for dataset {dataset!r} (data.dataset)"
@@ -78,7 +79,9 @@ def check_expected_sizes(
     off = {s: (sizes[s], n) for s, n in want.items() if sizes[s] != n}
     where = f" ({stated.where})" if stated.where else ""
     if off:
-        desc = ", ".join(f"{s} has {got}, the paper states {n}" for s, (got, n) in off.items())
+        desc = ", ".join(
+            f"{s} has {got}, paper.data_sizes states {n}" for s, (got, n) in off.items()
+        )
         return Check(
             name,
             False,
