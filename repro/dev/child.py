@@ -206,7 +206,16 @@ def stage_exit_code(
 
     cli.console, cli.err_console = _consoles()
     try:  # the command itself, as its cold path: the same code prints the same output
-        cli.stage(stage, overrides, paper, force, resume=False, dry_run=False, cold=True)
+        cli.stage(
+            stage,
+            overrides,
+            paper,
+            force,
+            resume=False,
+            dry_run=False,
+            preflight_only=False,
+            cold=True,
+        )
     except typer.Exit as e:
         return e.exit_code
     except KeyboardInterrupt:  # outside the run (it catches its own): nothing was recorded
