@@ -1,5 +1,5 @@
 """Records written by earlier versions of repro, read in the current shape: in memory, when read
-(repro/records.py), so `judge`, `report`, `status` and `show` all see the same thing; the file
+(repro/records/store.py), so `judge`, `report`, `status` and `show` all see the same thing; the file
 itself is never rewritten (issue 20).
 
 The formats, oldest first (fixtures of each: tests/fixtures/records/):

@@ -125,7 +125,7 @@ class ModelShape:
 
 @dataclass(frozen=True)
 class RecordShape:
-    """Every field repro writes (repro/records.py: create_run, finish, annex, reopen)."""
+    """Every field repro writes (repro/records/: create_run, finish, annex, reopen)."""
 
     EXTRA_FIELD = "extra"
 

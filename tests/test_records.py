@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from repro import records
 from repro.envinfo import env_info
 from repro.errors import ReproError
 from repro.gitstate import git_state
@@ -24,8 +23,10 @@ from repro.records import (
     create_run,
     latest_run,
     list_runs,
+    liveness,
     load_run,
     mark_dead_runs,
+    store,
 )
 from repro.verdict import Check, Verdict
 
@@ -75,7 +76,7 @@ def test_create_run_writes_a_running_record(tmp_path):
     assert rec["status"] == "running"
     assert rec["config"] == {"lr": 1e-3} and rec["overrides"] == ["lr=1e-3"]
     assert rec["pid"] == os.getpid()
-    assert rec["pid_start"] == records._pid_start(os.getpid()) is not None
+    assert rec["pid_start"] == liveness.pid_start(os.getpid()) is not None
     assert datetime.fromisoformat(rec["started"]).tzinfo is not None
     assert run.id.startswith(datetime.fromisoformat(rec["started"]).strftime("%Y%m%d-%H%M%S"))
     for field in ("verdict", "evidence", "metrics", "fingerprint", "provenance", "forced"):
@@ -104,8 +105,8 @@ def test_ids_unique_in_a_tight_loop(tmp_path):
 def test_id_collision_retries_with_a_new_suffix(tmp_path, monkeypatch):
     frozen = datetime(2026, 11, 22, 5, 40, 12, tzinfo=UTC)
     suffixes = iter(["abcd", "abcd", "abcd", "beef"])
-    monkeypatch.setattr(records, "_utcnow", lambda: frozen)
-    monkeypatch.setattr(records, "_suffix", lambda: next(suffixes))
+    monkeypatch.setattr(store, "utcnow", lambda: frozen)
+    monkeypatch.setattr(store, "_suffix", lambda: next(suffixes))
     a = create_run(tmp_path, "p", "data")
     b = create_run(tmp_path, "p", "data")
     assert (a.id, b.id) == ("20261122-054012-abcd", "20261122-054012-beef")
@@ -323,9 +324,9 @@ def test_zombie_child_reads_as_interrupted(tmp_path):
     run_id = _wait_ready(proc)
     os.kill(proc.pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while records._process_state(proc.pid) != "Z" and time.monotonic() < deadline:
+    while liveness.process_state(proc.pid) != "Z" and time.monotonic() < deadline:
         time.sleep(0.005)  # the kernel makes it a zombie (dead, not yet reaped) asynchronously
-    assert records._process_state(proc.pid) == "Z"
+    assert liveness.process_state(proc.pid) == "Z"
     assert load_run(tmp_path, run_id).effective_status == "interrupted"
     proc.wait(10)
 
@@ -535,7 +536,7 @@ def test_a_running_guard_keeps_the_heartbeat(tmp_path, monkeypatch):
     import os
     import time as _time
 
-    from repro import records
+    from repro.records import run as records
 
     monkeypatch.setattr(records, "HEARTBEAT_S", 0.05)
     run = create_run(tmp_path, "toy", "full")

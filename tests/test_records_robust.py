@@ -256,8 +256,8 @@ def test_a_run_directory_is_never_visible_without_its_record(tmp_path, monkeypat
     """The record is written inside a hidden .creating-<id> folder renamed into place; a save
     that fails leaves nothing; a creator killed half-way leaves only the hidden folder, which
     readers ignore and the next run removes."""
-    from repro import records
     from repro.errors import StorageError
+    from repro.records import run as records
 
     def full_disk(path, text, what="a file"):
         cause = OSError(errno.ENOSPC, "No space left on device")
