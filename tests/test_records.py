@@ -139,7 +139,7 @@ def test_ids_unique_across_two_processes(tmp_path):
 def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
     run = create_run(tmp_path, "p", "full")
     for i in range(30):
-        run.record["metrics"] = {"step": i, "loss": 1.0 / (i + 1)}
+        run.update(metrics={"step": i, "loss": 1.0 / (i + 1)})
         run.save()
         assert json.loads(run.path("record.json").read_text())["metrics"]["step"] == i
     run.write_text("notes.txt", "hello")
@@ -156,7 +156,7 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
 
 def test_failed_save_keeps_the_old_record(tmp_path):
     run = create_run(tmp_path, "p", "full")
-    run.record["boom"] = _Unwritable()
+    run.update(boom=_Unwritable())
     with pytest.raises(RuntimeError):
         run.save()
     assert _read(run)["status"] == "running"
@@ -274,7 +274,7 @@ def test_signal_inside_guard_records_interrupted(tmp_path, sig, name):
     assert proc.returncode != 0
     run = load_run(tmp_path, run_id)
     assert run.status == "interrupted" and run.effective_status == "interrupted"
-    assert name in run.record["status_reason"]
+    assert name in run.record.status_reason
 
 
 # --- dead processes --------------------------------------------------------------------------
@@ -307,7 +307,7 @@ def test_sigkilled_run_reads_as_interrupted(tmp_path):
 def test_reused_pid_reads_as_interrupted(tmp_path):
     run = create_run(tmp_path, "p", "full")
     assert load_run(tmp_path, run.id).effective_status == "running"  # this very process
-    run.record["pid_start"] = run.record["pid_start"] - 1  # same pid, another process's start
+    run.update(pid_start=run.record.pid_start - 1)  # same pid, another process's start
     run.save()
     assert load_run(tmp_path, run.id).effective_status == "interrupted"
 
@@ -486,7 +486,7 @@ def test_guard_marks_lightning_style_interrupt_as_interrupted(tmp_path):
                 raise KeyboardInterrupt
             except KeyboardInterrupt:
                 sys.exit(1)
-    assert load_run(tmp_path, run.id).record["status"] == "interrupted"
+    assert load_run(tmp_path, run.id).record.status == "interrupted"
 
 
 def test_guard_marks_plain_nonzero_exit_as_error(tmp_path):
@@ -495,7 +495,7 @@ def test_guard_marks_plain_nonzero_exit_as_error(tmp_path):
         with run.guard():
             sys.exit(3)
     rec = load_run(tmp_path, run.id).record
-    assert rec["status"] == "error" and "SystemExit: 3" in rec["status_reason"]
+    assert rec.status == "error" and "SystemExit: 3" in rec.status_reason
 
 
 # ---- runs on another host: judged by their heartbeat, not by a local pid -----------------------

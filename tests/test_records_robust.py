@@ -312,7 +312,7 @@ def test_relative_data_paths_mean_the_project_root_from_any_folder(project, cli,
     assert code == 0, err
     assert os.getcwd() == str(project.root)
     (run,) = list_runs(project.runs_dir, "toy", "data")
-    assert run.record["status"] == "passed"
+    assert run.record.status == "passed"
 
 
 @pytest.mark.parametrize("how", ["--debug", "REPRO_DEBUG=1"])

@@ -19,13 +19,16 @@ from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from repro.errors import StorageError
 from repro.oneline import one_line
 from repro.records.liveness import pid_alive, pid_start
 from repro.records.lock import take_lock
 from repro.storage import atomic_write, is_storage_error, shown_path, storage_error
+
+if TYPE_CHECKING:
+    from repro.records.record import Record
 
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM)  # what a run records as 'interrupted'
 
@@ -63,13 +66,24 @@ def _json_default(obj: Any) -> Any:
 
 
 class Run:
-    """One stage run: its directory and its record (a plain dict saved as record.json)."""
+    """One stage run: its directory and its record.
+
+    `record` is the typed record every reader uses (repro/records/record.py); `data` is the same
+    record as the JSON saved in record.json, which this run's writer changes (update, finish,
+    annex, reopen) and which readers leave alone.
+    """
 
     def __init__(
-        self, dir: Path, record: dict[str, Any], corrupt: str | None = None, readonly: bool = False
+        self,
+        dir: Path,
+        data: dict[str, Any],
+        record: Record | None = None,
+        corrupt: str | None = None,
+        readonly: bool = False,
     ):
         self.dir = Path(dir)
-        self.record = record
+        self.data = data
+        self._record = record  # parsed from data when first read after a change (record)
         # Why record.json could not be read, starting "record.json" (see `unreadable`); None when it could.
         self.corrupt = corrupt
         # A DDP rank > 0 joins rank 0's run: same directory, but it writes nothing of its own.
@@ -83,22 +97,22 @@ class Run:
 
     @property
     def id(self) -> str:
-        return self.record.get("id") or self.dir.name
+        return self.data.get("id") or self.dir.name
 
     @property
     def paper(self) -> str:
-        return self.record.get("paper") or self.dir.parent.parent.name
+        return self.data.get("paper") or self.dir.parent.parent.name
 
     @property
     def stage(self) -> str:
-        return self.record.get("stage") or self.dir.parent.name
+        return self.data.get("stage") or self.dir.parent.name
 
     @property
     def status(self) -> str:
         """The status as written in record.json ('corrupt' when it cannot be read)."""
         if self.corrupt is not None:
             return "corrupt"
-        return self.record.get("status", "corrupt")
+        return self.data.get("status", "corrupt")
 
     @property
     def effective_status(self) -> str:
@@ -115,13 +129,13 @@ class Run:
             return self.corrupt
         if self.status == "running":
             return self._dead_reason()
-        return self.record.get("status_reason")
+        return self.data.get("status_reason")
 
     def _dead_reason(self) -> str | None:
-        pid = self.record.get("pid")
+        pid = self.data.get("pid")
         if not isinstance(pid, int):
             return "record has no pid: the process that wrote it is unknown"
-        host = self.record.get("host")
+        host = self.data.get("host")
         if host not in (None, socket.gethostname()):
             # Another machine's process (a compute node): its pid means nothing here, so judge it
             # by the heartbeat the run keeps (record.json's mtime, refreshed every HEARTBEAT_S).
@@ -132,7 +146,7 @@ class Run:
             if silent <= HEARTBEAT_DEAD_S:
                 return None
             return f"no heartbeat from host {host} for {silent:.0f} s (the run refreshes it every {HEARTBEAT_S} s)"
-        if pid_alive(pid, self.record.get("pid_start")):
+        if pid_alive(pid, self.data.get("pid_start")):
             return None
         return f"process {pid} died without finishing"
 
@@ -184,6 +198,26 @@ class Run:
             if mine:
                 self.unlock()
 
+    @property
+    def record(self) -> Record:
+        """The record, typed: as read from record.json, or as this process has written it since."""
+        if self._record is None:
+            from repro.records.record import parse_record
+
+            # through JSON, as a reader would see it: a gate may hand over numpy scalars
+            text = json.dumps(self.data, default=_json_default, ensure_ascii=False)
+            self._record = parse_record(json.loads(text))
+        return self._record
+
+    def update(self, **fields: Any) -> None:
+        """Set record fields (in memory: save() writes them)."""
+        self.data.update(fields)
+        self._record = None
+
+    def adopt(self, now: Run) -> None:
+        """Take the record of `now`, this run read again (after this process locked it)."""
+        self.data, self._record = now.data, now._record
+
     def path(self, name: str) -> Path:
         return self.dir / name
 
@@ -201,15 +235,13 @@ class Run:
     def took(self) -> tuple[float | None, bool]:
         """(seconds, estimated): the recorded duration; for a run whose process died without
         recording one, the time from its start to the last file it wrote (estimated=True)."""
-        recorded = self.record.get("duration_s")
+        recorded = self.data.get("duration_s")
         if isinstance(recorded, int | float) and not isinstance(recorded, bool):
             return float(recorded), False
-        if self.effective_status != "interrupted" or not isinstance(
-            self.record.get("started"), str
-        ):
+        if self.effective_status != "interrupted" or not isinstance(self.data.get("started"), str):
             return None, False
         try:
-            started = datetime.fromisoformat(self.record["started"])
+            started = datetime.fromisoformat(self.data["started"])
         except ValueError:
             return None, False
         last = _last_write(self.dir)
@@ -220,9 +252,10 @@ class Run:
     def save(self) -> None:
         """Write record.json atomically (temp file in the same directory, fsync, rename); a full
         or read-only disk raises StorageError naming the file."""
+        self._record = None  # the fields may have been changed in place (finish, guard)
         if self.readonly:
             return
-        text = json.dumps(self.record, indent=2, default=_json_default, ensure_ascii=False)
+        text = json.dumps(self.data, indent=2, default=_json_default, ensure_ascii=False)
         atomic_write(self.record_file, text + "\n", "the run record")
 
     def write_text(self, name: str, text: str) -> Path:
@@ -250,14 +283,14 @@ class Run:
         unknown = sorted(set(fields) - set(ANNEX_FIELDS))
         if unknown:
             raise ValueError(f"record fields {unknown} are not annex fields {ANNEX_FIELDS}")
-        self.record.update(fields)
+        self.data.update(fields)
         self.save()
 
     @property
     def prior_duration_s(self) -> float:
         """Seconds this run spent in the attempts before its resumes."""
         return sum(
-            float(r.get("previous_duration_s") or 0.0) for r in self.record.get("resumed") or []
+            float(r.get("previous_duration_s") or 0.0) for r in self.data.get("resumed") or []
         )
 
     def reopen(self, changed: list[str]) -> None:
@@ -269,7 +302,7 @@ class Run:
         """
         pid = os.getpid()
         previous_s, _ = self.took()
-        self.record.setdefault("resumed", []).append(
+        self.data.setdefault("resumed", []).append(
             {
                 "at": utcnow().isoformat(),
                 "from_ckpt": sorted(
@@ -281,7 +314,7 @@ class Run:
                 "changed": list(changed),
             }
         )
-        self.record.update(
+        self.data.update(
             status="running",
             pid=pid,
             pid_start=pid_start(pid),
@@ -294,6 +327,7 @@ class Run:
             duration_s=None,
         )
         self.corrupt = None
+        self._record = None
         # who found the earlier attempt dead: a claim that must not stop the next death's marking
         self.path("died.txt").unlink(missing_ok=True)
 
@@ -308,19 +342,19 @@ class Run:
             raise ValueError(f"status {status!r} is not one of {STATUSES}")
         if verdict is not None and not isinstance(verdict, dict):
             verdict = verdict.to_dict()
-        self.record["verdict"] = verdict
-        if verdict is not None and not self.record.get("evidence"):
-            self.record["evidence"] = verdict.get("evidence", {})
+        self.data["verdict"] = verdict
+        if verdict is not None and not self.data.get("evidence"):
+            self.data["evidence"] = verdict.get("evidence", {})
         if metrics is not None:
-            self.record["metrics"] = dict(metrics)
-        self.record["status"] = status
+            self.data["metrics"] = dict(metrics)
+        self.data["status"] = status
         ended = utcnow()
-        self.record["ended"] = ended.isoformat()
+        self.data["ended"] = ended.isoformat()
         if self._t0 is not None:
-            self.record["duration_s"] = round(time.monotonic() - self._t0, 3)
-        elif self.record.get("started"):
-            started = datetime.fromisoformat(self.record["started"])
-            self.record["duration_s"] = round((ended - started).total_seconds(), 3)
+            self.data["duration_s"] = round(time.monotonic() - self._t0, 3)
+        elif self.data.get("started"):
+            started = datetime.fromisoformat(self.data["started"])
+            self.data["duration_s"] = round((ended - started).total_seconds(), 3)
         self.save()
         self.unlock()  # the record is final: another process may mark, resume or judge it now
 
@@ -351,7 +385,7 @@ class Run:
                 raise
             raise error from exc
         else:
-            if self.record.get("status") == "running":
+            if self.data.get("status") == "running":
                 self._finish_quietly("error", "run ended without a verdict", in_main)
         finally:
             if in_main and previous is not _UNSET:
@@ -377,7 +411,7 @@ class Run:
             # Interrupted, then failed on the way out: under DDP a Ctrl-C reaches every rank,
             # and the rank whose peer exited first can fail in a collective ("Connection closed
             # by peer") before its own KeyboardInterrupt is raised. The interrupt is the cause.
-            self.record["error"] = "".join(traceback.format_exception(exc))
+            self.data["error"] = "".join(traceback.format_exception(exc))
             reason = (
                 f"{self._interrupt_reason()}; then {type(exc).__name__}: {one_line(str(exc), 200)}"
             )
@@ -387,7 +421,7 @@ class Run:
         if is_storage_error(exc):  # the gate's own write: name the file, or the run's folder
             where = exc.filename if exc.filename is not None else self.dir
             error = storage_error(where, exc, "the run's files")
-        self.record["error"] = "".join(traceback.format_exception(exc))
+        self.data["error"] = "".join(traceback.format_exception(exc))
         self._finish_quietly("error", f"{type(error).__name__}: {error}", in_main)
         return error
 
@@ -412,15 +446,15 @@ class Run:
             for sig in INTERRUPTS:
                 held[sig] = signal.signal(sig, signal.SIG_IGN)
         try:
-            self.record["status_reason"] = reason
-            if status == "error" and not self.record.get("error"):
-                self.record["error"] = reason
+            self.data["status_reason"] = reason
+            if status == "error" and not self.data.get("error"):
+                self.data["error"] = reason
             try:
-                self.finish(self.record.get("verdict"), status)
+                self.finish(self.data.get("verdict"), status)
             except StorageError:
-                self.record["error"] = reason  # the traceback may be what does not fit
+                self.data["error"] = reason  # the traceback may be what does not fit
                 try:
-                    self.finish(self.record.get("verdict"), status)
+                    self.finish(self.data.get("verdict"), status)
                 except StorageError:
                     if not self._save_in_place(FINAL_FIELDS):
                         raise
@@ -442,7 +476,7 @@ class Run:
             fd = os.open(self.record_file, os.O_RDWR | os.O_NOFOLLOW)  # never through a link
             with open(fd, "r+b") as f:
                 on_disk = json.loads(f.read())
-                on_disk.update({k: self.record.get(k) for k in fields})
+                on_disk.update({k: self.data.get(k) for k in fields})
                 text = json.dumps(on_disk, indent=2, default=_json_default, ensure_ascii=False)
                 data = (text + "\n").encode()
                 if len(data) > os.fstat(f.fileno()).st_blocks * 512:

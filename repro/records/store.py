@@ -21,6 +21,7 @@ from typing import Any
 
 from repro.errors import ReproError, StorageError
 from repro.oneline import one_line
+from repro.records.formats import upgrade
 from repro.records.liveness import pid_alive, pid_start
 from repro.records.lock import RunLocked
 from repro.records.run import RECORD_FILE, Run, utcnow
@@ -74,12 +75,12 @@ def create_run(runs_root: Path, paper: str, stage: str, **initial: Any) -> Run:
     run = Run(making, _initial_record(run_id, paper, stage, now) | initial)
     try:
         run.lock()  # this process writes the run until it ends it (execute: unlock)
-        git = run.record.get("git")
+        git = run.data.get("git")
         if isinstance(git, dict) and git.get("diff"):
             git = dict(git)
             run.write_text("git.diff", git.pop("diff"))
             git["diff_file"] = "git.diff"
-            run.record["git"] = git
+            run.update(git=git)
         run.save()
         os.rename(making, stage_dir / run_id)
     except BaseException as e:
@@ -117,12 +118,15 @@ def _reserve_id(stage_dir: Path) -> tuple[str, datetime]:
 
 
 def _initial_record(run_id: str, paper: str, stage: str, now: datetime) -> dict[str, Any]:
+    from repro.records.record import SCHEMA
+
     pid = os.getpid()
     return {
         "id": run_id,
         "paper": paper,
         "stage": stage,
         "status": "running",
+        "schema": SCHEMA,
         "verdict": None,
         "evidence": {},
         "metrics": {},
@@ -181,49 +185,58 @@ def read_run(run_dir: Path) -> Run:
 
 def _read_run(run_dir: Path) -> Run:
     """A Run from its directory; a record.json that is missing, not JSON, or not shaped like a
-    run record (repro/record_shape.py) gives a Run with status 'corrupt' and the reason."""
-    from repro.record_formats import upgrade
-    from repro.record_shape import record_problem
+    run record (repro/records/record.py) gives a Run with status 'corrupt' and the reason."""
+    from repro.records.record import Record  # imports the config's types: only when reading
 
     path = run_dir / RECORD_FILE
     try:
         text = path.read_text(encoding="utf-8")
-        record = json.loads(text)
+        data = json.loads(text)
     except FileNotFoundError:
         return _corrupt(run_dir, "record.json is missing")
     except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return _corrupt(
             run_dir, f"record.json: expected a JSON object, found {_why_unreadable(exc)}"
         )
-    record = upgrade(record)  # a record of an earlier repro, read in the current shape
-    problem = _SHAPE_PROBLEMS.get(text, _UNCHECKED)
-    if problem is _UNCHECKED:
-        problem = record_problem(record)
-        if len(_SHAPE_PROBLEMS) >= 4096:  # a bound for a long-lived process (the warm worker)
-            _SHAPE_PROBLEMS.clear()
-        _SHAPE_PROBLEMS[text] = problem
-    if problem is None:
+    record = _parsed(text)
+    if isinstance(record, Record):
         expected = {
             "id": run_dir.name,
             "paper": run_dir.parent.parent.name,
             "stage": run_dir.parent.name,
         }
-        wrong = [k for k, v in expected.items() if record[k] != v]
+        wrong = [k for k, v in expected.items() if getattr(record, k) != v]
         if wrong:
             k = wrong[0]
-            problem = (
-                f"{k!r}: expected {expected[k]!r} (the name of its folder), found {record[k]!r}"
-            )
-    if problem is not None:
-        return _corrupt(run_dir, f"record.json: {one_line(problem, 300)}")
-    return Run(run_dir, record)
+            found = getattr(record, k)
+            record = f"{k!r}: expected {expected[k]!r} (the name of its folder), found {found!r}"
+    if not isinstance(record, Record):
+        return _corrupt(run_dir, f"record.json: {one_line(record, 300)}")
+    return Run(run_dir, upgrade(data), record)
 
 
-# record_problem of a record.json's text, checked once per text in a process: one command lists
-# the runs many times (plan, progression, status), and a record only changes by being rewritten,
-# i.e. as a new text.
-_SHAPE_PROBLEMS: dict[str, str | None] = {}
-_UNCHECKED = object()
+def _parsed(text: str) -> Any:
+    """A record.json's text as a Record (or why it is not one), parsed once per text in a process:
+    one command lists the runs many times (plan, progression, status), and a record only changes
+    by being rewritten, i.e. as a new text. A Record is immutable, so runs read from the same text
+    share it; it is parsed from its own copy of the JSON, never from a run's data that its writer
+    may change."""
+    from repro.records.record import UnreadableRecord, parse_record
+
+    record = _PARSED.get(text)
+    if record is None:
+        try:
+            # a record of an earlier repro, read in the current shape (formats.py)
+            record = parse_record(upgrade(json.loads(text)))
+        except UnreadableRecord as e:
+            record = str(e)
+        if len(_PARSED) >= 4096:  # a bound for a long-lived process (the warm worker)
+            _PARSED.clear()
+        _PARSED[text] = record
+    return record
+
+
+_PARSED: dict[str, Any] = {}  # text -> Record, or why it is not one
 
 
 def _why_unreadable(exc: BaseException) -> str:
@@ -239,13 +252,11 @@ def _why_unreadable(exc: BaseException) -> str:
 
 
 def _corrupt(run_dir: Path, why: str) -> Run:
-    record = {
-        "id": run_dir.name,
-        "paper": run_dir.parent.parent.name,
-        "stage": run_dir.parent.name,
-        "status": "corrupt",
-    }
-    return Run(run_dir, record, corrupt=why)
+    from repro.records.record import unreadable_stub
+
+    stub = unreadable_stub(run_dir.name, run_dir.parent.parent.name, run_dir.parent.name)
+    data = {"id": stub.id, "paper": stub.paper, "stage": stub.stage, "status": stub.status}
+    return Run(run_dir, data, stub, corrupt=why)
 
 
 def _run_dirs(runs_root: Path, paper: str | None = None, stage: str | None = None) -> list[Path]:
@@ -271,8 +282,7 @@ def _subdirs(path: Path) -> list[Path]:
 
 def _newest_first_key(run: Run) -> tuple[str, str, str]:
     # The id starts with the UTC second; `started` (microseconds) orders runs within a second.
-    started = run.record.get("started")
-    return (run.id[:15], started if isinstance(started, str) else "", run.id)
+    return (run.id[:15], run.record.started or "", run.id)
 
 
 def list_runs(runs_root: Path, paper: str | None = None, stage: str | None = None) -> list[Run]:
@@ -324,7 +334,7 @@ def mark_dead_runs(runs_root: Path, paper: str | None = None) -> list[Run]:
     a run is marked once, by whichever process claims it first (O_EXCL on `died.txt`)."""
     marked = []
     for run in list_runs(runs_root, paper):
-        if run.status != "running" or run.record.get("host") not in (None, socket.gethostname()):
+        if run.status != "running" or run.record.host not in (None, socket.gethostname()):
             continue
         if run._dead_reason() is None:
             continue
@@ -339,9 +349,8 @@ def mark_dead_runs(runs_root: Path, paper: str | None = None) -> list[Run]:
             reason = now._dead_reason() if now.status == "running" else None
             if reason is None or not _claim(run.path("died.txt"), reason):
                 continue
-            run.record = now.record
-            run.record["status"] = "interrupted"
-            run.record["status_reason"] = reason
+            run.adopt(now)
+            run.update(status="interrupted", status_reason=reason)
             run.save()
             marked.append(run)
         finally:
