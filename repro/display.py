@@ -78,9 +78,16 @@ def print_unreadable(console: Console, runs) -> None:
 
 
 def print_verdict(console: Console, record: Record) -> None:
-    v = record.verdict or RecordedVerdict()
+    print_checks(console, record.stage, record.verdict or RecordedVerdict())
+    full = load_metrics(FullMetrics, record) if record.stage == "full" else None
+    if full is not None:
+        _print_full(console, full)
+
+
+def print_checks(console: Console, stage: str, v: RecordedVerdict) -> None:
+    """The verdict's line and a table of its checks."""
     label = "PASS" if v.passed else "FAIL"
-    console.print(f"[{STATE_STYLE[label]}]{escape(record.stage)}: {label}[/] — ", end="")
+    console.print(f"[{STATE_STYLE[label]}]{escape(stage)}: {label}[/] — ", end="")
     console.print(safe(v.reason or ""), markup=False, highlight=False)
     checks = v.checks or []
     if checks:
@@ -95,9 +102,6 @@ def print_verdict(console: Console, record: Record) -> None:
                 escape(c.reason or ""),
             )
         console.print(t)
-    full = load_metrics(FullMetrics, record) if record.stage == "full" else None
-    if full is not None:
-        _print_full(console, full)
 
 
 def _check_mark(check: RecordedCheck) -> str:

@@ -14,6 +14,7 @@ in the current shape by repro/records/formats.py.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -218,6 +219,14 @@ def parse_record(data: Any) -> Record:
         # from_dict's hint for a missing key is about conf/, not records: keep what it found
         what = what.split("; every repro key")[0]
         raise UnreadableRecord(f"{key!r}: {what}" if what else str(e)) from None
+
+
+def as_recorded(verdict: Any) -> RecordedVerdict:
+    """A gate's Verdict as a record holds it (what `repro.lab` shows without recording a run)."""
+    from repro.records.run import json_default
+
+    data = json.loads(json.dumps(verdict.to_dict(), default=json_default))
+    return from_dict(RecordedVerdict, data, "verdict")
 
 
 def unreadable_stub(run_id: str, paper: str, stage: str) -> Record:

@@ -48,7 +48,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """What record.json holds for a value JSON has no form of (dataclasses, paths, numpy/torch
+    scalars and arrays, sets): `json.dumps(..., default=json_default)`."""
     if is_dataclass(obj) and not isinstance(obj, type):
         return asdict(obj)
     if isinstance(obj, Path):
@@ -205,7 +207,7 @@ class Run:
             from repro.records.record import parse_record
 
             # through JSON, as a reader would see it: a gate may hand over numpy scalars
-            text = json.dumps(self.data, default=_json_default, ensure_ascii=False)
+            text = json.dumps(self.data, default=json_default, ensure_ascii=False)
             self._record = parse_record(json.loads(text))
         return self._record
 
@@ -255,7 +257,7 @@ class Run:
         self._record = None  # the fields may have been changed in place (finish, guard)
         if self.readonly:
             return
-        text = json.dumps(self.data, indent=2, default=_json_default, ensure_ascii=False)
+        text = json.dumps(self.data, indent=2, default=json_default, ensure_ascii=False)
         atomic_write(self.record_file, text + "\n", "the run record")
 
     def write_text(self, name: str, text: str) -> Path:
@@ -477,7 +479,7 @@ class Run:
             with open(fd, "r+b") as f:
                 on_disk = json.loads(f.read())
                 on_disk.update({k: self.data.get(k) for k in fields})
-                text = json.dumps(on_disk, indent=2, default=_json_default, ensure_ascii=False)
+                text = json.dumps(on_disk, indent=2, default=json_default, ensure_ascii=False)
                 data = (text + "\n").encode()
                 if len(data) > os.fstat(f.fileno()).st_blocks * 512:
                     return False
