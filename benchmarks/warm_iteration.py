@@ -46,9 +46,7 @@ def run_ids(project: Project) -> set[str]:
 def in_runs(project: Project, before: set[str]) -> float:
     """Seconds spent inside the runs recorded since `before` (record.json duration_s: from the
     run's creation to its verdict, gate included): the part the worker cannot make faster."""
-    return sum(
-        r.record.get("duration_s") or 0 for r in list_runs(project.runs_dir) if r.id not in before
-    )
+    return sum(r.record.duration_s or 0 for r in list_runs(project.runs_dir) if r.id not in before)
 
 
 def copy_project(source: Path, paper: str, dest: Path) -> Project:

@@ -341,16 +341,16 @@ def _finish(project, paper: str, run) -> None:
     if note:
         console.print(f"[yellow]{escape(note)}[/yellow]")
     print_status(console, paper, _milestones(project, paper))
-    raise typer.Exit(0 if run.record["status"] == "passed" else 1)
+    raise typer.Exit(0 if run.record.status == "passed" else 1)
 
 
-def _experiment_note(record: dict) -> str | None:
+def _experiment_note(record) -> str | None:  # record: repro.records.record.Record
     """Why a run does not count as a milestone, when it does not."""
     why = []
-    if record.get("overrides"):
-        why.append(f"overrides {' '.join(record['overrides'])}")
-    if record.get("forced"):
-        why.append(f"--force past {', '.join(record.get('skipped_prerequisites') or [])}")
+    if record.overrides:
+        why.append(f"overrides {' '.join(record.overrides)}")
+    if record.forced:
+        why.append(f"--force past {', '.join(record.skipped_prerequisites or [])}")
     if not why:
         return None
     return (
@@ -391,7 +391,7 @@ def rerun(
     except KeyboardInterrupt:
         err_console.print("Interrupted: the run is recorded as interrupted (see `repro log`).")
         raise typer.Exit(130) from None
-    console.print(f"re-run of {run.record['links']['rerun_of']}: run {run.id}")
+    console.print(f"re-run of {(run.record.links or {})['rerun_of']}: run {run.id}")
     _finish(project, run.paper, run)
 
 
@@ -646,7 +646,7 @@ def eval_command(
     print_verdict(console, run.record)
     print_comparison(console, run.record)
     console.print(f"run record: {run.dir.relative_to(project.root)}", markup=False)
-    raise typer.Exit(0 if run.record["status"] == "passed" else 1)
+    raise typer.Exit(0 if run.record.status == "passed" else 1)
 
 
 def main() -> None:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from repro.config import flatten
+
+if TYPE_CHECKING:
+    from repro.records.record import Record
 
 KINDS = ("run", "config", "overrides", "code", "git", "data", "env", "model")
 ENV_KEYS = ("python",)
@@ -52,9 +55,9 @@ def _diff_maps(kind: str, a: dict, b: dict, prefix: str = "") -> list[Difference
     return out
 
 
-def _config(a: dict, b: dict) -> list[Difference]:
-    fa, fb = flatten(a.get("config") or {}), flatten(b.get("config") or {})
-    pa, pb = a.get("provenance") or {}, b.get("provenance") or {}
+def _config(a: Record, b: Record) -> list[Difference]:
+    fa, fb = flatten(a.config or {}), flatten(b.config or {})
+    pa, pb = a.provenance or {}, b.provenance or {}
     out = []
     for d in _diff_maps("config", fa, fb):
         out.append(
@@ -70,15 +73,15 @@ def _config(a: dict, b: dict) -> list[Difference]:
     return out
 
 
-def _code_and_data(a: dict, b: dict) -> list[Difference]:
-    fa = (a.get("fingerprint") or {}).get("files") or {}
-    fb = (b.get("fingerprint") or {}).get("files") or {}
+def _code_and_data(a: Record, b: Record) -> list[Difference]:
+    fa = a.fingerprint.files if a.fingerprint else {}
+    fb = b.fingerprint.files if b.fingerprint else {}
     out = []
     for d in _diff_maps("code", fa, fb):
         kind = "code" if d.key.startswith("papers/") else "data"
         out.append(Difference(kind, d.key, d.a, d.b, d.note or "content hash differs"))
-    pa = (a.get("fingerprint") or {}).get("parts") or {}
-    pb = (b.get("fingerprint") or {}).get("parts") or {}
+    pa = a.fingerprint.parts if a.fingerprint else {}
+    pb = b.fingerprint.parts if b.fingerprint else {}
     if pa.get("data_files") != pb.get("data_files") and not any(d.kind == "data" for d in out):
         out.append(
             Difference(
@@ -106,62 +109,67 @@ def comparable_git_diff(text: str | None) -> str:
     return "\n".join(keep)
 
 
-def _git(a: dict, b: dict, diff_a: str | None, diff_b: str | None) -> list[Difference]:
-    ga, gb = a.get("git") or {}, b.get("git") or {}
+def _git(a: Record, b: Record, diff_a: str | None, diff_b: str | None) -> list[Difference]:
+    from repro.records.record import RecordedGit
+
+    ga, gb = a.git or RecordedGit(), b.git or RecordedGit()
     out = []
-    if ga.get("commit") != gb.get("commit"):
-        out.append(Difference("git", "git.commit", ga.get("commit"), gb.get("commit")))
+    if ga.commit != gb.commit:
+        out.append(Difference("git", "git.commit", ga.commit, gb.commit))
     if comparable_git_diff(diff_a) != comparable_git_diff(diff_b):
         out.append(
             Difference(
                 "git",
                 "git.diff",
-                "dirty" if ga.get("dirty") else "clean",
-                "dirty" if gb.get("dirty") else "clean",
+                "dirty" if ga.dirty else "clean",
+                "dirty" if gb.dirty else "clean",
                 "uncommitted changes differ (git.diff)",
             )
         )
     return out
 
 
-def _env_view(rec: dict) -> dict[str, Any]:
-    env = rec.get("env") or {}
-    view = {k: env.get(k) for k in ENV_KEYS}
-    view |= {k: v for k, v in (env.get("packages") or {}).items()}
-    dev = env.get("device") or {}
+def _env_view(rec: Record) -> dict[str, Any]:
+    if rec.env is None:
+        return dict.fromkeys(ENV_KEYS)
+    view = {k: getattr(rec.env, k) for k in ENV_KEYS}
+    view |= dict(rec.env.packages)
+    dev = rec.env.device
     view |= {f"device.{k}" if k != "device" else "device": dev.get(k) for k in DEVICE_KEYS if dev}
     return view
 
 
-def _model(a: dict, b: dict) -> list[Difference]:
-    ma, mb = a.get("model") or {}, b.get("model") or {}
-    if not ma or not mb:
+def _model(a: Record, b: Record) -> list[Difference]:
+    ma, mb = a.model, b.model
+    if ma is None or mb is None:
         return []  # a stage that builds no model (data) has nothing to compare
     out = []
-    if ma.get("class") != mb.get("class"):
-        out.append(Difference("model", "model/class", ma.get("class"), mb.get("class")))
-    for d in _diff_maps("model", ma.get("params") or {}, mb.get("params") or {}, "model/"):
+    class_a, class_b = ma.extra.get("class"), mb.extra.get("class")
+    if class_a != class_b:
+        out.append(Difference("model", "model/class", class_a, class_b))
+    for d in _diff_maps("model", ma.params, mb.params, "model/"):
         out.append(Difference("model", d.key, d.a, d.b, d.note or "shape differs"))
     for k in ("trainable", "total"):
-        if ma.get(k) != mb.get(k):
-            out.append(Difference("model", f"model/{k}", ma.get(k), mb.get(k), "parameter count"))
+        if getattr(ma, k) != getattr(mb, k):
+            diff = Difference(
+                "model", f"model/{k}", getattr(ma, k), getattr(mb, k), "parameter count"
+            )
+            out.append(diff)
     return out
 
 
 def diff_runs(
-    a: dict[str, Any],
-    b: dict[str, Any],
+    a: Record,
+    b: Record,
     git_diff_a: str | None = None,
     git_diff_b: str | None = None,
 ) -> list[Difference]:
     """Every input difference between two run records, grouped by kind in KINDS order."""
     out = _diff_maps(
-        "run", {k: a.get(k) for k in ("paper", "stage")}, {k: b.get(k) for k in ("paper", "stage")}
+        "run", {"paper": a.paper, "stage": a.stage}, {"paper": b.paper, "stage": b.stage}
     )
     out += _config(a, b)
-    out += _diff_maps(
-        "overrides", _override_map(a.get("overrides")), _override_map(b.get("overrides"))
-    )
+    out += _diff_maps("overrides", _override_map(a.overrides), _override_map(b.overrides))
     out += _code_and_data(a, b)
     out += _git(a, b, git_diff_a, git_diff_b)
     out += [
@@ -223,10 +231,10 @@ def format_diff(
     return "\n".join(lines)
 
 
-def outcomes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple]:
+def outcomes(a: Record, b: Record) -> dict[str, tuple]:
     """Status and metrics side by side (results, not inputs: never counted as differences)."""
-    out: dict[str, tuple] = {"status": (a.get("status"), b.get("status"))}
-    ma, mb = a.get("metrics") or {}, b.get("metrics") or {}
+    out: dict[str, tuple] = {"status": (a.status, b.status)}
+    ma, mb = a.metrics or {}, b.metrics or {}
     for k in sorted(set(ma) | set(mb)):
         out[k] = (ma.get(k), mb.get(k))
     return out
@@ -259,9 +267,9 @@ def code_text_diff(dir_a, dir_b, diffs: list[Difference], context: int = 3) -> s
 TIMINGS = re.compile(r"(^|\.)(speed|steps_per_s|train_seconds|seconds|load_avg)(\.|$)|_s$")
 
 
-def different_results(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+def different_results(a: Record, b: Record) -> list[str]:
     """Recorded metrics of two runs that differ (numbers only; timings left out)."""
-    ma, mb = flatten(a.get("metrics") or {}), flatten(b.get("metrics") or {})
+    ma, mb = flatten(a.metrics or {}), flatten(b.metrics or {})
     return [
         k
         for k in sorted(set(ma) & set(mb))
@@ -269,9 +277,7 @@ def different_results(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     ]
 
 
-def same_inputs_different_results(
-    diffs: list[Difference], a: dict[str, Any], b: dict[str, Any]
-) -> list[str]:
+def same_inputs_different_results(diffs: list[Difference], a: Record, b: Record) -> list[str]:
     """Metrics that differ although no input does (config, code, data, environment, model): the
     run is not deterministic (a set iterated in preprocessing, threads, a GPU kernel...)."""
     if any(d.kind in ("config", "overrides", "code", "data", "env", "model") for d in diffs):

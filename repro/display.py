@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape as _markup_escape
@@ -12,6 +11,13 @@ from rich.table import Table
 from repro.config import GATE_SECTIONS, flatten, kind_of
 from repro.gates.metrics import FullMetrics, load_metrics
 from repro.oneline import one_line
+from repro.records.record import (
+    Record,
+    RecordedCheck,
+    RecordedEnv,
+    RecordedGit,
+    RecordedVerdict,
+)
 from repro.terminal import safe
 
 
@@ -71,12 +77,19 @@ def print_unreadable(console: Console, runs) -> None:
             )
 
 
-def print_verdict(console: Console, record: dict[str, Any]) -> None:
-    v = record.get("verdict") or {}
-    label = "PASS" if v.get("passed") else "FAIL"
-    console.print(f"[{STATE_STYLE[label]}]{escape(str(record['stage']))}: {label}[/] — ", end="")
-    console.print(safe(v.get("reason", "")), markup=False, highlight=False)
-    checks = v.get("checks") or []
+def print_verdict(console: Console, record: Record) -> None:
+    print_checks(console, record.stage, record.verdict or RecordedVerdict())
+    full = load_metrics(FullMetrics, record) if record.stage == "full" else None
+    if full is not None:
+        _print_full(console, full)
+
+
+def print_checks(console: Console, stage: str, v: RecordedVerdict) -> None:
+    """The verdict's line and a table of its checks."""
+    label = "PASS" if v.passed else "FAIL"
+    console.print(f"[{STATE_STYLE[label]}]{escape(stage)}: {label}[/] — ", end="")
+    console.print(safe(v.reason or ""), markup=False, highlight=False)
+    checks = v.checks or []
     if checks:
         t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         t.add_column("check")
@@ -84,20 +97,17 @@ def print_verdict(console: Console, record: dict[str, Any]) -> None:
         t.add_column("measured")
         for c in checks:
             t.add_row(
-                escape(str(c.get("name") or "?")),
+                escape(c.name or "?"),
                 _check_mark(c),
-                escape(str(c.get("reason") or "")),
+                escape(c.reason or ""),
             )
         console.print(t)
-    full = load_metrics(FullMetrics, record) if record.get("stage") == "full" else None
-    if full is not None:
-        _print_full(console, full)
 
 
-def _check_mark(check: dict[str, Any]) -> str:
-    if check.get("measured") is False:
+def _check_mark(check: RecordedCheck) -> str:
+    if check.measured is False:
         return "[dim]–[/]"  # not measured: neither passed nor failed
-    return "[green]ok[/]" if check.get("passed") else "[red]FAIL[/]"
+    return "[green]ok[/]" if check.passed else "[red]FAIL[/]"
 
 
 def _print_full(console: Console, m: FullMetrics) -> None:
@@ -162,19 +172,20 @@ def print_status(console: Console, paper: str, rows) -> None:
             )
 
 
-def run_marks(rec: dict) -> list[str]:
+def run_marks(rec: Record) -> list[str]:
     """How a run came about, when not plainly: forced past its prerequisites, a re-run of
     another run, or resumed after an interruption."""
     marks = []
-    if rec.get("forced"):
+    links = rec.links or {}
+    if rec.forced:
         marks.append("forced")
-    if (rec.get("links") or {}).get("rerun_of"):
+    if links.get("rerun_of"):
         marks.append("re-run")
-    if rec.get("resumed"):
+    if rec.resumed:
         marks.append("resumed")
-    if (rec.get("links") or {}).get("judged"):
+    if links.get("judged"):
         marks.append("judged again")
-    if rec.get("overrides"):
+    if rec.overrides:
         marks.append("overrides")
     return marks
 
@@ -196,12 +207,9 @@ def print_log(console: Console, runs) -> None:
             st + (f" ({', '.join(marks)})" if marks else ""),
             _took(r),
         ]
-        reason = (rec.get("verdict") or {}).get("reason") or r.status_reason or ""
-        overrides = rec.get("overrides")
-        if (
-            isinstance(overrides, list) and overrides
-        ):  # shown first: it is what makes the run differ
-            reason = f"[{' '.join(map(str, overrides))}] {reason}"
+        reason = (rec.verdict.reason if rec.verdict else None) or r.status_reason or ""
+        if rec.overrides:  # shown first: it is what makes the run differ
+            reason = f"[{' '.join(rec.overrides)}] {reason}"
         rows.append((cells, st, reason))
     # One line per run (the full reason is in `repro show <run>`): the reason gets what the
     # other columns leave of the terminal's width, each taking its widest cell + 3 (padding and
@@ -234,14 +242,14 @@ def print_run(console: Console, run) -> None:
     rec = run.record
     _print_header(console, run)
     _print_history(console, rec)
-    if rec.get("verdict"):
+    if rec.verdict:
         print_verdict(console, rec)
-    if rec.get("error"):
+    if rec.error:
         console.print("[red]error:[/]")
-        console.print(safe(rec["error"]), markup=False, highlight=False)
-    if rec.get("metrics"):
+        console.print(safe(rec.error), markup=False, highlight=False)
+    if rec.metrics:
         console.print(
-            "metrics: " + json.dumps(rec["metrics"], default=str), markup=False, highlight=False
+            "metrics: " + json.dumps(rec.metrics, default=str), markup=False, highlight=False
         )
     _print_config(console, rec)
     _print_environment(console, run)
@@ -253,16 +261,16 @@ def _print_header(console: Console, run) -> None:
     console.print(
         f"status: {_styled(st, st)}"
         + (f" ({escape(str(run.status_reason))})" if run.status_reason else "")
-        + ("  [yellow]forced: ran without its prerequisites[/]" if rec.get("forced") else "")
+        + ("  [yellow]forced: ran without its prerequisites[/]" if rec.forced else "")
     )
     console.print(f"dir: {run.dir}", markup=False, highlight=False)
     took = _took(run) or "unknown"
-    console.print(f"started {_when(rec.get('started'))} UTC, took {took}", markup=False)
+    console.print(f"started {_when(rec.started)} UTC, took {took}", markup=False)
 
 
-def _print_history(console: Console, rec: dict) -> None:
+def _print_history(console: Console, rec: Record) -> None:
     """Re-run links, resumes, forecast vs actual."""
-    links = dict(rec.get("links") or {})
+    links = dict(rec.links or {})
     if links.get("rerun_of"):
         rerun_of = links.pop("rerun_of")
         console.print(
@@ -270,27 +278,27 @@ def _print_history(console: Console, rec: dict) -> None:
         )
     if links:
         console.print(f"links: {links}", markup=False)
-    for r in rec.get("resumed") or []:
-        ckpts = ", ".join(r.get("from_ckpt") or ["the start"])
+    for r in rec.resumed or []:
+        ckpts = ", ".join(r.from_ckpt or ["the start"])
         console.print(
-            f"resumed {_when(r.get('at'))} UTC from {ckpts} (was {r.get('previous_status', '?')})",
+            f"resumed {_when(r.at)} UTC from {ckpts} (was {r.previous_status or '?'})",
             markup=False,
             highlight=False,
         )
-    if rec.get("forecast") or rec.get("actual"):
+    if rec.forecast or rec.actual:
         from repro.forecast import compare, describe
 
-        if rec.get("forecast"):
-            console.print(describe(rec["forecast"]), markup=False, highlight=False)
-        line = compare(rec.get("forecast"), rec.get("actual"))
+        if rec.forecast:
+            console.print(describe(rec.forecast), markup=False, highlight=False)
+        line = compare(rec.forecast, rec.actual)
         if line:
             console.print(line, markup=False, highlight=False)
 
 
-def _print_config(console: Console, rec: dict) -> None:
+def _print_config(console: Console, rec: Record) -> None:
     """The defaults repro filled in, then the whole resolved config with each value's source."""
-    prov = rec.get("provenance") or {}
-    flat = flatten(rec.get("config") or {})
+    prov = rec.provenance or {}
+    flat = flatten(rec.config or {})
     defaults = {
         k: flat.get(k)
         for k, p in prov.items()
@@ -323,28 +331,26 @@ def _print_config(console: Console, rec: dict) -> None:
 def _print_environment(console: Console, run) -> None:
     """Init, git, packages and device, plots."""
     rec = run.record
-    if isinstance(rec.get("init"), dict) and rec["init"]:
-        kinds = sorted({(str(v).split() or ["?"])[0] for v in rec["init"].values()})
+    if rec.init:
+        kinds = sorted({(str(v).split() or ["?"])[0] for v in rec.init.values()})
         console.print(
-            f"init: {len(rec['init'])} parameters initialised by repro ({', '.join(kinds)}); "
+            f"init: {len(rec.init)} parameters initialised by repro ({', '.join(kinds)}); "
             "see record.json 'init'",
             markup=False,
         )
-    git = rec.get("git") or {}
-    dirty = " (dirty: see git.diff)" if git.get("dirty") else " (clean)"
-    console.print(
-        f"git: commit {git.get('commit') or '-'} on {git.get('branch') or '-'}{dirty}", markup=False
-    )
-    env = rec.get("env") or {}
-    packages = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items() if v)
-    device = env.get("device") or {}
+    git = rec.git or RecordedGit()
+    dirty = " (dirty: see git.diff)" if git.dirty else " (clean)"
+    console.print(f"git: commit {git.commit or '-'} on {git.branch or '-'}{dirty}", markup=False)
+    env = rec.env or RecordedEnv()
+    packages = ", ".join(f"{k} {v}" for k, v in env.packages.items() if v)
+    device = env.device
     where = (
         f", device {device.get('device')} ({device.get('device_name')})"
         if device.get("device")
         else ""
     )
     console.print(
-        f"env: python {(str(env.get('python') or '?').split() or ['?'])[0]}, {packages}{where}",
+        f"env: python {((env.python or '?').split() or ['?'])[0]}, {packages}{where}",
         markup=False,
     )
     plots = sorted(str(p.relative_to(run.dir)) for p in run.dir.rglob("*.png"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -17,6 +17,9 @@ from rich.table import Table
 from repro.errors import DataError, ReproError
 from repro.project import Project
 from repro.verdict import Check, Verdict
+
+if TYPE_CHECKING:
+    from repro.records.record import Record
 
 STAGE = "eval"  # runs/<paper>/eval/<run-id>/: not a gate, never a milestone
 SPLITS = ("train", "val", "test")
@@ -195,7 +198,7 @@ def _changes(project, run, trained) -> list[str]:
     from repro.inference import code_changes, is_code_file
 
     changed = [] if trained.code == "recorded" else code_changes(project, run, trained.package)
-    files = (run.record.get("fingerprint") or {}).get("files") or {}
+    files = run.record.fingerprint.files if run.record.fingerprint else {}
     for f, h in sorted(files.items()):
         if not is_code_file(f) and file_digest(project.root / f) != h:
             changed.append(f)
@@ -217,7 +220,7 @@ def _record(project: Project, run, trained, verdict: Verdict, metrics: EvalMetri
     code = code_files(code_dir)  # the paper's code as fingerprints name it (no __init__.py)
     folder = trained.package.replace(".", "/")
     files = {f"{folder}/{p.name}": file_digest(p) for p in code["data"] + code["model"]}
-    recorded = (run.record.get("fingerprint") or {}).get("files") or {}
+    recorded = run.record.fingerprint.files if run.record.fingerprint else {}
     files |= {f: file_digest(project.root / f) for f in recorded if not is_code_file(f)}
     new = create_run(
         project.runs_dir,
@@ -225,7 +228,7 @@ def _record(project: Project, run, trained, verdict: Verdict, metrics: EvalMetri
         STAGE,
         config=config,
         overrides=list(metrics.overrides),
-        provenance=dict(run.record.get("provenance") or {}),
+        provenance=dict(run.record.provenance or {}),
         fingerprint={"files": files},
         git=git_state(project.root),
         env=env_info(),
@@ -249,7 +252,7 @@ def _code_dir(project: Project, trained) -> Path:
     return project.root / trained.package.replace(".", "/")
 
 
-def print_comparison(console: Console, record: dict[str, Any]) -> None:
+def print_comparison(console: Console, record: Record) -> None:
     """The eval's metrics per seed beside the run's recorded ones, and the difference."""
     from repro.gates.metrics import load_metrics
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.config.schema import RunConfig
+from repro.records.record import RecordedActual
 
 BYTES_PER_WEIGHT = 4  # fp32, every parameter
 # fp32 gradient + Adam's two moments: trainable parameters only (issue 21: BiMPM's 32M frozen
@@ -216,8 +217,8 @@ def _measured_runs(runs_dir: Path, paper: str, current: dict, milestones: bool):
             for r in list_runs(runs_dir, paper=paper, stage=stage)
             if r.corrupt is None
             and r.effective_status == "passed"
-            and not r.record.get("forced")
-            and ((r.record.get("fingerprint") or {}).get("stages") or {}).get(stage) == want
+            and not r.record.forced
+            and r.record.fingerprint_of(stage) == want
         ]
         if not runs:
             return f"{stage} has not passed with this config on the current code and data"
@@ -243,16 +244,16 @@ def inputs_from_records(
     if sizes is None or speed is None or speed.speed is None:
         return f"overfit run {overfit.id} recorded no speed sample (recorded by an older repro?)"
     s = speed.speed
-    model = overfit.record.get("model") or {}
-    device = ((overfit.record.get("env") or {}).get("device") or {}).get("device", "?")
+    rec = overfit.record
+    device = rec.env.device.get("device", "?") if rec.env else "?"
     return from_sample(
         s,
         sizes.sizes,
         cfg,
         overfit.id,
-        params=model.get("total"),
-        trainable_params=model.get("trainable"),
-        overfit_peak_rss_mb=overfit.record.get("peak_rss_mb"),
+        params=rec.model.total if rec.model else None,
+        trainable_params=rec.model.trainable if rec.model else None,
+        overfit_peak_rss_mb=rec.peak_rss_mb,
         device=str(device),
     )
 
@@ -300,7 +301,7 @@ def _data_steps(runs_dir: Path, paper: str, cfg: RunConfig, current: dict) -> st
         return ""
     want = current["stages"]["data"]
     for run in list_runs(runs_dir, paper=paper, stage="data"):
-        fp = ((run.record.get("fingerprint") or {}).get("stages") or {}).get("data")
+        fp = run.record.fingerprint_of("data")
         sizes = load_metrics(DataMetrics, run.record) if fp == want else None
         if sizes is not None and run.effective_status == "passed":
             n = train_batches(
@@ -337,25 +338,23 @@ def print_forecast(
     return fc
 
 
-def compare(forecast: dict[str, Any] | None, actual: dict[str, Any] | None) -> str | None:
+def compare(forecast: dict[str, Any] | None, actual: RecordedActual | None) -> str | None:
     """One line: forecast vs actual per-epoch time and total, for `repro show`."""
-    if not forecast or not actual or "likely_s" not in forecast:
+    if not forecast or actual is None or "likely_s" not in forecast:
         return None
-    wall = actual.get("wall_s") or 0
+    wall = actual.wall_s or 0
     held = "held" if wall <= forecast["total_s"] else "BROKEN"
     parts = [
         f"forecast ≈ {_minutes(forecast['likely_s'])}, ≤ {_minutes(forecast['total_s'])} vs actual "
         f"{_minutes(wall)} wall (bound {held})"
     ]
-    if actual.get("s_per_epoch") is not None:
+    if actual.s_per_epoch is not None:
         parts.append(
-            f"{forecast['s_per_epoch']:.2f} vs {actual['s_per_epoch']:.2f} s/epoch "
-            f"({actual.get('epochs')} epochs run of {forecast['epochs'] * forecast['seeds']} forecast)"
+            f"{forecast['s_per_epoch']:.2f} vs {actual.s_per_epoch:.2f} s/epoch "
+            f"({actual.epochs} epochs run of {forecast['epochs'] * forecast['seeds']} forecast)"
         )
-    if forecast.get("peak_rss_mb") is not None and actual.get("peak_rss_mb") is not None:
-        parts.append(
-            f"peak memory ≈ {forecast['peak_rss_mb']:.0f} vs {actual['peak_rss_mb']:.0f} MB"
-        )
+    if forecast.get("peak_rss_mb") is not None and actual.peak_rss_mb is not None:
+        parts.append(f"peak memory ≈ {forecast['peak_rss_mb']:.0f} vs {actual.peak_rss_mb:.0f} MB")
     return "; ".join(parts)
 
 

@@ -57,9 +57,7 @@ def full_run(project: Project, run_id: str):
 def recorded_config(run) -> dict[str, Any]:
     """The run's resolved config as recorded, with the keys using it needs checked: a one-line
     ReproError naming a missing one."""
-    config = run.record.get("config")
-    if not isinstance(config, dict):
-        config = {}
+    config = run.record.config or {}
     for key in ("seed", "seeds", "deterministic", "data", "model", "paper"):
         if key not in config:
             raise ReproError(
@@ -239,7 +237,7 @@ def code_changes(project: Project, run, package: str) -> list[str]:
     folder = package.replace(".", "/") + "/"
     recorded = {
         f: h
-        for f, h in ((run.record.get("fingerprint") or {}).get("files") or {}).items()
+        for f, h in (run.record.fingerprint.files if run.record.fingerprint else {}).items()
         if f.startswith(folder) and is_code_file(f)
     }
     here = project.root / folder

@@ -24,20 +24,20 @@ def judge_run(project: Project, paper: str, run_id: str | None, console: Console
     from repro.runner import append_line
 
     old = _judged_run(project, paper, run_id)
-    resolved = compose(project, old.paper, list(old.record.get("overrides") or []))
+    resolved = compose(project, old.paper, list(old.record.overrides or []))
     verdict, metrics = judged_verdict(project, old, resolved)
     # The training is the old run's: its fingerprint, with the judgement's inputs of today.
-    fp = dict(old.record.get("fingerprint") or {})
+    fp = old.record.fingerprint.to_dict() if old.record.fingerprint else {}
     fp["judged"] = fingerprint(resolved, project.paper_dir(old.paper), [])["judged"]
     run = create_run(
         project.runs_dir,
         old.paper,
         "full",
         config=resolved.config,
-        overrides=list(old.record.get("overrides") or []),
+        overrides=list(old.record.overrides or []),
         provenance=resolved.provenance,
         defaults=resolved.defaults(),
-        forced=bool(old.record.get("forced")),
+        forced=old.record.forced,
         fingerprint=fp,
         git=git_state(project.root),
         env=env_info(),
@@ -87,14 +87,20 @@ def judged_verdict(project: Project, old, resolved):
     return Verdict.from_checks("full", checks, evidence, metrics), metrics
 
 
-def carried_checks(record: dict) -> list:
+def carried_checks(record) -> list:
     """The recorded run's checks that do not depend on the targets, kept as they were measured:
     the paper's slow tests, run before it trained."""
     from repro.gates.paper_tests import SLOW_TESTS
     from repro.verdict import Check
 
-    checks = ((record.get("verdict") or {}).get("checks")) or []
-    return [Check(**c) for c in checks if isinstance(c, dict) and c.get("name") == SLOW_TESTS]
+    checks = (record.verdict.checks if record.verdict else None) or []
+    return [
+        Check(
+            c.name, bool(c.passed), c.reason or "", dict(c.evidence or {}), c.measured is not False
+        )
+        for c in checks
+        if c.name == SLOW_TESTS
+    ]
 
 
 def not_judged(metrics) -> list[str]:

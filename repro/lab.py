@@ -70,8 +70,9 @@ class Session:
         """Run `stage`'s measurements and judgement on `model` (default: `self.model`) and return
         the Verdict. NOT RECORDED: no run directory, no notebook line, no effect on progression.
         `overfit` trains a copy, so `model` keeps its weights."""
-        from repro.display import print_verdict
+        from repro.display import print_checks
         from repro.gates import gate
+        from repro.records.record import as_recorded
 
         if stage not in CHECKS:
             raise ReproError(
@@ -83,7 +84,7 @@ class Session:
             model = copy.deepcopy(model)
         verdict = gate(stage).run(self._context(model))
         if not quiet:
-            print_verdict(self.console, {"stage": stage, "verdict": verdict.to_dict()})
+            print_checks(self.console, stage, as_recorded(verdict))
             self.console.print(f"[yellow]{NOT_RECORDED.format(stage=stage)}[/yellow]")
         return verdict
 

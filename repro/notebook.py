@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from repro.oneline import one_line
 from repro.storage import append_text, is_storage_error, storage_error, symlink_refused
+
+if TYPE_CHECKING:
+    from repro.records.record import Record
 
 MAX_REASON_CHARS = 160
 
@@ -55,32 +58,30 @@ def _append(path: Path, paper: str, line: str) -> Path:
     return path
 
 
-def _label(record: dict[str, Any]) -> str:
-    verdict = record.get("verdict")
-    status = record.get("status") or "unknown"
-    if isinstance(verdict, dict) and "passed" in verdict and status in ("passed", "failed"):
-        label = "PASS" if verdict["passed"] else "FAIL"
+def _label(record: Record) -> str:
+    verdict = record.verdict
+    status = record.status or "unknown"
+    if verdict is not None and verdict.passed is not None and status in ("passed", "failed"):
+        label = "PASS" if verdict.passed else "FAIL"
     else:
         label = {"passed": "PASS", "failed": "FAIL"}.get(status, status.upper())
-    return label + (" (forced)" if record.get("forced") else "")
+    return label + (" (forced)" if record.forced else "")
 
 
-def _reason(record: dict[str, Any]) -> str:
-    verdict = record.get("verdict")
-    if isinstance(verdict, dict) and verdict.get("reason"):
-        return verdict["reason"]
-    if record.get("status_reason"):
-        return record["status_reason"]
-    error = record.get("error")
-    if error:  # a traceback: its last line names the exception
-        lines = [ln for ln in str(error).strip().splitlines() if ln.strip()]
+def _reason(record: Record) -> str:
+    if record.reason:
+        return record.reason
+    if record.status_reason:
+        return record.status_reason
+    if record.error:  # a traceback: its last line names the exception
+        lines = [ln for ln in record.error.strip().splitlines() if ln.strip()]
         return lines[-1] if lines else ""
     return ""
 
 
-def format_entry(run_record: dict[str, Any]) -> str:
+def format_entry(record: Record) -> str:
     """`- 2026-11-22 05:40 UTC · overfit · PASS · 20261122-054012-ab12 · [overrides: ...] · <reason>`."""
-    when = run_record.get("ended") or run_record.get("started")
+    when = record.ended or record.started
     try:
         moment = datetime.fromisoformat(when)
         if moment.tzinfo is not None:
@@ -88,18 +89,13 @@ def format_entry(run_record: dict[str, Any]) -> str:
         stamp = moment.strftime("%Y-%m-%d %H:%M UTC")
     except (TypeError, ValueError):
         stamp = "????-??-?? ??:?? UTC"
-    parts = [stamp, run_record.get("stage", "?"), _label(run_record), run_record.get("id", "?")]
-    overrides = run_record.get("overrides")
-    if isinstance(overrides, list) and overrides:  # an experiment around the milestone: say which
-        parts.append("overrides: " + " ".join(map(str, overrides)))
-    judged = (
-        (run_record.get("links") or {}).get("judged")
-        if isinstance(run_record.get("links"), dict)
-        else None
-    )
+    parts = [stamp, record.stage, _label(record), record.id]
+    if record.overrides:  # an experiment around the milestone: say which
+        parts.append("overrides: " + " ".join(record.overrides))
+    judged = (record.links or {}).get("judged")
     if judged:
         parts.append(f"judged again: {judged}")
-    reason = one_line(_reason(run_record), MAX_REASON_CHARS)
+    reason = one_line(_reason(record), MAX_REASON_CHARS)
     if reason:
         parts.append(reason)
     return "- " + " · ".join(parts)

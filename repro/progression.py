@@ -36,11 +36,11 @@ class StageState:
 def is_milestone_run(run) -> bool:
     """An unforced run of the base config (no overrides), with a readable record."""
     rec = run.record
-    return run.corrupt is None and not rec.get("forced") and not rec.get("overrides")
+    return run.corrupt is None and not rec.forced and not rec.overrides
 
 
 def _stage_fp(run, stage: str) -> str | None:
-    return ((run.record.get("fingerprint") or {}).get("stages") or {}).get(stage)
+    return run.record.fingerprint_of(stage)
 
 
 def known_data_files(runs_dir: Path, paper: str, parts: dict[str, str]) -> list[str]:
@@ -50,7 +50,8 @@ def known_data_files(runs_dir: Path, paper: str, parts: dict[str, str]) -> list[
     from repro.records import list_runs
 
     for run in list_runs(runs_dir, paper=paper, stage="data"):
-        theirs = (run.record.get("fingerprint") or {}).get("parts") or {}
+        fp = run.record.fingerprint
+        theirs = fp.parts if fp else {}
         if any(theirs.get(k) != parts.get(k) for k in ("code.data", "config.data")):
             continue
         metrics = load_metrics(DataMetrics, run.record)
@@ -107,7 +108,8 @@ def _milestone_state(stage: str, runs: list, current: dict) -> StageState:
     around = _around(runs, (on_current or milestones or [None])[0])
     if on_current:
         row = _row(stage, on_current[0], around)
-        judged = ((on_current[0].record.get("fingerprint") or {}).get("judged") or {}).get(stage)
+        fp = on_current[0].record.fingerprint
+        judged = fp.judged.get(stage) if fp else None
         if (
             row.state == "PASS"
             and judged is not None
@@ -121,14 +123,15 @@ def _milestone_state(stage: str, runs: list, current: dict) -> StageState:
     if not milestones:
         return StageState(stage, "not run", around=around)
     last = milestones[0]
-    changed = changed_parts(last.record.get("fingerprint") or {}, current, stage)
+    fp = last.record.fingerprint
+    changed = changed_parts(fp.to_dict() if fp else {}, current, stage)
     what = ", ".join(changed) or "the fingerprint"
     verdict = _row(stage, last, "").state
     return StageState(
         stage,
         "STALE",
         last.id,
-        last.record.get("started"),
+        last.record.started,
         f"{verdict} on other code/config/data; changed since: {what}; re-run it",
         changed,
         around,
@@ -137,18 +140,14 @@ def _milestone_state(stage: str, runs: list, current: dict) -> StageState:
 
 def _row(stage: str, run, around: str) -> StageState:
     rec, status = run.record, run.effective_status
-    reason = (
-        (rec.get("verdict") or {}).get("reason")
-        or run.status_reason
-        or rec.get("status_reason")
-        or ""
-    )
+    reason = rec.reason or run.status_reason or rec.status_reason or ""
     if status == "error":
-        lines = (rec.get("error") or "").strip().splitlines()
+        lines = (rec.error or "").strip().splitlines()
         reason = lines[-1] if lines else reason  # the exception line of the traceback
     state = {"passed": "PASS", "failed": "FAIL"}.get(status, status.upper())
-    warnings = list(((rec.get("verdict") or {}).get("evidence") or {}).get("warnings") or [])
-    return StageState(stage, state, run.id, rec.get("started"), reason, [], around, warnings)
+    evidence = (rec.verdict.evidence if rec.verdict else None) or {}
+    warnings = list(evidence.get("warnings") or [])
+    return StageState(stage, state, run.id, rec.started, reason, [], around, warnings)
 
 
 def _around(runs: list, milestone) -> str:
@@ -180,8 +179,6 @@ def passed_on(runs_dir: Path, paper: str, stage: str, fingerprint: dict) -> bool
 
     want = fingerprint["stages"][stage]
     return any(
-        r.effective_status == "passed"
-        and not r.record.get("forced")
-        and _stage_fp(r, stage) == want
+        r.effective_status == "passed" and not r.record.forced and _stage_fp(r, stage) == want
         for r in list_runs(runs_dir, paper=paper, stage=stage)
     )

@@ -35,13 +35,7 @@ def _cell(text: Any) -> str:
 
 
 def _reason(run) -> str:
-    rec = run.record
-    return (
-        (rec.get("verdict") or {}).get("reason")
-        or run.status_reason
-        or rec.get("status_reason")
-        or ""
-    )
+    return run.record.reason or run.status_reason or run.record.status_reason or ""
 
 
 def result_runs(runs: list, current: dict | None = None) -> list:
@@ -55,7 +49,7 @@ def result_runs(runs: list, current: dict | None = None) -> list:
     for r in runs:
         if r.stage != "full" or r.effective_status not in FINISHED or not is_milestone_run(r):
             continue
-        dataset = str(((r.record.get("config") or {}).get("data") or {}).get("dataset"))
+        dataset = str(((r.record.config or {}).get("data") or {}).get("dataset"))
         best = chosen.get(dataset)
         if best is None or _rank(r, current) > _rank(best, current):
             chosen[dataset] = r
@@ -64,12 +58,12 @@ def result_runs(runs: list, current: dict | None = None) -> list:
 
 def _rank(run, current: dict | None) -> tuple[bool, int]:
     on_current = current is not None and is_current(run, current)
-    seeds = len(((run.record.get("metrics") or {}).get("seeds")) or [])
+    seeds = len(((run.record.metrics or {}).get("seeds")) or [])
     return (on_current, seeds)
 
 
 def is_current(run, current: dict) -> bool:
-    theirs = ((run.record.get("fingerprint") or {}).get("stages") or {}).get(run.stage)
+    theirs = run.record.fingerprint_of(run.stage)
     return theirs == current["stages"][run.stage]
 
 
@@ -100,14 +94,13 @@ def results_rows(run) -> list[dict[str, Any]]:
 
 def reproduce_command(run) -> list[str]:
     rec = run.record
-    git = rec.get("git") or {}
     lines = []
-    if git.get("commit"):
+    if rec.git and rec.git.commit:
         lines.append(
-            f"git checkout {git['commit']}"
-            + ("  # the run had uncommitted changes: see its git.diff" if git.get("dirty") else "")
+            f"git checkout {rec.git.commit}"
+            + ("  # the run had uncommitted changes: see its git.diff" if rec.git.dirty else "")
         )
-    lines.append(stage_command(run.stage, run.paper, list(rec.get("overrides") or [])))
+    lines.append(stage_command(run.stage, run.paper, list(rec.overrides or [])))
     return lines
 
 
@@ -115,12 +108,8 @@ def _deviations(project: Project, paper: str, runs: list) -> list[str]:
     """DEVIATION/UNSTATED entries of the paper config's provenance, the `# DEVIATION:` and
     `# UNSTATED:` comments of the paper's code, and its README's Deviations section."""
     out = []
-    newest = next((r for r in runs if r.record.get("config")), None)
-    prov = (
-        (((newest.record.get("config") or {}).get("paper") or {}).get("provenance") or {})
-        if newest
-        else {}
-    )
+    newest = next((r for r in runs if r.record.config), None)
+    prov = ((newest.record.config.get("paper") or {}).get("provenance") or {}) if newest else {}
     for key in sorted(prov):
         if re.search(r"DEVIATION|UNSTATED", str(prov[key])):
             out.append(f"- `{key}`: {_cell(prov[key])} (paper config provenance)")
@@ -228,10 +217,10 @@ def _summary(meta: dict, runs: list) -> list[str]:
 
 
 def _assumptions(runs: list) -> list[str]:
-    basis = next((r for r in runs if r.stage == "full" and r.record.get("defaults")), None) or next(
-        (r for r in runs if r.record.get("defaults")), None
+    basis = next((r for r in runs if r.stage == "full" and r.record.defaults), None) or next(
+        (r for r in runs if r.record.defaults), None
     )
-    defaults = (basis.record.get("defaults") or {}) if basis else {}
+    defaults = (basis.record.defaults or {}) if basis else {}
     lines = [
         "",
         f"**Assumptions**: values repro filled in because the paper is silent ({len(defaults)}"
@@ -288,15 +277,16 @@ def _invariances(chosen: list) -> list[str]:
     rows = []
     for r in chosen:
         m = load_metrics(FullMetrics, r.record)
-        checks = {c.get("name"): c for c in (r.record.get("verdict") or {}).get("checks") or []}
+        verdict = r.record.verdict
+        checks = {c.name: c for c in (verdict.checks if verdict else None) or []}
         for inv in (m.invariances if m else None) or []:
             seeds = inv.get("per_seed") or []
             if not seeds:
                 continue
             changed = sum(s["changed"] for s in seeds) / len(seeds)
             change = sum(s["mean_change"] for s in seeds) / len(seeds)
-            check = checks.get(f"invariant to {inv['transform']}") or {}
-            verdict = "PASS" if check.get("passed") else "FAIL" if check else "—"
+            check = checks.get(f"invariant to {inv['transform']}")
+            verdict = "—" if check is None else "PASS" if check.passed else "FAIL"
             kind = "exact" if inv.get("exact") else "learned"
             rows.append(
                 f"| {_cell(inv['transform'])} | {kind} | {100 * changed:.1f}% | {change:.3g} | "
@@ -323,22 +313,17 @@ def _guards(chosen: list) -> list[str]:
     not measured) and how it compares with our own best earlier passed run on the same data."""
     rows = []
     for r in chosen:
-        verdict = r.record.get("verdict") or {}
-        pre = next((c for c in verdict.get("checks") or [] if c.get("name") == "preflight"), None)
-        ev = (verdict.get("evidence") or {}).get("regression") or {}
+        verdict = r.record.verdict
+        checks = (verdict.checks if verdict else None) or []
+        pre = next((c for c in checks if c.name == "preflight"), None)
+        ev = ((verdict.evidence if verdict else None) or {}).get("regression") or {}
         if pre is None and not ev:
             continue
         if pre is None:
             pre_text = "not recorded (a run from before the preflight)"
         else:
-            state = (
-                "not measured"
-                if pre.get("measured") is False
-                else "PASS"
-                if pre["passed"]
-                else "FAIL"
-            )
-            pre_text = f"{state}: {pre['reason'].removeprefix('not measured: ')}"
+            state = "not measured" if pre.measured is False else "PASS" if pre.passed else "FAIL"
+            pre_text = f"{state}: {(pre.reason or '').removeprefix('not measured: ')}"
         if ev.get("warning"):
             reg = f"warning: {ev['warning']}"
         elif ev.get("compared_with"):
@@ -382,8 +367,8 @@ def _timeline(runs: list) -> list[str]:
         "| started (UTC) | stage | run | status | reason |",
         "|---|---|---|---|---|",
     ]
-    for r in sorted(runs, key=lambda r: (str(r.record.get("started") or ""), r.id)):
-        when = str(r.record.get("started") or "")[:19].replace("T", " ")
+    for r in sorted(runs, key=lambda r: (r.record.started or "", r.id)):
+        when = (r.record.started or "")[:19].replace("T", " ")
         lines.append(
             f"| {when} | {r.stage} | {r.id} | {r.effective_status} | {_cell(one_line(_reason(r), 140))} |"
         )
@@ -439,7 +424,7 @@ def build_report(
     from repro.records import list_runs
 
     runs = [r for r in list_runs(project.runs_dir, paper) if r.corrupt is None]  # newest first
-    newest_cfg = next((r.record.get("config") for r in runs if r.record.get("config")), {}) or {}
+    newest_cfg = next((r.record.config for r in runs if r.record.config), None) or {}
     meta = newest_cfg.get("paper") or {}
     current = _current(project, paper)
     chosen = result_runs(runs, current)

@@ -36,7 +36,7 @@ def rerun(
     if old.corrupt is not None:
         raise GateRefused(f"run {old.id} cannot be re-run: {old.corrupt}")
     paper, stage = old.paper, old.stage
-    new_overrides = [*(old.record.get("overrides") or []), *(overrides or [])]
+    new_overrides = [*(old.record.overrides or []), *(overrides or [])]
     resolved = compose(project, paper, new_overrides)
     from repro.context import StageContext
 
@@ -49,7 +49,7 @@ def rerun(
         paper,
         stage,
         new_overrides,
-        force=force or bool(old.record.get("forced")),
+        force=force or old.record.forced,
         console=console,
         links={"rerun_of": old.id},
         code=code,
@@ -99,7 +99,7 @@ def resume_full(
     console = console or SafeConsole()
     run = take_for_resume(resumable_run(project, paper, run_id))
     try:
-        resolved = compose(project, run.paper, list(run.record.get("overrides") or []))
+        resolved = compose(project, run.paper, list(run.record.overrides or []))
         code = PaperCode.read(project.paper_dir(run.paper))
         code.install()  # the resumed part imports these bytes, and is checked against them
         ctx = StageContext(
@@ -107,7 +107,7 @@ def resume_full(
             run.paper,
             resolved,
             console,
-            forced=bool(run.record.get("forced")),
+            forced=run.record.forced,
             code=code,
         )
         changed = _changed_since(run, ctx, " started", "the resumed part")
@@ -116,7 +116,7 @@ def resume_full(
         run.unlock()
         raise
     ctx.run, ctx.resume = run, True
-    ckpts = ", ".join(run.record["resumed"][-1]["from_ckpt"] or []) or "the start"
+    ckpts = ", ".join(run.record.resumed[-1].from_ckpt or []) or "the start"
     console.rule(f"[bold]{run.paper} · full[/bold] · resuming run {run.id} from {ckpts}")
     execute(ctx, run, "full")  # releases the run when its record is final
     return run
@@ -146,7 +146,7 @@ def take_for_resume(run):
                 + (f" (and {len(links) - 1} more)" if len(links) > 1 else "")
                 + " and resume again"
             )
-        run.record = now.record
+        run.adopt(now)
     except BaseException:
         run.unlock()
         raise
@@ -167,7 +167,8 @@ def _changed_since(run, ctx, started: str, what: str) -> list[str]:
     from repro.fingerprint import changed_parts
 
     now = current_fingerprint(ctx.project, ctx.paper, ctx.resolved, data_files_now(ctx), ctx.code)
-    changed = changed_parts(run.record.get("fingerprint") or {}, now)
+    fp = run.record.fingerprint
+    changed = changed_parts(fp.to_dict() if fp else {}, now)
     if changed:
         ctx.console.print(
             f"[yellow]warning: since run {run.id}{started} these changed: "

@@ -152,8 +152,8 @@ def _run_cheap_first(
             f"[yellow]{s} has not passed on the current code with {what}: running it first[/yellow]"
         )
         pre = run_stage(project, paper, s, ov, force=False, console=console, code=code)
-        if pre.record["status"] != "passed":
-            reason = (pre.record.get("verdict") or {}).get("reason", pre.record["status"])
+        if pre.record.status != "passed":
+            reason = pre.record.reason or pre.record.status
             raise GateRefused(f"stage '{stage}' needs '{s}', which failed (run {pre.id}): {reason}")
     return []
 
@@ -272,9 +272,9 @@ def _announce(ctx, run, stage: str) -> None:
     if ctx.resume:  # repro/rerun.py: resume_full announces the resume itself
         return
     ctx.console.rule(f"[bold]{ctx.paper} · {stage}[/bold] · run {run.id}")
-    if run.record["forced"]:
+    if run.record.forced:
         ctx.console.print(
-            f"[yellow]--force: running without {', '.join(run.record['skipped_prerequisites'])} "
+            f"[yellow]--force: running without {', '.join(run.record.skipped_prerequisites or [])} "
             "passing on the current code (recorded in the run)[/yellow]"
         )
 
@@ -313,7 +313,7 @@ def run_joined(project: Project, run_dir, stage: str, resume: bool) -> None:
     exit_with_parent()
     run = open_joined(run_dir)
     note_joined_rank(run.dir)  # rank 0 can then say that this rank died, and how
-    resolved = compose(project, run.paper, list(run.record.get("overrides") or []))
+    resolved = compose(project, run.paper, list(run.record.overrides or []))
     # rank 0's code, as its record names it (a resumed run's rank 0 runs the files as they are)
     snapshot = run.dir / "code"
     paper_dir = project.paper_dir(run.paper)

@@ -136,19 +136,23 @@ def test_log_lists_runs_newest_first(project, monkeypatch, capsys):
 
 
 def test_log_marks_forced_rerun_and_resumed_runs(project, monkeypatch, capsys):
+    from dataclasses import replace
+
     from repro.display import run_marks
+    from repro.records.record import Resumption
 
     plain = _fake_run(project, "data", overrides=())
     assert run_marks(plain.record) == []
     assert run_marks(_fake_run(project, "data").record) == ["overrides"]
-    rec = {
-        "forced": True,
-        "links": {"rerun_of": plain.id},
-        "resumed": [{"at": "2026-11-30T00:00:00+00:00", "from_ckpt": ["checkpoints/last.ckpt"]}],
-    }
+    rec = replace(
+        plain.record,
+        forced=True,
+        links={"rerun_of": plain.id},
+        resumed=[Resumption(at="2026-11-30T00:00:00+00:00", from_ckpt=["checkpoints/last.ckpt"])],
+    )
     assert run_marks(rec) == ["forced", "re-run", "resumed"]
     forced = _fake_run(project, "shapes", overrides=())
-    forced.record["forced"] = True
+    forced.update(forced=True)
     forced.save()
     code, out, err = _cli(monkeypatch, capsys, "log")
     assert code == 0, err

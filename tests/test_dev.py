@@ -117,7 +117,7 @@ def stage(project: Project, *args: str, **env: str) -> subprocess.CompletedProce
 
 
 def newest(project: Project, stage_name: str) -> dict:
-    return list_runs(project.runs_dir, "toy", stage_name)[0].record
+    return list_runs(project.runs_dir, "toy", stage_name)[0].data  # as record.json holds it
 
 
 def _wait_for(predicate, what: str, timeout: float = RUN_S):
@@ -294,8 +294,8 @@ def test_two_clients_at_once_both_get_their_verdicts(shared):
         assert "shapes: PASS" in out
     new = [r for r in list_runs(project.runs_dir, "toy", "shapes") if r.id not in before]
     assert len(new) == 2
-    assert {r.record["worker"]["pid"] for r in new} == {worker.pid}
-    assert len({r.record["pid"] for r in new}) == 2  # two children
+    assert {r.record.extra["worker"]["pid"] for r in new} == {worker.pid}
+    assert len({r.record.pid for r in new}) == 2  # two children
     printed = {re.search(r"run record: runs/toy/shapes/(\S+)", out).group(1) for out, _ in outs}
     assert printed == {r.id for r in new}  # each client printed its own run
 
@@ -436,14 +436,14 @@ def test_watch_reports_a_run_that_never_ends_and_the_next_save_replaces_it(tmp_p
         model.write_text(fixed + "\n# fixed\n")
         passed = _wait_for(
             lambda: [r for r in list_runs(project.runs_dir, "toy", "shapes")
-                     if r.record.get("status") == "passed"],
+                     if r.record.status == "passed"],
             "a shapes run that passes on the fix",
         )  # fmt: skip
         assert "stopped the overdue run (pid" in worker.output()
         runs = list_runs(project.runs_dir, "toy", "shapes")
         hung = [r for r in runs if r.id != passed[0].id]
         assert len(hung) == 1 and hung[0].effective_status == "interrupted"
-        assert hung[0].record["status_reason"] == "interrupted by SIGTERM"
+        assert hung[0].record.status_reason == "interrupted by SIGTERM"
         assert passed[0].path("code/model.py").read_text() == fixed + "\n# fixed\n"
     finally:
         worker.stop()
@@ -451,9 +451,9 @@ def test_watch_reports_a_run_that_never_ends_and_the_next_save_replaces_it(tmp_p
 
 def _newest_or_none(project: Project, stage_name: str) -> dict | None:
     runs = list_runs(project.runs_dir, "toy", stage_name)
-    if not runs or runs[0].record.get("status") == "running":
+    if not runs or runs[0].record.status == "running":
         return None
-    return runs[0].record
+    return runs[0].data
 
 
 # ---- the command line ------------------------------------------------------------------------

@@ -94,8 +94,8 @@ def test_experiments_run_declared_variants(project):
     from repro.runner import run_stage
 
     run = run_stage(project, "toy", "experiments", OV, force=True, console=Console(quiet=True))
-    v = run.record["verdict"]
-    assert run.record["status"] == "passed", v["reason"]
+    v = run.data["verdict"]
+    assert run.record.status == "passed", v["reason"]
     assert v["reason"] == "1 check passed: 2 runs finished with test/acc"
     rows = _parse_rows((run.dir / "results.md").read_text())
     assert [r[0] for r in rows] == ["full model", "narrow hidden layer"]
@@ -122,8 +122,8 @@ def test_experiments_fail_naming_a_variant_with_a_bad_override(project):
         "        overrides: [model.nosuchkey=1]\n        paper: null\n" + text[end:]
     )
     run = run_stage(project, "toy", "experiments", OV, force=True, console=Console(quiet=True))
-    v = run.record["verdict"]
-    assert run.record["status"] == "failed"
+    v = run.data["verdict"]
+    assert run.record.status == "failed"
     assert "1 of 1 runs failed: broken variant (seed 0)" in v["reason"]
     assert "nosuchkey" in v["reason"]
     rows = _parse_rows((run.dir / "results.md").read_text())

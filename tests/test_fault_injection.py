@@ -287,7 +287,7 @@ def uninterrupted(full_template, tmp_path_factory) -> dict:
     r = repro(root, "stage", "full")
     assert r.returncode == 0, r.stdout + r.stderr
     (run,) = list_runs(root / "runs", "toy", "full")
-    return run.record["metrics"]["mean"]
+    return run.record.metrics["mean"]
 
 
 @pytest.fixture
@@ -417,7 +417,7 @@ def test_killed_full_run_resumes_to_the_uninterrupted_metrics(
         took, estimated = run.took()
         assert estimated
         if point == "lr-finder":  # killed at the finder's first checkpoint: up to that write
-            started = datetime.fromisoformat(run.record["started"]).timestamp()
+            started = datetime.fromisoformat(run.record.started).timestamp()
             (ckpt,) = run.dir.glob(".lr_find_*.ckpt")
             assert took >= ckpt.stat().st_mtime - started > 0
         else:
@@ -475,7 +475,7 @@ def test_ctrl_c_after_reopening_a_run_for_resume_leaves_it_interrupted(project, 
     shrink_toy(project)
     resolved = compose(project, "toy", [])
     run = create_run(project.runs_dir, "toy", "full", config=resolved.config)
-    run.record["status_reason"] = "interrupted by SIGINT (Ctrl-C)"
+    run.update(status_reason="interrupted by SIGINT (Ctrl-C)")
     run.finish(None, "interrupted")
     before = run.record_file.read_bytes()
     real = Run.reopen
@@ -571,7 +571,7 @@ def test_a_pickle_payload_in_a_checkpoint_is_refused_on_resume(project, cli, tmp
     resolved = compose(project, "toy", [])
     run = create_run(project.runs_dir, "toy", "full", config=resolved.config,
                      overrides=[], provenance=resolved.provenance)  # fmt: skip
-    run.record["status_reason"] = "interrupted by SIGINT (Ctrl-C)"
+    run.update(status_reason="interrupted by SIGINT (Ctrl-C)")
     run.finish(None, "interrupted")
     marker = tmp_path / "payload-ran"
     (run.dir / "checkpoints").mkdir()
@@ -689,7 +689,7 @@ def test_read_only_notebook_is_a_warning_with_the_line_and_the_verdict_stands(pr
         code, out, err = cli("stage", "data")
     assert code == 0 and "Traceback" not in out + err
     (run,) = list_runs(project.runs_dir, "toy", "data")
-    assert run.record["status"] == "passed"
+    assert run.record.status == "passed"
     (warning,) = err.strip().splitlines()
     assert warning.startswith(
         "Warning: notes/toy.md: expected to write the lab notebook line there"

@@ -305,28 +305,28 @@ def test_gate_fails_when_official_splits_overlap(project):
     data_py = project.paper_dir("toy") / "data.py"
     data_py.write_text(data_py.read_text() + OVERLAP_DATA)
     run = _run_data(project)
-    v = run.record["verdict"]
-    assert run.record["status"] == "failed"
+    v = run.data["verdict"]
+    assert run.record.status == "failed"
     assert not v["passed"]
     assert "splits disjoint: examples shared between splits (train&val: 12)" in v["reason"]
-    assert run.record["metrics"]["official_split"] is True
+    assert run.record.metrics["official_split"] is True
 
 
 def test_gate_fails_when_a_class_is_missing_from_test(project):
     data_py = project.paper_dir("toy") / "data.py"
     data_py.write_text(data_py.read_text() + MISSING_CLASS_DATA)
     run = _run_data(project)
-    v = run.record["verdict"]
-    assert run.record["status"] == "failed"
+    v = run.data["verdict"]
+    assert run.record.status == "failed"
     assert "every class in every split: test lacks class [2]" in v["reason"]
 
 
 def test_gate_passes_on_scaffolded_paper_with_80_10_10(project):
     run = _run_data(project)
-    v = run.record["verdict"]
-    assert run.record["status"] == "passed", v["reason"]
-    assert run.record["metrics"]["sizes"] == {"train": 240, "val": 30, "test": 30}
-    assert run.record["metrics"]["official_split"] is False
+    v = run.data["verdict"]
+    assert run.record.status == "passed", v["reason"]
+    assert run.record.metrics["sizes"] == {"train": 240, "val": 30, "test": 30}
+    assert run.record.metrics["official_split"] is False
     assert "80.0/10.0/10.0%" in v["reason"]
     assert [c["name"] for c in v["checks"]] == [
         "splits non-empty",
@@ -395,7 +395,7 @@ def _inject(project, code: str) -> None:
 def _failed(run) -> dict[str, str]:
     """{check name: reason} of the run's failed checks (measured and failed: a check that was not
     measured neither passed nor failed)."""
-    checks = run.record["verdict"]["checks"]
+    checks = run.data["verdict"]["checks"]
     return {c["name"]: c["reason"] for c in checks if not c["passed"] and c.get("measured", True)}
 
 
@@ -463,7 +463,7 @@ def test_gate_passes_when_statistics_are_fitted_on_train(project, no_fresh_proce
     _inject(project, VOCAB_ON_ALL_SPLITS.format(BUG="none", SPLITS=("train",)))
     run = _run_data(project)
     assert _failed(run) == {}
-    checks = {c["name"]: c["reason"] for c in run.record["verdict"]["checks"]}
+    checks = {c["name"]: c["reason"] for c in run.data["verdict"]["checks"]}
     assert "240 identical encoded training items" in checks["fitted on train only"]
 
 
@@ -560,11 +560,11 @@ def test_gate_fails_when_the_label_is_a_feature(project, no_fresh_process):
 def test_label_leak_can_be_switched_off_for_rule_based_tasks(project, no_fresh_process):
     _inject(project, LABEL_IN_FEATURE)
     run = run_stage_with(project, ["stage.data.label_leak=false"])
-    checks = {c["name"]: c for c in run.record["verdict"]["checks"]}
+    checks = {c["name"]: c for c in run.data["verdict"]["checks"]}
     assert checks["no label in the inputs"]["measured"] is False
     assert not checks["no label in the inputs"]["passed"]  # not measured is never a pass
     assert checks["no label in the inputs"]["reason"] == "not measured: stage.data.label_leak=false"
-    assert run.record["status"] == "passed"  # ... nor a failure
+    assert run.record.status == "passed"  # ... nor a failure
 
 
 SET_ORDER = '''
@@ -605,8 +605,8 @@ if os.environ.get("PYTHONHASHSEED") in ("1", "2"):
 def test_fresh_process_build_that_fails_is_skipped_with_a_note(project):
     _inject(project, NOT_IN_A_FRESH_PROCESS)
     run = _run_data(project)
-    checks = {c["name"]: c for c in run.record["verdict"]["checks"]}
-    assert run.record["status"] == "passed"
+    checks = {c["name"]: c for c in run.data["verdict"]["checks"]}
+    assert run.record.status == "passed"
     reason = checks["preprocessing deterministic"]["reason"]
     assert reason.startswith("not measured: a fresh process with PYTHONHASHSEED=")
     assert (
@@ -739,7 +739,7 @@ def test_labels_shuffled_in_every_split_pass_the_data_gate(project, no_fresh_pro
     )
     _inject(project, LABELS.format(WHAT="every label shuffled", CODE=code))
     run = _run_data(project)
-    checks = {c["name"]: c for c in run.record["verdict"]["checks"]}
+    checks = {c["name"]: c for c in run.data["verdict"]["checks"]}
     assert checks["labels mean the same in every split"]["passed"]
     assert "it cannot tell" in checks["labels mean the same in every split"]["reason"]
 
@@ -798,8 +798,8 @@ def test_gate_fails_when_oov_rate_and_truncation_are_too_high(project, no_fresh_
 def test_gate_passes_oov_rate_and_truncation_within_limits(project, no_fresh_process):
     _inject(project, STATS.format(OOV=0.02, TRUNC=0.01))
     run = _run_data(project)
-    checks = {c["name"]: c for c in run.record["verdict"]["checks"]}
-    assert run.record["status"] == "passed"
+    checks = {c["name"]: c for c in run.data["verdict"]["checks"]}
+    assert run.record.status == "passed"
     assert checks["OOV rate"]["reason"] == "oov_rate train 0, val 0.02, test 0.02 (max 0.1)"
 
 
@@ -820,12 +820,12 @@ def build_datamodule(cfg, seed):
 def test_gate_fails_naming_one_based_labels_without_a_traceback(project, no_fresh_process):
     _inject(project, ONE_BASED)
     run = _run_data(project)
-    assert run.record["status"] == "failed"  # a verdict, not an error with a traceback
+    assert run.record.status == "failed"  # a verdict, not an error with a traceback
     failed = _failed(run)
     assert failed["every class in every split"] == (
         "labels outside 0..2: {'train': [3], 'val': [3], 'test': [3]}"
     )
-    examples = run.record["verdict"]["evidence"]["examples"]
+    examples = run.record.verdict.evidence["examples"]
     assert len(examples) == 3 and all("'label': " in e for e in examples)  # raw tensors shown
 
 
@@ -851,8 +851,8 @@ def build_datamodule(cfg, seed):
 def test_gate_fails_on_an_empty_split_without_measuring_across_splits(project, no_fresh_process):
     _inject(project, EMPTY_VAL)
     run = _run_data(project)
-    assert run.record["status"] == "failed"
-    names = [c["name"] for c in run.record["verdict"]["checks"]]
+    assert run.record.status == "failed"
+    names = [c["name"] for c in run.data["verdict"]["checks"]]
     assert "loaders serve their split" not in names
     assert _failed(run)["splits non-empty"] == "empty split(s) ['val'] (train=270, val=0, test=30)"
 
@@ -866,8 +866,8 @@ from pytorch_lightning.utilities import rank_zero_only  # more of Lightning than
 def test_fresh_process_uses_real_lightning_when_the_stand_in_is_not_enough(project):
     _inject(project, NEEDS_LIGHTNING)
     run = _run_data(project)
-    checks = {c["name"]: c for c in run.record["verdict"]["checks"]}
-    assert run.record["status"] == "passed"
+    checks = {c["name"]: c for c in run.data["verdict"]["checks"]}
+    assert run.record.status == "passed"
     assert checks["preprocessing deterministic"]["reason"].startswith(
         "same splits, model_kwargs, items and first batch in a fresh process built from the files"
     )

@@ -134,7 +134,7 @@ def test_gate_fails_through_the_runner_and_records_the_curve(project):
         force=True,
         console=Console(quiet=True),
     )
-    assert run.record["status"] == "failed"
+    assert run.record.status == "failed"
     assert (run.dir / "overfit_curve.png").is_file()
     assert len((run.dir / "overfit_losses.csv").read_text().splitlines()) == 51
 

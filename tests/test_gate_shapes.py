@@ -422,7 +422,7 @@ def test_every_shapes_record_has_its_metrics(project):
 
     run = run_stage(project, "toy", "shapes", ["data.n_examples=300"], console=Console(quiet=True))
     record = json.loads((run.dir / "record.json").read_text())
-    m = load_metrics(ShapesMetrics, record)
+    m = load_metrics(ShapesMetrics, run.record)
     assert m is not None, record["metrics"]
     assert m.trainable_params == m.total_params == 16 * 64 + 64 + 64 * 3 + 3  # the toy MLP
     assert m.init_loss == pytest.approx(check_of(record, "init_loss")["evidence"]["loss"])

@@ -344,11 +344,11 @@ def test_full_with_two_seeds_that_reach_nothing_is_flagged(project):
     assert "        super().__init__(cfg, seed)\n" in text
     data.write_text(text.replace("super().__init__(cfg, seed)", "super().__init__(cfg, 0)"))
     run = run_stage(project, "toy", "full", ["seeds=2"], force=True, console=Console(quiet=True))
-    per_seed = run.record["metrics"]["per_seed"]
+    per_seed = run.data["metrics"]["per_seed"]
     assert per_seed[0] == per_seed[1]
-    (c,) = [c for c in run.record["verdict"]["checks"] if c["name"] == "seeds differ"]
+    (c,) = [c for c in run.data["verdict"]["checks"] if c["name"] == "seeds differ"]
     assert not c["passed"] and "bit-for-bit identical" in c["reason"]
-    assert run.record["status"] == "failed"
+    assert run.data["status"] == "failed"
 
 
 def test_ranking_scores_take_the_confidence_stress():

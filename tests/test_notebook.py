@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from repro.notebook import append_entry, format_entry
+from repro.notebook import append_entry
+from repro.notebook import format_entry as _format_entry
+from repro.records.record import parse_record
 
 RECORD = {
     "id": "20261122-054012-ab12",
+    "paper": "toy",
     "stage": "overfit",
     "status": "passed",
     "started": "2026-11-22T05:40:12.000001+00:00",
     "ended": "2026-11-22T05:41:30.5+00:00",
     "verdict": {"stage": "overfit", "passed": True, "reason": "train loss 0.003 < 0.05"},
 }
+
+
+def format_entry(record: dict) -> str:
+    """The line of a record given as record.json's JSON (read as repro reads it)."""
+    return _format_entry(parse_record(record))
 
 
 def test_format_entry_pass():

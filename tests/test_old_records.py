@@ -61,21 +61,21 @@ def test_judge_judges_an_old_full_run(old, cli):
     assert code == 0, out + err
     assert err == "" and "Traceback" not in out
     judged = next(r for r in list_runs(project.runs_dir, "toy", "full") if r.id != run.id)
-    assert judged.record["links"] == {"judged": run.id}
-    assert judged.record["status"] == "passed"
+    assert judged.record.links == {"judged": run.id}
+    assert judged.record.status == "passed"
     m = load_metrics(FullMetrics, judged.record)
     assert m.mean["test/acc"] == _file_means(run)["test/acc"]
     (target,) = m.targets
     assert target.label == ("REPRODUCED" if target.gap >= 0 else "WITHIN TOLERANCE")
     # the record has no split sizes: the majority-class checks are named as not judged
-    reason = judged.record["verdict"]["reason"]
+    reason = judged.record.verdict.reason
     assert "(2 not measured: val beats the majority class: run" in reason
     assert f"run {run.id} has no split sizes recorded" in reason
-    checks = {c["name"]: c for c in judged.record["verdict"]["checks"]}
+    checks = {c["name"]: c for c in judged.data["verdict"]["checks"]}
     for split in ("val", "test"):
         c = checks[f"{split} beats the majority class"]
         assert c["measured"] is False and c["passed"] is False  # never counted as passed
-    assert judged.record["verdict"]["evidence"]["not_judged"] == [
+    assert judged.record.verdict.evidence["not_judged"] == [
         "val beats the majority class",
         "test beats the majority class",
     ]

@@ -110,9 +110,9 @@ def test_a_model_replaced_while_its_prerequisite_runs_is_not_what_the_record_nam
     for stage in ("shapes", "overfit"):
         (run,) = list_runs(project.runs_dir, "toy", stage)
         assert run.path("code/model.py").read_bytes() == ran, stage  # the code that ran
-        files = run.record["fingerprint"]["files"]
+        files = run.record.fingerprint.files
         assert files["papers/toy/model.py"] == digest(ran), stage
-        assert "extra.weight" not in (run.record.get("model") or {}).get("params", {}), stage
+        assert "extra.weight" not in run.record.model.params, stage
     out = _repro(project.root, "status").stdout
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 4}
     assert "STALE" in rows["shapes"] and "STALE" in rows["overfit"], out  # not PASS on new code

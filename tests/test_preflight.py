@@ -62,7 +62,7 @@ def _full(project, *overrides):
 
 
 def _checks(run) -> dict:
-    return {c["name"]: c for c in run.record["verdict"]["checks"]}
+    return {c["name"]: c for c in run.data["verdict"]["checks"]}
 
 
 def _edit(path, old: str, new: str) -> None:
@@ -72,10 +72,10 @@ def _edit(path, old: str, new: str) -> None:
 
 
 def _assert_stopped_before_training(run, seconds: float) -> None:
-    assert run.record["status"] == "failed"
+    assert run.data["status"] == "failed"
     assert not (run.dir / "fit_result.json").exists()
     assert not (run.dir / "checkpoints").exists()
-    assert run.record["verdict"]["evidence"]["preflight"]["steps"] == 150
+    assert run.data["verdict"]["evidence"]["preflight"]["steps"] == 150
     assert seconds < 60
 
 
@@ -87,9 +87,9 @@ def test_healthy_model_passes_the_preflight_then_trains(toy):
     pre = _checks(run)["preflight"]
     assert pre["passed"], pre["reason"]
     assert pre["reason"].startswith("learned in 150 steps")
-    ev = run.record["preflight"]
+    ev = run.data["preflight"]
     assert (
-        ev == run.record["verdict"]["evidence"]["preflight"] == run.record["metrics"]["preflight"]
+        ev == run.data["verdict"]["evidence"]["preflight"] == run.data["metrics"]["preflight"]
     )
     assert ev["val"] > ev["trivial_val"] + 30  # accuracy points: the toy learns in 150 steps
     assert ev["lr"] == 0.01  # the paper's optim.lr
@@ -107,7 +107,7 @@ def test_model_that_ignores_its_input_fails_the_preflight_before_training(toy):
     t0 = time.perf_counter()
     run = _full(toy)
     _assert_stopped_before_training(run, time.perf_counter() - t0)
-    reason = run.record["verdict"]["reason"]
+    reason = run.data["verdict"]["reason"]
     assert reason.startswith("preflight: learned nothing in 150 steps")
     assert "val acc 33.33 vs 33.33 by the most frequent training class" in reason
     assert "p=" in reason and "Nothing was trained further" in reason
@@ -119,8 +119,8 @@ def test_labels_shifted_by_one_example_fail_the_preflight_before_training(toy):
     t0 = time.perf_counter()
     run = _full(toy)
     _assert_stopped_before_training(run, time.perf_counter() - t0)
-    ev = run.record["preflight"]
-    assert run.record["verdict"]["reason"].startswith("preflight: learned nothing in 150 steps")
+    ev = run.data["preflight"]
+    assert run.data["verdict"]["reason"].startswith("preflight: learned nothing in 150 steps")
     assert (
         ev["comparison"]["mean_diff"]
         <= 2 * ev["comparison"]["sd_diff"] / ev["comparison"]["n"] ** 0.5
@@ -134,7 +134,7 @@ def test_a_train_split_sorted_by_label_and_not_shuffled_fails_the_preflight(toy)
     t0 = time.perf_counter()
     run = _full(toy, "data.n_examples=12000")
     _assert_stopped_before_training(run, time.perf_counter() - t0)
-    ev = run.record["preflight"]
+    ev = run.data["preflight"]
     assert ev["val"] <= ev["trivial_val"]  # it predicts the class it saw last
 
 
@@ -163,13 +163,13 @@ def test_skipped_preflight_is_not_measured_and_said_by_status_and_report(toy, cl
     path.write_text(path.read_text() + "stage:\n  full:\n    preflight:\n      enabled: false\n")
     for stage in ("data", "shapes", "overfit"):  # the milestones, as status and report read them
         assert (
-            run_stage(toy, "toy", stage, console=Console(quiet=True)).record["status"] == "passed"
+            run_stage(toy, "toy", stage, console=Console(quiet=True)).data["status"] == "passed"
         )
     run = run_stage(toy, "toy", "full", console=Console(quiet=True))
     pre = _checks(run)["preflight"]
     assert pre["measured"] is False and pre["passed"] is False
     assert "not measured: skipped (stage.full.preflight.enabled: false)" in pre["reason"]
-    assert run.record["verdict"]["evidence"]["warnings"] == [f"preflight {pre['reason']}"]
+    assert run.data["verdict"]["evidence"]["warnings"] == [f"preflight {pre['reason']}"]
     code, out, _ = cli("status", "--paper", "toy")
     assert f"full (run {run.id}): warning: preflight not measured: skipped" in out
     report = build_report(toy, "toy")[0]
@@ -256,8 +256,8 @@ def test_no_earlier_run_says_so_and_never_warns():
 @pytest.mark.slow  # three full runs of the toy: 72 s on 2 busy cores
 def test_a_worse_second_full_run_warns_naming_the_earlier_one(toy):
     first = _full(toy)
-    assert first.record["status"] == "passed", first.record["verdict"]["reason"]
-    assert first.record["verdict"]["evidence"]["regression"]["note"] == NO_EARLIER
+    assert first.data["status"] == "passed", first.data["verdict"]["reason"]
+    assert first.data["verdict"]["evidence"]["regression"]["note"] == NO_EARLIER
     model = toy.paper_dir("toy") / "model.py"
     good = model.read_text()
     # the model sees 3 features of 16: still beats the trivial baseline, worse on test
@@ -267,17 +267,17 @@ def test_a_worse_second_full_run_warns_naming_the_earlier_one(toy):
         FORWARD.replace("self.net(x)", "self.net(x * (x.new_ones(x.shape[-1]).cumsum(0) <= 3))"),
     )
     worse = _full(toy)
-    warning = worse.record["verdict"]["evidence"]["warnings"][0]
+    warning = worse.data["verdict"]["evidence"]["warnings"][0]
     assert f"below our best earlier passed run {first.id}" in warning
-    assert f"; warning: {warning}" in worse.record["verdict"]["reason"]
+    assert f"; warning: {warning}" in worse.data["verdict"]["reason"]
     model.write_text(good)
     again = _full(toy)  # the same code and data as the first: equal, no warning
-    ev = again.record["verdict"]["evidence"]
+    ev = again.data["verdict"]["evidence"]
     assert ev["regression"]["compared_with"] == first.id and not ev["regression"]["worse"]
     assert "warnings" not in ev
     # the preflight leaves the training it precedes as it was: the same numbers without it
     alone = _full(toy, "stage.full.preflight.enabled=false")
-    assert alone.record["metrics"]["per_seed"] == first.record["metrics"]["per_seed"]
+    assert alone.data["metrics"]["per_seed"] == first.data["metrics"]["per_seed"]
 
 
 def test_status_shows_the_warnings_of_the_milestone_run():
@@ -350,7 +350,7 @@ def test_an_early_stopped_run_records_stopped_early_and_its_epoch(toy):
         "trainer.early_stopping.patience=1",
         "stage.full.preflight.enabled=false",
     )
-    (fit,) = run.record["verdict"]["evidence"]["runs"]
+    (fit,) = run.data["verdict"]["evidence"]["runs"]
     assert fit["stopped_early"] is True, fit
     assert isinstance(fit["stopped_epoch"], int) and 1 <= fit["stopped_epoch"] < 11
     assert fit["epochs"] == fit["stopped_epoch"] + 1 < 12

@@ -57,11 +57,11 @@ def _full(project: Project, overrides: list[str]):
 
 
 def _stopped_before_training(run) -> dict:
-    assert run.record["status"] == "failed"
-    assert run.record["verdict"]["reason"].startswith("preflight: learned nothing in 150 steps")
+    assert run.data["status"] == "failed"
+    assert run.data["verdict"]["reason"].startswith("preflight: learned nothing in 150 steps")
     assert not (run.dir / "fit_result.json").exists()
     assert not (run.dir / "checkpoints").exists()
-    pre = run.record["preflight"]
+    pre = run.data["preflight"]
     assert not pre["out_of_time"]
     return pre
 
@@ -84,5 +84,5 @@ def test_bimpm_preflight_fails_a_model_ignoring_q_and_shifted_labels(bimpm):
     data.write_text(healthy_data)
 
     healthy = _full(bimpm, [*NO_CACHE, "stage.full.preflight.only=true"])
-    assert healthy.record["status"] == "passed", healthy.record["verdict"]["reason"]
-    assert healthy.record["preflight"]["val"] > 80  # measured: 88.8 vs 50 after 150 steps
+    assert healthy.data["status"] == "passed", healthy.data["verdict"]["reason"]
+    assert healthy.data["preflight"]["val"] > 80  # measured: 88.8 vs 50 after 150 steps

@@ -67,8 +67,8 @@ def test_data_shapes_overfit_pass_in_order_and_each_appends_a_note(fast):
     before = _notes(fast)
     for i, stage in enumerate(("data", "shapes", "overfit"), start=1):
         run = _run(fast, stage)
-        assert run.record["status"] == "passed", run.record["verdict"]["reason"]
-        assert run.record["forced"] is False
+        assert run.record.status == "passed", run.record.verdict.reason
+        assert run.record.forced is False
         notes = _notes(fast)
         assert len(notes) == len(before) + i
         assert f" · {stage} · PASS · {run.id}" in notes[-1]
@@ -98,7 +98,7 @@ def test_unknown_stage_is_refused(fast):
 
 def test_overfit_runs_missing_cheap_stages_first_and_is_deterministic(fast):
     first = _run(fast, "overfit")
-    assert first.record["status"] == "passed"
+    assert first.record.status == "passed"
     assert [r.effective_status for r in _runs(fast, "data")] == ["passed"]
     assert [r.effective_status for r in _runs(fast, "shapes")] == ["passed"]
     second = _run(fast, "overfit")  # prerequisites pass now: nothing re-runs
@@ -107,13 +107,13 @@ def test_overfit_runs_missing_cheap_stages_first_and_is_deterministic(fast):
     b = (second.dir / "overfit_losses.csv").read_text()
     assert len(a.splitlines()) > 2
     assert a == b
-    assert first.record["fingerprint"]["stages"] == second.record["fingerprint"]["stages"]
+    assert first.record.fingerprint.stages == second.record.fingerprint.stages
 
 
 def test_editing_the_model_makes_shapes_and_later_stages_stale_naming_the_file(fast):
-    assert _run(fast, "overfit").record["status"] == "passed"
+    assert _run(fast, "overfit").record.status == "passed"
     full = _run(fast, "full")
-    assert full.record["status"] == "passed", full.record["verdict"]["reason"]
+    assert full.record.status == "passed", full.record.verdict.reason
     assert _states(fast)["full"] == "PASS"
 
     _append_comment(fast.paper_dir("toy") / "model.py")
@@ -132,7 +132,7 @@ def test_editing_the_model_makes_shapes_and_later_stages_stale_naming_the_file(f
     # full is expensive: refused naming overfit; overfit re-runs the stale shapes itself, not data
     with pytest.raises(GateRefused, match="repro stage overfit --paper toy"):
         _run(fast, "full")
-    assert _run(fast, "overfit").record["status"] == "passed"
+    assert _run(fast, "overfit").record.status == "passed"
     assert len(_runs(fast, "data")) == 1 and len(_runs(fast, "shapes")) == 2
     assert _states(fast)["overfit"] == "PASS"
 
@@ -156,9 +156,9 @@ def test_a_changed_base_config_makes_later_stages_stale(fast):
 
 def test_force_runs_without_prerequisites_and_is_recorded(fast):
     run = _run(fast, "overfit", force=True)
-    assert run.record["status"] == "passed"
-    assert run.record["forced"] is True
-    assert run.record["skipped_prerequisites"] == ["data", "shapes"]
+    assert run.record.status == "passed"
+    assert run.record.forced is True
+    assert run.record.skipped_prerequisites == ["data", "shapes"]
     assert not _runs(fast, "data") and not _runs(fast, "shapes")
     assert "(forced)" in _notes(fast)[-1]
     row = _rows(fast)["overfit"]
@@ -168,32 +168,32 @@ def test_force_runs_without_prerequisites_and_is_recorded(fast):
 def test_force_with_prerequisites_met_is_not_marked_forced(fast):
     _run(fast, "data")
     run = _run(fast, "shapes", force=True)
-    assert run.record["forced"] is False
+    assert run.record.forced is False
 
 
 # ---- runs with overrides or --force are experiments around the milestones (issue 13) ----------
 def test_a_failed_run_with_overrides_does_not_replace_the_passed_milestone(fast):
-    assert _run(fast, "overfit").record["status"] == "passed"
+    assert _run(fast, "overfit").record.status == "passed"
     bad = _run(fast, "overfit", ["optim.lr=1e-7", "stage.overfit.max_steps=5"])
-    assert bad.record["status"] == "failed"
+    assert bad.record.status == "failed"
     row = _rows(fast)["overfit"]
     assert row.state == "PASS"  # the milestone
     assert f"(newest {bad.id}: FAIL)" in row.around
     full = _run(fast, "full")  # status and refusal agree: overfit passed, so full runs
-    assert full.record["status"] == "passed", full.record["verdict"]["reason"]
+    assert full.record.status == "passed", full.record.verdict.reason
 
 
 def test_a_passed_run_with_overrides_is_listed_not_stale(fast):
     _run(fast, "overfit")
     ok = _run(fast, "overfit", ["optim.lr=0.02"])
-    assert ok.record["status"] == "passed"
+    assert ok.record.status == "passed"
     row = _rows(fast)["overfit"]
     assert row.state == "PASS" and row.run_id != ok.id and f"{ok.id}: PASS" in row.around
 
 
 def test_a_forced_failing_full_does_not_replace_the_full_milestone(fast):
     _run(fast, "overfit")
-    assert _run(fast, "full").record["status"] == "passed"
+    assert _run(fast, "full").record.status == "passed"
     paper_yaml = fast.conf_dir / "paper" / "toy.yaml"
     paper_yaml.write_text(
         paper_yaml.read_text()
@@ -201,8 +201,8 @@ def test_a_forced_failing_full_does_not_replace_the_full_milestone(fast):
         .replace("      tolerance: 3.0", "      tolerance: 0.0")
     )
     forced = _run(fast, "full", ["seed=1"], force=True)
-    assert forced.record["status"] == "failed"
-    assert forced.record["overrides"] == ["seed=1"]
+    assert forced.record.status == "failed"
+    assert forced.record.overrides == ["seed=1"]
     row = _rows(fast)["full"]
     assert row.state == "REJUDGE"  # the targets changed: the milestone's verdict is out of date
     assert row.run_id != forced.id and f"{forced.id}: FAIL" in row.around
@@ -215,20 +215,20 @@ def test_a_run_with_overrides_needs_the_earlier_stages_its_overrides_change(fast
     msg = str(e.value)
     assert "needs 'overfit'" in msg and "not passed with these overrides" in msg
     assert "repro stage overfit --paper toy model.hidden=8" in msg
-    assert all(not r.record["overrides"] for r in _runs(fast, "shapes"))  # refused before any work
+    assert all(not r.record.overrides for r in _runs(fast, "shapes"))  # refused before any work
     shapes = _run(fast, "overfit", ["model.hidden=8"])  # overfit may run: shapes (cheap) runs first
-    assert shapes.record["status"] == "passed"
-    assert _runs(fast, "shapes")[0].record["overrides"] == ["model.hidden=8"]
+    assert shapes.record.status == "passed"
+    assert _runs(fast, "shapes")[0].record.overrides == ["model.hidden=8"]
     seeded = _run(fast, "full", ["seed=1"])  # seed is full's own: the milestones before it hold
-    assert seeded.record["status"] == "passed", seeded.record["verdict"]["reason"]
+    assert seeded.record.status == "passed", seeded.record.verdict.reason
 
 
 def test_an_overridden_stage_runs_the_earlier_stages_with_its_overrides_not_the_base_ones(fast):
     """Issue 21: an overfit with model overrides ran the base config's shapes first, then its own."""
     run = _run(fast, "overfit", ["model.hidden=8"])
-    assert run.record["status"] == "passed"
-    assert [r.record["overrides"] for r in _runs(fast, "data")] == [[]]  # data is the base one's
-    assert [r.record["overrides"] for r in _runs(fast, "shapes")] == [["model.hidden=8"]]
+    assert run.data["status"] == "passed"
+    assert [r.data["overrides"] for r in _runs(fast, "data")] == [[]]  # data is the base one's
+    assert [r.data["overrides"] for r in _runs(fast, "shapes")] == [["model.hidden=8"]]
 
 
 def test_experiments_need_a_passed_full(fast):
@@ -239,7 +239,7 @@ def test_experiments_need_a_passed_full(fast):
         .replace("      value: 40.0", "      value: 101.0")  # above any accuracy: a sure FAIL
         .replace("      tolerance: 3.0", "      tolerance: 0.0")
     )
-    assert _run(fast, "full").record["status"] == "failed"
+    assert _run(fast, "full").record.status == "failed"
     with pytest.raises(
         GateRefused, match=r"needs 'full'.*\(full is FAIL\); run: repro stage full --paper toy"
     ):
@@ -262,8 +262,8 @@ def test_seeds_vary_the_model_not_the_test_set(fast):
 def test_changing_a_tolerance_rejudges_without_training(fast, cli):
     _run(fast, "overfit")
     full = _run(fast, "full")
-    assert full.record["status"] == "passed"
-    ours = full.record["metrics"]["mean"]["test/acc"]
+    assert full.record.status == "passed"
+    ours = full.record.metrics["mean"]["test/acc"]
     paper_yaml = fast.conf_dir / "paper" / "toy.yaml"
     paper_yaml.write_text(
         paper_yaml.read_text()
@@ -276,9 +276,9 @@ def test_changing_a_tolerance_rejudges_without_training(fast, cli):
     code, out, err = cli("judge", "--paper", "toy")
     assert code == 1, out + err  # 2 points below the paper, tolerance 0.5: NOT REPRODUCED
     (judged, _) = _runs(fast, "full")
-    assert judged.record["links"] == {"judged": full.id}
-    assert "NOT REPRODUCED" in judged.record["verdict"]["reason"]
-    assert judged.record["metrics"]["per_seed"] == full.record["metrics"]["per_seed"]  # no training
+    assert judged.record.links == {"judged": full.id}
+    assert "NOT REPRODUCED" in judged.record.verdict.reason
+    assert judged.record.metrics["per_seed"] == full.record.metrics["per_seed"]  # no training
     assert not (judged.dir / "checkpoints").exists()
     assert _states(fast)["full"] == "FAIL"
     paper_yaml.write_text(

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from repro import records
 from repro.envinfo import env_info
 from repro.errors import ReproError
 from repro.gitstate import git_state
@@ -24,8 +23,10 @@ from repro.records import (
     create_run,
     latest_run,
     list_runs,
+    liveness,
     load_run,
     mark_dead_runs,
+    store,
 )
 from repro.verdict import Check, Verdict
 
@@ -75,7 +76,7 @@ def test_create_run_writes_a_running_record(tmp_path):
     assert rec["status"] == "running"
     assert rec["config"] == {"lr": 1e-3} and rec["overrides"] == ["lr=1e-3"]
     assert rec["pid"] == os.getpid()
-    assert rec["pid_start"] == records._pid_start(os.getpid()) is not None
+    assert rec["pid_start"] == liveness.pid_start(os.getpid()) is not None
     assert datetime.fromisoformat(rec["started"]).tzinfo is not None
     assert run.id.startswith(datetime.fromisoformat(rec["started"]).strftime("%Y%m%d-%H%M%S"))
     for field in ("verdict", "evidence", "metrics", "fingerprint", "provenance", "forced"):
@@ -104,8 +105,8 @@ def test_ids_unique_in_a_tight_loop(tmp_path):
 def test_id_collision_retries_with_a_new_suffix(tmp_path, monkeypatch):
     frozen = datetime(2026, 11, 22, 5, 40, 12, tzinfo=UTC)
     suffixes = iter(["abcd", "abcd", "abcd", "beef"])
-    monkeypatch.setattr(records, "_utcnow", lambda: frozen)
-    monkeypatch.setattr(records, "_suffix", lambda: next(suffixes))
+    monkeypatch.setattr(store, "utcnow", lambda: frozen)
+    monkeypatch.setattr(store, "_suffix", lambda: next(suffixes))
     a = create_run(tmp_path, "p", "data")
     b = create_run(tmp_path, "p", "data")
     assert (a.id, b.id) == ("20261122-054012-abcd", "20261122-054012-beef")
@@ -138,7 +139,7 @@ def test_ids_unique_across_two_processes(tmp_path):
 def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
     run = create_run(tmp_path, "p", "full")
     for i in range(30):
-        run.record["metrics"] = {"step": i, "loss": 1.0 / (i + 1)}
+        run.update(metrics={"step": i, "loss": 1.0 / (i + 1)})
         run.save()
         assert json.loads(run.path("record.json").read_text())["metrics"]["step"] == i
     run.write_text("notes.txt", "hello")
@@ -155,7 +156,7 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
 
 def test_failed_save_keeps_the_old_record(tmp_path):
     run = create_run(tmp_path, "p", "full")
-    run.record["boom"] = _Unwritable()
+    run.update(boom=_Unwritable())
     with pytest.raises(RuntimeError):
         run.save()
     assert _read(run)["status"] == "running"
@@ -273,7 +274,7 @@ def test_signal_inside_guard_records_interrupted(tmp_path, sig, name):
     assert proc.returncode != 0
     run = load_run(tmp_path, run_id)
     assert run.status == "interrupted" and run.effective_status == "interrupted"
-    assert name in run.record["status_reason"]
+    assert name in run.record.status_reason
 
 
 # --- dead processes --------------------------------------------------------------------------
@@ -306,7 +307,7 @@ def test_sigkilled_run_reads_as_interrupted(tmp_path):
 def test_reused_pid_reads_as_interrupted(tmp_path):
     run = create_run(tmp_path, "p", "full")
     assert load_run(tmp_path, run.id).effective_status == "running"  # this very process
-    run.record["pid_start"] = run.record["pid_start"] - 1  # same pid, another process's start
+    run.update(pid_start=run.record.pid_start - 1)  # same pid, another process's start
     run.save()
     assert load_run(tmp_path, run.id).effective_status == "interrupted"
 
@@ -323,9 +324,9 @@ def test_zombie_child_reads_as_interrupted(tmp_path):
     run_id = _wait_ready(proc)
     os.kill(proc.pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while records._process_state(proc.pid) != "Z" and time.monotonic() < deadline:
+    while liveness.process_state(proc.pid) != "Z" and time.monotonic() < deadline:
         time.sleep(0.005)  # the kernel makes it a zombie (dead, not yet reaped) asynchronously
-    assert records._process_state(proc.pid) == "Z"
+    assert liveness.process_state(proc.pid) == "Z"
     assert load_run(tmp_path, run_id).effective_status == "interrupted"
     proc.wait(10)
 
@@ -485,7 +486,7 @@ def test_guard_marks_lightning_style_interrupt_as_interrupted(tmp_path):
                 raise KeyboardInterrupt
             except KeyboardInterrupt:
                 sys.exit(1)
-    assert load_run(tmp_path, run.id).record["status"] == "interrupted"
+    assert load_run(tmp_path, run.id).record.status == "interrupted"
 
 
 def test_guard_marks_plain_nonzero_exit_as_error(tmp_path):
@@ -494,7 +495,7 @@ def test_guard_marks_plain_nonzero_exit_as_error(tmp_path):
         with run.guard():
             sys.exit(3)
     rec = load_run(tmp_path, run.id).record
-    assert rec["status"] == "error" and "SystemExit: 3" in rec["status_reason"]
+    assert rec.status == "error" and "SystemExit: 3" in rec.status_reason
 
 
 # ---- runs on another host: judged by their heartbeat, not by a local pid -----------------------
@@ -535,7 +536,7 @@ def test_a_running_guard_keeps_the_heartbeat(tmp_path, monkeypatch):
     import os
     import time as _time
 
-    from repro import records
+    from repro.records import run as records
 
     monkeypatch.setattr(records, "HEARTBEAT_S", 0.05)
     run = create_run(tmp_path, "toy", "full")

@@ -256,8 +256,8 @@ def test_a_run_directory_is_never_visible_without_its_record(tmp_path, monkeypat
     """The record is written inside a hidden .creating-<id> folder renamed into place; a save
     that fails leaves nothing; a creator killed half-way leaves only the hidden folder, which
     readers ignore and the next run removes."""
-    from repro import records
     from repro.errors import StorageError
+    from repro.records import run as records
 
     def full_disk(path, text, what="a file"):
         cause = OSError(errno.ENOSPC, "No space left on device")
@@ -312,7 +312,7 @@ def test_relative_data_paths_mean_the_project_root_from_any_folder(project, cli,
     assert code == 0, err
     assert os.getcwd() == str(project.root)
     (run,) = list_runs(project.runs_dir, "toy", "data")
-    assert run.record["status"] == "passed"
+    assert run.record.status == "passed"
 
 
 @pytest.mark.parametrize("how", ["--debug", "REPRO_DEBUG=1"])

@@ -28,10 +28,10 @@ def test_report_numbers_match_the_records_and_regenerate_byte_identical(project)
     )
     shrink_toy(project, target=95.0)
     bad = run_stage(project, "toy", "overfit", ["stage.overfit.max_steps=1"], console=quiet)
-    assert bad.record["status"] == "failed"
-    assert run_stage(project, "toy", "overfit", [], console=quiet).record["status"] == "passed"
+    assert bad.record.status == "failed"
+    assert run_stage(project, "toy", "overfit", [], console=quiet).record.status == "passed"
     full = run_stage(project, "toy", "full", [], console=quiet)
-    assert full.record["status"] in ("passed", "failed")
+    assert full.record.status in ("passed", "failed")
 
     out = CliRunner().invoke(app, ["report", "--paper", "toy"])
     assert out.exit_code == 0, out.output

@@ -7,14 +7,17 @@ from typer.testing import CliRunner
 
 from repro.cli import app
 from repro.diff import Difference, diff_runs, format_diff, unexpected
+from repro.records.record import parse_record
 
 SMALL = ["data.n_examples=300"]
 
 
 def _record(**kw):
+    """A run record as repro reads it, from record.json's JSON with `kw` changed."""
     rec = {
         "paper": "toy",
         "stage": "overfit",
+        "status": "passed",
         "id": "20250101-000000-aaaa",
         "started": "2025-01-01T00:00:00",
         "pid": 1,
@@ -41,7 +44,7 @@ def _record(**kw):
     }
     for k, v in kw.items():
         rec[k] = v
-    return rec
+    return parse_record(rec)
 
 
 # ---- diff (pure) -----------------------------------------------------------------------------------
@@ -55,7 +58,7 @@ def test_identical_inputs_differ_in_nothing_even_when_ids_times_and_pids_do():
         metrics={"final_loss": 0.1},
     )
     assert diff_runs(a, b) == []
-    assert "have the same config" in format_diff([], a["id"], b["id"])
+    assert "have the same config" in format_diff([], a.id, b.id)
 
 
 def test_one_override_is_exactly_one_config_and_one_override_difference():
@@ -109,7 +112,7 @@ def test_code_data_git_env_and_model_differences_are_named():
 
 def test_same_value_from_another_source_is_a_difference():
     a = _record()
-    b = _record(provenance={**_record()["provenance"], "model.hidden": "default: repro"})
+    b = _record(provenance={**_record().provenance, "model.hidden": "default: repro"})
     (d,) = diff_runs(a, b)
     assert d == Difference(
         "config", "model.hidden", 64, 64, "same value, source paper: T1 | default: repro"
@@ -123,13 +126,13 @@ def test_rerun_of_a_passed_overfit_run_passes_links_and_diffs_clean(project):
 
     quiet = Console(quiet=True)
     first = run_stage(project, "toy", "overfit", SMALL, console=quiet)
-    assert first.record["status"] == "passed"
+    assert first.record.status == "passed"
 
     again, changed = rerun(project, first.id, console=quiet)
-    assert again.record["status"] == "passed"
-    assert again.record["links"] == {"rerun_of": first.id}
-    assert again.record["overrides"] == SMALL and changed == []
-    assert "nondeterministic" not in again.record  # timings differ, results do not
+    assert again.record.status == "passed"
+    assert again.record.links == {"rerun_of": first.id}
+    assert again.record.overrides == SMALL and changed == []
+    assert again.record.nondeterministic is None  # timings differ, results do not
 
     out = CliRunner().invoke(app, ["show", again.id], env={"COLUMNS": "200"})
     assert out.exit_code == 0 and f"re-run of {first.id}" in out.output
@@ -140,7 +143,7 @@ def test_rerun_of_a_passed_overfit_run_passes_links_and_diffs_clean(project):
 
     # one more override -> that override is the one difference; --expect passes on it, fails on another
     third, _ = rerun(project, first.id, ["stage.overfit.max_steps=400"], console=quiet)
-    assert third.record["links"] == {"rerun_of": first.id}
+    assert third.record.links == {"rerun_of": first.id}
     out = CliRunner().invoke(app, ["diff", first.id, third.id])
     assert out.exit_code == 0
     assert "config:\n  stage.overfit.max_steps: 500 -> 400" in out.output
@@ -169,7 +172,7 @@ def test_rerun_warns_naming_the_file_that_changed(project, capsys):
     assert "papers/toy/model.py" in changed and "code.model" in changed
     text = (project.root / "out.txt").read_text()
     assert f"warning: since run {first.id} these changed:" in text and "papers/toy/model.py" in text
-    assert run.record["links"] == {"rerun_of": first.id}
+    assert run.record.links == {"rerun_of": first.id}
 
 
 def test_git_diffs_that_differ_only_in_run_records_and_notes_are_the_same():

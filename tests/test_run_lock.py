@@ -92,7 +92,7 @@ def test_dead_run_marking_leaves_a_run_another_process_holds(tmp_path):
         (tmp_path / "hold").unlink()
         proc.wait(timeout=30)
     (marked,) = mark_dead_runs(tmp_path, "p")  # the holder is gone: now it is marked
-    assert marked.id == run.id and marked.record["status"] == "interrupted"
+    assert marked.id == run.id and marked.record.status == "interrupted"
 
 
 def test_a_resume_refuses_a_run_that_another_process_holds(project, cli, tmp_path):
@@ -140,7 +140,7 @@ def test_two_resumes_at_once_one_is_refused_and_the_run_is_intact(project, tmp_p
     resolved = compose(project, "toy", [])
     run = create_run(project.runs_dir, "toy", "full", config=resolved.config,
                      overrides=[], provenance=resolved.provenance)  # fmt: skip
-    run.record["status_reason"] = "interrupted by SIGINT (Ctrl-C)"
+    run.update(status_reason="interrupted by SIGINT (Ctrl-C)")
     run.finish(None, "interrupted")  # killed before its first checkpoint: resumes from the start
     notes = (project.notes_dir / "toy.md").read_text()
     hold = tmp_path / "hold"

@@ -20,6 +20,7 @@ from repro.forecast import (
 )
 from repro.gates.experiments import results_table
 from repro.gates.full import compare_target, spread_verdict
+from repro.records.record import RecordedActual
 from tests.configs import shrink_toy
 
 STARVED = "the CPUs were too busy while overfit"  # the forecast's refusal on a starved machine
@@ -147,12 +148,12 @@ def test_forecast_wording_and_comparison_with_actual():
     )
     assert "load 1.0 on 2 CPUs" in text
     assert "peak memory ≈ 415 MB" in text and text.endswith("device cpu")
-    line = compare(fc, {"wall_s": 100.0, "s_per_epoch": 2.0, "epochs": 30, "peak_rss_mb": 500.0})
+    line = compare(fc, RecordedActual(wall_s=100.0, s_per_epoch=2.0, epochs=30, peak_rss_mb=500.0))
     assert "(bound held)" in line
     assert "2.69 vs 2.00 s/epoch (30 epochs run of 120 forecast)" in line
     assert "peak memory ≈ 415 vs 500 MB" in line
-    assert "(bound BROKEN)" in compare(fc, {"wall_s": fc["total_s"] + 1})
-    assert compare(None, {"wall_s": 1}) is None
+    assert "(bound BROKEN)" in compare(fc, RecordedActual(wall_s=fc["total_s"] + 1))
+    assert compare(None, RecordedActual(wall_s=1)) is None
 
 
 RECORDED = [  # (forecast inputs, actual wall seconds) measured on this 2-core machine (toy paper)
@@ -190,7 +191,7 @@ def test_full_with_two_seeds_reports_mean_std_and_records_forecast_and_actual(pr
 
     quiet = Console(quiet=True)
     shrink_toy(project)
-    assert run_stage(project, "toy", "overfit", [], console=quiet).record["status"] == "passed"
+    assert run_stage(project, "toy", "overfit", [], console=quiet).record.status == "passed"
 
     dry = CliRunner().invoke(
         app,
@@ -204,7 +205,7 @@ def test_full_with_two_seeds_reports_mean_std_and_records_forecast_and_actual(pr
     assert list_runs(project.runs_dir, "toy", "full") == []  # a dry run records nothing
 
     run = run_stage(project, "toy", "full", ["seeds=2"], console=quiet)
-    rec = run.record
+    rec = run.data  # as record.json holds it
     assert rec["metrics"]["seeds"] == [0, 1]
     (check,) = [c for c in rec["verdict"]["checks"] if "label" in c["evidence"]]  # the target
     vals = [m["test/acc"] for m in rec["metrics"]["per_seed"]]
@@ -231,7 +232,7 @@ def test_no_forecast_from_a_stale_measurement(project, cli):
 
     shrink_toy(project)
     assert (
-        run_stage(project, "toy", "overfit", [], console=Console(quiet=True)).record["status"]
+        run_stage(project, "toy", "overfit", [], console=Console(quiet=True)).record.status
         == "passed"
     )
     model = project.paper_dir("toy") / "model.py"
@@ -254,17 +255,17 @@ def test_dry_run_forecasts_the_overrides_data_and_their_own_overfit(project, cli
     assert code == 0, err
     assert "forecast: unavailable: data has not passed with this config" in out
     assert "run first: repro stage overfit --paper toy data.n_examples=600" in out
-    assert run_stage(project, "toy", "data", big, console=quiet).record["status"] == "passed"
+    assert run_stage(project, "toy", "data", big, console=quiet).record.status == "passed"
     code, out, err = cli("stage", "full", "--dry-run", *big)
     assert "overfit has not passed with this config" in out
     assert "(its data: 15 training steps per epoch of batch 32)" in out
     # an overfit of the base config alone gives no forecast for the overrides' data
-    assert run_stage(project, "toy", "overfit", [], console=quiet).record["status"] == "passed"
+    assert run_stage(project, "toy", "overfit", [], console=quiet).record.status == "passed"
     assert "overfit has not passed with this config" in cli("stage", "full", "--dry-run", *big)[1]
     code, out, err = cli("stage", "full", "--dry-run")
     # the base config: its own data (or, on CPUs too busy to time, a refusal saying so)
     assert STARVED in out or ("(≈ " in out and ": 8 steps of batch 32;" in out)
-    assert run_stage(project, "toy", "overfit", big, console=quiet).record["status"] == "passed"
+    assert run_stage(project, "toy", "overfit", big, console=quiet).record.status == "passed"
     code, out, err = cli("stage", "full", "--dry-run", *big)
     assert code == 0, err
     assert STARVED in out or (out.startswith("forecast: ≈ ") and ": 15 steps of batch 32;" in out)

@@ -94,7 +94,7 @@ def test_a_symlinked_notebook_is_refused_in_one_line_and_the_run_stands(project,
     assert code == 0, out + err
     _untouched(target)
     (run,) = list_runs(project.runs_dir, "toy", "data")
-    assert run.record["status"] == "passed"
+    assert run.record.status == "passed"
     (warning,) = err.strip().splitlines()
     assert warning.startswith(
         f"Warning: notes/toy.md: expected a regular file to write the lab notebook line to, "
@@ -128,7 +128,7 @@ def test_a_full_disks_in_place_save_never_writes_through_a_link(tmp_path, target
     run = create_run(tmp_path, "p", "data")
     run.record_file.unlink()
     run.record_file.symlink_to(target)
-    run.record["status"] = "error"
+    run.update(status="error")
     assert run._save_in_place(("status",)) is False
     _untouched(target)
 
@@ -167,7 +167,7 @@ def test_resume_refuses_a_run_folder_holding_a_link(project, cli, target):
     shrink_toy(project)
     resolved = compose(project, "toy", [])
     run = create_run(project.runs_dir, "toy", "full", config=resolved.config)
-    run.record["status_reason"] = "interrupted by SIGINT (Ctrl-C)"
+    run.update(status_reason="interrupted by SIGINT (Ctrl-C)")
     run.finish(None, "interrupted")
     (run.dir / "checkpoints").mkdir()
     (run.dir / "checkpoints" / "last.ckpt").symlink_to(target)
@@ -253,7 +253,7 @@ def test_a_symlinked_runs_folder_keeps_working(project, cli, tmp_path):
     assert code == 0, out + err
     runs = list_runs(scratch, "toy")
     assert sorted(r.stage for r in runs) == ["data", "shapes"]
-    assert all(r.record["status"] == "passed" for r in runs)
+    assert all(r.record.status == "passed" for r in runs)
     code, out, err = cli("status")
     assert code == 0 and "PASS" in out and runs[0].id in out
     code, out, err = cli("report")

@@ -35,7 +35,7 @@ TASK_METRICS = {
 
 def _stage(project, paper: str, stage: str, *overrides: str, force: bool = False):
     run = run_stage(project, paper, stage, list(overrides), force=force, console=QUIET)
-    return run.record
+    return run.data  # as record.json holds it
 
 
 def _checks(record) -> dict[str, dict]:

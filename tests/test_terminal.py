@@ -97,7 +97,7 @@ def test_hostile_text_in_a_record_and_a_target_is_printed_escaped_everywhere(pro
     _clean(out, err)
     assert "toy \\x1b]0;pwned" in out and "\\u202eevil" in out
     judged = next(r for r in list_runs(project.runs_dir, "toy", "full") if r.id != run_id)
-    assert judged.record["verdict"]["checks"][0]["name"] == f"toy {HOSTILE}"  # kept as it is
+    assert judged.record.verdict.checks[0].name == f"toy {HOSTILE}"  # kept as it is
 
     code, out, err = cli("report")
     assert code == 0, err

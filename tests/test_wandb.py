@@ -39,9 +39,9 @@ def test_full_with_wandb_logs_config_provenance_verdict_and_finishes(project, no
 
     shrink_toy(project)
     quiet = Console(quiet=True)
-    assert run_stage(project, "toy", "overfit", [], console=quiet).record["status"] == "passed"
+    assert run_stage(project, "toy", "overfit", [], console=quiet).record.status == "passed"
     run = run_stage(project, "toy", "full", ["logger=wandb"], console=quiet)
-    assert run.record["status"] in ("passed", "failed")
+    assert run.record.status in ("passed", "failed")
     (offline,) = (run.dir / "wandb").glob("offline-run-*")
     assert offline.name.endswith(run.id)  # the W&B run is named and id'ed by the repro run
     found = _read_offline_run(next(offline.glob("*.wandb")))
@@ -50,9 +50,9 @@ def test_full_with_wandb_logs_config_provenance_verdict_and_finishes(project, no
     assert config["config"]["optim"]["lr"] == 0.01
     assert config["provenance"]["optim.lr"].startswith("unsourced: set in toy.yaml")
     assert config["provenance"]["logger.name"] == "override: command line"
-    assert found["summary"]["status"] == run.record["status"]
-    assert found["summary"]["passed"] == (run.record["status"] == "passed")
-    assert found["summary"]["reason"] == run.record["verdict"]["reason"]
+    assert found["summary"]["status"] == run.record.status
+    assert found["summary"]["passed"] == (run.record.status == "passed")
+    assert found["summary"]["reason"] == run.record.verdict.reason
     assert found["history"] > 0  # the seed's curves went there too
     debug = (offline / "logs" / "debug.log").read_text()
     assert f"finishing run repro/{run.id}" in debug  # finished by repro, not abandoned at exit

@@ -264,4 +264,4 @@ def _own_run(project: Project, paper: str):
     from repro.records import list_runs
 
     pid = os.getpid()
-    return next((r for r in list_runs(project.runs_dir, paper) if r.record.get("pid") == pid), None)
+    return next((r for r in list_runs(project.runs_dir, paper) if r.record.pid == pid), None)

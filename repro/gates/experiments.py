@@ -367,7 +367,7 @@ def forecast_experiments(ctx, jobs: int) -> dict[str, Any] | None:
     from repro.records import latest_run
 
     full = latest_run(ctx.project.runs_dir, ctx.paper, "full", status="passed")
-    per_epoch = ((full.record.get("actual") or {}).get("s_per_epoch") if full else None) or None
+    per_epoch = (full.record.actual.s_per_epoch if full and full.record.actual else None) or None
     if not jobs or per_epoch is None:
         ctx.console.print("forecast: unavailable (needs a passed full run with its time measured)")
         return None

@@ -394,7 +394,7 @@ def _preflight(ctx) -> tuple[Check, dict[str, Any]]:
 
     record = preflight.skipped(ctx.cfg)
     if record is None and (ctx.resume or not is_rank_zero()) and ctx.run is not None:
-        record = ctx.run.record.get("preflight")
+        record = ctx.run.record.preflight
     if record is None:
         record, dm = preflight.measure(ctx, ctx.seed)
         ctx.datamodules.setdefault(ctx.seed, dm)

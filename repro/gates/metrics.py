@@ -8,10 +8,13 @@ metrics do not fit gives None, and the reader says the figure is unavailable.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from repro.config.typed import from_dict
 from repro.errors import ConfigError
+
+if TYPE_CHECKING:
+    from repro.records.record import Record
 
 M = TypeVar("M")
 
@@ -142,9 +145,9 @@ def to_record(metrics: Any) -> dict[str, Any]:
     return asdict(metrics) if metrics is not None else {}
 
 
-def load_metrics(cls: type[M], record: dict[str, Any]) -> M | None:
+def load_metrics(cls: type[M], record: Record) -> M | None:
     """The record's metrics as `cls`, or None when absent or written in another shape."""
-    data = record.get("metrics") if isinstance(record, dict) else None
+    data = record.metrics
     if not data:
         return None
     try:

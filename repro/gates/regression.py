@@ -14,19 +14,20 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from repro.records.record import Record
 from repro.tasks import MetricSpec
 
 LOADER_KEYS = ("batch_size", "eval_batch_size", "num_workers")  # how data is served, not which
 NO_EARLIER = "no earlier reproduced run on the same data to compare"
 
 
-def same_data(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def same_data(a: Record, b: Record) -> bool:
     """Two full records trained on the same data: the same data files (their content digests,
     fingerprint part data_files) and the same data config, the loader's keys aside."""
 
-    def data(rec: dict[str, Any]) -> tuple[Any, Any]:
-        cfg = dict((rec.get("config") or {}).get("data") or {})
-        files = ((rec.get("fingerprint") or {}).get("parts") or {}).get("data_files")
+    def data(rec: Record) -> tuple[Any, Any]:
+        cfg = dict((rec.config or {}).get("data") or {})
+        files = (rec.fingerprint.parts if rec.fingerprint else {}).get("data_files")
         return files, {k: v for k, v in cfg.items() if k not in LOADER_KEYS}
 
     return data(a) == data(b)
@@ -37,16 +38,16 @@ def primary_key(mean: dict[str, float], primary: str) -> str | None:
     return next((k for k in (f"test/{primary}", f"val/{primary}") if k in mean), None)
 
 
-def candidates(runs: list, record: dict[str, Any]) -> list[tuple[Any, Any]]:
+def candidates(runs: list, record: Record) -> list[tuple[Any, Any]]:
     """(run, its FullMetrics) of the earlier passed full runs comparable with `record`: same
     data, same overrides, not `record` itself."""
     from repro.gates.metrics import FullMetrics, load_metrics
 
     out = []
     for r in runs:
-        if r.corrupt is not None or r.id == record.get("id") or r.effective_status != "passed":
+        if r.corrupt is not None or r.id == record.id or r.effective_status != "passed":
             continue
-        if sorted(r.record.get("overrides") or []) != sorted(record.get("overrides") or []):
+        if sorted(r.record.overrides or []) != sorted(record.overrides or []):
             continue
         m = load_metrics(FullMetrics, r.record)
         if m is not None and same_data(r.record, record):

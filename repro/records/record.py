@@ -1,15 +1,20 @@
-"""What a readable record.json holds: the type of every field that `log`, `status`, `show`,
-`diff`, `report` and `--resume` rely on, checked once when a record is read (issue 14).
+"""The run record as readers use it: `Record`, the typed form of a record.json, checked once when
+it is read (issue 14) and read by attribute everywhere (issue 19): `run.record.verdict.passed`.
 
 A record that does not fit is unreadable: its readers skip it with a warning naming the file,
 instead of one record with `"verdict": "x"` taking down the whole log. Unknown fields are kept
-(a newer repro may write more); only the shapes of known ones are checked. Values the readers
-never look inside (config values, evidence, metrics, which the gates' typed metrics check
-themselves) are checked as mappings only.
+(in `extra`: a newer repro may write more); only the shapes of known ones are checked. Values the
+readers never look inside (config values, evidence, metrics, which the gates' typed metrics check
+themselves) stay plain JSON mappings.
+
+Every record carries its format's version in `schema` (SCHEMA for the records written now); a
+record without one predates the field and is version 1. The formats before typed metrics are read
+in the current shape by repro/records/formats.py.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -18,6 +23,9 @@ from repro.config.typed import Invalid, from_dict
 from repro.errors import ConfigError
 
 REQUIRED = ("id", "paper", "stage", "status")
+# The record format written now. 1: every record before the field existed (their shapes:
+# repro/records/formats.py); 2: records that say their version (issue 19).
+SCHEMA = 2
 Status = Literal["running", "passed", "failed", "error", "interrupted"]
 
 
@@ -32,7 +40,7 @@ def _when(name: str, value: str | None) -> None:
 
 
 @dataclass(frozen=True)
-class CheckShape:
+class RecordedCheck:
     EXTRA_FIELD = "extra"
 
     name: str | None = None
@@ -44,19 +52,19 @@ class CheckShape:
 
 
 @dataclass(frozen=True)
-class VerdictShape:
+class RecordedVerdict:
     EXTRA_FIELD = "extra"
 
     passed: bool | None = None
     reason: str | None = None
     stage: str | None = None
     evidence: dict[str, Any] | None = None
-    checks: list[CheckShape] | None = None
+    checks: list[RecordedCheck] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class FingerprintShape:
+class RecordedFingerprint:
     EXTRA_FIELD = "extra"
 
     stages: dict[str, str | None] = field(default_factory=dict)
@@ -65,9 +73,19 @@ class FingerprintShape:
     judged: dict[str, str | None] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        """As record.json holds it (repro/fingerprint.py computes and compares this form)."""
+        return {
+            "stages": dict(self.stages),
+            "parts": dict(self.parts),
+            "files": dict(self.files),
+            "judged": dict(self.judged),
+            **self.extra,
+        }
+
 
 @dataclass(frozen=True)
-class GitShape:
+class RecordedGit:
     EXTRA_FIELD = "extra"
 
     commit: str | None = None
@@ -78,7 +96,7 @@ class GitShape:
 
 
 @dataclass(frozen=True)
-class EnvShape:
+class RecordedEnv:
     EXTRA_FIELD = "extra"
 
     python: str | None = None
@@ -88,7 +106,7 @@ class EnvShape:
 
 
 @dataclass(frozen=True)
-class ResumedShape:
+class Resumption:
     EXTRA_FIELD = "extra"
 
     at: str | None = None
@@ -103,7 +121,7 @@ class ResumedShape:
 
 
 @dataclass(frozen=True)
-class ActualShape:
+class RecordedActual:
     EXTRA_FIELD = "extra"
 
     wall_s: float | None = None
@@ -114,7 +132,7 @@ class ActualShape:
 
 
 @dataclass(frozen=True)
-class ModelShape:
+class RecordedModel:
     EXTRA_FIELD = "extra"
 
     params: dict[str, list[int]] = field(default_factory=dict)
@@ -124,8 +142,8 @@ class ModelShape:
 
 
 @dataclass(frozen=True)
-class RecordShape:
-    """Every field repro writes (repro/records.py: create_run, finish, annex, reopen)."""
+class Record:
+    """Every field repro writes (repro/records/: create_run, finish, annex, reopen), typed."""
 
     EXTRA_FIELD = "extra"
 
@@ -133,18 +151,19 @@ class RecordShape:
     paper: str
     stage: str
     status: Status
-    verdict: VerdictShape | None = None
+    schema: int = 1  # absent in the records written before the field: those are version 1
+    verdict: RecordedVerdict | None = None
     evidence: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
-    fingerprint: FingerprintShape | None = None
+    fingerprint: RecordedFingerprint | None = None
     config: dict[str, Any] | None = None
     overrides: list[str] | None = None
     provenance: dict[str, str] | None = None
     defaults: dict[str, Any] | None = None
     forced: bool = False
     skipped_prerequisites: list[str] | None = None
-    git: GitShape | None = None
-    env: EnvShape | None = None
+    git: RecordedGit | None = None
+    env: RecordedEnv | None = None
     pid: int | None = None
     pid_start: int | None = None
     host: str | None = None
@@ -154,11 +173,11 @@ class RecordShape:
     error: str | None = None
     status_reason: str | None = None
     links: dict[str, str] | None = None
-    resumed: list[ResumedShape] | None = None
+    resumed: list[Resumption] | None = None
     forecast: dict[str, Any] | None = None  # full's or experiments' (repro.forecast.describe)
-    actual: ActualShape | None = None
+    actual: RecordedActual | None = None
     init: dict[str, str] | None = None
-    model: ModelShape | None = None
+    model: RecordedModel | None = None
     peak_rss_mb: float | None = None
     nondeterministic: dict[str, Any] | None = None
     preflight: dict[str, Any] | None = None  # full's (repro/gates/preflight.py)
@@ -168,25 +187,53 @@ class RecordShape:
         _when("started", self.started)
         _when("ended", self.ended)
 
+    def fingerprint_of(self, stage: str) -> str | None:
+        """The fingerprint this run recorded for `stage` (its own or a prerequisite's)."""
+        return self.fingerprint.stages.get(stage) if self.fingerprint else None
 
-def record_problem(record: Any) -> str | None:
-    """Why `record` (parsed JSON) is not a readable run record, in one line; None when it is.
+    @property
+    def reason(self) -> str | None:
+        """The verdict's one sentence; None when the run has no verdict."""
+        return self.verdict.reason if self.verdict else None
 
-    The line names the key: `"verdict": expected a mapping or null, found 'x'`.
+
+class UnreadableRecord(ValueError):
+    """Parsed JSON that is not a run record; the message says why in one line, naming the key."""
+
+
+def parse_record(data: Any) -> Record:
+    """`data` (a record.json's parsed JSON) as a Record; UnreadableRecord when it is not one.
+
+    The message names the key: `'verdict': expected a mapping or null, found 'x'`.
     """
-    if not isinstance(record, dict):
-        return f"expected a JSON object (a run record), found {_kind(record)}"
-    missing = [k for k in REQUIRED if k not in record]
+    if not isinstance(data, dict):
+        raise UnreadableRecord(f"expected a JSON object (a run record), found {_kind(data)}")
+    missing = [k for k in REQUIRED if k not in data]
     if missing:
-        return f"expected the keys {', '.join(REQUIRED)}, found no {', '.join(map(repr, missing))}"
+        raise UnreadableRecord(
+            f"expected the keys {', '.join(REQUIRED)}, found no {', '.join(map(repr, missing))}"
+        )
     try:
-        from_dict(RecordShape, record)
+        return from_dict(Record, data)
     except ConfigError as e:
         key, _, what = str(e).partition(": ")
         # from_dict's hint for a missing key is about conf/, not records: keep what it found
         what = what.split("; every repro key")[0]
-        return f"{key!r}: {what}" if what else str(e)
-    return None
+        raise UnreadableRecord(f"{key!r}: {what}" if what else str(e)) from None
+
+
+def as_recorded(verdict: Any) -> RecordedVerdict:
+    """A gate's Verdict as a record holds it (what `repro.lab` shows without recording a run)."""
+    from repro.records.run import json_default
+
+    data = json.loads(json.dumps(verdict.to_dict(), default=json_default))
+    return from_dict(RecordedVerdict, data, "verdict")
+
+
+def unreadable_stub(run_id: str, paper: str, stage: str) -> Record:
+    """What a run whose record.json cannot be read shows: its names (from its folders), status
+    'corrupt' (never written to a file: parse_record refuses it)."""
+    return Record(id=run_id, paper=paper, stage=stage, status="corrupt")  # type: ignore[arg-type]
 
 
 def _kind(value: Any) -> str:

@@ -1,8 +1,8 @@
 """Records written by earlier versions of repro, read in the current shape: in memory, when read
-(repro/records.py), so `judge`, `report`, `status` and `show` all see the same thing; the file
+(repro/records/store.py), so `judge`, `report`, `status` and `show` all see the same thing; the file
 itself is never rewritten (issue 20).
 
-The formats, oldest first (fixtures of each: tests/fixtures/records/):
+The formats, oldest first (fixtures of each: tests/fixtures/old_records/):
 
 - up to 039d4c6: `full` kept its numbers in the verdict's evidence (`seeds`, `per_seed`, `runs`,
   `summary`, `dataset`, `baseline`) and the learning rates in a top-level `lr_by_seed`; its
