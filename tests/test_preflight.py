@@ -88,9 +88,7 @@ def test_healthy_model_passes_the_preflight_then_trains(toy):
     assert pre["passed"], pre["reason"]
     assert pre["reason"].startswith("learned in 150 steps")
     ev = run.data["preflight"]
-    assert (
-        ev == run.data["verdict"]["evidence"]["preflight"] == run.data["metrics"]["preflight"]
-    )
+    assert ev == run.data["verdict"]["evidence"]["preflight"] == run.data["metrics"]["preflight"]
     assert ev["val"] > ev["trivial_val"] + 30  # accuracy points: the toy learns in 150 steps
     assert ev["lr"] == 0.01  # the paper's optim.lr
     assert (run.dir / "fit_result.json").exists()  # then the full schedule trained
@@ -162,9 +160,7 @@ def test_skipped_preflight_is_not_measured_and_said_by_status_and_report(toy, cl
     path = toy.conf_dir / "paper" / "toy.yaml"
     path.write_text(path.read_text() + "stage:\n  full:\n    preflight:\n      enabled: false\n")
     for stage in ("data", "shapes", "overfit"):  # the milestones, as status and report read them
-        assert (
-            run_stage(toy, "toy", stage, console=Console(quiet=True)).data["status"] == "passed"
-        )
+        assert run_stage(toy, "toy", stage, console=Console(quiet=True)).data["status"] == "passed"
     run = run_stage(toy, "toy", "full", console=Console(quiet=True))
     pre = _checks(run)["preflight"]
     assert pre["measured"] is False and pre["passed"] is False
@@ -280,6 +276,15 @@ def test_a_worse_second_full_run_warns_naming_the_earlier_one(toy):
     assert alone.data["metrics"]["per_seed"] == first.data["metrics"]["per_seed"]
 
 
+def _typed(run_id: str, verdict: dict):
+    """A full run's record as readers get it (typed), holding `verdict`."""
+    from repro.records.record import parse_record
+
+    return parse_record(
+        {"id": run_id, "paper": "toy", "stage": "full", "status": "passed", "verdict": verdict}
+    )
+
+
 def test_status_shows_the_warnings_of_the_milestone_run():
     from types import SimpleNamespace
 
@@ -289,7 +294,7 @@ def test_status_shows_the_warnings_of_the_milestone_run():
     warning = "test/acc 92.70 is 4.60 below our best earlier passed run A on the same data"
     verdict = {"reason": "all 6 checks passed", "evidence": {"warnings": [warning]}}
     run = SimpleNamespace(
-        id="B", record={"verdict": verdict}, effective_status="passed", status_reason=None
+        id="B", record=_typed("B", verdict), effective_status="passed", status_reason=None
     )
     row = _row("full", run, "")
     assert row.state == "PASS" and row.warnings == [warning]
@@ -319,20 +324,21 @@ def test_report_names_the_preflight_and_the_regression_warning():
     runs = [
         SimpleNamespace(
             id="B",
-            record={
-                "verdict": {"checks": [skipped], "evidence": {"regression": {"warning": warning}}}
-            },
+            record=_typed(
+                "B", {"checks": [skipped], "evidence": {"regression": {"warning": warning}}}
+            ),
         ),
         SimpleNamespace(
             id="C",
-            record={
-                "verdict": {
+            record=_typed(
+                "C",
+                {
                     "checks": [passed],
                     "evidence": {"regression": {"compared_with": None, "note": NO_EARLIER}},
-                }
-            },
+                },
+            ),
         ),
-        SimpleNamespace(id="D", record={"verdict": {"checks": [], "evidence": {}}}),  # before both
+        SimpleNamespace(id="D", record=_typed("D", {"checks": [], "evidence": {}})),  # before both
     ]
     lines = _guards(runs)
     assert f"| B | not measured: skipped (x) | warning: {warning} |" in lines
