@@ -14,25 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from repro.errors import ConfigError, PaperError
+from repro.tasks.metric import LOSS, MetricSpec
 
 SPLIT_PREFIXES = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """One metric a task measures on val and test (logged as val/<name>, test/<name>)."""
-
-    name: str
-    higher_is_better: bool
-    meaning: str  # one line for help texts and reports
-    range: float | None = None  # the metric's full range (100 for %, 1 for fractions); None: open
-
-    @property
-    def direction(self) -> str:
-        return "higher is better" if self.higher_is_better else "lower is better"
-
-
-LOSS = MetricSpec("loss", False, "the task's training loss, averaged over the split")
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,10 @@ import torch
 from torch import nn
 
 from repro.config.schema import ShapesStage
+from repro.context import StageContext
 from repro.data.batch import Batch
 from repro.errors import PaperError
+from repro.gates.invariance import with_shapes_checks
 from repro.gates.metrics import ShapesMetrics
 from repro.gates.shapes.alone import AloneError, start_alone_vs_batch
 from repro.gates.shapes.judge import (
@@ -50,7 +52,6 @@ from repro.gates.shapes.measure import (
     measure_zero_input,
     torch_threads,
 )
-from repro.invariance import with_shapes_checks
 from repro.tasks.base import InitLoss, Task
 from repro.train.params import count_params
 from repro.verdict import Check, Verdict
@@ -59,7 +60,7 @@ STAGE = "shapes"
 Evidence = dict[str, Any]
 
 
-def run(ctx) -> Verdict:
+def run(ctx: StageContext) -> Verdict:
     """The paper's model on its first training batch: measured and judged."""
     dm = ctx.build_datamodule()
     dm.setup("fit")
