@@ -275,9 +275,7 @@ def run(ctx: StageContext) -> Verdict:
     from repro.gates.invariance import merge_seeds
 
     cfg = ctx.cfg
-    t0 = (
-        time.perf_counter()
-    )  # what the forecast (repro/runner.py, just before) forecasts: to the verdict
+    t0 = time.perf_counter()  # what the forecast (runner.py) forecasts: from here to the verdict
     seeds = [ctx.seed + i for i in range(cfg.seeds)]
     wandb = _wandb_run(ctx)
     units: dict[str, list] = {}
