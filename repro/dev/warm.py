@@ -25,7 +25,7 @@ HEAVY_MODULES = (
     "resource",
     "rich.progress",
     "rich.rule",
-    "repro.cli",
+    "repro.stage",
     "repro.records",
     "repro.runner",
     "repro.display",
