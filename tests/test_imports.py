@@ -14,9 +14,11 @@ How an import becomes an edge (module -> module):
 A package's __init__.py importing its own submodules is an ordinary edge; the parent packages
 that Python runs before a submodule (repro.a runs before repro.a.b) are NOT edges: otherwise
 every package whose __init__ hands on a submodule's names would count as a circle with each
-submodule that imports a sibling by its full name. Not seen: importlib.import_module(...)
-(repro.gates.gate(stage) loads repro.gates.<stage> by name; none of the gates imports the
-package back into a circle, and the `gate` loader's own edge is listed in DYNAMIC below).
+submodule that imports a sibling by its full name.
+Imports by name (importlib.import_module) that load a repro module are edges too, read from the
+names the code loads (by_name below): repro.gates.gate(stage) loads repro.gates.<stage>,
+repro.tasks.load_task_class a built-in task's module from the catalog, and the warm worker
+preloads HEAVY_MODULES. The others load the paper's own modules (papers.<paper>.*), not repro's.
 
 Run this file as a script for the figures: `python tests/test_imports.py` prints the modules,
 edges, circles, imports inside functions and the circles between top-level parts (a folder of
@@ -26,14 +28,11 @@ repro/ counted as one part).
 from __future__ import annotations
 
 import ast
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 REPRO = ROOT / "repro"
-# Modules that load another repro module by name at run time, which ast cannot see as an import.
-DYNAMIC = {"repro.gates": "importlib.import_module(f'repro.gates.{stage}')"}
 # The command line and its entry point: the only modules that may import repro.cli.
 CLI = {"repro.cli", "repro.__main__"}
 
@@ -101,13 +100,32 @@ def _imports(tree: ast.AST):
             yield node, id(node) in in_function
 
 
-def import_graph() -> Graph:
+def by_name() -> dict[str, list[str]]:
+    """The repro modules each module imports by name at run time (importlib.import_module), from
+    the names the code itself holds, so that this list cannot drift from it."""
+    from repro.dev.warm import HEAVY_MODULES
+    from repro.gates import STAGES
+    from repro.tasks import BUILTIN
+
+    return {
+        "repro.gates": [f"repro.gates.{stage}" for stage in STAGES],
+        "repro.tasks": [spec.path.partition(":")[0] for spec in BUILTIN.values()],
+        "repro.dev.warm": [m for m in HEAVY_MODULES if m.split(".")[0] == "repro"],
+    }
+
+
+def import_graph(dynamic: dict[str, list[str]] | None = None) -> Graph:
+    """Every module's imports; `dynamic`: imports by name to add, {importer: [module, ...]}
+    (line 0 in the listing)."""
     graph = Graph(repro_modules())
     for here, path in graph.modules.items():
         for node, inside in _imports(ast.parse(path.read_text(), str(path))):
             for target in _targets(node, here, graph.modules):
                 if target != here:
                     graph.edges.setdefault((here, target), []).append((node.lineno, inside))
+    for here, names in (dynamic or {}).items():
+        for target in filter(None, (_deepest(n, graph.modules) for n in names)):
+            graph.edges.setdefault((here, target), []).append((0, True))
     return graph
 
 
@@ -158,7 +176,9 @@ def describe(graph: Graph, circle: list[str]) -> str:
     lines = [" <-> ".join(circle)]
     for (a, b), where in sorted(graph.edges.items()):
         if a in members and b in members:
-            at = ", ".join(f"line {n}{' (in a function)' if f else ''}" for n, f in where)
+            at = ", ".join(
+                f"line {n}{' (in a function)' if f else ''}" for n, f in sorted(set(where))
+            )
             lines.append(f"  {a} -> {b}: {at}")
     return "\n".join(lines)
 
@@ -194,7 +214,7 @@ def test_the_graph_sees_imports_inside_functions_and_relative_ones(tmp_path):
 
 
 def test_no_import_circle_among_repro_modules():
-    graph = import_graph()
+    graph = import_graph(by_name())
     found = circles(graph.adjacency())
     assert not found, "import circles:\n" + "\n".join(describe(graph, c) for c in found)
 
@@ -276,13 +296,22 @@ def test_the_attribute_check_finds_a_patch():
     ]
 
 
+def test_imports_by_name_name_modules_that_exist():
+    modules = repro_modules()
+    missing = [n for names in by_name().values() for n in names if n not in modules]
+    assert not missing, missing
+
+
 def main() -> None:
-    graph = import_graph()
+    graph = import_graph(by_name())
     found = circles(graph.adjacency())
-    inside = sum(1 for where in graph.edges.values() for _, f in where if f)
+    inside = sum(1 for where in graph.edges.values() for n, f in where if f and n)
+    named = sum(1 for where in graph.edges.values() for n, _ in where if not n)
     parts = circles(part_adjacency(graph))
     print(f"{len(graph.modules)} modules, {len(graph.edges)} edges")
-    print(f"imports of repro modules inside functions: {inside}")
+    print(
+        f"import statements of repro modules inside functions: {inside}; imports by name: {named}"
+    )
     print(f"module circles: {len(found)}")
     for c in found:
         print(describe(graph, c))
@@ -292,4 +321,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
