@@ -11,7 +11,7 @@ from rich.markup import escape
 from repro.config import compose
 from repro.context import StageContext
 from repro.errors import GateRefused, ReproError
-from repro.gates import CHEAP_STAGES, STAGES, check_stage
+from repro.gates import CHEAP_STAGES, FORECAST_STAGES, STAGES, check_stage
 from repro.oneline import one_line
 from repro.paper_code import PaperCode
 from repro.progression import (
@@ -224,7 +224,7 @@ def execute(
         with run.guard(held):
             _announce(ctx, run, stage)
             _snapshot(ctx, run)
-            if stage == "full" and not ctx.resume:  # a resumed run keeps its first forecast
+            if stage in FORECAST_STAGES and not ctx.resume:  # a resumed run keeps its first
                 fp = run.record["fingerprint"]
                 fc = _print_forecast(
                     ctx.project, ctx.paper, ctx.resolved, fp, milestones, ctx.console
