@@ -11,7 +11,6 @@ import traceback
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
 from repro.errors import ReproError
 from repro.terminal import SafeConsole, safe, unsafe_character
@@ -225,7 +224,7 @@ def stage(
     cold: bool = COLD_OPT,
 ):
     """Run one gate; a later gate refuses until the earlier ones passed on the current code."""
-    from repro.runner import run_stage
+    from repro.stage import run_and_report
     from repro.train.distributed import joined_run_dir
 
     project = _project()
@@ -245,15 +244,9 @@ def stage(
         forecast_only(project, paper, overrides, console)
         raise typer.Exit(0)
     _run_in_worker(project, paper, name, overrides, force, skip=cold or resume)
-    try:
-        if resume:
-            run = _resume(project, paper, overrides)
-        else:
-            run = run_stage(project, paper, name, overrides, force=force, console=console)
-    except KeyboardInterrupt:
-        err_console.print("Interrupted: the run is recorded as interrupted (see `repro log`).")
-        raise typer.Exit(130) from None
-    _finish(project, run.paper, run)
+    if resume:
+        raise typer.Exit(_resume(project, paper, overrides))
+    raise typer.Exit(run_and_report(project, paper, name, overrides, force, console, err_console))
 
 
 def _full_flags(name: str, resume: bool, dry_run: bool, preflight_only: bool, overrides) -> None:
@@ -268,9 +261,11 @@ def _full_flags(name: str, resume: bool, dry_run: bool, preflight_only: bool, ov
         overrides.append("stage.full.preflight.only=true")
 
 
-def _resume(project, paper: str, args: list[str]):
-    """`repro stage full --resume [run-id]`: the run continued, with its recorded config."""
+def _resume(project, paper: str, args: list[str]) -> int:
+    """`repro stage full --resume [run-id]`: the run continued, with its recorded config; the exit
+    code, as `repro stage` gives it."""
     from repro.rerun import resume_full
+    from repro.stage import INTERRUPTED, report_finished
 
     run_id = args.pop(0) if args and "=" not in args[0] else None
     if args:
@@ -278,7 +273,12 @@ def _resume(project, paper: str, args: list[str]):
             f"--resume continues a run with its recorded config; drop the overrides {args} "
             "(or use `repro rerun <run-id> <overrides>` for a new run)"
         )
-    return resume_full(project, paper, run_id, console=console)
+    try:
+        run = resume_full(project, paper, run_id, console=console)
+    except KeyboardInterrupt:
+        err_console.print(INTERRUPTED)
+        return 130
+    return report_finished(console, project, run)
 
 
 WATCH_STAGES_OPT = typer.Option(
@@ -331,44 +331,6 @@ def _run_in_worker(project, paper, name, overrides, force, skip: bool) -> None:
     quiet_waits_when_busy()
 
 
-def _finish(project, paper: str, run) -> None:
-    """Print a finished run's verdict and the paper's milestones; exit 0 when it passed."""
-    from repro.display import print_status, print_verdict
-
-    print_verdict(console, run.record)
-    console.print(f"run record: {run.dir.relative_to(project.root)}", markup=False)
-    note = _experiment_note(run.record)
-    if note:
-        console.print(f"[yellow]{escape(note)}[/yellow]")
-    print_status(console, paper, _milestones(project, paper))
-    raise typer.Exit(0 if run.record.status == "passed" else 1)
-
-
-def _experiment_note(record) -> str | None:  # record: repro.records.record.Record
-    """Why a run does not count as a milestone, when it does not."""
-    why = []
-    if record.overrides:
-        why.append(f"overrides {' '.join(record.overrides)}")
-    if record.forced:
-        why.append(f"--force past {', '.join(record.skipped_prerequisites or [])}")
-    if not why:
-        return None
-    return (
-        f"this run used {' and '.join(why)}: an experiment around the milestones, which it does "
-        "not change (the table below is the paper's base config)"
-    )
-
-
-def _milestones(project, paper: str):
-    """The status rows of the paper's base config (no overrides): the milestone rule."""
-    from repro.config import compose
-    from repro.progression import stage_states
-    from repro.runner import current_fingerprint
-
-    fp = current_fingerprint(project, paper, compose(project, paper, []))
-    return stage_states(project.runs_dir, paper, fp)
-
-
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def rerun(
     run_id: str = typer.Argument(
@@ -381,6 +343,7 @@ def rerun(
 ):
     """Re-execute a run from its record (stage, paper, overrides); the new run links to the old one."""
     from repro.rerun import rerun as do_rerun
+    from repro.stage import INTERRUPTED, report_finished
 
     _plain_overrides(list(overrides or []))
     project = _project()
@@ -389,10 +352,10 @@ def rerun(
             project, run_id, list(overrides or []), console=console, force=force
         )
     except KeyboardInterrupt:
-        err_console.print("Interrupted: the run is recorded as interrupted (see `repro log`).")
+        err_console.print(INTERRUPTED)
         raise typer.Exit(130) from None
     console.print(f"re-run of {(run.record.links or {})['rerun_of']}: run {run.id}")
-    _finish(project, run.paper, run)
+    raise typer.Exit(report_finished(console, project, run))
 
 
 @app.command()
@@ -405,11 +368,12 @@ def judge(
     """Re-apply the current targets and the full stage's judgements to a full run's recorded
     metrics, without training; the new verdict is recorded as a run linked to the judged one."""
     from repro.judge import judge_run
+    from repro.stage import report_finished
 
     project = _project()
     paper = project.resolve_paper(paper)
     run = judge_run(project, paper, run_id, console)
-    _finish(project, run.paper, run)
+    raise typer.Exit(report_finished(console, project, run))
 
 
 @app.command()
@@ -489,12 +453,13 @@ def status(
     """The milestones: one row per stage of the paper's base config (no overrides): PASS / FAIL /
     STALE (with what changed) / not run, when, run id, the reason, and runs with overrides since."""
     from repro.display import print_status
+    from repro.progression import milestones
 
     project = _project()
     papers = project.papers() if all_papers else [project.resolve_paper(paper)]
     for p in papers:
         _warn_unreadable(project, p)
-        print_status(console, p, _milestones(project, p))
+        print_status(console, p, milestones(project, p))
 
 
 @app.command()

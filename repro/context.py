@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -11,26 +10,7 @@ from rich.console import Console
 from repro.config import Resolved
 from repro.config.schema import DataConfig, RunConfig
 from repro.errors import ConfigError, PaperError, ReproError
-from repro.project import Project
-
-
-def import_paper_module(project: Project, paper: str, module: str, attr: str | None) -> Any:
-    """papers.<paper>.<module>.<attr> (the module itself when attr is None)."""
-    project.activate()
-    path = project.paper_dir(paper) / f"{module}.py"
-    try:
-        mod = importlib.import_module(f"{project.package(paper)}.{module}")
-    except ModuleNotFoundError as e:
-        if not path.exists():
-            raise PaperError(
-                f"{path}: expected {module}.py defining {attr}(), found no file"
-            ) from e
-        raise
-    if attr is None:
-        return mod
-    if not hasattr(mod, attr):
-        raise PaperError(f"{path}: expected a function {attr}() (repro calls it), found none")
-    return getattr(mod, attr)
+from repro.project import Project, import_paper_module
 
 
 @dataclass
@@ -55,6 +35,9 @@ class StageContext:
     # The paper's files as this run imports and records them (repro/paper_code.py): installed by
     # the runner before anything of the paper is imported.
     code: Any = None
+    # A model in memory that build_model returns instead of building one (repro.lab checks a
+    # notebook's model with the gates; a recorded run always builds its own).
+    given_model: Any = None
 
     @property
     def cfg(self) -> RunConfig:
@@ -115,7 +98,10 @@ class StageContext:
         return dm
 
     def build_model(self, dm, seed: int | None = None):
-        """Seeded build, then repro's default init where the paper is silent."""
+        """Seeded build, then repro's default init where the paper is silent (`given_model`, when
+        set, as it is)."""
+        if self.given_model is not None:
+            return self.given_model
         from repro.train.init import apply_init
         from repro.train.seeding import seed_everything
 

@@ -80,3 +80,13 @@ def env_info() -> dict[str, Any]:
     if (threads := chosen()) is not None:  # training's thread count and why (repro.train.threads)
         env["threads"] = threads
     return env
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    try:
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    except (ImportError, OSError):
+        return None

@@ -16,13 +16,13 @@ from typing import Any
 
 from repro.config.schema import RunConfig
 from repro.records.record import RecordedActual
+from repro.speed_sample import NOISY_SPREAD
 
 BYTES_PER_WEIGHT = 4  # fp32, every parameter
 # fp32 gradient + Adam's two moments: trainable parameters only (issue 21: BiMPM's 32M frozen
 # embedding weights were counted at 16 bytes, 504 MB of state that is really 11 MB)
 BYTES_PER_TRAINABLE = 12
 MARGIN = 1.5  # the bound's step time is the p90 step x this; x 2 when the sample was noisy
-NOISY_SPREAD = 1.5  # p90 / median above this, or a load above the CPUs: a noisy measurement
 # A sample in CPU seconds that ran this much slower on the wall clock (under a quarter of a
 # core): how long training takes depends on the other jobs more than on the code; the forecast
 # refuses (issue 21). Below it, the slowdown is counted into the forecast.
@@ -259,7 +259,7 @@ def inputs_from_records(
 
 
 def from_sample(s, sizes: dict[str, int], cfg: RunConfig, run_id: str = "", **extra: Any):
-    """ForecastInputs from a speed sample (repro.gates.metrics.SpeedSample), the data's split
+    """ForecastInputs from a speed sample (repro.speed_sample.SpeedSample), the data's split
     sizes and the config to forecast, or the reason there are none (an unstable sample).
     `extra`: params, trainable_params, overfit_peak_rss_mb, device."""
     run = f"overfit run {run_id}" if run_id else "overfit"
@@ -312,23 +312,24 @@ def _data_steps(runs_dir: Path, paper: str, cfg: RunConfig, current: dict) -> st
 
 
 def print_forecast(
-    project, paper: str, cfg: RunConfig, console, overrides: list[str] | None = None
+    runs_dir: Path,
+    paper: str,
+    cfg: RunConfig,
+    current: dict,
+    milestones: bool,
+    console,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any] | None:
     """Estimate the full stage's time and memory for `cfg` from the records of the data and
-    overfit runs on its own fingerprint (the milestones when `cfg` is the base config); print it.
-    `overrides`: the command-line overrides that made `cfg` (named in the advice)."""
-    from dataclasses import replace
+    overfit runs on `current`, its fingerprint (`milestones`: `cfg` is the paper's base config,
+    so the milestone runs count); print it. `overrides`: the command-line overrides that made
+    `cfg` (named in the advice)."""
+    from repro.progression import stage_command
 
-    from repro.config import compose
-    from repro.runner import current_fingerprint, stage_command
-
-    base = compose(project, paper, [])
-    milestones = base.cfg == cfg
-    current = current_fingerprint(project, paper, base if milestones else replace(base, cfg=cfg))
-    inputs = inputs_from_records(project.runs_dir, paper, cfg, current, milestones)
+    inputs = inputs_from_records(runs_dir, paper, cfg, current, milestones)
     if isinstance(inputs, str):
         if not milestones:
-            steps = _data_steps(project.runs_dir, paper, cfg, current)
+            steps = _data_steps(runs_dir, paper, cfg, current)
             command = stage_command("overfit", paper, list(overrides or []))
             inputs += f"{steps}; run first: {command}"
         console.print(f"forecast: unavailable: {inputs}", markup=False, highlight=False)

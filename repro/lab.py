@@ -88,8 +88,10 @@ class Session:
             self.console.print(f"[yellow]{NOT_RECORDED.format(stage=stage)}[/yellow]")
         return verdict
 
-    def _context(self, model: Any = None) -> _LabContext:
-        return _LabContext(
+    def _context(self, model: Any = None) -> StageContext:
+        """The context a gate gets from the runner, with no run (ctx.run is None: gates write no
+        files) and, when given, the model in memory instead of a freshly built one."""
+        return StageContext(
             self.project,
             self.paper,
             self.resolved,
@@ -97,19 +99,6 @@ class Session:
             datamodules={self.warm.seed: self.datamodule},
             given_model=model,
         )
-
-
-@dataclass
-class _LabContext(StageContext):
-    """A gate's context with no run (ctx.run is None: gates write no files) and, when given, the
-    model in memory instead of a freshly built one."""
-
-    given_model: Any = None
-
-    def build_model(self, dm, seed: int | None = None):
-        if self.given_model is None:
-            return super().build_model(dm, seed)
-        return self.given_model
 
 
 def open(  # noqa: A001 - `lab.open(...)` reads like opening a notebook session

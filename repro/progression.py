@@ -9,10 +9,15 @@ replacing it. Every later stage requires all earlier ones.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from repro.config import Resolved, compose
+from repro.fingerprint import fingerprint
 from repro.gates import STAGES
+from repro.paper_code import PaperCode
+from repro.project import Project
 
 REJUDGE = "REJUDGE"  # passed, but the paper's targets changed since: `repro judge` re-applies them
 
@@ -31,6 +36,35 @@ class StageState:
     @property
     def passed(self) -> bool:
         return self.state == "PASS"
+
+
+def stage_command(stage: str, paper: str, overrides: list[str]) -> str:
+    """The command line that runs `stage` again: `repro stage <stage> --paper <p> <overrides>`."""
+    return " ".join(["repro stage", stage, "--paper", paper, *map(shlex.quote, overrides)])
+
+
+def current_fingerprint(
+    project: Project,
+    paper: str,
+    resolved: Resolved,
+    data_files: list[str] | None = None,
+    code: PaperCode | None = None,
+) -> dict:
+    """The fingerprint of the code, config and data now. Without `data_files`, the files the last
+    data run read with the same data code and config (what `status` can know without importing
+    the paper's code). `code`: the paper's files as this command imports them (else as on disk)."""
+    files = data_files
+    if files is None:
+        probe = fingerprint(resolved, project.paper_dir(paper), [], code)
+        files = known_data_files(project.runs_dir, paper, probe["parts"])
+    return fingerprint(resolved, project.paper_dir(paper), files, code)
+
+
+def milestones(project: Project, paper: str) -> list[StageState]:
+    """The status rows of the paper's base config (no overrides): the milestone rule."""
+    return stage_states(
+        project.runs_dir, paper, current_fingerprint(project, paper, compose(project, paper, []))
+    )
 
 
 def is_milestone_run(run) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import keyword
 import os
 import re
@@ -10,6 +11,7 @@ import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from repro.errors import PaperError, ProjectError
 
@@ -116,6 +118,25 @@ class Project:
         """Make `papers.<name>` importable."""
         if str(self.root) not in sys.path:
             sys.path.insert(0, str(self.root))
+
+
+def import_paper_module(project: Project, paper: str, module: str, attr: str | None) -> Any:
+    """papers.<paper>.<module>.<attr> (the module itself when attr is None)."""
+    project.activate()
+    path = project.paper_dir(paper) / f"{module}.py"
+    try:
+        mod = importlib.import_module(f"{project.package(paper)}.{module}")
+    except ModuleNotFoundError as e:
+        if not path.exists():
+            raise PaperError(
+                f"{path}: expected {module}.py defining {attr}(), found no file"
+            ) from e
+        raise
+    if attr is None:
+        return mod
+    if not hasattr(mod, attr):
+        raise PaperError(f"{path}: expected a function {attr}() (repro calls it), found none")
+    return getattr(mod, attr)
 
 
 def find_project(start: Path | None = None) -> Project:

@@ -14,8 +14,8 @@ from typing import Any
 from repro.gates import STAGES
 from repro.gates.metrics import FullMetrics, load_metrics
 from repro.oneline import one_line
+from repro.progression import stage_command
 from repro.project import Project
-from repro.runner import stage_command
 from repro.terminal import safe
 
 FINISHED = ("passed", "failed")
@@ -408,7 +408,7 @@ def _current(project: Project, paper: str) -> dict | None:
     """The base config's fingerprint now (None when the config does not compose any more)."""
     from repro.config import compose
     from repro.errors import ReproError
-    from repro.runner import current_fingerprint
+    from repro.progression import current_fingerprint
 
     try:
         return current_fingerprint(project, paper, compose(project, paper, []))

@@ -12,8 +12,9 @@ from rich.markup import escape
 from repro.config import compose
 from repro.errors import GateRefused
 from repro.paper_code import PaperCode
+from repro.progression import current_fingerprint
 from repro.project import Project
-from repro.runner import current_fingerprint, data_files_now, execute, run_stage
+from repro.runner import data_files_now, execute, run_stage
 from repro.storage import shown_path
 from repro.terminal import SafeConsole
 

@@ -3,51 +3,29 @@
 from __future__ import annotations
 
 import os
-import shlex
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.markup import escape
 
-from repro.config import Resolved, compose
+from repro.config import compose
+from repro.context import StageContext
 from repro.errors import GateRefused, ReproError
-from repro.fingerprint import fingerprint
-from repro.gates import CHEAP_STAGES, STAGES, check_stage
+from repro.gates import CHEAP_STAGES, FORECAST_STAGES, STAGES, check_stage
 from repro.oneline import one_line
 from repro.paper_code import PaperCode
 from repro.progression import (
     REJUDGE,
-    known_data_files,
+    current_fingerprint,
     missing_prerequisites,
     passed_on,
+    stage_command,
     stage_states,
 )
 from repro.project import Project
 from repro.records import HeldInterrupts
 from repro.terminal import SafeConsole
 from repro.train.distributed import JOIN_ENV
-
-
-def stage_command(stage: str, paper: str, overrides: list[str]) -> str:
-    """The command line that runs `stage` again: `repro stage <stage> --paper <p> <overrides>`."""
-    return " ".join(["repro stage", stage, "--paper", paper, *map(shlex.quote, overrides)])
-
-
-def current_fingerprint(
-    project: Project,
-    paper: str,
-    resolved: Resolved,
-    data_files: list[str] | None = None,
-    code: PaperCode | None = None,
-) -> dict:
-    """The fingerprint of the code, config and data now. Without `data_files`, the files the last
-    data run read with the same data code and config (what `status` can know without importing
-    the paper's code). `code`: the paper's files as this command imports them (else as on disk)."""
-    files = data_files
-    if files is None:
-        probe = fingerprint(resolved, project.paper_dir(paper), [], code)
-        files = known_data_files(project.runs_dir, paper, probe["parts"])
-    return fingerprint(resolved, project.paper_dir(paper), files, code)
 
 
 def data_files_now(ctx) -> list[str] | None:
@@ -62,6 +40,16 @@ def data_files_now(ctx) -> list[str] | None:
         return None
 
 
+class WarmStart(Protocol):
+    """What a warm process gives every run it makes (repro/dev/child.py: the worker's child):
+    the datamodules it set up already, for a run whose config and data code they fit, and the
+    record's `worker` field saying so."""
+
+    def datamodules(self, config: dict[str, Any], code: PaperCode) -> dict[int, Any]: ...
+
+    def worker(self, config: dict[str, Any], code: PaperCode) -> dict[str, Any]: ...
+
+
 def run_stage(
     project: Project,
     paper: str,
@@ -71,6 +59,7 @@ def run_stage(
     console: Console | None = None,
     links: dict[str, Any] | None = None,
     code: PaperCode | None = None,
+    warm: WarmStart | None = None,
 ):
     """Run `stage` for `paper`; returns the finished Run. Raises GateRefused when an earlier stage
     has not passed (repro/progression.py: the milestones of the base config, and, for a run with
@@ -78,9 +67,8 @@ def run_stage(
 
     The paper's code is read once (`code`, else now) and every stage this command runs imports
     it from those bytes and records them (repro/paper_code.py): a file saved meanwhile is not
-    what any of its records name (issue 20)."""
-    from repro.context import StageContext
-
+    what any of its records name (issue 20). `warm`: what a warm worker hands this run and the
+    cheap stages it runs first."""
     check_stage(stage)
     console = console or SafeConsole()
     overrides = list(overrides or [])
@@ -91,18 +79,22 @@ def run_stage(
         _plan(project, paper, stage, overrides, base, resolved, None, code=code)
     code.install()  # the paper's modules: this copy's, imported afresh if they were another's
     ctx = StageContext(project, paper, resolved, console, forced=force, code=code)
+    if warm is not None:
+        ctx.datamodules.update(warm.datamodules(resolved.config, code))
     ctx.check_paper_config()
     files = data_files_now(ctx)
     plan = (project, paper, stage, overrides, base, resolved, files)
     if force:
         skipped = [s for s, _ in _plan(*plan, refuse=False, code=code)]
     else:
-        skipped = _run_cheap_first(*plan, console, code)
+        skipped = _run_cheap_first(*plan, console, code, warm)
     current = current_fingerprint(project, paper, resolved, files, code)
     _note_dead_runs(project, paper, console)
     with HeldInterrupts() as held:  # from the record's creation until its guard holds the run
-        run = _create(ctx, stage, current, sorted(set(skipped), key=STAGES.index), links or {})
-        execute(ctx, run, stage, held)
+        missing = sorted(set(skipped), key=STAGES.index)
+        worker = {"worker": warm.worker(resolved.config, code)} if warm is not None else {}
+        run = _create(ctx, stage, current, missing, links or {}, **worker)
+        execute(ctx, run, stage, held, milestones=base.cfg == resolved.cfg)
     return run
 
 
@@ -142,7 +134,7 @@ def _plan(
 
 
 def _run_cheap_first(
-    project, paper, stage, overrides, base, resolved, files, console, code
+    project, paper, stage, overrides, base, resolved, files, console, code, warm
 ) -> list[str]:
     """Run the cheap earlier stages that have not passed (a failure there refuses this stage),
     on the same copy of the paper's code; returns [] (nothing was skipped)."""
@@ -151,7 +143,7 @@ def _run_cheap_first(
         console.print(
             f"[yellow]{s} has not passed on the current code with {what}: running it first[/yellow]"
         )
-        pre = run_stage(project, paper, s, ov, force=False, console=console, code=code)
+        pre = run_stage(project, paper, s, ov, force=False, console=console, code=code, warm=warm)
         if pre.record.status != "passed":
             reason = pre.record.reason or pre.record.status
             raise GateRefused(f"stage '{stage}' needs '{s}', which failed (run {pre.id}): {reason}")
@@ -179,7 +171,7 @@ def _note_dead_runs(project: Project, paper: str, console: Console) -> None:
         append_line(project, paper, format_entry(run.record))
 
 
-def _create(ctx, stage: str, current: dict, missing: list[str], links: dict[str, Any]):
+def _create(ctx, stage: str, current: dict, missing: list[str], links: dict[str, Any], **extra):
     from repro.envinfo import env_info
     from repro.gitstate import git_state
     from repro.records import create_run
@@ -199,6 +191,7 @@ def _create(ctx, stage: str, current: dict, missing: list[str], links: dict[str,
         git=git_state(ctx.project.root),
         env=env_info(),
         links=links,
+        **extra,
     )
     ctx.run = run
     return run
@@ -215,12 +208,19 @@ def _snapshot(ctx, run) -> None:
         run.write_text(f"code/{name}", code.text(name))
 
 
-def execute(ctx, run, stage: str, held: HeldInterrupts | None = None) -> None:
+def execute(
+    ctx: StageContext,
+    run,
+    stage: str,
+    held: HeldInterrupts | None = None,
+    milestones: bool = True,
+) -> None:
     """Run the gate inside the run's guard; record verdict, metrics, env, model and peak memory;
     append the notebook line whatever happens (a notebook that cannot be written is a warning
     that prints the line: the verdict stands). `held`: interrupts noted since the record was
-    made, acted on inside the guard."""
-    from repro.envinfo import env_info
+    made, acted on inside the guard. `milestones`: the run's config is the paper's base config
+    (full's forecast then reads the milestone runs)."""
+    from repro.envinfo import env_info, peak_rss_mb
     from repro.gates.metrics import to_record
 
     os.environ[JOIN_ENV] = str(run.dir)  # DDP ranks > 0, started while the gate runs, join it
@@ -228,6 +228,12 @@ def execute(ctx, run, stage: str, held: HeldInterrupts | None = None) -> None:
         with run.guard(held):
             _announce(ctx, run, stage)
             _snapshot(ctx, run)
+            if stage in FORECAST_STAGES and not ctx.resume:  # a resumed run keeps its first
+                fp = run.data["fingerprint"]  # as written (the dict form)
+                fc = _print_forecast(
+                    ctx.project, ctx.paper, ctx.resolved, fp, milestones, ctx.console
+                )
+                run.annex(forecast=fc)
             verdict = _run_gate(ctx, run, stage)
             info = ctx.model_info
             run.annex(
@@ -305,7 +311,6 @@ def run_joined(project: Project, run_dir, stage: str, resume: bool) -> None:
     """This process is a DDP rank > 0 that Lightning started by re-running the command line: run
     the same gate in rank 0's run directory, writing no record, notebook line, checkpoint or plot
     of its own (those are rank 0's), and exit if rank 0 dies."""
-    from repro.context import StageContext
     from repro.gates import gate
     from repro.records import open_joined
     from repro.train.distributed import exit_with_parent, note_joined_rank
@@ -329,19 +334,19 @@ def run_joined(project: Project, run_dir, stage: str, resume: bool) -> None:
     gate(check_stage(stage)).run(ctx)
 
 
-def peak_rss_mb() -> float | None:
-    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
-    try:
-        import resource
-
-        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    except (ImportError, OSError):
-        return None
-
-
 def forecast_only(project: Project, paper: str, overrides: list[str], console: Console) -> None:
     """`repro stage full --dry-run`: the forecast for the config these overrides make (their data,
     their overfit's speed), no run recorded."""
+    resolved = compose(project, paper, overrides)
+    base = compose(project, paper, []) if overrides else resolved
+    milestones = base.cfg == resolved.cfg
+    current = current_fingerprint(project, paper, base if milestones else resolved)
+    _print_forecast(project, paper, resolved, current, milestones, console, overrides)
+
+
+def _print_forecast(project, paper, resolved, current, milestones, console, overrides=None):
     from repro.forecast import print_forecast
 
-    print_forecast(project, paper, compose(project, paper, overrides).cfg, console, overrides)
+    return print_forecast(
+        project.runs_dir, paper, resolved.cfg, current, milestones, console, overrides
+    )

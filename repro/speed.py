@@ -27,8 +27,7 @@ from dataclasses import dataclass, field, replace
 
 import pytorch_lightning as pl
 
-from repro.forecast import NOISY_SPREAD
-from repro.gates.metrics import SpeedSample
+from repro.speed_sample import NOISY_SPREAD, SpeedSample
 from repro.train.threads import busy_cpus
 
 

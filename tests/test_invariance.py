@@ -9,7 +9,7 @@ import math
 import pytest
 
 from repro.config import compose
-from repro.invariance import check_inputs_used, judge_invariances
+from repro.gates.invariance import check_inputs_used, judge_invariances
 from tests.conftest import _forget_papers
 
 

@@ -13,9 +13,9 @@ from rich.console import Console
 from repro.config import compose
 from repro.errors import GateRefused
 from repro.gates import STAGES
-from repro.progression import stage_states
+from repro.progression import current_fingerprint, stage_states
 from repro.records import create_run, list_runs
-from repro.runner import current_fingerprint, run_stage
+from repro.runner import run_stage
 
 # The toy paper made fast in its own config (the base config: milestones are runs without overrides).
 FAST = {

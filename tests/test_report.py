@@ -112,8 +112,8 @@ def _fake_full(project, seeds: int, fp: dict, acc: float, overrides=()):
 
 def test_report_headlines_the_current_run_with_the_most_seeds_and_marks_a_stale_one(project):
     from repro.config import compose
+    from repro.progression import current_fingerprint
     from repro.report import build_report
-    from repro.runner import current_fingerprint
 
     fp = current_fingerprint(project, "toy", compose(project, "toy", []))
     three = _fake_full(project, 3, fp, 80.0)

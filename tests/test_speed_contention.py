@@ -14,7 +14,7 @@ from rich.console import Console
 from repro.config import compose
 from repro.context import StageContext
 from repro.forecast import SHARED_ADVICE, forecast_full, format_forecast, from_sample
-from repro.gates.metrics import SpeedSample
+from repro.speed_sample import SpeedSample
 from repro.train import threads
 from tests.configs import shrink_toy
 

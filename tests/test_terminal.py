@@ -58,8 +58,8 @@ def _plant(project) -> tuple[str, Path]:
 def _failed_data_run(project, reason: str) -> None:
     """A failed data run on the current fingerprint: its reason is what `status` shows."""
     from repro.config import compose
+    from repro.progression import current_fingerprint
     from repro.records import create_run
-    from repro.runner import current_fingerprint
 
     resolved = compose(project, "toy", [])
     fp = current_fingerprint(project, "toy", resolved, [])

@@ -116,8 +116,7 @@ class _LightningDataModule:
 
 
 def _import_build(spec: dict[str, Any]):
-    from repro.context import import_paper_module
-    from repro.project import Project
+    from repro.project import Project, import_paper_module
 
     return import_paper_module(
         Project(Path(spec["root"])), spec["paper"], "data", "build_datamodule"

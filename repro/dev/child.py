@@ -1,6 +1,7 @@
 """One request in a forked child of the warm worker: take over the client's terminal, environment
-and working directory, import the paper's model code afresh, hand the warm datamodule to the
-runner, and run the stage exactly as `repro stage` does in its own process."""
+and working directory, import the paper's model code afresh, and run the stage through the same
+library call as `repro stage` in its own process (repro.stage.run_and_report), handing it the warm
+datamodule and the record's `worker` field as parameters."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import sys
 import threading
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NoReturn
 
 from repro.dev.fresh import forget_paper_modules, pin_bytecode_to_source
@@ -19,6 +19,7 @@ from repro.dev.protocol import Channel
 from repro.dev.warm import WarmData
 from repro.errors import ReproError
 from repro.oneline import one_line
+from repro.paper_code import PaperCode
 from repro.project import Project
 
 
@@ -85,12 +86,13 @@ def _run(job: Job, warm: Warm, channel: Channel | None) -> int:
     package = warm.project.package(warm.paper)
     forget_paper_modules(package, keep=warm.data.modules if warm.data else ())
     pin_bytecode_to_source(warm.project.paper_dir(warm.paper))
-    hand_over(warm, job.trigger)
+    os.chdir(warm.project.root)  # as `repro stage` enters its project (issue 14: relative paths)
+    start = FromWorker(warm, job.trigger)
     done = _forward_interrupts(channel) if channel is not None else None
     code = 0
     try:
         for stage in job.stages:
-            code = stage_exit_code(warm.project, warm.paper, stage, job.overrides, job.force)
+            code = stage_exit_code(warm.project, warm.paper, stage, job.overrides, job.force, start)
             if code:
                 break
     finally:
@@ -129,48 +131,36 @@ def _set_threads(env: dict[str, str] | None, default: int) -> None:
     torch.set_num_threads(threads)
 
 
-def hand_over(warm: Warm, trigger: str) -> None:
-    """Every StageContext the runner makes in this child gets the warm datamodule (when its
-    composed `seed` and `data` match what it was built with), and every run it records says that
-    it ran warm, in a `worker` field. The runner builds both itself, so they are replaced here,
-    in this child only: the worker and every other process keep the originals."""
-    from dataclasses import dataclass as _dataclass
+class FromWorker:
+    """What the worker gives every run its child makes (repro.runner.WarmStart): its set-up
+    datamodule, when the run's composed `seed` and `data` match what it was built with and the
+    run imports the same data code; and the record's `worker` field: the run ran warm, from which
+    worker, on what trigger, and whether the warm datamodule was used."""
 
-    import repro.context
-    import repro.records
+    def __init__(self, warm: Warm, trigger: str) -> None:
+        self.warm = warm
+        self.trigger = trigger
 
-    data = warm.data
-    base = repro.context.StageContext
+    def datamodules(self, config: dict[str, Any], code: PaperCode) -> dict[int, Any]:
+        data = self.warm.data
+        if data is None or not data.matches(config) or not self._same_code(code):
+            return {}
+        return {data.seed: data.datamodule}
 
-    @_dataclass
-    class WarmStageContext(base):  # type: ignore[valid-type, misc]
-        def __post_init__(self) -> None:
-            if data is not None and data.matches(self.resolved.config) and same_code(self.code):
-                self.datamodules.setdefault(data.seed, data.datamodule)
+    def worker(self, config: dict[str, Any], code: PaperCode) -> dict[str, Any]:
+        used = bool(self.datamodules(config, code))
+        return {
+            "warm": True,
+            "pid": self.warm.worker_pid,
+            "trigger": self.trigger,
+            "warm_data": used,
+        }
 
-    def same_code(code) -> bool:
+    def _same_code(self, code: PaperCode) -> bool:
         """Whether the run imports the data code the warm datamodule was built with (a file
         saved since: the run builds its own, from the bytes it records)."""
-        if code is None:
-            return True
         now = code.digests()
-        return all(now.get(name) == d for name, d in data.code_digests.items())
-
-    create = repro.records.create_run
-
-    def create_run(runs_root: Path, paper: str, stage: str, **initial: Any):
-        from repro.paper_code import pinned
-
-        used = (
-            data is not None
-            and data.matches(initial.get("config") or {})
-            and same_code(pinned(warm.project.code_of(paper)))
-        )
-        worker = {"warm": True, "pid": warm.worker_pid, "trigger": trigger, "warm_data": used}
-        return create(runs_root, paper, stage, **initial, worker=worker)
-
-    repro.context.StageContext = WarmStageContext
-    repro.records.create_run = create_run
+        return all(now.get(name) == d for name, d in self.warm.data.code_digests.items())
 
 
 def _forward_interrupts(channel: Channel) -> threading.Event:
@@ -196,38 +186,29 @@ def _forward_interrupts(channel: Channel) -> threading.Event:
 
 
 def stage_exit_code(
-    project: Project, paper: str, stage: str, overrides: list[str], force: bool
+    project: Project,
+    paper: str,
+    stage: str,
+    overrides: list[str],
+    force: bool,
+    start: FromWorker | None = None,
 ) -> int:
     """Run `repro stage` here and return its exit code; an error is printed as the command prints
     it, a crash of the paper's code or a gate as one line naming the file, line and run."""
-    import typer
+    from repro.stage import run_and_report
 
-    from repro import cli
-
-    cli.console, cli.err_console = _consoles()
-    try:  # the command itself, as its cold path: the same code prints the same output
-        cli.stage(
-            stage,
-            overrides,
-            paper,
-            force,
-            resume=False,
-            dry_run=False,
-            preflight_only=False,
-            cold=True,
-        )
-    except typer.Exit as e:
-        return e.exit_code
+    console, err_console = _consoles()
+    try:  # the command's own library call: the same code prints the same output
+        return run_and_report(project, paper, stage, overrides, force, console, err_console, start)
     except KeyboardInterrupt:  # outside the run (it catches its own): nothing was recorded
-        cli.err_console.print("Interrupted.")
+        err_console.print("Interrupted.")
         return 130
     except ReproError as e:
-        cli.err_console.print(f"Error: {e}", markup=False, highlight=False)
+        err_console.print(f"Error: {e}", markup=False, highlight=False)
         return 1
     except Exception as e:
-        cli.err_console.print(crash_line(e, project, paper, stage), markup=False, highlight=False)
+        err_console.print(crash_line(e, project, paper, stage), markup=False, highlight=False)
         return 1
-    return 0
 
 
 def _consoles():

@@ -25,7 +25,7 @@ HEAVY_MODULES = (
     "resource",
     "rich.progress",
     "rich.rule",
-    "repro.cli",
+    "repro.stage",
     "repro.records",
     "repro.runner",
     "repro.display",
@@ -129,8 +129,8 @@ def data_key(config: dict[str, Any], code_files: list[Path], data_files: list[Pa
 def build_warm_data(project: Project, paper: str, resolved: Resolved) -> WarmData:
     """Import the paper's data code afresh, build its datamodule for the composed config and set it
     up (vocabulary, vectors, encoded splits): the work every gate run would otherwise repeat."""
-    from repro.context import import_paper_module
     from repro.paper_code import PaperCode
+    from repro.project import import_paper_module
     from repro.tasks import load_task_class
 
     t0 = time.perf_counter()

@@ -14,6 +14,10 @@ from repro.errors import GateRefused
 
 STAGES = ("data", "shapes", "overfit", "full", "experiments")
 CHEAP_STAGES = ("data", "shapes")  # re-run automatically when stale; the others are named
+# The runner prints and records a time and memory forecast before these gates train (from the
+# data and overfit runs' measurements, repro/forecast.py), and the record holds it beside what
+# the run really took.
+FORECAST_STAGES = ("full",)
 
 
 def check_stage(stage: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
+from repro.context import StageContext
 from repro.data import hashseed
 from repro.data.datamodule import PaperDataModule
 from repro.data.digest import (
@@ -482,7 +483,7 @@ def stat_checks(stats: dict[str, Any], limits: dict[str, float]) -> list[Check]:
 
 
 # ---- measurement ----------------------------------------------------------------------------
-def run(ctx) -> Verdict:
+def run(ctx: StageContext) -> Verdict:
     """Build the datamodule and measure it; then build it again with only the training split
     seen by build(), and from the files in a fresh process under another PYTHONHASHSEED (and in
     this process too when that one differs), and compare those builds with it."""

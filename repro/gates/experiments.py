@@ -11,6 +11,7 @@ from typing import Any
 from rich.markup import escape
 
 from repro.config.schema import Variant
+from repro.context import StageContext
 from repro.gates.metrics import ExperimentsMetrics, VariantRow
 from repro.terminal import safe
 from repro.verdict import Check, Verdict
@@ -30,7 +31,6 @@ def run_variant(
     from rich.console import Console
 
     from repro.config import compose
-    from repro.context import StageContext
     from repro.paper_code import PaperCode
     from repro.project import Project
     from repro.train.fit import fit_and_test
@@ -224,7 +224,6 @@ def _config_error(ctx, overrides: list[str]) -> str | None:
     """The error a variant's overrides give when composed and checked against the paper's own
     config classes, or None."""
     from repro.config import compose
-    from repro.context import StageContext
     from repro.errors import ReproError
 
     try:
@@ -237,7 +236,7 @@ def _config_error(ctx, overrides: list[str]) -> str | None:
     return None
 
 
-def run(ctx) -> Verdict:
+def run(ctx: StageContext) -> Verdict:
     """Launch every variant x seed, collect what became of each job, write the table and plot."""
     exp = ctx.cfg.paper.experiments
     if exp is None or not exp.variants:

@@ -14,6 +14,7 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from repro.config.schema import FullStage, Target
+from repro.context import StageContext
 from repro.errors import ConfigError, PaperError
 from repro.gates.metrics import FullMetrics, TargetResult
 from repro.gates.paper_tests import slow_tests_first
@@ -287,8 +288,8 @@ def judge(
     its record; None, a record from before it: no preflight check), the paper's targets,
     the sanity checks and the declared invariances. `repro judge` calls it again on a recorded
     run with the current config."""
+    from repro.gates.invariance import judge_invariances
     from repro.gates.preflight import check_preflight
-    from repro.invariance import judge_invariances
 
     keys = sorted({k for m in per_seed for k in m})
     mean = {k: mean_std([m[k] for m in per_seed if k in m])[0] for k in keys}
@@ -310,13 +311,12 @@ def target_results(checks: list[Check]) -> list[TargetResult]:
 
 
 # ---- measurement ----------------------------------------------------------------------------
-def run(ctx) -> Verdict:
+def run(ctx: StageContext) -> Verdict:
     """The preflight first (a FAIL, or preflight.only, ends the stage there); then train every
     seed (each continuing from its checkpoint on --resume), test, compare; and warn when the
     result is worse than our own best earlier passed run on the same data."""
-    from repro.forecast import print_forecast
+    from repro.gates.invariance import merge_seeds
     from repro.gates.regression import warn_if_worse
-    from repro.invariance import merge_seeds
 
     cfg = ctx.cfg
     slow_tests = slow_tests_first(ctx)  # the paper's tests marked slow: a failure trains nothing
@@ -325,9 +325,7 @@ def run(ctx) -> Verdict:
     pre_check, pre = _preflight(ctx)
     if (pre_check.measured and not pre_check.passed) or cfg.stage.full.preflight.only:
         return Verdict.from_checks("full", slow_tests + [pre_check], {"preflight": pre})
-    if not ctx.resume:
-        ctx.run.annex(forecast=print_forecast(ctx.project, ctx.paper, cfg, ctx.console))
-    t0 = time.perf_counter()  # what the forecast forecasts: from here to the verdict
+    t0 = time.perf_counter()  # what the forecast (runner.py) forecasts: from here to the verdict
     seeds = [ctx.seed + i for i in range(cfg.seeds)]
     wandb = _wandb_run(ctx)
     units: dict[str, list] = {}
@@ -410,7 +408,7 @@ def _fit_seed(ctx, seed: int, i: int, seeds: list[int], wandb, units: dict[str, 
     baseline on val and test, unit by unit: the scores are added to `units`; and the paper's
     declared invariances on test. Returns (the fit, the datamodule, the baseline's side of the
     comparison, the invariance measurements). Its fitted data state is saved first."""
-    from repro.invariance import measure_declared
+    from repro.gates.invariance import measure_declared
     from repro.train.distributed import is_rank_zero
     from repro.train.evaluate import load_weights, versus_baseline
     from repro.train.fit import fit_and_test
@@ -508,7 +506,7 @@ def paper_function(project, paper: str, spec: str):
 def _actual(prior: float, wall_s: float, m: FullMetrics) -> dict[str, Any]:
     """What the full stage really took, beside its forecast: wall time (with the attempts before a
     resume), epochs, seconds per epoch, peak memory."""
-    from repro.runner import peak_rss_mb
+    from repro.envinfo import peak_rss_mb
 
     return {
         "wall_s": round(wall_s + prior, 2),

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from repro.config.typed import from_dict
 from repro.errors import ConfigError
+from repro.speed_sample import SpeedSample
 
 if TYPE_CHECKING:
     from repro.records.record import Record
@@ -36,32 +37,6 @@ class ShapesMetrics:
     total_params: int
     expected_loss: float | None = None  # what the task expects at init (None: it states none)
     task: str | None = None
-
-
-@dataclass(frozen=True)
-class SpeedSample:
-    """Step times of training (forward + backward + optimizer) and of evaluation (forward),
-    measured through Lightning on the real loaders (repro/speed.py)."""
-
-    batch_size: int
-    eval_batch_size: int
-    train_steps: int  # how many training steps were timed
-    train_median_s: float
-    train_p90_s: float
-    eval_median_s: float
-    eval_p90_s: float
-    fit_overhead_s: float  # a Trainer.fit call's time outside its batches (set-up, teardown)
-    eval_overhead_s: float  # the same for a validate or test call
-    build_s: float  # building the datamodule (set up) and the model afresh, as each seed does
-    load_avg: float | None  # 1-minute load average while measuring
-    cpus: int | None
-    # issue 21: on busy CPUs the sample is taken again on one thread in CPU seconds ("cpu"),
-    # which other jobs barely change; "wall": wall-clock seconds on `threads` threads
-    clock: str = "wall"
-    threads: int | None = None  # torch threads while timing
-    busy: str = ""  # why the CPUs counted as busy ("" when they did not)
-    slowdown: float = 1.0  # "cpu": wall / CPU seconds of the one-thread sample (how busy)
-    unstable: str = ""  # why even the stable way was not stable: the forecast refuses
 
 
 @dataclass(frozen=True)
@@ -113,7 +88,7 @@ class FullMetrics:
     # The task's trivial baseline: {"name", "unit", "metrics": {"val/acc": ...}, "comparisons":
     # {split: Comparison as a dict}} (None: the task has none, or a record before tasks)
     trivial: dict[str, Any] | None = None
-    # Declared invariances measured on the test split (repro/invariance.py): [{"transform",
+    # Declared invariances measured on the test split (repro/gates/invariance.py): [{"transform",
     # "exact", "where", "per_seed": [{"n", "changed", "mean_change", ...}]}]; None: records before
     invariances: list[dict[str, Any]] | None = None
     # The preflight (repro/gates/preflight.py): steps, seconds, val metric vs the trivial

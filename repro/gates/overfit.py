@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from repro.config.schema import OverfitStage
+from repro.context import StageContext
 from repro.data.batch import batch_size, model_inputs
 from repro.gates.metrics import OverfitMetrics
 from repro.verdict import Check, Verdict
@@ -384,7 +385,7 @@ class CurveFile:
         return "overfit_curve.png"
 
 
-def run(ctx) -> Verdict:
+def run(ctx: StageContext) -> Verdict:
     """Train the freshly built model on one fixed batch of training examples; judge the curve."""
     c = ctx.cfg.stage.overfit
     dm = ctx.build_datamodule()

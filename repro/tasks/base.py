@@ -26,7 +26,7 @@ import torch
 
 from repro.data.batch import Batch
 from repro.errors import DataError
-from repro.tasks import LOSS, MetricSpec
+from repro.tasks.catalog import LOSS, MetricSpec
 from repro.verdict import Check
 
 Baseline = Callable[[Batch], torch.Tensor]  # a batch -> outputs shaped like the model's

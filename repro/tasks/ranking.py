@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from repro.data.batch import Batch
-from repro.tasks import BUILTIN
 from repro.tasks.base import Baseline, InitLoss, Task
+from repro.tasks.catalog import BUILTIN
 from repro.verdict import Check
 
 

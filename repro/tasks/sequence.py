@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from repro.data.batch import Batch, model_inputs
-from repro.tasks import BUILTIN
 from repro.tasks.base import Baseline, InitLoss, Task
+from repro.tasks.catalog import BUILTIN
 from repro.verdict import Check
 
 IGNORE_INDEX = -100  # as torch's cross_entropy: positions labelled so are not predicted

@@ -17,7 +17,7 @@ from papers.bimpm.sample import make_sample
 from papers.bimpm.tests.configs import paper_model_config
 from repro.data.batch import model_inputs
 from repro.errors import DataError
-from repro.invariance import check_inputs_used, measure_inputs_used, roundoff
+from repro.gates.invariance import check_inputs_used, measure_inputs_used, roundoff
 from tests.configs import data_config
 
 SAMPLE = Path(make_sample.__file__).resolve().parent
@@ -110,7 +110,7 @@ class IgnoresSecondQuestion(BiMPM):
 @pytest.mark.slow  # ~12 s: runs in full's preflight and CI's slow step, not in every shapes
 def test_a_bimpm_that_ignores_its_second_question_fails_inputs_used(trained_dm):
     from repro.config import compose
-    from repro.invariance import shapes_checks
+    from repro.gates.invariance import shapes_checks
     from repro.project import Project
 
     cfg = compose(Project(REPO), "bimpm", []).cfg  # the shapes gate's own config

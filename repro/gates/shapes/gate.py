@@ -20,8 +20,10 @@ import torch
 from torch import nn
 
 from repro.config.schema import ShapesStage
+from repro.context import StageContext
 from repro.data.batch import Batch
 from repro.errors import PaperError
+from repro.gates.invariance import with_shapes_checks
 from repro.gates.metrics import ShapesMetrics
 from repro.gates.paper_tests import start_stage_tests, with_paper_tests
 from repro.gates.shapes.alone import AloneError, start_alone_vs_batch
@@ -60,7 +62,6 @@ from repro.gates.shapes.measure import (
     torch_threads,
 )
 from repro.gates.shapes.vectors import loaded_vectors_check
-from repro.invariance import with_shapes_checks
 from repro.tasks.base import InitLoss, Task
 from repro.train.params import count_params
 from repro.verdict import Check, Verdict
@@ -69,7 +70,7 @@ STAGE = "shapes"
 Evidence = dict[str, Any]
 
 
-def run(ctx) -> Verdict:
+def run(ctx: StageContext) -> Verdict:
     """The paper's model on its first training batch: measured and judged; the paper's own tests
     (those not marked slow) run meanwhile in a subprocess, their outcome one more check."""
     tests = start_stage_tests(ctx, STAGE)
@@ -81,7 +82,7 @@ def run(ctx) -> Verdict:
     return with_paper_tests(verdict, tests.result())
 
 
-def _measure(ctx) -> Verdict:
+def _measure(ctx: StageContext) -> Verdict:
     dm = ctx.build_datamodule()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
