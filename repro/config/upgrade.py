@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from repro.config.yamlfile import load_yaml, parse_yaml
 from repro.project import Project
 
 # dotted key -> (what replaced it, the key that takes its value when the project leaves that one
@@ -119,11 +120,9 @@ def _same_dir(a: Path, b: Path) -> bool:
 
 def _chosen_options(project: Project, overrides: list[str]) -> dict[str, str]:
     """{group: option} as the project's config.yaml chooses them, then the command line."""
-    from repro.config.compose import _load_yaml
-
     chosen: dict[str, str] = {}
     top = project.conf_dir / "config.yaml"
-    for entry in _load_yaml(top).get("defaults", []) if top.exists() else []:
+    for entry in load_yaml(top).get("defaults", []) if top.exists() else []:
         if isinstance(entry, dict) and len(entry) == 1:
             group, option = next(iter(entry.items()))
             chosen[str(group)] = str(option)
@@ -136,9 +135,7 @@ def _chosen_options(project: Project, overrides: list[str]) -> dict[str, str]:
 
 def _nested(rel: str, text: str) -> dict[str, Any]:
     """A conf file's mapping placed at its package (`# @package a.b`, else its group)."""
-    from repro.config.compose import _parse_yaml
-
-    node = _parse_yaml(Path("conf") / rel, text)
+    node = parse_yaml(Path("conf") / rel, text)
     package = "_global_" if "/" not in rel else rel.split("/")[0]
     for line in text.splitlines()[:3]:
         if line.startswith("# @package"):

@@ -15,8 +15,9 @@ in the current shape by repro/records/formats.py.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from repro.config.typed import Invalid, from_dict
@@ -222,10 +223,27 @@ def parse_record(data: Any) -> Record:
         raise UnreadableRecord(f"{key!r}: {what}" if what else str(e)) from None
 
 
+def json_default(obj: Any) -> Any:
+    """What record.json holds for a value JSON has no form of (dataclasses, paths, numpy/torch
+    scalars and arrays, sets): `json.dumps(..., default=json_default)`."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        try:
+            return obj.item()
+        except (TypeError, ValueError):
+            pass
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return str(obj)
+
+
 def as_recorded(verdict: Any) -> RecordedVerdict:
     """A gate's Verdict as a record holds it (what `repro.lab` shows without recording a run)."""
-    from repro.records.run import json_default
-
     data = json.loads(json.dumps(verdict.to_dict(), default=json_default))
     return from_dict(RecordedVerdict, data, "verdict")
 

@@ -16,7 +16,6 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from repro.errors import StorageError
 from repro.oneline import one_line
 from repro.records.liveness import pid_alive, pid_start
 from repro.records.lock import take_lock
+from repro.records.record import json_default
 from repro.storage import atomic_write, is_storage_error, shown_path, storage_error
 
 if TYPE_CHECKING:
@@ -55,25 +55,6 @@ _UNSET = object()
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def json_default(obj: Any) -> Any:
-    """What record.json holds for a value JSON has no form of (dataclasses, paths, numpy/torch
-    scalars and arrays, sets): `json.dumps(..., default=json_default)`."""
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return asdict(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item"):  # numpy / torch scalars
-        try:
-            return obj.item()
-        except (TypeError, ValueError):
-            pass
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    return str(obj)
 
 
 class Run:
