@@ -469,9 +469,17 @@ class Run:
             with open(fd, "r+b") as f:
                 on_disk = json.loads(f.read())
                 on_disk.update({k: self.data.get(k) for k in fields})
-                text = json.dumps(on_disk, indent=2, default=json_default, ensure_ascii=False)
-                data = (text + "\n").encode()
-                if len(data) > os.fstat(f.fileno()).st_blocks * 512:
+                room = os.fstat(f.fileno()).st_blocks * 512
+                data = b""
+                for indent, seps in ((2, None), (None, (",", ":"))):  # compact when it must
+                    text = json.dumps(
+                        on_disk, indent=indent, separators=seps, default=json_default,
+                        ensure_ascii=False,
+                    )  # fmt: skip
+                    data = (text + "\n").encode()
+                    if len(data) <= room:
+                        break
+                if len(data) > room:
                     return False
                 f.seek(0)
                 f.write(data)

@@ -86,11 +86,7 @@ def _measure(ctx: StageContext) -> Verdict:
     dm = ctx.build_datamodule()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    other = ctx.build_model(dm, ctx.seed + 1)  # first: the build below re-seeds as before
-    rng = torch.get_rng_state()
-    model = ctx.build_model(dm)
-    seeded = _seed_check(model, other, (ctx.seed, ctx.seed + 1), rng)
-    del other
+    model, seeded = _build_twice(ctx, dm)  # the model, and whether the seed reaches it
     # before any forward: the model as built (and initialised), with the vectors the data loaded
     vectors = loaded_vectors_check(dm, model, ctx.cfg.stage.shapes.roundoff_eps)
     init = ctx.model_info.init if ctx.model_info is not None else None
@@ -99,6 +95,18 @@ def _measure(ctx: StageContext) -> Verdict:
     )
     verdict = with_shapes_checks(verdict, ctx, dm, model, batch)  # inputs used, invariances
     return with_checks(verdict, [seeded, vectors])
+
+
+def _build_twice(ctx: StageContext, dm) -> tuple[nn.Module, Check]:
+    """The model built under seed s+1, then under s (the gate's model, seeded as before), and the
+    check that they differ; a model handed to `repro.lab.check` has no second build."""
+    if ctx.given_model is not None:
+        why = "repro.lab.check was given a built model: there is no build under another seed"
+        return ctx.build_model(dm), Check.not_measured("seed_reaches_model", why)
+    other = ctx.build_model(dm, ctx.seed + 1)
+    rng = torch.get_rng_state()
+    model = ctx.build_model(dm)
+    return model, _seed_check(model, other, (ctx.seed, ctx.seed + 1), rng)
 
 
 def _seed_check(model: nn.Module, other: nn.Module, seeds: tuple[int, int], rng) -> Check:
