@@ -188,7 +188,7 @@ def child(kind: str, ov: list[str]) -> None:
         lab.open("bimpm", ov, project=project, console=console)
         print(json.dumps({"passed": None}))
         return
-    from repro.config import compose
+    from repro.config.compose import compose
     from repro.context import StageContext
     from repro.gates import data
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from repro.config import Resolved
+from repro.config.compose import Resolved
 from repro.config.schema import DataConfig, RunConfig
 from repro.errors import ConfigError, PaperError, ReproError
 from repro.project import Project, import_paper_module

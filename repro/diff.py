@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from repro.config import flatten
+from repro.config.compose import flatten
 
 if TYPE_CHECKING:
     from repro.records.record import Record

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape as _markup_escape
 from rich.table import Table
 
-from repro.config import GATE_SECTIONS, flatten, kind_of
+from repro.config.compose import GATE_SECTIONS, flatten, kind_of
 from repro.gates.metrics import FullMetrics, load_metrics
 from repro.oneline import one_line
 from repro.records.record import (

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from repro import __version__
-from repro.config import Resolved
+from repro.config.compose import Resolved
 from repro.gates import STAGES
 
 # Config sections each stage adds to what earlier stages depend on. `seed` is full's: seeds vary

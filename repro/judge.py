@@ -14,7 +14,7 @@ from repro.project import Project
 def judge_run(project: Project, paper: str, run_id: str | None, console: Console):
     """Judge the full run `run_id` (default: the paper's newest full run that has metrics) with
     the current config; returns the new Run (stage full, links.judged = the run judged)."""
-    from repro.config import compose
+    from repro.config.compose import compose
     from repro.envinfo import env_info
     from repro.fingerprint import fingerprint
     from repro.gates.metrics import to_record

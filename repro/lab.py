@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
-from repro.config import Resolved, compose
+from repro.config.compose import Resolved, compose
 from repro.config.schema import RunConfig
 from repro.context import StageContext
 from repro.dev.fresh import forget_paper_modules, pin_bytecode_to_source

@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from repro.config import Resolved, compose
+from repro.config.compose import Resolved, compose
 from repro.fingerprint import fingerprint
 from repro.gates import STAGES
 from repro.paper_code import PaperCode

@@ -406,7 +406,7 @@ def _figures(exp, chosen: list) -> tuple[list[str], dict[str, tuple[Path, Path]]
 
 def _current(project: Project, paper: str) -> dict | None:
     """The base config's fingerprint now (None when the config does not compose any more)."""
-    from repro.config import compose
+    from repro.config.compose import compose
     from repro.errors import ReproError
     from repro.progression import current_fingerprint
 

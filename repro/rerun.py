@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from repro.config import compose
+from repro.config.compose import compose
 from repro.errors import GateRefused
 from repro.paper_code import PaperCode
 from repro.progression import current_fingerprint

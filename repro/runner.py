@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from rich.console import Console
 from rich.markup import escape
 
-from repro.config import compose
+from repro.config.compose import compose
 from repro.context import StageContext
 from repro.errors import GateRefused, ReproError
 from repro.gates import CHEAP_STAGES, FORECAST_STAGES, STAGES, check_stage

@@ -15,7 +15,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from repro import cli
-from repro.config import compose
+from repro.config.compose import compose
 from repro.project import Project
 from repro.records import RUN_ID_RE, create_run, list_runs
 from repro.verdict import Check, Verdict

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.config import compose
+from repro.config.compose import compose
 from repro.errors import ConfigError
 from repro.project import Project
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from repro.config import compose
+from repro.config.compose import compose
 from repro.errors import ConfigError
 
 # override -> (pieces the one-line message must contain)

@@ -76,7 +76,7 @@ import json, sys
 from pathlib import Path
 import pytorch_lightning as pl
 from rich.console import Console
-from repro.config import compose
+from repro.config.compose import compose
 from repro.context import StageContext
 from repro.project import Project
 from repro.train.module import TaskModule

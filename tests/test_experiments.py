@@ -131,7 +131,7 @@ def test_experiments_fail_naming_a_variant_with_a_bad_override(project):
 
 
 def test_experiments_without_variants_fail(project):
-    from repro.config import compose
+    from repro.config.compose import compose
     from repro.context import StageContext
     from repro.gates import experiments
 

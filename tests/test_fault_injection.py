@@ -470,7 +470,7 @@ def test_ctrl_c_between_the_new_record_and_its_guard_is_recorded(project, cli, m
 
 def test_ctrl_c_after_reopening_a_run_for_resume_leaves_it_interrupted(project, cli, monkeypatch):
     """--resume reopens the run in memory; only its guard writes 'running'."""
-    from repro.config import compose
+    from repro.config.compose import compose
 
     shrink_toy(project)
     resolved = compose(project, "toy", [])
@@ -565,7 +565,7 @@ def test_a_pickle_payload_in_a_checkpoint_is_refused_on_resume(project, cli, tmp
     with weights_only=False; issue 20: a planted best.ckpt was a 94-line traceback saying so)."""
     import torch
 
-    from repro.config import compose
+    from repro.config.compose import compose
 
     shrink_toy(project)
     resolved = compose(project, "toy", [])

@@ -103,7 +103,7 @@ def build_model(cfg, *, n_features, num_classes):
 
 
 def _ctx(project, overrides):
-    from repro.config import compose
+    from repro.config.compose import compose
     from repro.context import StageContext
 
     return StageContext(project, "toy", compose(project, "toy", overrides), Console(quiet=True))

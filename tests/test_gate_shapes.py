@@ -206,7 +206,7 @@ def test_gate_restores_modes_requires_grad_and_grads():
 
 
 def test_unknown_cfg_key_is_a_config_error(project):
-    from repro.config import compose
+    from repro.config.compose import compose
 
     with pytest.raises(ConfigError, match=r"stage\.shapes\.leak_tol .*unknown key.*'leak_atol'"):
         compose(project, "toy", ["+stage.shapes.leak_tol=1.0"])
@@ -665,7 +665,7 @@ def test_too_confident_init_loss_says_why_and_what_to_change():
 def _toy_batch_and_model(project, overrides=()):
     from rich.console import Console
 
-    from repro.config import compose
+    from repro.config.compose import compose
     from repro.context import StageContext
 
     ctx = StageContext(

@@ -51,7 +51,7 @@ def _seed_the_toy_model_with_a_constant(project) -> None:
 
 def _shapes(project, overrides=()):
     """The shapes gate on the toy paper, in-process (its verdict; no run recorded)."""
-    from repro.config import compose
+    from repro.config.compose import compose
     from repro.context import StageContext
     from repro.gates.shapes import run as shapes
 
@@ -117,7 +117,7 @@ def test_seed_effect_leaves_constant_and_frozen_tensors_out():
 @pytest.mark.slow  # 23 s on a busy 2-core machine (BiMPM's data and gate); the toy test above
 def test_bimpm_seeded_with_a_constant_fails_shapes(monkeypatch):  # covers the check in 7 s
     """Issue 22's done-when: a BiMPM that seeds itself with a constant FAILs shapes."""
-    from repro.config import compose
+    from repro.config.compose import compose
     from repro.context import StageContext
     from repro.gates.shapes import run as shapes
     from repro.project import Project

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from repro.config import compose
+from repro.config.compose import compose
 from repro.gates.invariance import check_inputs_used, judge_invariances
 from tests.conftest import _forget_papers
 

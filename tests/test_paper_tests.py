@@ -284,7 +284,7 @@ def test_a_slow_failing_test_passes_shapes_and_fails_full_before_training(tested
 
 
 def test_passing_slow_tests_are_a_check_of_full_and_judge_keeps_them(tested):
-    from repro.config import compose
+    from repro.config.compose import compose
     from repro.judge import judged_verdict
 
     shrink_toy(tested)

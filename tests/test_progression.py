@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from repro.config import compose
+from repro.config.compose import compose
 from repro.errors import GateRefused
 from repro.gates import STAGES
 from repro.progression import current_fingerprint, stage_states

@@ -111,7 +111,7 @@ def _fake_full(project, seeds: int, fp: dict, acc: float, overrides=()):
 
 
 def test_report_headlines_the_current_run_with_the_most_seeds_and_marks_a_stale_one(project):
-    from repro.config import compose
+    from repro.config.compose import compose
     from repro.progression import current_fingerprint
     from repro.report import build_report
 

@@ -96,7 +96,7 @@ def test_dead_run_marking_leaves_a_run_another_process_holds(tmp_path):
 
 
 def test_a_resume_refuses_a_run_that_another_process_holds(project, cli, tmp_path):
-    from repro.config import compose
+    from repro.config.compose import compose
 
     shrink_toy(project)
     resolved = compose(project, "toy", [])
@@ -132,7 +132,7 @@ def _repro(root: Path, *args: str, **env: str) -> subprocess.Popen:
 def test_two_resumes_at_once_one_is_refused_and_the_run_is_intact(project, tmp_path):
     """The case of issue 20: both were accepted, both failed with ~100 traceback lines, and the
     record said error with no metrics."""
-    from repro.config import compose
+    from repro.config.compose import compose
 
     shrink_toy(project)
     model = project.paper_dir("toy") / "model.py"

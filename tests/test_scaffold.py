@@ -124,7 +124,7 @@ def test_generated_paper_tests_pass(root):
 def test_any_title_gives_a_paper_config_that_parses(root, title):
     import py_compile
 
-    from repro.config import compose
+    from repro.config.compose import compose
 
     scaffold_paper(Project(root), "odd", title, "1234.56789")
     assert compose(Project(root), "odd").cfg.paper.title == title

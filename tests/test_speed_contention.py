@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from repro.config import compose
+from repro.config.compose import compose
 from repro.context import StageContext
 from repro.forecast import SHARED_ADVICE, forecast_full, format_forecast, from_sample
 from repro.speed_sample import SpeedSample

@@ -51,7 +51,7 @@ def test_report_replaces_a_symlinked_report_and_copies_no_linked_figure(project,
     report = project.paper_dir("toy") / "REPORT.md"
     report.symlink_to(target)
     # a full run whose folder holds a link named like a plot
-    from repro.config import compose
+    from repro.config.compose import compose
 
     resolved = compose(project, "toy", [])
     run = create_run(project.runs_dir, "toy", "full", config=resolved.config)
@@ -162,7 +162,7 @@ def test_a_checkpoint_and_its_temp_name_are_never_written_through(tmp_path, targ
 
 
 def test_resume_refuses_a_run_folder_holding_a_link(project, cli, target):
-    from repro.config import compose
+    from repro.config.compose import compose
 
     shrink_toy(project)
     resolved = compose(project, "toy", [])

@@ -12,7 +12,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from repro.config import compose
+from repro.config.compose import compose
 from repro.errors import ConfigError
 from repro.runner import run_stage
 from repro.tasks import BUILTIN, builtin_metrics

@@ -57,7 +57,7 @@ def _plant(project) -> tuple[str, Path]:
 
 def _failed_data_run(project, reason: str) -> None:
     """A failed data run on the current fingerprint: its reason is what `status` shows."""
-    from repro.config import compose
+    from repro.config.compose import compose
     from repro.progression import current_fingerprint
     from repro.records import create_run
 

@@ -1,5 +1,4 @@
-"""The run config: composed from conf/ by Hydra, typed by repro.config.schema, tagged with provenance."""
-
-from repro.config.compose import GATE_SECTIONS, Resolved, compose, flatten, kind_of
-
-__all__ = ["GATE_SECTIONS", "Resolved", "compose", "flatten", "kind_of"]
+"""The run config: composed from conf/ (compose.py: Hydra, or the plain path proven equal to it),
+typed by schema.py through typed.py, tagged with provenance, upgraded for an older project's
+conf/ (upgrade.py). Import from the modules: this package imports nothing, so that the record
+type (which uses typed.py) reads records without loading YAML or Hydra."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repro.config import Resolved
+from repro.config.compose import Resolved
 from repro.dev.fresh import forget_paper_modules, paper_modules, pin_bytecode_to_source
 from repro.project import Project
 

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import repro
-from repro.config import compose
+from repro.config.compose import compose
 from repro.dev.child import Job, Warm, run_child
 from repro.dev.protocol import (
     SERVED_STAGES,

@@ -30,7 +30,7 @@ def run_variant(
     record names (not the files as they are when the job starts: issue 20)."""
     from rich.console import Console
 
-    from repro.config import compose
+    from repro.config.compose import compose
     from repro.paper_code import PaperCode
     from repro.project import Project
     from repro.train.fit import fit_and_test
@@ -223,7 +223,7 @@ def job_name(paper: str, variant: str, seed: int, taken: set[str]) -> str:
 def _config_error(ctx, overrides: list[str]) -> str | None:
     """The error a variant's overrides give when composed and checked against the paper's own
     config classes, or None."""
-    from repro.config import compose
+    from repro.config.compose import compose
     from repro.errors import ReproError
 
     try:
@@ -362,7 +362,7 @@ def _report(ctx, entry: dict[str, Any], metric: str, progress: str = "") -> None
 def forecast_experiments(ctx, jobs: int) -> dict[str, Any] | None:
     """≤ time for every job from the full stage's measured seconds per epoch (its newest passed
     run): each job assumed to cost no more per epoch than the full run; printed and returned."""
-    from repro.config import compose
+    from repro.config.compose import compose
     from repro.records import latest_run
 
     full = latest_run(ctx.project.runs_dir, ctx.paper, "full", status="passed")

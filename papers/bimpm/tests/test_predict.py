@@ -109,7 +109,7 @@ class IgnoresSecondQuestion(BiMPM):
 
 @pytest.mark.slow  # ~12 s: runs in full's preflight and CI's slow step, not in every shapes
 def test_a_bimpm_that_ignores_its_second_question_fails_inputs_used(trained_dm):
-    from repro.config import compose
+    from repro.config.compose import compose
     from repro.gates.invariance import shapes_checks
     from repro.project import Project
 
