@@ -433,6 +433,9 @@ def test_watch_reports_a_run_that_never_ends_and_the_next_save_replaces_it(tmp_p
             out,
         ), out
         assert "save a fix: the next change stops it and runs again" in out
+        # the report is timed from the child's start: on a loaded machine the run may not have
+        # made its record yet (a run stopped before that leaves nothing to mark, rightly)
+        _wait_for(lambda: list_runs(project.runs_dir, "toy", "shapes"), "the hanging run's record")
         model.write_text(fixed + "\n# fixed\n")
         passed = _wait_for(
             lambda: [r for r in list_runs(project.runs_dir, "toy", "shapes")
