@@ -155,13 +155,7 @@ def read_snli(path: Path, tokenize, empty: str = "error") -> tuple[list[dict], d
         if not line.strip():
             skipped["blank"] += 1
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(
-                f"{path}:{lineno}: expected a JSON object per line, found invalid JSON "
-                f"({e.msg} at column {e.colno}); fix or remove the line"
-            ) from None
+        obj = _json_line(path, lineno, line)
         if not isinstance(obj, dict):
             raise DataError(
                 f"{path}:{lineno}: expected a JSON object per line, found {json_kind(obj)}; "
@@ -338,13 +332,7 @@ def _read_json_inputs(
     for lineno, line in lines(path):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(
-                f"{path}:{lineno}: expected a JSON object per line, found invalid JSON "
-                f"({e.msg} at column {e.colno}); fix or remove the line"
-            ) from None
+        obj = _json_line(path, lineno, line)
         if not isinstance(obj, dict) or not all(
             isinstance(obj.get(k), str) for k in ("sentence1", "sentence2")
         ):
@@ -377,3 +365,15 @@ def _read_json_inputs(
             )
         )
     return tokenize_rows(path, rows, tokenize, empty)[0]
+
+
+def _json_line(path: Path, lineno: int, line: str):
+    """One line of a JSON-lines file, parsed; a DataError naming the file and line when it is not
+    JSON."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(
+            f"{path}:{lineno}: expected a JSON object per line, found invalid JSON "
+            f"({e.msg} at column {e.colno}); fix or remove the line"
+        ) from None
