@@ -14,11 +14,10 @@ import torch
 from papers.bimpm.data import BiMPMDataModule, swap_questions
 from papers.bimpm.model import BiMPM, build_model
 from papers.bimpm.sample import make_sample
-from papers.bimpm.tests.configs import paper_model_config
+from papers.bimpm.tests.configs import data_config, paper_model_config
 from repro.data.batch import model_inputs
 from repro.errors import DataError
 from repro.gates.invariance import check_inputs_used, measure_inputs_used, roundoff
-from tests.configs import data_config
 
 SAMPLE = Path(make_sample.__file__).resolve().parent
 REPO = SAMPLE.parents[2]
