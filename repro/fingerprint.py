@@ -15,15 +15,21 @@ from typing import Any
 
 from repro import __version__
 from repro.config.compose import Resolved
+from repro.config.schema import DataConfig
 from repro.gates import STAGES
 
 # Config sections each stage adds to what earlier stages depend on. `seed` is full's: seeds vary
 # the model's randomness, and the milestones before it check code, config and data, not a seed.
 # The paper's targets are not here: they are part of the verdict (`judged` below), so changing a
 # target or its tolerance re-judges (`repro judge`) instead of retraining.
+# The data stage's verdict is about which examples there are, so the data section's loader keys
+# (batch size, workers: DataConfig.LOADER_KEYS) are shapes', which serves real batches of that
+# size: `repro stage shapes data.batch_size=64` does not run the data gate again.
+LOADERS = tuple(f"data.{k}" for k in DataConfig.LOADER_KEYS)
 STAGE_CONFIG = {
     "data": ("data", "stage.data"),
     "shapes": (
+        *LOADERS,
         "model",
         "init",
         "deterministic",
@@ -37,12 +43,16 @@ STAGE_CONFIG = {
 }
 # The parts each stage adds; a stage's fingerprint covers its own and every earlier stage's.
 STAGE_INPUTS = {
-    "data": ("code.data", "data_files", "config.data"),
+    "data": ("fingerprint_scheme", "code.data", "data_files", "config.data"),
     "shapes": ("code.model", "config.shapes"),
     "overfit": ("config.overfit",),
     "full": ("config.full",),
     "experiments": ("config.experiments",),
 }
+# Bumped when what a part covers changes (2: the loader keys moved from data to shapes): a
+# fingerprint of another scheme names "fingerprint_scheme" among what changed, not a config
+# section the user did not touch.
+SCHEME = 2
 JUDGED = {"full": "paper.targets"}  # what a stage's verdict (not its training) depends on
 CONTENT_HASH_LIMIT = 64 * 2**20  # larger data files are fingerprinted by size + mtime
 
@@ -138,6 +148,10 @@ def fingerprint(
     typed = asdict(resolved.cfg)  # every key present, defaults of optional paper keys filled in
     for stage, keys in STAGE_CONFIG.items():
         parts[f"config.{stage}"] = {k: _lookup(typed, k) for k in keys}
+    served = {k.removeprefix("data.") for k in LOADERS}
+    data = parts["config.data"]["data"]
+    parts["config.data"]["data"] = {k: v for k, v in data.items() if k not in served}
+    parts["fingerprint_scheme"] = SCHEME
     stages = {stage: _sha({k: parts[k] for k in inputs_of(stage)}) for stage in STAGES}
     prefix = f"papers/{paper_dir.name}/"
     return {

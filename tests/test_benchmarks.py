@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# each starts the scripts in subprocesses (~2.5 min together): CI runs them with the slow tests
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--rounds", "1", "--fast-steps", "1", "--naive-steps", "1", "--warmup", "0"]
 TINY += ["--batch", "2", "--vocab", "50"]

@@ -103,6 +103,7 @@ def _test_on_one_process(root: Path, ckpt: Path) -> dict[str, float]:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # ~20 s: two processes, a signal, a resume
 def test_an_interrupted_two_process_run_is_one_interrupted_record(project):
     _small_toy(project, epochs=200)
     r = _repro(project.root, "stage", "overfit", "--paper", "toy")
@@ -141,6 +142,7 @@ def test_an_interrupted_two_process_run_is_one_interrupted_record(project):
     assert ranks.stdout.strip() == ""  # no rank left behind
 
 
+@pytest.mark.slow  # ~20 s: two processes, one killed
 def test_a_killed_rank_is_named_with_its_signal_and_the_traceback_stays_in_the_record(project):
     """Issue 20: killing rank 1 gave 90-140 lines of `[rank0]:` traceback and a record saying
     `Connection reset by peer`, not that rank 1 died."""

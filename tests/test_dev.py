@@ -348,6 +348,7 @@ def _normalised(out: str, rec: dict) -> str:
     return re.sub(r"\d\d-\d\d \d\d:\d\d", "<when>", out)
 
 
+@pytest.mark.slow  # ~21 s: two warm workers
 def test_a_killed_workers_socket_blocks_neither_the_next_client_nor_the_next_worker(tmp_path):
     project = _new_project(tmp_path / "proj")
     worker = DevWorker(project)

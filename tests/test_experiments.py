@@ -90,6 +90,7 @@ def _parse_rows(md: str) -> list[list[str]]:
     return [[c.strip() for c in ln.strip("|").split("|")] for ln in rows]
 
 
+@pytest.mark.slow  # ~16 s: trains every variant
 def test_experiments_run_declared_variants(project):
     from repro.runner import run_stage
 

@@ -342,7 +342,11 @@ def check_the_next_run_notes_the_killed_one(root: Path, run: Run) -> None:
     assert (root / "notes" / "toy.md").read_text().count(run.id) == 1
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+@pytest.mark.parametrize(
+    "sig",
+    [signal.SIGINT, pytest.param(signal.SIGKILL, marks=pytest.mark.slow)],  # SIGKILL: ~25 s
+    ids=["SIGINT", "SIGKILL"],
+)
 def test_killed_during_data(tmp_path, sig):
     root = tmp_path / "p"
     shrink_toy(toy_project(root))

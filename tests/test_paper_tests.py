@@ -182,6 +182,7 @@ def test_passing_paper_tests_pass_with_counts_and_time_in_the_record(tested):
     assert ev["folder"] == "papers/toy/tests" and ev["marker"] == "not slow"
 
 
+@pytest.mark.slow  # ~21 s: four shapes runs
 def test_a_pass_on_the_same_files_is_reused_and_says_so_any_change_measures_again(tested):
     first = run_stage(tested, "toy", "shapes", console=QUIET)
     assert check_named(record(first), "paper_tests")["evidence"].get("reused_from_run") is None
@@ -199,6 +200,7 @@ def test_a_pass_on_the_same_files_is_reused_and_says_so_any_change_measures_agai
     assert "reused_from_run" not in c["evidence"] and c["evidence"]["seconds"] > 0
 
 
+@pytest.mark.slow  # ~14 s: two shapes runs with pytest subprocesses
 def test_a_failure_is_never_reused(tested):
     write_test(tested, "test_broken.py", FAILING)
     for _ in range(2):

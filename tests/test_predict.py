@@ -141,6 +141,7 @@ def test_predict_refuses_bad_input_in_one_line(here, cli):
     assert code == 1 and "--input missing.tsv: expected a file of examples" in err
 
 
+@pytest.mark.slow  # ~17 s: a fresh project's imports and a second predict
 def test_a_run_directory_copied_into_a_fresh_project_predicts_the_same(here, tmp_path, cli):
     run = _run_dir(here)
     code, before, err = cli("predict", run.name, "--split", "test")

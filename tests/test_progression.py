@@ -231,6 +231,31 @@ def test_an_overridden_stage_runs_the_earlier_stages_with_its_overrides_not_the_
     assert [r.data["overrides"] for r in _runs(fast, "shapes")] == [["model.hidden=8"]]
 
 
+def test_a_loader_override_runs_shapes_on_the_base_data_milestone_and_its_own_batches(fast):
+    """Issue 21: `repro stage shapes data.batch_size=…` ran the data gate again although the
+    examples are the same; the loader keys are shapes' (its batches), not data's."""
+    _run(fast, "data")
+    run = _run(fast, "shapes", ["data.batch_size=5", "data.eval_batch_size=7"])
+    assert run.data["status"] == "passed"
+    assert [r.data["overrides"] for r in _runs(fast, "data")] == [[]]  # no second data run
+    assert run.data["config"]["data"]["batch_size"] == 5
+    base = current_fingerprint(fast, "toy", compose(fast, "toy", []))
+    over = current_fingerprint(fast, "toy", compose(fast, "toy", ["data.batch_size=5"]))
+    assert base["stages"]["data"] == over["stages"]["data"]
+    assert base["stages"]["shapes"] != over["stages"]["shapes"]  # shapes serves those batches
+    # an override that changes the examples still needs its own data run first
+    _run(fast, "shapes", ["data.split_seed=3"])
+    assert sorted(r.data["overrides"] for r in _runs(fast, "data")) == [[], ["data.split_seed=3"]]
+
+
+def test_a_fingerprint_of_the_earlier_scheme_names_the_scheme_among_what_changed(fast):
+    from repro.fingerprint import changed_parts
+
+    now = current_fingerprint(fast, "toy", compose(fast, "toy", []))
+    old = {**now, "parts": {k: v for k, v in now["parts"].items() if k != "fingerprint_scheme"}}
+    assert "fingerprint_scheme" in changed_parts(old, now, "data")
+
+
 def test_experiments_need_a_passed_full(fast):
     _run(fast, "overfit")
     paper_yaml = fast.conf_dir / "paper" / "toy.yaml"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -224,6 +225,7 @@ ToyDataModule.load_examples = _set_ordered
 """
 
 
+@pytest.mark.slow  # ~18 s: three full trainings
 def test_rerun_and_diff_say_when_the_same_inputs_give_different_results(project):
     import json
     import os

@@ -89,6 +89,7 @@ def test_a_truncated_checkpoint_gives_an_error_naming_the_file(tmp_path):
         checkpoint_epoch(cut)
 
 
+@pytest.mark.slow  # ~28 s: two full trainings
 def test_resumed_full_run_equals_an_uninterrupted_one(project):
     root = project.root
     _shrink(project)

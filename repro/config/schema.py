@@ -106,6 +106,9 @@ class DataConfig:
     """repro's data keys; the paper's own (dataset, paths, lengths...) are kept in `options`."""
 
     EXTRA_FIELD = "options"
+    # How the examples are served, not which: the data stage's verdict is about the examples, so
+    # these are fingerprinted with shapes (repro/fingerprint.py), which feeds batches of this size
+    LOADER_KEYS = ("batch_size", "eval_batch_size", "num_workers")
 
     batch_size: int = field(metadata=GE1)
     eval_batch_size: int | None = field(metadata=GE1)  # None: batch_size

@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from repro.config.schema import DataConfig
 from repro.records.record import Record
 from repro.tasks import MetricSpec
 
-LOADER_KEYS = ("batch_size", "eval_batch_size", "num_workers")  # how data is served, not which
 NO_EARLIER = "no earlier reproduced run on the same data to compare"
 
 
@@ -28,7 +28,7 @@ def same_data(a: Record, b: Record) -> bool:
     def data(rec: Record) -> tuple[Any, Any]:
         cfg = dict((rec.config or {}).get("data") or {})
         files = (rec.fingerprint.parts if rec.fingerprint else {}).get("data_files")
-        return files, {k: v for k, v in cfg.items() if k not in LOADER_KEYS}
+        return files, {k: v for k, v in cfg.items() if k not in DataConfig.LOADER_KEYS}
 
     return data(a) == data(b)
 
