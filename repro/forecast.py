@@ -66,6 +66,12 @@ class ForecastInputs:
     clock: str = "wall"  # "cpu": measured on one thread in CPU seconds, the CPUs being busy
     busy: str = ""  # why the CPUs counted as busy
     slowdown: float = 1.0  # "cpu": how much slower than its CPU time the sample ran (how busy)
+    # full's preflight (repro/gates/preflight.py), once before the first seed: its training steps
+    # (0: off), their time cap, the val examples it evaluates twice (the model, the baseline)
+    preflight_steps: int = 0
+    preflight_max_s: float = 0.0
+    preflight_val: int = 0
+    preflight_only: bool = False  # --preflight-only: nothing after it
 
 
 def scaled(step_s: float, measured_batch: int, batch: int) -> float:
@@ -113,13 +119,26 @@ def _seconds(
         PER_SEED_SLACK_S if bound else 0.0
     )
     per_seed = fixed + finder + i.max_epochs * epoch + val + test
+    preflight = _preflight_s(i, step, ev)
+    # the preflight's datamodule goes on to the first seed: --preflight-only pays one build
+    total = preflight + (k * i.build_s if i.preflight_only else i.seeds * per_seed)
     return {
         "step_s": step,
         "steps": n_steps,
         "epoch_s": epoch,
         "finder_s": finder,
-        "total_s": i.seeds * per_seed,
+        "preflight_s": preflight,
+        "total_s": total,
     }
+
+
+def _preflight_s(i: ForecastInputs, step: float, ev: float) -> float:
+    """The preflight's plain training loop (its steps, capped by its time budget) and its two
+    passes over the drawn val examples."""
+    if not i.preflight_steps:
+        return 0.0
+    train = min(i.preflight_steps * step, i.preflight_max_s)
+    return train + 2 * math.ceil(min(i.preflight_val, i.n_val) / i.eval_batch_size) * ev
 
 
 def forecast_full(i: ForecastInputs) -> dict[str, Any]:
@@ -143,6 +162,8 @@ def forecast_full(i: ForecastInputs) -> dict[str, Any]:
         "s_per_epoch": likely["epoch_s"],
         "s_per_epoch_bound": bound["epoch_s"],
         "lr_finder_s": likely["finder_s"],
+        "preflight_s": likely["preflight_s"],
+        "preflight_only": i.preflight_only,
         "epochs": i.max_epochs,
         "seeds": i.seeds,
         "likely_s": likely["total_s"],
@@ -154,7 +175,9 @@ def forecast_full(i: ForecastInputs) -> dict[str, Any]:
         "note": f"bound: every epoch runs (no early stopping) at the p90 step x {factor:g}, fixed costs "
         f"(builds, Lightning set-up, validation) x {factor:g}"
         + (" (noisy measurement: doubled margin)" if noisy else "")
-        + "; steps scaled linearly to larger batches; the machine no busier than when measured; memory ±50%",
+        + "; steps scaled linearly to larger batches; the machine no busier than when measured; memory ±50%"
+        + "; not counted: the paper's tests marked slow, which full runs first (a pass on the same "
+        "files is reused)",
     }
 
 
@@ -182,6 +205,15 @@ def format_forecast(fc: dict[str, Any]) -> str:
         + ("; noisy: the bound's margin is doubled" if fc.get("noisy") else "")
         + ")"
     )
+    if fc.get("preflight_only"):  # the preflight alone: no epochs
+        text = (
+            f"forecast: ≈ {_minutes(fc['likely_s'])}, ≤ {_minutes(fc['total_s'])} for the preflight "
+            f"alone ({i['preflight_steps']} steps of batch {i['batch_size']}, at most "
+            f"{i['preflight_max_s']:g} s, then val twice; steps measured by overfit at batch "
+            f"{i['measured_batch']}{how}: median {1000 * i['train_step_s']:.0f} ms)"
+        )
+    elif fc.get("preflight_s"):  # older records have none
+        text += f"; the preflight first ≈ {_minutes(fc['preflight_s'])}"
     if fc["lr_finder_s"]:
         text += f"; LR finder ≈ {fc['lr_finder_s']:.0f} s per seed"
     if fc["peak_rss_mb"] is not None:
@@ -276,6 +308,7 @@ def from_sample(s, sizes: dict[str, int], cfg: RunConfig, run_id: str = "", **ex
             "so how long training takes depends on the other jobs; run overfit again when the "
             "machine is quieter, or " + SHARED_ADVICE
         )
+    pre = cfg.stage.full.preflight
     return ForecastInputs(
         train_step_s=s.train_median_s, train_p90_s=s.train_p90_s, eval_step_s=s.eval_median_s,
         eval_p90_s=s.eval_p90_s, fit_overhead_s=s.fit_overhead_s, eval_overhead_s=s.eval_overhead_s,
@@ -287,6 +320,8 @@ def from_sample(s, sizes: dict[str, int], cfg: RunConfig, run_id: str = "", **ex
         lr_finder_steps=0 if cfg.optim.lr is not None else cfg.lr_finder.num_training,
         limit_train_batches=cfg.trainer.limit_train_batches,
         load_avg=s.load_avg, cpus=s.cpus, clock=s.clock, busy=s.busy, slowdown=s.slowdown,
+        preflight_steps=pre.steps if pre.enabled else 0, preflight_max_s=pre.max_seconds,
+        preflight_val=pre.val_examples, preflight_only=pre.only,
         **extra,
     )  # fmt: skip
 
