@@ -66,8 +66,31 @@ def test_predict_builds_the_tensors_the_training_loader_built(trained_dm, tmp_pa
     served = next(iter(trained_dm.test_dataloader()))
     assert batch.keys() == served.keys()
     assert all(torch.equal(batch[k], served[k]) for k in batch)
-    assert torch.equal(fresh.model_kwargs()["word_vectors"], trained_dm.word_vectors)
     assert fresh.model_kwargs()["vocab_size"] == trained_dm.model_kwargs()["vocab_size"]
+
+
+def test_the_fitted_state_keeps_the_vectors_shape_and_the_checkpoint_restores_them(
+    trained_dm, tmp_path
+):
+    """The vectors' values live in every checkpoint (the embedding's weight): the fitted state
+    keeps their shape only, and a strict load of the trained weights gives them back."""
+    state = trained_dm.fitted_state()
+    assert not any(isinstance(v, torch.Tensor) and v.numel() > 1000 for v in state.values())
+    fresh = _restored(trained_dm, tmp_path)
+    want = trained_dm.model_kwargs()
+    assert fresh.model_kwargs()["word_vectors"].shape == want["word_vectors"].shape
+    small = {"hidden": 8, "agg_hidden": 8, "perspectives": 2, "char_hidden": 4, "mlp_hidden": 8}
+    trained = build_model(paper_model_config(**small), **want)
+    restored = build_model(paper_model_config(**small), **fresh.model_kwargs())
+    restored.load_state_dict(trained.state_dict())  # strict, as repro's load_weights
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(restored.state_dict().values(), trained.state_dict().values(), strict=True)
+    )
+    older = trained_dm.fitted_state() | {"word_vectors": trained_dm.word_vectors}
+    again = BiMPMDataModule(data_config(_cfg(tmp_path)), seed=0)
+    again.load_fitted_state(older)  # a state saved before: its vectors as they were
+    assert torch.equal(again.word_vectors, trained_dm.word_vectors)
 
 
 def test_unlabelled_pairs_as_tsv_or_json_lines(trained_dm, tmp_path):
