@@ -12,9 +12,7 @@ with, the caller encodes it whole (`encode_whole`) and compares again: only that
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from torch.utils.data import Dataset
@@ -86,19 +84,3 @@ def reuse_parsed(dm, kept: dict[str, Any]) -> None:
         dm.splits = {s: list(v) for s, v in kept["splits"].items()}
 
     dm._load_and_split = load
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while builds are made and compared: a build creates
-    millions of containers (examples, token lists), none of them garbage, and each full
-    collection walks every one of them: 6 of 18 CPU seconds of one BiMPM build at 400k pairs
-    (issue 21). Reference counting still frees what is dropped; the caller collects once where
-    it drops a build that may hold cycles."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()

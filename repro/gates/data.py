@@ -15,6 +15,7 @@ from typing import Any
 
 from repro.context import StageContext
 from repro.data import hashseed
+from repro.data.collector import collector_paused
 from repro.data.datamodule import PaperDataModule
 from repro.data.digest import (
     build_digest,
@@ -35,7 +36,6 @@ from repro.data.features import Features, featurize
 from repro.data.leak import LabelFunction, label_functions
 from repro.data.probe import odd_split, probe_views
 from repro.data.rebuild import (
-    collector_paused,
     encode_lazily,
     encode_whole,
     keep_parsed,
