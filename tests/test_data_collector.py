@@ -104,3 +104,45 @@ def test_a_paused_build_gives_the_same_data_as_one_with_the_collector_on(collect
     assert paused.splits == on.splits
     for name in ("x", "label"):
         assert torch.equal(paused.fixed_batch()[name], on.fixed_batch()[name])
+
+
+def test_a_dropped_build_is_collected_only_while_a_cycle_keeps_it(monkeypatch):
+    import weakref
+
+    from repro.data.rebuild import collect_if_alive
+
+    calls = []
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append(a) or 0)
+    with collector_paused():
+        freed = Toy(CFG, 0)
+        ref = weakref.ref(freed)
+        del freed  # nothing else holds it: reference counting frees it
+        collect_if_alive(ref)
+        assert calls == []
+        held = Toy(CFG, 0)
+        held.me = held  # a cycle: only a collection frees it
+        ref = weakref.ref(held)
+        del held
+        collect_if_alive(ref)
+        assert calls == [()]
+
+
+def test_lazy_items_fetched_together_are_those_fetched_one_by_one():
+    from repro.data.rebuild import LazySplit, items_at
+
+    examples = [{"x": [float(i)], "label": i % 2} for i in range(10)]
+    calls = []
+
+    def encode_split(name, exs):
+        calls.append(len(exs))
+        return [{"x": torch.tensor(ex["x"]), "label": torch.tensor(ex["label"])} for ex in exs]
+
+    one_by_one = LazySplit(encode_split, "train", examples)
+    together = LazySplit(encode_split, "train", examples)
+    expected = [one_by_one[i] for i in (7, 2, 2, 5)]
+    calls.clear()
+    assert together[2]["x"].item() == 2.0  # read before: not encoded again
+    got = items_at(together, [7, 2, 2, 5])
+    assert calls == [1, 2]  # one call for 7 and 5 together
+    assert all(torch.equal(a["x"], b["x"]) for a, b in zip(expected, got, strict=True))
+    assert items_at(examples, [1, 3]) == [examples[1], examples[3]]  # any other dataset: ds[i]

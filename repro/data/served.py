@@ -33,16 +33,17 @@ def row_keys(batch: dict[str, torch.Tensor]) -> list[str]:
     """One key per row of a batch: its inputs (not the label), trimmed of padding, digested."""
     inputs = sorted(k for k in batch if is_input(k))
     n = len(batch["label"])
-    hashes = [hashlib.sha1() for _ in range(n)]
+    parts: list[list[bytes]] = [[] for _ in range(n)]  # per row, what its sha1 reads, in order
     for k in inputs:
         x = batch[k].detach().cpu()
         lengths = torch.stack(trimmed_lengths(x), 1).tolist() if x.dim() > 1 else [[]] * n
         xn = x.numpy()  # numpy slicing: ~20x cheaper per row than torch indexing
-        for i in range(n):
+        head = f"{k}:{x.dtype}:"
+        for i, row_parts in enumerate(parts):
             row = np.ascontiguousarray(xn[i][tuple(slice(0, e) for e in lengths[i])])
-            hashes[i].update(f"{k}:{x.dtype}:{row.shape}:".encode())
-            hashes[i].update(row.tobytes())
-    return [h.hexdigest() for h in hashes]
+            row_parts += (f"{head}{row.shape}:".encode(), row.tobytes())
+    # one sha1 over the joined parts: the same digest as one update per part, fewer calls
+    return [hashlib.sha1(b"".join(p)).hexdigest() for p in parts]
 
 
 def item_keys(dm, items: list[dict], chunk: int = 256) -> list[str]:
