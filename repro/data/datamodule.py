@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from repro.config.schema import DataConfig
 from repro.data.batch import NON_INPUT_FIELDS
+from repro.data.collector import paused_build
 from repro.data.split import SPLITS, example_hash, split_indices
 from repro.errors import PaperError
 from repro.tasks.base import Task
@@ -104,6 +105,14 @@ class PaperDataModule(pl.LightningDataModule):
     # each row, "left": they start it), along the last dimension. The data gate checks that no
     # pad id sits inside a row (issue 22). {}: the paper pads nothing (or does not say).
     padded_inputs: dict[str, str] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A paper's own setup() (one that caches its preprocessing) runs with Python's cyclic
+        collector paused too, as the base's does (repro/data/collector.py)."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("setup")
+        if own is not None and not getattr(own, "__wrapped_paused__", False):
+            cls.setup = paused_build(own)
 
     def __init__(self, cfg: DataConfig, seed: int):
         super().__init__()
@@ -273,6 +282,7 @@ class PaperDataModule(pl.LightningDataModule):
         fields = self.input_fields or tuple(k for k in example if k not in NON_INPUT_FIELDS)
         return example_hash(example, fields)
 
+    @paused_build  # millions of containers, none garbage: see repro/data/collector.py
     def setup(self, stage: str | None = None) -> None:
         if self._is_setup:
             return
@@ -281,6 +291,7 @@ class PaperDataModule(pl.LightningDataModule):
         self.datasets = {s: self.encode_split(s, self.splits[s]) for s in SPLITS}
         self._is_setup = True
 
+    @paused_build
     def setup_train_only(self) -> None:
         """Load and split as setup() does, then let build() see the training split alone (val and
         test empty) and encode only the training split; caches are bypassed.
@@ -296,6 +307,7 @@ class PaperDataModule(pl.LightningDataModule):
         self.build({"train": self.splits["train"], "val": [], "test": []})
         self.datasets = {"train": self.encode_split("train", self.splits["train"])}
 
+    @paused_build
     def load_splits(self) -> dict[str, list[dict]]:
         """The raw examples of every split, loaded and split as setup() does, nothing fitted or
         encoded (`repro eval` encodes them with a run's fitted state)."""

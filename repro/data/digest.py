@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from repro.data.rebuild import items_at
 from repro.data.split import SPLITS
 
 
@@ -66,7 +67,7 @@ def sample_items(dm, max_items: int) -> dict[str, list[dict]]:
     out = {}
     for s in SPLITS:
         ds = dm.datasets[s]
-        out[s] = [ds[i] for i in sample_indices(len(ds), max_items)]
+        out[s] = items_at(ds, sample_indices(len(ds), max_items))
     return out
 
 

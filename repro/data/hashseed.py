@@ -171,7 +171,7 @@ def main(argv: list[str]) -> None:
         os.nice(19)  # the lowest priority: the gate's own process goes first
     except OSError:
         pass
-    gc.disable()  # a short-lived build: cyclic collections only walk it (rebuild.collector_paused)
+    gc.disable()  # a short-lived build: cyclic collections only walk it (repro/data/collector.py)
     spec = json.loads(argv[0])
     stand_in = types.ModuleType("pytorch_lightning")
     stand_in.LightningDataModule = _LightningDataModule  # type: ignore[attr-defined]

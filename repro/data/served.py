@@ -25,7 +25,9 @@ def trimmed_lengths(x: torch.Tensor) -> list[torch.Tensor]:
         along = nonzero.any(dim=other) if other else nonzero  # (B, size_d)
         positions = torch.arange(1, x.shape[d] + 1)  # (size_d,)
         # amax, not max(1): with indices, an int reduction took ~5 ms here (2 threads)
-        out.append((along * positions).amax(1) if x.shape[d] else torch.zeros(len(x)))
+        out.append(
+            (along * positions).amax(1) if x.shape[d] else torch.zeros(len(x), dtype=torch.long)
+        )
     return out
 
 
@@ -33,16 +35,25 @@ def row_keys(batch: dict[str, torch.Tensor]) -> list[str]:
     """One key per row of a batch: its inputs (not the label), trimmed of padding, digested."""
     inputs = sorted(k for k in batch if is_input(k))
     n = len(batch["label"])
-    hashes = [hashlib.sha1() for _ in range(n)]
+    parts: list[list[bytes]] = [[] for _ in range(n)]  # per row, what its sha1 reads, in order
     for k in inputs:
         x = batch[k].detach().cpu()
         lengths = torch.stack(trimmed_lengths(x), 1).tolist() if x.dim() > 1 else [[]] * n
         xn = x.numpy()  # numpy slicing: ~20x cheaper per row than torch indexing
-        for i in range(n):
-            row = np.ascontiguousarray(xn[i][tuple(slice(0, e) for e in lengths[i])])
-            hashes[i].update(f"{k}:{x.dtype}:{row.shape}:".encode())
-            hashes[i].update(row.tobytes())
-    return [h.hexdigest() for h in hashes]
+        head = f"{k}:{x.dtype}:"
+        if x.dim() == 1:  # one value a row: its shape as a 1-element array, (1,)
+            for i, row_parts in enumerate(parts):
+                row = np.ascontiguousarray(xn[i])
+                row_parts += (f"{head}{row.shape}:".encode(), row.tobytes())
+            continue
+        for i, row_parts in enumerate(parts):
+            extent = lengths[i]  # the row trimmed to this: its shape; tobytes() is C order
+            row_parts += (
+                f"{head}{tuple(extent)}:".encode(),
+                xn[(i, *map(slice, extent))].tobytes(),
+            )
+    # one sha1 over the joined parts: the same digest as one update per part, fewer calls
+    return [hashlib.sha1(b"".join(p)).hexdigest() for p in parts]
 
 
 def item_keys(dm, items: list[dict], chunk: int = 256) -> list[str]:

@@ -7,7 +7,7 @@ split (for discrete labels), no feature shift, OOV/truncation within limits, a b
 from __future__ import annotations
 
 import dataclasses
-import gc
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -15,6 +15,7 @@ from typing import Any
 
 from repro.context import StageContext
 from repro.data import hashseed
+from repro.data.collector import collector_paused
 from repro.data.datamodule import PaperDataModule
 from repro.data.digest import (
     build_digest,
@@ -35,9 +36,10 @@ from repro.data.features import Features, featurize
 from repro.data.leak import LabelFunction, label_functions
 from repro.data.probe import odd_split, probe_views
 from repro.data.rebuild import (
-    collector_paused,
+    collect_if_alive,
     encode_lazily,
     encode_whole,
+    items_at,
     keep_parsed,
     release,
     reuse_parsed,
@@ -537,8 +539,9 @@ def _run(ctx, st, fresh_build) -> Verdict:
     policy = _split_policy(task, dm.splits, sizes)
     train_items, n_train = items["train"], len(dm.datasets["train"])
     release(dm)
+    dropped = weakref.ref(dm)
     del dm, items
-    gc.collect()
+    collect_if_alive(dropped)
 
     again = _compare_builds(
         ctx, st, hashes, reference, (train_items, n_train), kept, fresh_build, split
@@ -705,8 +708,8 @@ def _train_only(
         ours = [value_digest(it) for it in train_items]
 
         def differ() -> list[int]:
-            ds = other.datasets["train"]
-            return [i for i, d in zip(idx, ours, strict=True) if d != value_digest(ds[i])]
+            theirs = items_at(other.datasets["train"], idx)
+            return [i for i, d, it in zip(idx, ours, theirs, strict=True) if d != value_digest(it)]
 
         differ_at = differ()
         if differ_at:  # confirmed on the split encoded whole

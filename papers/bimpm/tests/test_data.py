@@ -466,3 +466,24 @@ def test_make_sample_is_deterministic_and_matches_the_shipped_files(tmp_path):
     assert len(shipped) == 10  # Quora 3, vectors, SNLI 3, WikiQA 3
     for rel in shipped:
         assert (tmp_path / rel).read_bytes() == (SAMPLE / rel).read_bytes(), rel
+
+
+def test_collate_pads_as_one_row_at_a_time_would():
+    """_pad (pad_sequence) gives what filling a zero batch row by row gives: ragged words and
+    characters, int32 and long inputs, a batch whose longest word is shorter than K."""
+    g = torch.Generator().manual_seed(0)
+    lengths, widths = [3, 1, 5, 2], [2, 4, 1, 3]
+    seqs = [torch.randint(1, 50, (t,), generator=g) for t in lengths]
+    seqs[1] = seqs[1].int()
+    chars = [
+        torch.randint(1, 30, (t, w), generator=g) for t, w in zip(lengths, widths, strict=True)
+    ]
+    K = 6
+    words, out = bimpm_data._pad(seqs, chars, K)
+    expected_words = torch.zeros(4, 5, dtype=torch.long)
+    expected_chars = torch.zeros(4, 5, K, dtype=torch.long)
+    for b, (s, c) in enumerate(zip(seqs, chars, strict=True)):
+        expected_words[b, : len(s)] = s
+        expected_chars[b, : c.shape[0], : c.shape[1]] = c
+    assert words.dtype == out.dtype == torch.long
+    assert torch.equal(words, expected_words) and torch.equal(out, expected_chars)
