@@ -411,6 +411,7 @@ def build_model(cfg: dict, *, n_features: int, num_classes: int):
 """
 
 
+@pytest.mark.slow  # ~10 s: a warm worker and a hanging run
 def test_watch_reports_a_run_that_never_ends_and_the_next_save_replaces_it(tmp_path):
     """Issue 20: --watch never re-ran after a model whose construction never ends, even after
     the fix was saved, and said nothing."""

@@ -270,6 +270,7 @@ def test_turned_off_the_check_is_not_measured(project):
     assert not c["measured"] and "stage.shapes.paper_tests is false" in c["reason"]
 
 
+@pytest.mark.slow  # ~10 s: shapes and full with pytest subprocesses
 def test_a_slow_failing_test_passes_shapes_and_fails_full_before_training(tested):
     write_test(tested, "test_slow.py", SLOW_FAILING)
     shapes = record(run_stage(tested, "toy", "shapes", console=QUIET))

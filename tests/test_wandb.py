@@ -34,6 +34,7 @@ def test_login_is_what_wandb_says(no_login, monkeypatch):
     assert wandb_logged_in() is True
 
 
+@pytest.mark.slow  # ~10 s: a full run with wandb offline
 def test_full_with_wandb_logs_config_provenance_verdict_and_finishes(project, no_login):
     from repro.runner import run_stage
 
