@@ -148,9 +148,10 @@ def fingerprint(
     typed = asdict(resolved.cfg)  # every key present, defaults of optional paper keys filled in
     for stage, keys in STAGE_CONFIG.items():
         parts[f"config.{stage}"] = {k: _lookup(typed, k) for k in keys}
-    served = {k.removeprefix("data.") for k in LOADERS}
-    data = parts["config.data"]["data"]
-    parts["config.data"]["data"] = {k: v for k, v in data.items() if k not in served}
+    data = parts["config.data"]["data"]  # its loader keys are shapes' (LOADERS above)
+    parts["config.data"]["data"] = {
+        k: v for k, v in data.items() if k not in DataConfig.LOADER_KEYS
+    }
     parts["fingerprint_scheme"] = SCHEME
     stages = {stage: _sha({k: parts[k] for k in inputs_of(stage)}) for stage in STAGES}
     prefix = f"papers/{paper_dir.name}/"
