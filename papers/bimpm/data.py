@@ -22,9 +22,11 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import accumulate, chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
@@ -118,6 +120,9 @@ class BiMPMDataConfig:
 DATA_CONFIG = BiMPMDataConfig  # repro checks the `data:` keys against it before a run starts
 
 
+_p_and_q = itemgetter("p", "q")  # an example's two token lists
+
+
 # ---- encoded splits -----------------------------------------------------------------------------
 class PairDataset(Dataset):
     """One split as flat id tensors; item i -> {p_words (T,), p_chars (T, w), q_..., label}."""
@@ -126,20 +131,29 @@ class PairDataset(Dataset):
         self, enc: dict[str, torch.Tensor], char_table: torch.Tensor, type_len: torch.Tensor
     ):
         self.enc, self.char_table, self.type_len = enc, char_table, type_len
-        # per side: offsets as a numpy view (an int from it, not a 0-d tensor to slice with: a
-        # quarter of an item's CPU), word ids, type ids
+        # numpy views of the same memory: an item is sliced and gathered in numpy, each torch
+        # call being several times the cost of a numpy one at this size (~60 -> ~15 us an item;
+        # training fetches every item each epoch, the data gate every val/test item twice)
         self._sides = {
-            s: (enc[f"{s}_off"].numpy(), enc[f"{s}_words"], enc[f"{s}_types"]) for s in ("p", "q")
+            s: tuple(enc[f"{s}_{k}"].numpy() for k in ("off", "words", "types")) for s in ("p", "q")
         }
+        self._char_table, self._type_len = char_table.numpy(), type_len.numpy()
+
+    def __getstate__(self) -> dict[str, Any]:  # to a spawned worker: the tensors, not views
+        return {k: v for k, v in self.__dict__.items() if k in ("enc", "char_table", "type_len")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["enc"], state["char_table"], state["type_len"])
 
     def __len__(self) -> int:
         return len(self.enc["label"])
 
     def _side(self, s: str, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         off, words, types = self._sides[s]
-        a, b = int(off[i]), int(off[i + 1])
-        rows = types[a:b].long()  # (T,) rows of the char table
-        return words[a:b].long(), self.char_table[rows, : int(self.type_len[rows].max())]  # (T, w)
+        a, b = off[i], off[i + 1]
+        rows = types[a:b]  # (T,) rows of the char table
+        chars = self._char_table[rows, : self._type_len[rows].max()]  # (T, w), a copy
+        return torch.from_numpy(words[a:b].astype(np.int64)), torch.from_numpy(chars)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         pw, pc = self._side("p", i)
@@ -339,7 +353,9 @@ class BiMPMDataModule(PaperDataModule):
             self._types = self._cached["types"]
         else:
             train = splits["train"]
-            words = Counter(chain.from_iterable(ex[s] for ex in train for s in ("p", "q")))
+            # p and q of each example by itemgetter, flattened in C: the same tokens in the same
+            # order as a generator over the examples, without a Python step per example
+            words = Counter(chain.from_iterable(chain.from_iterable(map(_p_and_q, train))))
             self.vocab = Vocab.from_counts(words, c.min_freq)
             # Characters counted from the word counts: a step per character of each distinct
             # word, not of each token (88M steps at Quora's size, issue 21); the same counts.
@@ -351,12 +367,18 @@ class BiMPMDataModule(PaperDataModule):
             # Every distinct token of every split gets a row of character ids (a lookup cache,
             # not a vocabulary: unseen words of dev/test still have their characters), in order
             # of first appearance.
+            # The training split's distinct tokens are the counter's keys, already in order of
+            # first appearance: only the other splits' tokens are walked again (the walk over
+            # every token was ~2 s of each build at Quora's size, issue 21).
             self._types = list(
                 dict.fromkeys(
                     chain(
                         ("",),
-                        chain.from_iterable(
-                            ex[s] for exs in splits.values() for ex in exs for s in ("p", "q")
+                        *(
+                            words
+                            if name == "train"
+                            else chain.from_iterable(chain.from_iterable(map(_p_and_q, exs)))
+                            for name, exs in splits.items()
                         ),
                     )
                 )

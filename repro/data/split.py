@@ -56,6 +56,34 @@ def example_hash(example: dict, fields: Sequence[str]) -> str:
     return hashlib.sha1(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def example_hashes(examples: Sequence[dict], fields: Sequence[str]) -> list[str]:
+    """example_hash(ex, fields) of each example, the same values at ~3/4 of the CPU where every
+    field is a string or a list of string tokens (text datasets): the texts are made without a
+    check each, and the separators are counted once over them all, which is equivalent (a join
+    inserts exactly the separators expected, so a text holds more only where a token holds one,
+    and then the total is larger too). Otherwise, one example_hash per example."""
+    texts, tokens = [], 0
+    try:
+        for ex in examples:
+            parts = []
+            for f in fields:
+                v = ex[f]
+                if type(v) is list:
+                    parts.append(f"{len(v)}[{_TOKEN.join(v)}")
+                    tokens += max(0, len(v) - 1)
+                elif type(v) is str:
+                    parts.append("'" + v)
+                else:
+                    raise TypeError(f"{f}: {type(v).__name__}")
+            texts.append("\x02" + _FIELD.join(parts))
+    except TypeError:  # a field of another kind, or a list holding one
+        return [example_hash(ex, fields) for ex in examples]
+    whole = "".join(texts)
+    if whole.count(_TOKEN) != tokens or whole.count(_FIELD) != len(texts) * (len(fields) - 1):
+        return [example_hash(ex, fields) for ex in examples]  # a separator inside a token
+    return [hashlib.sha1(t.encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
+
+
 def split_indices(
     n: int,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),

@@ -527,7 +527,7 @@ def _run(ctx, st, fresh_build) -> Verdict:
     # the checks below compare splits: each needs examples
     split = _split_checks(ctx, st, dm, items, labels_ok) if nonempty.passed else []
     stats = dm.stats()
-    examples = _show(ctx.console, dm, first, st.show_examples, labels_ok) if first else []
+    examples = _show(ctx.console, dm, first, st.show_examples, labels_ok, stats) if first else []
     metrics = DataMetrics(
         sizes=sizes,
         num_classes=dm.num_classes,
@@ -773,9 +773,10 @@ def _feature_shift(feats: dict[str, Features], st) -> Check:
     return check_feature_shift(shifts, st.max_feature_shift, chance)
 
 
-def _show(console, dm, batch: dict, n: int, labels_ok: bool) -> list[str]:
-    """Print (and return) n decoded examples and the data statistics. Decoding needs labels in
-    range: with bad labels the examples are shown as raw tensors (the verdict names the labels)."""
+def _show(console, dm, batch: dict, n: int, labels_ok: bool, stats: dict[str, Any]) -> list[str]:
+    """Print (and return) n decoded examples and the data statistics (dm.stats()). Decoding needs
+    labels in range: with bad labels the examples are shown as raw tensors (the verdict names the
+    labels)."""
     n = min(n, len(batch["label"]))
     decode = dm.decode if labels_ok else PaperDataModule.decode.__get__(dm)
     examples = [decode(batch, i) for i in range(n)]
@@ -784,7 +785,6 @@ def _show(console, dm, batch: dict, n: int, labels_ok: bool) -> list[str]:
     )
     for e in examples:
         console.print(f"  {e}", markup=False, highlight=False)
-    stats = dm.stats()
     if stats:
         console.print("[bold]Data statistics[/bold]: ", end="")
         console.print(

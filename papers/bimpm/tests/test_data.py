@@ -487,3 +487,24 @@ def test_collate_pads_as_one_row_at_a_time_would():
         expected_chars[b, : c.shape[0], : c.shape[1]] = c
     assert words.dtype == out.dtype == torch.long
     assert torch.equal(words, expected_words) and torch.equal(out, expected_chars)
+
+
+def test_items_are_what_encoding_one_example_gives_and_survive_pickling(dm):
+    """PairDataset's numpy slicing gives the tensors encode() builds for that example alone, in
+    every split; the type table lists each split's tokens by first appearance; a dataset pickled
+    to a spawned loader worker serves the same items."""
+    for split in ("train", "val", "test"):
+        ds, examples = dm.datasets[split], dm.splits[split]
+        for i in range(0, len(ds), max(1, len(ds) // 50)):
+            item, expected = ds[i], dm.encode(examples[i])
+            for key in ("p_words", "p_chars", "q_words", "q_chars", "label"):
+                assert item[key].dtype == torch.long, (split, i, key)
+                assert torch.equal(item[key], expected[key]), (split, i, key)
+    tokens = [
+        w for s in ("train", "val", "test") for ex in dm.splits[s] for f in "pq" for w in ex[f]
+    ]
+    assert dm._types == list(dict.fromkeys(["", *tokens]))
+    ds = dm.datasets["val"]  # the state a spawned worker gets (the class is looked up by name)
+    copy = type(ds).__new__(type(ds))
+    copy.__setstate__(pickle.loads(pickle.dumps(ds.__getstate__())))
+    assert all(torch.equal(copy[3][k], dm.datasets["val"][3][k]) for k in copy[3])
