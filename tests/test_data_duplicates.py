@@ -9,6 +9,7 @@ from repro.data.duplicates import (
     input_kind,
     neighbour_near_duplicates,
     normalise,
+    normalise_all,
     text_near_duplicates,
 )
 from repro.data.split import example_hash
@@ -18,6 +19,19 @@ def test_normalise_drops_case_punctuation_and_spacing():
     assert normalise("What is  X?") == "what is x"
     assert normalise(["What", "is", "X", "?"]) == "what is x"
     assert normalise("don't") == "don t"
+
+
+def test_a_field_normalised_at_once_is_each_value_normalised_alone():
+    cases = [
+        ["What is  X?", ["Don't", "stop", "_now_"], "", [], ("a", "B")],
+        ["ünïcode Ωmega?", "plain"],  # not ASCII: one value at a time
+        ["a\nb", "c"],  # a newline inside a value
+        [3, "x"],  # not text
+        [["a", 1]],  # a list holding a number
+        [],
+    ]
+    for values in cases:
+        assert normalise_all(values) == [normalise(v) for v in values], values
 
 
 def test_input_kind():

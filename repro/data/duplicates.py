@@ -79,6 +79,22 @@ def normalise(value: Any) -> str:
     return " ".join(text.split())
 
 
+def normalise_all(values: list[Any]) -> list[str]:
+    """[normalise(v) for v in values], a split's field at once where it is ASCII text (strings or
+    lists of string tokens, no newline inside): joined by newlines, translated in one call and
+    split again, which gives each value's normalise() (the table maps a newline to itself and
+    acts per character). Otherwise one normalise() per value."""
+    try:
+        texts = [v if type(v) is str else " ".join(v) for v in values]
+    except TypeError:  # a list holding something other than strings, or another kind of value
+        return [normalise(v) for v in values]
+    whole = "\n".join(texts)
+    if not whole.isascii() or whole.count("\n") != max(0, len(texts) - 1):
+        return [normalise(v) for v in values]
+    lines = whole.encode("ascii").translate(_ASCII_TABLE).decode("ascii").split("\n")
+    return [" ".join(line.split()) for line in lines] if texts else []
+
+
 def _show(example: dict, fields: tuple[str, ...]) -> str:
     """An example's input fields, short: text as text, numbers as their first four (3 digits)."""
     parts = []
@@ -107,10 +123,13 @@ def text_near_duplicates(
     def key(ex: dict) -> tuple[str, ...]:
         return tuple(normalise(ex[f]) for f in fields)
 
-    held = {s: [key(ex) for ex in splits[s]] for s in ("val", "test")}
+    def keys(examples: list[dict]) -> list[tuple[str, ...]]:  # key() of each, a field at a time
+        return list(zip(*(normalise_all([ex[f] for ex in examples]) for f in fields), strict=True))
+
+    held = {s: keys(splits[s]) for s in ("val", "test")}
     first_train: dict[int, int] = {}
-    for i, ex in enumerate(splits["train"]):
-        first_train.setdefault(hash(key(ex)), i)
+    for i, k in enumerate(keys(splits["train"])):
+        first_train.setdefault(hash(k), i)
     out = NearDuplicates("normalised text")
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
         if a == "train":

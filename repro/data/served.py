@@ -15,19 +15,18 @@ from repro.data.batch import is_input
 from repro.data.split import SPLITS
 
 
-def trimmed_lengths(x: torch.Tensor) -> list[torch.Tensor]:
+def trimmed_lengths(x: np.ndarray) -> np.ndarray:
     """For a batch x (B, d1, d2, ...): per row, its extent along each dim once trailing zeros
-    (padding) are cut: [(B,) lengths along d1, (B,) along d2, ...]."""
-    nonzero = x.ne(0)
-    out = []
-    for d in range(1, x.dim()):
-        other = [e for e in range(1, x.dim()) if e != d]
-        along = nonzero.any(dim=other) if other else nonzero  # (B, size_d)
-        positions = torch.arange(1, x.shape[d] + 1)  # (size_d,)
-        # amax, not max(1): with indices, an int reduction took ~5 ms here (2 threads)
-        out.append(
-            (along * positions).amax(1) if x.shape[d] else torch.zeros(len(x), dtype=torch.long)
-        )
+    (padding) are cut, as a (B, x.ndim - 1) array. In numpy: ~4x cheaper than the same in torch
+    at BiMPM's batch sizes (the data gate keys each of 20k val/test rows twice at Quora's size)."""
+    nonzero = x != 0
+    out = np.zeros((x.shape[0], x.ndim - 1), dtype=np.int64)
+    for d in range(1, x.ndim):
+        other = tuple(e for e in range(1, x.ndim) if e != d)
+        along = nonzero.any(axis=other) if other else nonzero  # (B, size_d)
+        if along.shape[1]:
+            last = along.shape[1] - np.argmax(along[:, ::-1], axis=1)  # 1 + the last nonzero
+            out[:, d - 1] = np.where(along.any(axis=1), last, 0)
     return out
 
 
@@ -38,7 +37,6 @@ def row_keys(batch: dict[str, torch.Tensor]) -> list[str]:
     parts: list[list[bytes]] = [[] for _ in range(n)]  # per row, what its sha1 reads, in order
     for k in inputs:
         x = batch[k].detach().cpu()
-        lengths = torch.stack(trimmed_lengths(x), 1).tolist() if x.dim() > 1 else [[]] * n
         xn = x.numpy()  # numpy slicing: ~20x cheaper per row than torch indexing
         head = f"{k}:{x.dtype}:"
         if x.dim() == 1:  # one value a row: its shape as a 1-element array, (1,)
@@ -46,12 +44,21 @@ def row_keys(batch: dict[str, torch.Tensor]) -> list[str]:
                 row = np.ascontiguousarray(xn[i])
                 row_parts += (f"{head}{row.shape}:".encode(), row.tobytes())
             continue
-        for i, row_parts in enumerate(parts):
-            extent = lengths[i]  # the row trimmed to this: its shape; tobytes() is C order
-            row_parts += (
-                f"{head}{tuple(extent)}:".encode(),
-                xn[(i, *map(slice, extent))].tobytes(),
-            )
+        # each row trimmed to its extent: its shape (one header per distinct shape) and its
+        # values; tobytes() is C order
+        headers: dict[tuple[int, ...], bytes] = {}
+        for i, (row_parts, extent) in enumerate(
+            zip(parts, trimmed_lengths(xn).tolist(), strict=True)
+        ):
+            shape = tuple(extent)
+            if (header := headers.get(shape)) is None:
+                header = headers[shape] = f"{head}{shape}:".encode()
+            if x.dim() == 2:
+                row_parts += (header, xn[i, : shape[0]].tobytes())
+            elif x.dim() == 3:
+                row_parts += (header, xn[i, : shape[0], : shape[1]].tobytes())
+            else:
+                row_parts += (header, xn[(i, *map(slice, shape))].tobytes())
     # one sha1 over the joined parts: the same digest as one update per part, fewer calls
     return [hashlib.sha1(b"".join(p)).hexdigest() for p in parts]
 
