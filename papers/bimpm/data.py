@@ -396,7 +396,7 @@ class BiMPMDataModule(PaperDataModule):
         c = self.config
         V = len(self.vocab)
         g = torch.Generator().manual_seed(self.seed)
-        random_rows = torch.randn(V, c.word_dim, generator=g) * c.oov_std  # (V, D)
+        random_rows = torch.randn(V, c.word_dim, generator=g).mul_(c.oov_std)  # (V, D)
         if c.vectors is None:
             vectors, found = random_rows, None
         else:
@@ -422,8 +422,12 @@ class BiMPMDataModule(PaperDataModule):
             )
             found = wv.found.clone()
             found[:2] = False  # <pad>, <unk> never take a row from the file
-            fill = random_rows if c.oov_vectors == "random" else torch.zeros_like(random_rows)
-            vectors = torch.where(found[:, None], wv.vectors, fill)  # (V, D)
+            # The missing rows filled in place: wv.vectors is this build's own tensor (read or
+            # parsed for this call), and a third (V, D) tensor was 120 MB more at the peak of
+            # every build at Quora's size (issue 21). The same values as torch.where.
+            vectors, missing = wv.vectors, ~found  # (V, D), (V,)
+            vectors[missing] = random_rows[missing] if c.oov_vectors == "random" else 0.0
+            del random_rows
         self._found = found
         vectors[PAD_ID] = 0.0
         if c.oov_vectors == "zero":

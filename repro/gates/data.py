@@ -42,6 +42,7 @@ from repro.data.rebuild import (
     items_at,
     keep_parsed,
     release,
+    return_freed_memory,
     reuse_parsed,
 )
 from repro.data.served import Served, audit_loaders
@@ -542,6 +543,7 @@ def _run(ctx, st, fresh_build) -> Verdict:
     dropped = weakref.ref(dm)
     del dm, items
     collect_if_alive(dropped)
+    return_freed_memory()  # what it freed leaves the process beside the fresh one, waiting
 
     again = _compare_builds(
         ctx, st, hashes, reference, (train_items, n_train), kept, fresh_build, split
@@ -625,6 +627,7 @@ def _compare_builds(
             _train_only(ctx, kept, reference, train_items, n_train, st.sample_examples)
         )
         kept.clear()  # its examples are freed before the fresh process builds
+        return_freed_memory()  # and the memory handed back: the two would add up otherwise
         other, note = hashseed.collect(fresh_build, reference, st.hashseed_timeout_s)
         if other is not None and not digest_differences(reference, other):
             deterministic = check_deterministic(None, [], fresh_build.hashseed)

@@ -345,6 +345,33 @@ def test_model_kwargs_and_vectors(dm):
     assert dm.data_files()[-1].name == "vectors.txt"
 
 
+@pytest.mark.parametrize("fill", ["random", "zero"])
+def test_each_vector_row_is_the_files_or_the_seeded_fill(tmp_path, fill):
+    """Row by row: a word found in the file has the file's vector; a missing one (and <unk>) the
+    seeded N(0, oov_std) row drawn for the whole table (or zeros); <pad> zeros; the same for the
+    vectors read from the file and from its cache."""
+    for attempt in ("parsed", "cached"):
+        dm = _dm(sample_cfg(tmp_path, oov_vectors=fill), seed=3)
+        dm.setup()
+        got = dm.model_kwargs()["word_vectors"]
+        itos = dm.vocab.itos
+        V, D = got.shape
+        file_rows = {}
+        for line in (SAMPLE / "vectors.txt").read_text().splitlines():
+            word, *values = line.split(" ")
+            file_rows.setdefault(word, torch.tensor([float(v) for v in values]))
+        drawn = torch.randn(V, D, generator=torch.Generator().manual_seed(3)) * 0.1
+        want = torch.zeros(V, D) if fill == "zero" else drawn
+        for i, w in enumerate(itos[2:], start=2):
+            if w in file_rows:
+                want[i] = file_rows[w]
+        want[0] = 0.0
+        if fill == "zero":
+            want[1] = 0.0
+        assert torch.equal(got, want), attempt
+        assert dm.stats()["vectors_missing"] == sum(w not in file_rows for w in itos[2:])
+
+
 def test_second_setup_reads_the_cache(tmp_path):
     first = _dm(sample_cfg(tmp_path))
     first.setup()
