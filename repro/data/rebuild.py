@@ -116,9 +116,11 @@ def collect_if_alive(build: weakref.ref) -> None:
 
 def _malloc_trim() -> Callable[[int], int] | None:
     try:
-        return ctypes.CDLL(None).malloc_trim  # glibc (Linux); absent on macOS, musl, Windows
+        trim = ctypes.CDLL(None).malloc_trim  # glibc (Linux); absent on macOS, musl, Windows
     except (AttributeError, OSError, TypeError):
         return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
 
 
 _TRIM = _malloc_trim()
@@ -133,3 +135,11 @@ def return_freed_memory() -> bool:
         return False
     _TRIM(0)
     return True
+
+
+def free_dropped(build: weakref.ref) -> None:
+    """A build the data gate dropped, gone: collected where a cycle keeps it (collect_if_alive),
+    and the memory it freed handed back (return_freed_memory), as the fresh process will build
+    beside this one while it waits."""
+    collect_if_alive(build)
+    return_freed_memory()

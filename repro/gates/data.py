@@ -36,9 +36,9 @@ from repro.data.features import Features, featurize
 from repro.data.leak import LabelFunction, label_functions
 from repro.data.probe import odd_split, probe_views
 from repro.data.rebuild import (
-    collect_if_alive,
     encode_lazily,
     encode_whole,
+    free_dropped,
     items_at,
     keep_parsed,
     release,
@@ -542,8 +542,7 @@ def _run(ctx, st, fresh_build) -> Verdict:
     release(dm)
     dropped = weakref.ref(dm)
     del dm, items
-    collect_if_alive(dropped)
-    return_freed_memory()  # what it freed leaves the process beside the fresh one, waiting
+    free_dropped(dropped)
 
     again = _compare_builds(
         ctx, st, hashes, reference, (train_items, n_train), kept, fresh_build, split
