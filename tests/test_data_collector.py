@@ -5,7 +5,6 @@ once; nested inside the data gate's pause it stays off and nothing is collected.
 from __future__ import annotations
 
 import gc
-import os
 import sys
 
 import pytest
@@ -150,26 +149,22 @@ def test_lazy_items_fetched_together_are_those_fetched_one_by_one():
     assert items_at(examples, [1, 3]) == [examples[1], examples[3]]  # any other dataset: ds[i]
 
 
-def _resident_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; glibc's malloc")
 def test_freed_heap_memory_goes_back_to_the_system():
     """What a dropped build frees in the middle of the heap stays with the process (glibc keeps
     it for later allocations) until return_freed_memory hands it back: the data gate calls it
     before its fresh process builds, so the two processes' memory does not add up."""
     from repro.data import rebuild
+    from repro.dev.worker import rss_mb
 
     if rebuild._TRIM is None:
         pytest.skip("this C library has no malloc_trim")
     blocks = [bytes(1000) for _ in range(100_000)]  # ~100 MB of heap (over pymalloc's 512 B)
     pinned = blocks[::100]  # a few survivors: the heap's top cannot shrink past them
     del blocks
-    before = _resident_mb()
+    before = rss_mb()
     assert rebuild.return_freed_memory() is True
-    assert before - _resident_mb() > 50, "the freed blocks' pages were not handed back"
+    assert before - rss_mb() > 50, "the freed blocks' pages were not handed back"
     assert len(pinned) == 1000
 
 
