@@ -360,7 +360,7 @@ def test_each_vector_row_is_the_files_or_the_seeded_fill(tmp_path, fill):
         for line in (SAMPLE / "vectors.txt").read_text().splitlines():
             word, *values = line.split(" ")
             file_rows.setdefault(word, torch.tensor([float(v) for v in values]))
-        drawn = torch.randn(V, D, generator=torch.Generator().manual_seed(3)) * 0.1
+        drawn = torch.randn(V, D, generator=torch.Generator().manual_seed(3)) * dm.config.oov_std
         want = torch.zeros(V, D) if fill == "zero" else drawn
         for i, w in enumerate(itos[2:], start=2):
             if w in file_rows:
