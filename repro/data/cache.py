@@ -43,9 +43,10 @@ def save_cache(path: Path, payload: dict[str, Any], what: str = "a preprocessing
     atomic_replace(path, lambda f: torch.save(payload, f), what)
 
 
-def load_cache(path: Path) -> Any:
-    """What save_cache wrote; anything else raises one of BAD_CACHE (nothing in it runs)."""
-    return torch.load(path, weights_only=True)
+def load_cache(path: Path, mmap: bool = False) -> Any:
+    """What save_cache wrote; anything else raises one of BAD_CACHE (nothing in it runs).
+    mmap: tensors are mapped from the file, read only where used."""
+    return torch.load(path, weights_only=True, mmap=mmap)
 
 
 def bad_cache_reason(e: BaseException) -> str:

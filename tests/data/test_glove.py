@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from repro.data.cache import pack_strings
 from repro.data.glove import cache_key, load_glove
 from repro.errors import DataError, ReproError
 
@@ -68,8 +69,39 @@ def test_cache_reload_is_faster_and_identical(tmp_path):
     assert not first.from_cache and second.from_cache
     assert torch.equal(first.vectors, second.vectors) and second.coverage == 1.0
     assert t2 - t1 < t1 - t0
-    other = load_glove(tmp_path / "g.txt", vocab[:10], dim=50, cache_dir=tmp_path / "c")
-    assert not other.from_cache  # another vocabulary is another cache entry
+    other = load_glove(tmp_path / "g.txt", [*vocab[:10], "w1"], dim=50, cache_dir=tmp_path / "c")
+    assert not other.from_cache  # a word the cached vocabulary lacks: the file is read
+
+
+def test_a_vocabulary_the_cache_covers_is_served_as_parsing_gives_it(tmp_path):
+    """A smaller vocabulary (another order, a repeated word, words the file lacks, a word whose
+    line repeats) comes from the cache of a larger one: the same rows, found flags and counts as
+    parsing the file for it, and no new cache file (issue 21: the data gate's sampled builds)."""
+    f = write(
+        tmp_path / "g.txt",
+        ["the 1 2 3", "cat 4 5 6", "", "dog 7 8 9", "cat 9 9 9", "cat 8 8 8", "emu 3 3 3"],
+    )
+    big = ["<pad>", "<unk>", "the", "cat", "dog", "emu", "yak", "owl"]
+    cache = tmp_path / "c"
+    load_glove(f, big, dim=3, cache_dir=cache)
+    files = sorted((cache / "glove").iterdir())
+    for small in (["<pad>", "cat", "yak", "the"], ["dog", "dog", "<unk>"], ["emu"], []):
+        served = load_glove(f, small, dim=3, cache_dir=cache)
+        parsed = load_glove(f, small, dim=3, cache_dir=None)
+        assert served.from_cache and not parsed.from_cache
+        assert torch.equal(served.vectors, parsed.vectors), small
+        assert torch.equal(served.found, parsed.found), small
+        assert served.duplicates_dropped == parsed.duplicates_dropped, small
+        assert served.blank_lines == parsed.blank_lines == 1
+    assert sorted((cache / "glove").iterdir()) == files  # nothing written for them
+    assert load_glove(f, ["cat", "dog"], dim=3, cache_dir=cache).duplicates_dropped == 2
+    assert load_glove(f, ["dog"], dim=3, cache_dir=cache).duplicates_dropped == 0
+    # another dimension, or a changed file, is not served from it
+    assert not load_glove(f, ["cat"], dim=None, cache_dir=cache).from_cache
+    time.sleep(0.01)
+    write(f, ["cat 0 0 0"])
+    changed = load_glove(f, ["cat"], dim=3, cache_dir=cache)
+    assert not changed.from_cache and changed.vectors.tolist() == [[0, 0, 0]]
 
 
 # ---- the malformed-input corpus (issue 14): tests/fixtures/bad/glove, one case per file --------
@@ -235,7 +267,8 @@ def test_a_cache_with_the_wrong_shape_is_parsed_over(tmp_path):
     target = tmp_path / "c" / "glove" / f"g-{cache_key(f, ['cat'], 3)}.pt"
     target.parent.mkdir(parents=True)
     bad = {"vectors": torch.zeros(5, 3), "found": torch.ones(5, dtype=torch.bool), "dim": 3}
-    torch.save(bad | {"duplicates_dropped": 0, "blank_lines": 0}, target)
+    rows = {"vocab": pack_strings(["cat"]), "duplicates": torch.zeros(1, dtype=torch.int32)}
+    torch.save(bad | rows | {"blank_lines": 0}, target)
     with pytest.warns(UserWarning, match="unexpected contents"):
         wv = load_glove(f, ["cat"], dim=3, cache_dir=tmp_path / "c")
     assert not wv.from_cache and wv.vectors.tolist() == [[1, 2, 3]]
