@@ -264,6 +264,9 @@ def before_tree(rev: str, dest: Path) -> Path:
         check=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    # repro._conf is conf/ (pyproject's package-dir): under PYTHONPATH the installed checkout's
+    # mapping would serve this checkout's defaults to the old code, so the old tree gets its own
+    shutil.copytree(dest / "conf", dest / "repro" / "_conf", dirs_exist_ok=True)
     return dest
 
 

@@ -688,6 +688,122 @@ def test_gate_fails_on_a_stale_preprocessing_cache(project, no_fresh_process):
     )
 
 
+# ---- the comparison builds on a seeded sample (issue 21): the same findings as whole builds ----
+SAMPLED = ["stage.data.compare_examples=40"]  # 40 of each split's examples (train has 240)
+
+
+def test_a_fit_on_all_splits_fails_on_a_sample_too(project, no_fresh_process):
+    _inject(project, VOCAB_ON_ALL_SPLITS.format(BUG="yes", SPLITS=("train", "val", "test")))
+    failed = _failed(run_stage_with(project, SAMPLED))
+    assert list(failed) == ["fitted on train only"]
+    assert failed["fitted on train only"].startswith(
+        "hiding val and test from build() changed 40 of 40 encoded training items (first: #0) "
+        "(both built on a seeded sample: 40 of 240 training examples, val and test alike; "
+        "stage.data.compare_examples): the vocabulary or statistics are fitted on val/test too"
+    )
+    _inject(project, VOCABULARY_ON_ALL_SPLITS)
+    failed = _failed(run_stage_with(project, SAMPLED))
+    assert failed["fitted on train only"].startswith(
+        "hiding val and test from build() changed model_kwargs() ['vocab_size']"
+    )
+
+
+READS_NO_CACHE = '''
+
+class ReadsNoCache(ToyDataModule):
+    """Caches nothing, and says so: the data gate may compare builds of a sample from the files.
+    {WHAT}"""
+
+    def __init__(self, cfg, seed):
+        super().__init__(cfg, seed)
+        self.loaded_from_cache = False
+
+    def build(self, splits):
+        keys = {{f"{{e['x'][0]:.1f}}" for e in splits["train"]}}
+        self.ids = {{k: i for i, k in enumerate({ORDER}(keys))}}
+
+    def encode(self, example):
+        item = super().encode(example)
+        item["x"][0] = float(self.ids.get(f"{{example['x'][0]:.1f}}", -1))
+        return item
+
+
+def build_datamodule(cfg, seed):
+    return ReadsNoCache(cfg, seed)
+'''
+
+
+def test_a_sampled_fresh_build_passes_and_says_what_it_compared(project):
+    _inject(project, READS_NO_CACHE.format(WHAT="Its ids are sorted.", ORDER="sorted"))
+    run = run_stage_with(project, SAMPLED)
+    assert _failed(run) == {}
+    checks = {c["name"]: c for c in run.data["verdict"]["checks"]}
+    det = checks["preprocessing deterministic"]
+    assert det["passed"] and det["evidence"]["sample"] == {"train": 40, "of": 240}
+    assert det["reason"].endswith(
+        "splits compared whole, build() and encoding on a seeded sample (40 of 240 training "
+        "examples, val and test alike: stage.data.compare_examples), the first build having read "
+        "no cache"
+    )
+    assert "(both built on a seeded sample: 40 of 240" in checks["fitted on train only"]["reason"]
+    whole = run_stage_with(project, [])  # 240 <= 20000: every example, and the reason says no more
+    checks = {c["name"]: c["reason"] for c in whole.data["verdict"]["checks"]}
+    assert "sample" not in checks["preprocessing deterministic"]
+    assert "sample" not in checks["fitted on train only"]
+
+
+def test_an_order_that_follows_string_hashes_fails_on_a_sample(project):
+    _inject(project, READS_NO_CACHE.format(WHAT="Its ids follow a set's order.", ORDER="list"))
+    failed = _failed(run_stage_with(project, SAMPLED))
+    assert list(failed) == ["preprocessing deterministic"]
+    reason = failed["preprocessing deterministic"]
+    assert reason.startswith("a build in a fresh process with PYTHONHASHSEED=")
+    assert reason.endswith(
+        " differs in items/train, items/val, items/test, first_batch (build() and encoding on 40 "
+        "sampled training examples): preprocessing follows the order of a set or dict of strings "
+        "(a vocabulary, a split); sort before numbering (sorted(set(...)))"
+    )
+
+
+def test_a_split_that_follows_set_order_fails_with_the_build_sampled(project):
+    code = SET_ORDER.replace("class SetOrder(ToyDataModule):", "class SetOrder(ReadsNoCache):")
+    _inject(project, READS_NO_CACHE.format(WHAT="", ORDER="sorted") + code)
+    failed = _failed(run_stage_with(project, SAMPLED))
+    assert list(failed) == ["preprocessing deterministic"]
+    assert (
+        "differs in examples/train, examples/val, examples/test"
+        in (failed["preprocessing deterministic"])
+    )
+
+
+def test_a_stale_cache_is_compared_whole_where_the_paper_says_it_read_it(project):
+    """A first build that read a cache (loaded_from_cache True) is compared with a whole build
+    from the files, the sample setting notwithstanding: a stale cache shows."""
+    data_py = project.paper_dir("toy") / "data.py"
+    original = data_py.read_text()
+    says = CACHED.replace(
+        "            return json.loads(cache.read_text())",
+        "            self.loaded_from_cache = True\n            return json.loads(cache.read_text())",
+    ).replace(
+        "        exs = super().load_examples()\n",
+        "        self.loaded_from_cache = False\n        exs = super().load_examples()\n",
+    )
+    assert says.count("loaded_from_cache") == 2
+    data_py.write_text(original + says.format(SCALE=1.0))
+    assert _failed(run_stage_with(project, SAMPLED)) == {}  # writes the cache
+    for name in [m for m in sys.modules if m == "papers" or m.startswith("papers.")]:
+        del sys.modules[name]  # as a new process would, import the edited code
+    data_py.write_text(original + says.format(SCALE=0.25))  # the code changes, the key doesn't
+    run = run_stage_with(project, SAMPLED)
+    assert _failed(run)["preprocessing deterministic"].startswith(
+        "two builds in one process (the second bypassing preprocessing caches) differ in "
+        "examples/train, examples/val, examples/test, items/train, items/val, items/test, "
+        "first_batch: a stale cache (its key misses a change, e.g. to the code)"
+    )
+    checks = {c["name"]: c for c in run.data["verdict"]["checks"]}
+    assert checks["preprocessing deterministic"]["evidence"]["sample"] is None  # built whole
+
+
 LABELS = '''
 
 class Labels(ToyDataModule):

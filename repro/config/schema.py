@@ -147,6 +147,7 @@ class DataStage:
     max_oov_rate: float = field(metadata=bound(ge=0, le=1))
     max_truncated: float = field(metadata=bound(ge=0, le=1))
     hashseed_timeout_s: float = field(metadata=GT0)
+    compare_examples: int = field(metadata=GE1)  # per split, in the builds compared with the first
 
 
 @dataclass(frozen=True)

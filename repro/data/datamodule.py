@@ -127,6 +127,11 @@ class PaperDataModule(pl.LightningDataModule):
         # PYTHONHASHSEED): a paper that caches its preprocessing must then neither read nor write
         # its cache, else the comparison is between a cache and itself.
         self.bypass_cache = False
+        # Set by a paper that caches its preprocessing: True when setup() read its cache, False
+        # when it built from the files. The data gate compares a build of a sample from the files
+        # with a first build that read no cache (nothing of it can be stale), a whole one
+        # otherwise; None (the paper does not say) counts as a cache read.
+        self.loaded_from_cache: bool | None = None
 
     # ---- what a paper implements -------------------------------------------------------
     def load_examples(self) -> dict[str, list[dict]]:

@@ -63,6 +63,12 @@ def sample_indices(n: int, k: int) -> list[int]:
     return sorted(random.Random(0).sample(range(n), k))
 
 
+def sample_splits(splits: dict[str, list], k: int) -> dict[str, list]:
+    """Per split, the examples at sample_indices(len(split), k): at most k, in order, the same
+    for every build whose splits are the same (the data gate's comparison builds, issue 21)."""
+    return {s: [exs[i] for i in sample_indices(len(exs), k)] for s, exs in splits.items()}
+
+
 def sample_items(dm, max_items: int) -> dict[str, list[dict]]:
     """Per split, the encoded items at sample_indices(len(split), max_items), fetched once."""
     out = {}

@@ -9,7 +9,9 @@ imports torch and the paper's data code meanwhile, then waits. `collect` hands i
 the gate's first build (the reference) and waits for its own: every example's hash,
 model_kwargs, the sampled items and the first batch, the same evidence as a whole build, with only
 the sampled items encoded (repro/data/rebuild.py; the whole split when they differ from the
-reference, so that a difference is confirmed on the real encoding). It runs at the lowest CPU
+reference, so that a difference is confirmed on the real encoding). Where the gate's first build
+read no cache, build() and encoding see a seeded sample of each split (digest.sample_splits, the
+examples still hashed whole), compared with the gate's own build of the same sample. It runs at the lowest CPU
 priority on one thread, after the gate's process has freed its own builds, so it neither slows
 the gate nor adds its memory to theirs (issue 21: it ran ~110 s beside the gate at Quora's size,
 ~1.7 GB).
@@ -79,13 +81,16 @@ def start(root: Path, paper: str, data: DataConfig, seed: int, max_items: int, t
 
 
 def collect(
-    build: Build, reference: dict[str, Any], timeout_s: float
+    build: Build, reference: dict[str, Any], timeout_s: float, sample: int | None
 ) -> tuple[dict[str, Any] | None, str]:
     """Let the fresh process build, given this process's digest of a build from the files;
-    (its digest, "") when it finished within timeout_s of that, else (None, why not)."""
+    (its digest, "") when it finished within timeout_s of that, else (None, why not).
+    `sample`: build() and encode at most that many examples per split (digest.sample_splits, as
+    this process's build of `reference` did), the splits' examples digested whole; None: all."""
     try:
         try:
-            build.process.stdin.write(json.dumps(reference).encode() + b"\n")
+            message = {"reference": reference, "sample": sample}
+            build.process.stdin.write(json.dumps(message).encode() + b"\n")
             build.process.stdin.close()
         except (BrokenPipeError, OSError):
             pass  # it ended already: its exit code and stderr say why, below
@@ -123,19 +128,36 @@ def _import_build(spec: dict[str, Any]):
     )
 
 
-def _digest(build, spec: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+def _digest(build, spec: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
     from repro.config.typed import from_dict
-    from repro.data.digest import build_digest, encoded_differ, example_hashes, sample_items
+    from repro.data.digest import (
+        build_digest,
+        encoded_differ,
+        example_hashes,
+        sample_items,
+        sample_splits,
+    )
     from repro.data.rebuild import encode_lazily, encode_whole
     from repro.project import Project
     from repro.tasks import load_task_class
 
+    reference, sample = message["reference"], message["sample"]
     dm = build(from_dict(DataConfig, spec["data"], "data"), spec["seed"])
     dm.task_class = load_task_class(spec["task"], Project(Path(spec["root"])), spec["paper"])
     dm.bypass_cache = True  # computed from the files, not read back from a cache of this process
+    whole: dict[str, list[str]] = {}
+    if sample is not None:  # the splits hashed whole, then build() sees the sample
+        load = dm._load_and_split
+
+        def load_and_sample() -> None:
+            load()
+            whole.update(example_hashes(dm))
+            dm.splits = sample_splits(dm.splits, sample)
+
+        dm._load_and_split = load_and_sample
     real = encode_lazily(dm)
     dm.setup("fit")
-    hashes = example_hashes(dm)
+    hashes = whole or example_hashes(dm)
     digest = build_digest(dm, sample_items(dm, spec["max_items"]), hashes)
     if encoded_differ(digest, reference):  # confirmed on the split encoded whole
         encode_whole(dm, real)
@@ -190,14 +212,14 @@ def main(argv: list[str]) -> None:
     line = sys.stdin.readline()
     if not line:
         return  # the gate ended early
-    reference = json.loads(line)
+    message = json.loads(line)
     try:
-        digest = _digest(build, spec, reference)
+        digest = _digest(build, spec, message)
     except Exception:
         if stand_in is None:
             raise
         _forget_lightning()
-        digest = _digest(_import_build(spec), spec, reference)
+        digest = _digest(_import_build(spec), spec, message)
     Path(spec["out"]).write_text(json.dumps(digest))
 
 

@@ -96,11 +96,12 @@ def keep_parsed(dm, splits: tuple[str, ...] = ("train", "val", "test")) -> dict[
 
 def reuse_parsed(dm, kept: dict[str, Any]) -> None:
     """Make dm's loading take the examples `keep_parsed` kept from another build of the same
-    data and config (the same files, the same split), not read and tokenize the files again."""
+    data and config (the same files, the same split; or a sample of them), not read and tokenize
+    the files again: shallow copies, as more than one build may start from them."""
 
     def load() -> None:
         dm.official_split = kept["official_split"]
-        dm.splits = {s: list(v) for s, v in kept["splits"].items()}
+        dm.splits = {s: [dict(ex) for ex in v] for s, v in kept["splits"].items()}
 
     dm._load_and_split = load
 

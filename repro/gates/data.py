@@ -24,6 +24,7 @@ from repro.data.digest import (
     example_hashes,
     sample_indices,
     sample_items,
+    sample_splits,
     value_digest,
 )
 from repro.data.duplicates import (
@@ -134,15 +135,25 @@ def check_split_policy(
     )
 
 
-def check_loader_determinism(same_first_batch: bool) -> Check:
+def check_loader_determinism(same_first_batch: bool, sample: dict[str, int] | None = None) -> Check:
+    """Two builds' train loaders with the same seed give the same first batch (`sample`: the
+    builds compared were of a seeded sample, {"train": n, "of": N})."""
+    on = ""
+    if sample and sample["train"] < sample["of"]:
+        on = f" (builds of {sample['train']:,} sampled training examples)"
     if not same_first_batch:
         return Check(
             "loader determinism",
             False,
-            "two train loaders with the same seed gave different first batches",
-            {},
+            f"two train loaders with the same seed gave different first batches{on}",
+            {"sample": sample},
         )
-    return Check("loader determinism", True, "same seed -> same first training batch", {})
+    return Check(
+        "loader determinism",
+        True,
+        f"same seed -> same first training batch{on}",
+        {"sample": sample},
+    )
 
 
 def check_near_duplicates(near: NearDuplicates, max_rate: float, chance_p: float) -> Check:
@@ -239,6 +250,19 @@ class TrainOnly:
     items_compared: int
     first_item: int | None
     error: str = ""
+    # {"train": n, "of": N}: both builds saw n of the N training examples (a seeded sample, val
+    # and test sampled alike: stage.data.compare_examples); {} when not said
+    sample: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def _on_sample(sample: dict[str, int] | None) -> str:
+    """' (on a seeded sample: n of N training examples ...)' where the builds saw a sample."""
+    if not sample or sample["train"] >= sample["of"]:
+        return ""
+    return (
+        f" (both built on a seeded sample: {sample['train']:,} of {sample['of']:,} training "
+        "examples, val and test alike; stage.data.compare_examples)"
+    )
 
 
 def check_fit_on_train(t: TrainOnly | None, why_not: str = "") -> Check:
@@ -247,12 +271,13 @@ def check_fit_on_train(t: TrainOnly | None, why_not: str = "") -> Check:
     if t is None:
         return Check.not_measured(name, why_not)
     ev = dataclasses.asdict(t)
+    on = _on_sample(t.sample)
     if t.error:
         return Check(
             name,
             False,
-            f"build() failed when val and test were empty ({t.error}): what it fits must come "
-            "from splits['train'] alone; fit the vocabulary/statistics on train only",
+            f"build() failed when val and test were empty ({t.error}){on}: what it fits must "
+            "come from splits['train'] alone; fit the vocabulary/statistics on train only",
             ev,
         )
     if t.kwargs or t.items_differ:
@@ -267,27 +292,35 @@ def check_fit_on_train(t: TrainOnly | None, why_not: str = "") -> Check:
         return Check(
             name,
             False,
-            f"hiding val and test from build() changed {' and '.join(parts)}: the vocabulary or "
-            "statistics are fitted on val/test too; fit them on splits['train'] alone",
+            f"hiding val and test from build() changed {' and '.join(parts)}{on}: the "
+            "vocabulary or statistics are fitted on val/test too; fit them on splits['train'] "
+            "alone",
             ev,
         )
     return Check(
         name,
         True,
         f"build() on train alone gives the same model_kwargs() and {t.items_compared} "
-        "identical encoded training items",
+        f"identical encoded training items{on}",
         ev,
     )
 
 
 def check_deterministic(
-    same_process: list[str] | None, other_hashseed: list[str] | None, hashseed: str, note: str = ""
+    same_process: list[str] | None,
+    other_hashseed: list[str] | None,
+    hashseed: str,
+    note: str = "",
+    sample: dict[str, int] | None = None,
 ) -> Check:
     """Builds from the files agree with the first build: in a fresh process under another
     PYTHONHASHSEED (and other unseeded random states), and in this process (`same_process`
-    None: not built, the fresh one agreed)."""
+    None: not built, the fresh one agreed). `sample` ({"train": n, "of": N}): the fresh process
+    compared its splits whole, build() and encoding on a seeded sample."""
     name = "preprocessing deterministic"
     ev = {"same_process": same_process, "other_hashseed": other_hashseed, "hashseed": hashseed}
+    ev["sample"] = sample  # None: the fresh process built and encoded every example
+    sampled = bool(sample) and sample["train"] < sample["of"]
     if same_process:
         return Check(
             name,
@@ -299,12 +332,18 @@ def check_deterministic(
             ev,
         )
     if other_hashseed:
+        on = (
+            f" (build() and encoding on {sample['train']:,} sampled training examples)"
+            if sampled
+            else ""
+        )
         return Check(
             name,
             False,
             f"a build in a fresh process with PYTHONHASHSEED={hashseed} differs in "
-            f"{', '.join(other_hashseed)}: preprocessing follows the order of a set or dict "
-            "of strings (a vocabulary, a split); sort before numbering (sorted(set(...)))",
+            f"{', '.join(other_hashseed)}{on}: preprocessing follows the "
+            "order of a set or dict of strings (a vocabulary, a split); sort before numbering "
+            "(sorted(set(...)))",
             ev,
         )
     if other_hashseed is None:  # the half that decides: not measured, never counted as passed
@@ -319,8 +358,17 @@ def check_deterministic(
         name,
         True,
         f"same splits, model_kwargs, items and first batch {where}in a fresh process built "
-        f"from the files (PYTHONHASHSEED={hashseed}, other unseeded random states)",
+        f"from the files (PYTHONHASHSEED={hashseed}, other unseeded random states)"
+        + (_compared_on(sample) if sampled else ""),
         ev,
+    )
+
+
+def _compared_on(sample: dict[str, int]) -> str:
+    return (
+        f"; splits compared whole, build() and encoding on a seeded sample ({sample['train']:,} "
+        f"of {sample['of']:,} training examples, val and test alike: "
+        "stage.data.compare_examples), the first build having read no cache"
     )
 
 
@@ -538,18 +586,16 @@ def _run(ctx, st, fresh_build) -> Verdict:
     )
     label_summary = {s: task.label_summary(dm.splits[s]) for s in dm.splits}
     policy = _split_policy(task, dm.splits, sizes)
-    train_items, n_train = items["train"], len(dm.datasets["train"])
+    from_files = dm.loaded_from_cache is False  # it says it read no cache: nothing can be stale
     release(dm)
     dropped = weakref.ref(dm)
     del dm, items
     free_dropped(dropped)
 
-    again = _compare_builds(
-        ctx, st, hashes, reference, (train_items, n_train), kept, fresh_build, split
-    )
+    again = _compare_builds(ctx, st, hashes, reference, kept, fresh_build, split, from_files)
     checks.append(policy(metrics.official_split, ctx.cfg.data.split, again.idempotent))
     if first:
-        checks.append(check_loader_determinism(again.same_first_batch))
+        checks.append(check_loader_determinism(again.same_first_batch, again.sample))
     if split:
         checks += [split[0], again.fit_on_train, again.deterministic, *split[1:]]
     checks += contents + stat_checks(stats, _stat_limits(st, contents))
@@ -604,33 +650,47 @@ class Compared:
     same_first_batch: bool
     fit_on_train: Check | None = None
     deterministic: Check | None = None
+    sample: dict[str, int] | None = None  # same_first_batch of builds of a sample (not None)
 
 
 def _compare_builds(
-    ctx, st, hashes, reference, train, kept, fresh_build, split: list[Check]
+    ctx, st, hashes, reference, kept, fresh_build, split: list[Check], from_files: bool
 ) -> Compared:
     """The builds compared with the first one (`reference`, its digest), one at a time:
 
-    - with examples in every split (`split` non-empty), the train-only build, from the examples
-      the first build parsed (`kept`), then the fresh process's build from the files (another
-      PYTHONHASHSEED, other unseeded random states, caches bypassed);
+    - with examples in every split (`split` non-empty): a build of a seeded sample of the
+      examples the first build parsed (`kept`; stage.data.compare_examples per split, all of a
+      smaller split), and the train-only build of the same sample compared with it; then the
+      fresh process's build from the files (another PYTHONHASHSEED, other unseeded random
+      states, caches bypassed), its splits compared whole with the first build's and, where the
+      first build read no cache (`from_files`), build() and encoding on the same sample compared
+      with the sample's build; else whole, compared with the first build (a stale cache shows);
     - a build from the files in this process only when that one differs, failed or was not
       run: it tells a stale cache or unseeded randomness (it differs too) from an order that
       follows string hashes (it does not). Where the fresh process agrees, every source of a
       difference this build would show differs in the fresh process as well.
+
+    Issue 21: build() and encoding whole, three times over, were half the gate's extra CPU at
+    Quora's size; on a sample they are what a vocabulary fitted on val/test, an order that follows
+    string hashes, or unseeded randomness changes, at a bounded cost.
     """
-    fit_on_train = other = None
+    fit_on_train = other = on = None
+    basis, note = reference, ""
     if split:
-        train_items, n_train = train
-        fit_on_train = check_fit_on_train(
-            _train_only(ctx, kept, reference, train_items, n_train, st.sample_examples)
-        )
-        kept.clear()  # its examples are freed before the fresh process builds
-        return_freed_memory()  # and the memory handed back: the two would add up otherwise
-        other, note = hashseed.collect(fresh_build, reference, st.hashseed_timeout_s)
-        if other is not None and not digest_differences(reference, other):
-            deterministic = check_deterministic(None, [], fresh_build.hashseed)
-            return Compared(True, True, fit_on_train, deterministic)
+        sample = _sampled(kept, st.compare_examples)
+        kept.clear()  # the first build's examples are freed; the sample's stay
+        mine = _sample_build(ctx, sample, st.sample_examples)
+        fit_on_train = check_fit_on_train(_train_only(ctx, sample, mine, st.sample_examples))
+        del sample
+        return_freed_memory()  # handed back before the fresh process builds beside this one
+        if from_files:
+            basis = {**mine.digest, "examples": reference["examples"]}
+            on = {"train": mine.sizes["train"], "of": mine.of["train"]}
+        sampled = st.compare_examples if from_files else None
+        other, note = hashseed.collect(fresh_build, basis, st.hashseed_timeout_s, sampled)
+        if other is not None and not digest_differences(basis, other):
+            deterministic = check_deterministic(None, [], fresh_build.hashseed, sample=on)
+            return Compared(True, True, fit_on_train, deterministic, on)
     kept.clear()
     digest, idempotent = _build_from_files(ctx, st, hashes, reference)
     out = Compared(idempotent, digest["first_batch"] == reference["first_batch"])
@@ -641,11 +701,48 @@ def _compare_builds(
             out.fit_on_train = check_fit_on_train(
                 None, "two builds in this process differ already (see below)"
             )
-        other_diffs = digest_differences(digest, other) if other is not None else None
+        # the fresh build against this process's build of the same examples
+        mine_here = basis if from_files else digest
+        other_diffs = digest_differences(mine_here, other) if other is not None else None
         out.deterministic = check_deterministic(
-            same_process, other_diffs, fresh_build.hashseed, note
+            same_process, other_diffs, fresh_build.hashseed, note, on
         )
     return out
+
+
+@dataclass
+class SampleBuild:
+    """A build of a sample of the parsed examples, set up, digested and freed."""
+
+    digest: dict[str, Any]
+    train_items: list[dict]  # its sampled encoded training items (sample_items)
+    sizes: dict[str, int]  # its examples per split
+    of: dict[str, int]  # the first build's, per split
+
+
+def _sample_build(ctx, sample: dict[str, Any], max_items: int) -> SampleBuild:
+    """Build and encode (whole: it is what the other builds are compared with) the sampled
+    examples, bypassing caches; its digest (repro/data/digest.py)."""
+    dm = ctx.build_datamodule(fresh=True)
+    dm.bypass_cache = True  # nothing of it is read from or written to a cache
+    if sample:  # else built from the files, whole (nothing was kept)
+        reuse_parsed(dm, sample)
+    dm.setup("fit")
+    items = sample_items(dm, max_items)
+    sizes = {s: len(dm.splits[s]) for s in dm.splits}
+    digest = build_digest(dm, items, example_hashes(dm))
+    release(dm)
+    return SampleBuild(digest, items["train"], sizes, sample.get("of", sizes))
+
+
+def _sampled(kept: dict[str, Any], k: int) -> dict[str, Any]:
+    """What keep_parsed kept, at most k examples per split (digest.sample_splits: seeded, in
+    order), with each split's size ("of"); {} when nothing was kept."""
+    if not kept:
+        return {}
+    splits = kept["splits"]
+    of = {s: len(exs) for s, exs in splits.items()}
+    return {**kept, "splits": sample_splits(splits, k), "of": of}
 
 
 def _build_from_files(ctx, st, hashes, reference) -> tuple[dict[str, Any], bool]:
@@ -685,39 +782,42 @@ def _near_duplicates(dm, hashes: dict[str, list[str]], st) -> NearDuplicates:
     return NearDuplicates("", note=f"inputs {list(fields)} mix text and numbers")
 
 
-def _train_only(
-    ctx, kept, digest, train_items: list[dict], n_train: int, max_items: int
-) -> TrainOnly:
-    """Build again with val and test hidden from build(), from the examples the first build
-    parsed (`kept`: no second reading and tokenizing of the files); compare what it fitted and
-    encoded with that build's `digest` and sampled training items."""
+def _train_only(ctx, sample: dict[str, Any], mine: SampleBuild, max_items: int) -> TrainOnly:
+    """Build the same sample again with val and test hidden from build() (the examples parsed
+    once: no second reading and tokenizing of the files); compare what it fitted and encoded
+    with the sample's build (`mine`: its digest and sampled training items)."""
     other = ctx.build_datamodule(fresh=True)
-    if kept:  # empty when the first build's setup() did not load through _load_and_split
-        reuse_parsed(other, kept)
+    if sample:  # else loaded from the files (nothing was kept)
+        reuse_parsed(other, sample)
     real = encode_lazily(other)
+    n_train = mine.sizes["train"]
+    sampled = {"train": n_train, "of": mine.of["train"]}
     try:
         other.setup_train_only()
     except Exception as e:  # the paper's build() needs val/test: that is the finding
         release(other)
-        return TrainOnly([], 0, 0, None, error=f"{type(e).__name__}: {e}")
+        return TrainOnly([], 0, 0, None, error=f"{type(e).__name__}: {e}", sample=sampled)
     try:
-        mine = digest["model_kwargs"]
+        ours = mine.digest["model_kwargs"]
         theirs = {k: value_digest(v) for k, v in other.model_kwargs().items()}
-        kwargs = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        kwargs = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
         if len(other.datasets["train"]) != n_train:
-            return TrainOnly(kwargs, len(train_items), len(train_items), 0)
+            n = len(mine.train_items)
+            return TrainOnly(kwargs, n, n, 0, sample=sampled)
         idx = sample_indices(n_train, max_items)
-        ours = [value_digest(it) for it in train_items]
+        reference = [value_digest(it) for it in mine.train_items]
 
         def differ() -> list[int]:
             theirs = items_at(other.datasets["train"], idx)
-            return [i for i, d, it in zip(idx, ours, theirs, strict=True) if d != value_digest(it)]
+            pairs = zip(idx, reference, theirs, strict=True)
+            return [i for i, d, it in pairs if d != value_digest(it)]
 
         differ_at = differ()
         if differ_at:  # confirmed on the split encoded whole
             encode_whole(other, real)
             differ_at = differ()
-        return TrainOnly(kwargs, len(differ_at), len(idx), differ_at[0] if differ_at else None)
+        first = differ_at[0] if differ_at else None
+        return TrainOnly(kwargs, len(differ_at), len(idx), first, sample=sampled)
     finally:
         release(other)
 

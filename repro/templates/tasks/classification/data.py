@@ -6,6 +6,8 @@ repro applies a seeded, stratified 80/10/10 split. Fit whatever comes from the d
 vocabulary, normalisation statistics) in build() from splits["train"] alone: the data gate builds
 again with val and test hidden and requires the same result. A cache of preprocessing must be
 neither read nor written when self.bypass_cache is set.
+A paper that caches sets self.loaded_from_cache (True: setup() read the cache, False: built
+from the files); the data gate's comparison builds are then sampled where nothing was read.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ its target (a number, or a list of them). Fit whatever comes from the data in bu
 splits["train"] alone (here: the target's mean and standard deviation, so the model learns a
 standardised target): the data gate builds again with val and test hidden and requires the same
 result. A cache of preprocessing must be neither read nor written when self.bypass_cache is set.
+A paper that caches sets self.loaded_from_cache (True: setup() read the cache, False: built
+from the files); the data gate's comparison builds are then sampled where nothing was read.
 """
 
 from __future__ import annotations
