@@ -746,7 +746,7 @@ def test_a_sampled_fresh_build_passes_and_says_what_it_compared(project):
         "no cache"
     )
     assert "(both built on a seeded sample: 40 of 240" in checks["fitted on train only"]["reason"]
-    whole = run_stage_with(project, [])  # 240 <= 20000: every example, and the reason says no more
+    whole = run_stage_with(project, [])  # 240 <= 5000: every example, and the reason says no more
     checks = {c["name"]: c["reason"] for c in whole.data["verdict"]["checks"]}
     assert "sample" not in checks["preprocessing deterministic"]
     assert "sample" not in checks["fitted on train only"]
@@ -802,6 +802,36 @@ def test_a_stale_cache_is_compared_whole_where_the_paper_says_it_read_it(project
     )
     checks = {c["name"]: c for c in run.data["verdict"]["checks"]}
     assert checks["preprocessing deterministic"]["evidence"]["sample"] is None  # built whole
+
+
+SAYS_NO_CACHE_READ = """
+
+_build_datamodule = build_datamodule
+
+
+def build_datamodule(cfg, seed):  # the test's: the template caches nothing, and says so
+    dm = _build_datamodule(cfg, seed)
+    dm.loaded_from_cache = False
+    return dm
+"""
+
+
+@pytest.mark.slow  # ~3 s a task: the data gate with its fresh process
+@pytest.mark.parametrize("task", ["classification", "regression", "ranking", "sequence"])
+def test_every_task_template_passes_with_sampled_comparison_builds(make_project, task):
+    """Each task's template (a ranking task's groups, a sequence task's tokens) passes the data
+    gate with the train-only and fresh-process builds on a 10-example sample of each split."""
+    from repro.runner import run_stage
+
+    project = make_project(task=task)
+    _inject(project, SAYS_NO_CACHE_READ)
+    sampled = ["stage.data.compare_examples=10"]
+    run = run_stage(project, "toy", "data", sampled, console=Console(quiet=True))
+    assert _failed(run) == {}
+    checks = {c["name"]: c for c in run.data["verdict"]["checks"]}
+    assert checks["preprocessing deterministic"]["passed"]
+    assert checks["preprocessing deterministic"]["evidence"]["sample"]["train"] == 10
+    assert "(both built on a seeded sample: 10 of " in checks["fitted on train only"]["reason"]
 
 
 LABELS = '''
