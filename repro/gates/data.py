@@ -138,9 +138,9 @@ def check_split_policy(
 def check_loader_determinism(same_first_batch: bool, sample: dict[str, int] | None = None) -> Check:
     """Two builds' train loaders with the same seed give the same first batch (`sample`: the
     builds compared were of a seeded sample, {"train": n, "of": N})."""
-    on = ""
-    if sample and sample["train"] < sample["of"]:
-        on = f" (builds of {sample['train']:,} sampled training examples)"
+    on = (
+        f" (builds of {sample['train']:,} sampled training examples)" if _is_sampled(sample) else ""
+    )
     if not same_first_batch:
         return Check(
             "loader determinism",
@@ -255,9 +255,15 @@ class TrainOnly:
     sample: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
+def _is_sampled(sample: dict[str, int] | None) -> bool:
+    """Whether builds of `sample` ({"train": n, "of": N}) saw fewer training examples than the
+    first build (compare_examples below a split's size)."""
+    return bool(sample) and sample["train"] < sample["of"]
+
+
 def _on_sample(sample: dict[str, int] | None) -> str:
     """' (on a seeded sample: n of N training examples ...)' where the builds saw a sample."""
-    if not sample or sample["train"] >= sample["of"]:
+    if not _is_sampled(sample):
         return ""
     return (
         f" (both built on a seeded sample: {sample['train']:,} of {sample['of']:,} training "
@@ -320,7 +326,7 @@ def check_deterministic(
     name = "preprocessing deterministic"
     ev = {"same_process": same_process, "other_hashseed": other_hashseed, "hashseed": hashseed}
     ev["sample"] = sample  # None: the fresh process built and encoded every example
-    sampled = bool(sample) and sample["train"] < sample["of"]
+    sampled = _is_sampled(sample)
     if same_process:
         return Check(
             name,
@@ -686,8 +692,8 @@ def _compare_builds(
         if from_files:
             basis = {**mine.digest, "examples": reference["examples"]}
             on = {"train": mine.sizes["train"], "of": mine.of["train"]}
-        sampled = st.compare_examples if from_files else None
-        other, note = hashseed.collect(fresh_build, basis, st.hashseed_timeout_s, sampled)
+        fresh_sample = st.compare_examples if from_files else None
+        other, note = hashseed.collect(fresh_build, basis, st.hashseed_timeout_s, fresh_sample)
         if other is not None and not digest_differences(basis, other):
             deterministic = check_deterministic(None, [], fresh_build.hashseed, sample=on)
             return Compared(True, True, fit_on_train, deterministic, on)
