@@ -78,17 +78,24 @@ def release(dm) -> None:
     dm.datasets = {}
 
 
-def keep_parsed(dm, splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, Any]:
-    """Make dm's loading keep what it parsed (before build() runs): the returned dict is filled
-    with `official_split` and shallow copies of each example of `splits` (a build() that
-    reassigns an example's fields in place then changes dm's copy only)."""
+def keep_parsed(dm, k: int, splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, Any]:
+    """Make dm's loading keep a sample of what it parsed (before build() runs): the returned dict
+    is filled with `official_split`, each split's size (`of`) and shallow copies of at most k
+    examples of each of `splits` (digest.sample_splits: seeded, in order; a build() that
+    reassigns an example's fields in place then changes dm's copy only). Only the sample is
+    copied: the comparison builds start from it, and a copy of every example was ~100 MB held
+    through the first build at Quora's size (issue 21)."""
+    from repro.data.digest import sample_splits  # digest reads items through this module
+
     kept: dict[str, Any] = {}
     load = dm._load_and_split
 
     def load_and_keep() -> None:
         load()
         kept["official_split"] = dm.official_split
-        kept["splits"] = {s: [dict(ex) for ex in dm.splits[s]] for s in splits}
+        kept["of"] = {s: len(dm.splits[s]) for s in splits}
+        sample = sample_splits({s: dm.splits[s] for s in splits}, k)
+        kept["splits"] = {s: [dict(ex) for ex in exs] for s, exs in sample.items()}
 
     dm._load_and_split = load_and_keep
     return kept

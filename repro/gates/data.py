@@ -24,7 +24,6 @@ from repro.data.digest import (
     example_hashes,
     sample_indices,
     sample_items,
-    sample_splits,
     value_digest,
 )
 from repro.data.duplicates import (
@@ -559,7 +558,8 @@ def _run(ctx, st, fresh_build) -> Verdict:
     """One build measured whole and freed; the builds compared with it come after, one at a
     time (issue 21: three builds alive at once were 2.4x the memory of one at Quora's size)."""
     dm = ctx.build_datamodule(fresh=True)
-    kept = keep_parsed(dm)  # its parsed examples: the train-only build starts from them
+    # a sample of its parsed examples: the comparison builds start from it
+    kept = keep_parsed(dm, st.compare_examples)
     dm.setup("fit")
     sizes = {s: len(dm.splits[s]) for s in ("train", "val", "test")}
     hashes = example_hashes(dm)  # each example hashed once: every comparison reuses them
@@ -665,8 +665,8 @@ def _compare_builds(
     """The builds compared with the first one (`reference`, its digest), one at a time:
 
     - with examples in every split (`split` non-empty): a build of a seeded sample of the
-      examples the first build parsed (`kept`; stage.data.compare_examples per split, all of a
-      smaller split), and the train-only build of the same sample compared with it; then the
+      examples the first build parsed (`kept`: keep_parsed's sample,
+      stage.data.compare_examples per split, all of a smaller split), and the train-only build of the same sample compared with it; then the
       fresh process's build from the files (another PYTHONHASHSEED, other unseeded random
       states, caches bypassed), its splits compared whole with the first build's and, where the
       first build read no cache (`from_files`), build() and encoding on the same sample compared
@@ -683,11 +683,9 @@ def _compare_builds(
     fit_on_train = other = on = None
     basis, note = reference, ""
     if split:
-        sample = _sampled(kept, st.compare_examples)
-        kept.clear()  # the first build's examples are freed; the sample's stay
-        mine = _sample_build(ctx, sample, st.sample_examples)
-        fit_on_train = check_fit_on_train(_train_only(ctx, sample, mine, st.sample_examples))
-        del sample
+        mine = _sample_build(ctx, kept, st.sample_examples)
+        fit_on_train = check_fit_on_train(_train_only(ctx, kept, mine, st.sample_examples))
+        kept.clear()
         return_freed_memory()  # handed back before the fresh process builds beside this one
         if from_files:
             basis = {**mine.digest, "examples": reference["examples"]}
@@ -739,16 +737,6 @@ def _sample_build(ctx, sample: dict[str, Any], max_items: int) -> SampleBuild:
     digest = build_digest(dm, items, example_hashes(dm))
     release(dm)
     return SampleBuild(digest, items["train"], sizes, sample.get("of", sizes))
-
-
-def _sampled(kept: dict[str, Any], k: int) -> dict[str, Any]:
-    """What keep_parsed kept, at most k examples per split (digest.sample_splits: seeded, in
-    order), with each split's size ("of"); {} when nothing was kept."""
-    if not kept:
-        return {}
-    splits = kept["splits"]
-    of = {s: len(exs) for s, exs in splits.items()}
-    return {**kept, "splits": sample_splits(splits, k), "of": of}
 
 
 def _build_from_files(ctx, st, hashes, reference) -> tuple[dict[str, Any], bool]:
