@@ -6,13 +6,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import random
 from typing import Any
 
 import torch
 
 from repro.data.rebuild import items_at
-from repro.data.split import SPLITS
+from repro.data.split import SPLITS, sample_indices
 from repro.data.split import example_hashes as split_hashes
 
 
@@ -54,19 +53,6 @@ def _plain(value: Any) -> str:
     differs in every build), then their type alone."""
     text = repr(value)
     return type(value).__qualname__ if " at 0x" in text else text
-
-
-def sample_indices(n: int, k: int) -> list[int]:
-    """k of range(n), the same for every build of the same size (sorted; all when n <= k)."""
-    if n <= k:
-        return list(range(n))
-    return sorted(random.Random(0).sample(range(n), k))
-
-
-def sample_splits(splits: dict[str, list], k: int) -> dict[str, list]:
-    """Per split, the examples at sample_indices(len(split), k): at most k, in order, the same
-    for every build whose splits are the same (the data gate's comparison builds, issue 21)."""
-    return {s: [exs[i] for i in sample_indices(len(exs), k)] for s, exs in splits.items()}
 
 
 def sample_items(dm, max_items: int) -> dict[str, list[dict]]:

@@ -10,11 +10,11 @@ the gate's first build (the reference) and waits for its own: every example's ha
 model_kwargs, the sampled items and the first batch, the same evidence as a whole build, with only
 the sampled items encoded (repro/data/rebuild.py; the whole split when they differ from the
 reference, so that a difference is confirmed on the real encoding). Where the gate's first build
-read no cache, build() and encoding see a seeded sample of each split (digest.sample_splits, the
-examples still hashed whole), compared with the gate's own build of the same sample. It runs at the lowest CPU
-priority on one thread, after the gate's process has freed its own builds, so it neither slows
-the gate nor adds its memory to theirs (issue 21: it ran ~110 s beside the gate at Quora's size,
-~1.7 GB).
+read no cache, build() and encoding see a seeded sample of each split (split.sample_splits, the
+examples still hashed whole), compared with the gate's own build of the same sample. It runs at
+the lowest CPU priority on one thread, after the gate's process has freed its own builds, so it
+neither slows the gate nor adds its memory to theirs (issue 21: it ran ~110 s beside the gate at
+Quora's size, ~1.7 GB).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def collect(
 ) -> tuple[dict[str, Any] | None, str]:
     """Let the fresh process build, given this process's digest of a build from the files;
     (its digest, "") when it finished within timeout_s of that, else (None, why not).
-    `sample`: build() and encode at most that many examples per split (digest.sample_splits, as
+    `sample`: build() and encode at most that many examples per split (split.sample_splits, as
     this process's build of `reference` did), the splits' examples digested whole; None: all."""
     try:
         try:
@@ -130,14 +130,9 @@ def _import_build(spec: dict[str, Any]):
 
 def _digest(build, spec: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
     from repro.config.typed import from_dict
-    from repro.data.digest import (
-        build_digest,
-        encoded_differ,
-        example_hashes,
-        sample_items,
-        sample_splits,
-    )
+    from repro.data.digest import build_digest, encoded_differ, example_hashes, sample_items
     from repro.data.rebuild import encode_lazily, encode_whole
+    from repro.data.split import sample_splits
     from repro.project import Project
     from repro.tasks import load_task_class
 

@@ -20,6 +20,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from repro.data.split import sample_splits
+
 Encoder = Callable[[str, list[dict]], Dataset]
 
 
@@ -81,12 +83,10 @@ def release(dm) -> None:
 def keep_parsed(dm, k: int, splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, Any]:
     """Make dm's loading keep a sample of what it parsed (before build() runs): the returned dict
     is filled with `official_split`, each split's size (`of`) and shallow copies of at most k
-    examples of each of `splits` (digest.sample_splits: seeded, in order; a build() that
+    examples of each of `splits` (split.sample_splits: seeded, in order; a build() that
     reassigns an example's fields in place then changes dm's copy only). Only the sample is
     copied: the comparison builds start from it, and a copy of every example was ~100 MB held
     through the first build at Quora's size (issue 21)."""
-    from repro.data.digest import sample_splits  # digest reads items through this module
-
     kept: dict[str, Any] = {}
     load = dm._load_and_split
 

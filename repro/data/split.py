@@ -133,3 +133,16 @@ def _divide(items: list, fractions: Sequence[float], rng: random.Random) -> dict
         "test": items[n_val : n_val + n_test],
         "train": items[n_val + n_test :],
     }
+
+
+def sample_indices(n: int, k: int) -> list[int]:
+    """k of range(n), the same for every build of the same size (sorted; all when n <= k)."""
+    if n <= k:
+        return list(range(n))
+    return sorted(random.Random(0).sample(range(n), k))
+
+
+def sample_splits(splits: dict[str, list], k: int) -> dict[str, list]:
+    """Per split, the examples at sample_indices(len(split), k): at most k, in order, the same
+    for every build whose splits are the same (the data gate's comparison builds, issue 21)."""
+    return {s: [exs[i] for i in sample_indices(len(exs), k)] for s, exs in splits.items()}

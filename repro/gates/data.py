@@ -665,9 +665,9 @@ def _compare_builds(
     """The builds compared with the first one (`reference`, its digest), one at a time:
 
     - with examples in every split (`split` non-empty): a build of a seeded sample of the
-      examples the first build parsed (`kept`: keep_parsed's sample,
-      stage.data.compare_examples per split, all of a smaller split), and the train-only build of the same sample compared with it; then the
-      fresh process's build from the files (another PYTHONHASHSEED, other unseeded random
+      examples the first build parsed (`kept`: keep_parsed's sample, stage.data.compare_examples
+      per split, all of a smaller split), and the train-only build of the same sample compared
+      with it; then the fresh process's build from the files (another PYTHONHASHSEED, other unseeded random
       states, caches bypassed), its splits compared whole with the first build's and, where the
       first build read no cache (`from_files`), build() and encoding on the same sample compared
       with the sample's build; else whole, compared with the first build (a stale cache shows);
